@@ -1,0 +1,66 @@
+"""The `frugal` command: parse, call the package, print. No logic of its own.
+
+Every user mistake surfaces as a `FrugalError` and is printed as one line on stderr with a
+non-zero exit code; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+
+from frugal_lm import __version__
+from frugal_lm.errors import FrugalError
+
+
+def _config_command(args: argparse.Namespace) -> int:
+    from frugal_lm.config import resolve_run_config
+    from frugal_lm.model import count_parameters
+
+    config = resolve_run_config(args.config, args.overrides)
+    print(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), end="")
+    print(f"# parameters: {count_parameters(config.model):,}")
+    return 0
+
+
+def _demo_command(args: argparse.Namespace) -> int:
+    print("frugal demo: not yet available in this version (the end-to-end demo lands with the "
+          "data, training and inference stages). Try `frugal config preset=tiny` meanwhile.")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="frugal", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"frugal-lm {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    demo = commands.add_parser("demo", help="train a small reasoning model on synthetic tasks (CPU ok)",
+                               description="Run the whole pipeline on the embedded synthetic tasks.")
+    demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="run directory (default runs/demo)")
+    demo.add_argument("--minutes", type=float, default=10.0, help="time budget in minutes (default 10)")
+    demo.set_defaults(handler=_demo_command)
+
+    config = commands.add_parser(
+        "config", help="print the resolved run configuration and parameter count",
+        description="Resolve presets, a recipe file and key=value overrides exactly as `frugal train` "
+                    "would, and print the result as YAML.")
+    config.add_argument("--config", type=Path, help="recipe YAML file")
+    config.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="e.g. preset=XL net=hrm lr=3e-4 model.vocab_size=65536")
+    config.set_defaults(handler=_config_command)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except FrugalError as error:
+        print(f"frugal {args.command}: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print(f"frugal {args.command}: interrupted", file=sys.stderr)
+        return 130

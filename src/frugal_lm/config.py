@@ -1,0 +1,248 @@
+"""Typed configuration: pydantic models, YAML presets and dotted `key=value` overrides.
+
+A run is described by one `RunConfig`. It is resolved in layers, later ones winning:
+
+1. the model preset `presets/models/<preset>.yaml` and the net `presets/nets/<net>.yaml`,
+2. the recipe file given with `--config FILE.yaml` (any subset of `RunConfig`),
+3. command-line overrides `key=value` (`lr=3e-4`, `model.hidden_size=256`).
+
+`preset` and `net` may come from the file or the command line; they pick layer 1. Every
+key is checked: an unknown or ill-typed key raises `FrugalError` naming the key and what
+is allowed, so a typo never silently trains the wrong model.
+"""
+
+from __future__ import annotations
+
+import math
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from frugal_lm.errors import FrugalError
+
+NetName = Literal["hrm", "transformer", "universal"]
+AttentionBackendName = Literal["auto", "sdpa", "flex", "fa3"]
+
+
+def round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+class ModelConfig(StrictModel):
+    """Architecture of one network. Derived sizes are properties, never stored twice."""
+
+    net: NetName = "hrm"
+    vocab_size: int = 65536
+    hidden_size: int
+    n_layers: int
+    """Blocks in the whole model; the HRM splits them into an H and an L stack of half each."""
+    n_heads: int
+    expansion: float = 4.0
+    """SwiGLU width: intermediate = round_up(round(expansion * hidden * 2/3), 256)."""
+    h_cycles: int = 2
+    l_cycles: int = 3
+    ut_passes: int = 4
+    """Passes of the shared stack in the Universal Transformer baseline."""
+    bp_steps_start: int = 2
+    bp_steps_end: int = 5
+    bp_warmup_fraction: float = 0.2
+    """`bp_steps` (stack passes that carry gradients) grows from start to end over this
+    fraction of the run's steps."""
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-6
+    init_std: float | None = None
+    """Std of the token embedding init; None means LeCun, 1 / sqrt(hidden_size). The
+    embedding output is scaled by 1 / init_std so that tokens enter at unit scale."""
+    max_seq_len: int = 2048
+    attention_backend: AttentionBackendName = "auto"
+
+    @model_validator(mode="after")
+    def _check_shapes(self) -> ModelConfig:
+        positive = ("vocab_size", "hidden_size", "n_layers", "n_heads", "h_cycles",
+                    "l_cycles", "ut_passes", "bp_steps_start", "bp_steps_end", "max_seq_len")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.hidden_size % self.n_heads:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be a multiple of n_heads ({self.n_heads})")
+        if self.head_dim % 2:
+            raise ValueError(f"head_dim (hidden_size / n_heads = {self.head_dim}) must be even for RoPE")
+        if self.net == "hrm" and self.n_layers % 2:
+            raise ValueError(f"net=hrm splits n_layers into two stacks: n_layers must be even, got {self.n_layers}")
+        if self.bp_steps_start > self.bp_steps_end:
+            raise ValueError("bp_steps_start must be <= bp_steps_end")
+        if not 0.0 <= self.bp_warmup_fraction <= 1.0:
+            raise ValueError("bp_warmup_fraction must be within [0, 1]")
+        return self
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.n_heads
+
+    @property
+    def intermediate_size(self) -> int:
+        return round_up(round(self.expansion * self.hidden_size * 2 / 3), 256)
+
+    @property
+    def layers_per_stack(self) -> int:
+        return self.n_layers // 2 if self.net == "hrm" else self.n_layers
+
+    @property
+    def stack_passes(self) -> int:
+        """How many times a stack runs in one forward pass."""
+        if self.net == "hrm":
+            return self.h_cycles * (self.l_cycles + 1)
+        if self.net == "universal":
+            return self.ut_passes
+        return 1
+
+    @property
+    def embedding_init_std(self) -> float:
+        return self.init_std if self.init_std is not None else 1.0 / math.sqrt(self.hidden_size)
+
+
+class RunConfig(StrictModel):
+    """Everything `frugal train` needs. The top-level keys are the recipe keys of DESIGN.md."""
+
+    preset: str = "tiny"
+    net: NetName = "hrm"
+    data: Path | None = None
+    out: Path | None = None
+    epochs: int | None = None
+    steps: int | None = None
+    batch_tokens: int = 4096
+    lr: float = 3e-4
+    seed: int = 0
+    checkpoint_every: int = 0
+    resume: bool = False
+    init_from: Path | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    instruction_loss: bool = False
+    """Also train on instruction tokens (HRM-Text trains on responses only)."""
+    model: ModelConfig
+
+
+def preset_names() -> list[str]:
+    folder = resources.files("frugal_lm") / "presets" / "models"
+    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_yaml(path: Path | Any, what: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise FrugalError(f"{what} not found: {path}") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise FrugalError(f"{path}{where}: not valid YAML ({getattr(error, 'problem', error)})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise FrugalError(f"{path}: expected a mapping of keys to values at the top level")
+    return data
+
+
+def _preset_layer(preset: str, net: str) -> dict[str, Any]:
+    folder = resources.files("frugal_lm") / "presets"
+    if preset not in preset_names():
+        raise FrugalError(f"unknown preset {preset!r}; allowed: {', '.join(preset_names())}")
+    nets = sorted(p.name.removesuffix(".yaml") for p in (folder / "nets").iterdir())
+    if net not in nets:
+        raise FrugalError(f"unknown net {net!r}; allowed: {', '.join(nets)}")
+    return {**_read_yaml(folder / "models" / f"{preset}.yaml", "preset"),
+            **_read_yaml(folder / "nets" / f"{net}.yaml", "net")}
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """`["lr=3e-4", "model.hidden_size=256"]` -> nested dict with YAML-parsed values."""
+    tree: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise FrugalError(f"override {item!r} is not of the form key=value (e.g. lr=3e-4, model.hidden_size=256)")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        node = tree
+        *parents, leaf = key.split(".")
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise FrugalError(f"override {item!r} conflicts with an earlier {part}=...")
+            node = child
+        node[leaf] = value
+    return tree
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    for part in loc[:-1]:
+        annotation = model.model_fields[part].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return sorted(model.model_fields)
+
+
+def format_validation_error(error: ValidationError, model: type[BaseModel], source: str) -> str:
+    """One line per problem, each naming the dotted key and what would have been accepted."""
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            allowed = _allowed_keys(model, item["loc"])
+            lines.append(f"{source}: unknown key {key!r}; allowed: {', '.join(allowed)}")
+        elif item["type"] == "value_error":
+            lines.append(f"{source}: invalid {key}: {item['msg'].removeprefix('Value error, ')}")
+        elif item["type"] == "missing":
+            lines.append(f"{source}: missing required key {key!r}")
+        else:
+            lines.append(f"{source}: bad value for {key!r} ({item['input']!r}): {item['msg']}")
+    return "; ".join(lines)
+
+
+def validate(model: type[BaseModel], data: dict[str, Any], source: str) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise FrugalError(format_validation_error(error, model, source)) from None
+
+
+def load_model_config(preset: str, net: str = "hrm", **overrides: Any) -> ModelConfig:
+    """A preset's `ModelConfig`, e.g. `load_model_config("XL", vocab_size=65536)`."""
+    return validate(ModelConfig, {**_preset_layer(preset, net), **overrides}, f"preset {preset}")
+
+
+def resolve_run_config(config_file: Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Presets, then the recipe file, then `key=value` overrides, validated as one `RunConfig`."""
+    file_layer = _read_yaml(Path(config_file), "config file") if config_file else {}
+    command_layer = parse_overrides(overrides or [])
+    chosen = _merge(file_layer, command_layer)
+    preset = chosen.get("preset", RunConfig.model_fields["preset"].default)
+    net = chosen.get("net", RunConfig.model_fields["net"].default)
+    if not isinstance(preset, str) or not isinstance(net, str):
+        raise FrugalError("preset and net must be names, e.g. preset=tiny net=hrm")
+    layered = _merge({"model": _preset_layer(preset, net)}, chosen)
+    if "net" in chosen:
+        layered["model"]["net"] = net
+    source = " + ".join(filter(None, [str(config_file) if config_file else "", "command line" if overrides else ""]))
+    return validate(RunConfig, layered, source or "defaults")

@@ -1,0 +1,1 @@
+"""Data: records, synthetic tasks, tokenizer, tokenize, mix, packing, loader."""

@@ -1,0 +1,110 @@
+"""The Transformer block every net shares, and the stack of blocks that recurrent nets reuse.
+
+Block (pre-norm, no biases): x + GatedAttention(rms(x)), then x + SwiGLU(rms(x)).
+- RMSNorm has no parameters (eps 1e-6), as in HRM-Text.
+- Attention is multi-head (no GQA) with RoPE and a sigmoid output gate per channel,
+  computed from the block input: out = o_proj(sigmoid(gate_proj(x)) * attention(x)).
+- A stack ends with one more RMSNorm ("MagicNorm"), so every recurrent state a stack
+  hands on has unit RMS, whatever the depth of the recurrence.
+Parameter names follow transformers' `hrm_text` so weights map one to one.
+
+Shape legend: B rows, T tokens, C hidden size, H heads, D head dim.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from frugal_lm.config import ModelConfig
+from frugal_lm.model.attention import AttentionLayout, prefix_lm_attention
+
+
+def rms_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
+    # Normalise in fp32 even under bf16 autocast: the recurrence feeds states back many times.
+    x_fp32 = x.float()
+    return (x_fp32 * torch.rsqrt(x_fp32.pow(2).mean(-1, keepdim=True) + eps)).type_as(x)
+
+
+class RotaryEmbedding(nn.Module):
+    """cos/sin tables for the given positions (positions restart at 0 per packed example)."""
+
+    def __init__(self, head_dim: int, theta: float):
+        super().__init__()
+        inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float) / head_dim))
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def forward(self, position_ids_BT: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        freqs_BTd = position_ids_BT[..., None].float() * self.inv_freq
+        angles_BTD = torch.cat([freqs_BTd, freqs_BTd], dim=-1)
+        return angles_BTD.cos().to(dtype), angles_BTD.sin().to(dtype)
+
+
+def apply_rotary(x_BHTD: torch.Tensor, cos_BTD: torch.Tensor, sin_BTD: torch.Tensor) -> torch.Tensor:
+    half = x_BHTD.shape[-1] // 2
+    rotated = torch.cat([-x_BHTD[..., half:], x_BHTD[..., :half]], dim=-1)
+    return x_BHTD * cos_BTD[:, None] + rotated * sin_BTD[:, None]
+
+
+class GatedAttention(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.n_heads, self.head_dim = config.n_heads, config.head_dim
+        width = config.n_heads * config.head_dim
+        self.q_proj = nn.Linear(config.hidden_size, width, bias=False)
+        self.k_proj = nn.Linear(config.hidden_size, width, bias=False)
+        self.v_proj = nn.Linear(config.hidden_size, width, bias=False)
+        self.gate_proj = nn.Linear(config.hidden_size, width, bias=False)
+        self.o_proj = nn.Linear(width, config.hidden_size, bias=False)
+
+    def forward(self, x_BTC: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor],
+                layout: AttentionLayout, backend: str) -> torch.Tensor:
+        B, T, _ = x_BTC.shape
+
+        def heads(projection: nn.Linear) -> torch.Tensor:
+            return projection(x_BTC).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+
+        cos, sin = rotary
+        q_BHTD = apply_rotary(heads(self.q_proj), cos, sin)
+        k_BHTD = apply_rotary(heads(self.k_proj), cos, sin)
+        attended_BHTD = prefix_lm_attention(q_BHTD, k_BHTD, heads(self.v_proj), layout, backend)
+        attended_BTC = attended_BHTD.transpose(1, 2).reshape(B, T, -1)
+        return self.o_proj(torch.sigmoid(self.gate_proj(x_BTC)) * attended_BTC)
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+
+    def forward(self, x_BTC: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x_BTC)) * self.up_proj(x_BTC))
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.eps = config.norm_eps
+        self.self_attn = GatedAttention(config)
+        self.mlp = SwiGLU(config)
+
+    def forward(self, x_BTC, rotary, layout: AttentionLayout, backend: str) -> torch.Tensor:
+        x_BTC = x_BTC + self.self_attn(rms_norm(x_BTC, self.eps), rotary, layout, backend)
+        return x_BTC + self.mlp(rms_norm(x_BTC, self.eps))
+
+
+class Stack(nn.Module):
+    """`n_blocks` blocks followed by the MagicNorm."""
+
+    def __init__(self, config: ModelConfig, n_blocks: int):
+        super().__init__()
+        self.eps = config.norm_eps
+        self.layers = nn.ModuleList(Block(config) for _ in range(n_blocks))
+
+    def forward(self, x_BTC, rotary, layout: AttentionLayout, backend: str) -> torch.Tensor:
+        for block in self.layers:
+            x_BTC = block(x_BTC, rotary, layout, backend)
+        return rms_norm(x_BTC, self.eps)
