@@ -1,0 +1,62 @@
+import pytest
+
+from frugal_lm.config import ModelConfig, load_model_config, parse_overrides, resolve_run_config
+from frugal_lm.errors import FrugalError
+
+
+def test_layers_resolve_in_order(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("preset: B\nlr: 0.001\nmodel:\n  vocab_size: 1000\n")
+    config = resolve_run_config(recipe, ["lr=3e-4", "model.hidden_size=256", "net=transformer", "resume=true"])
+    assert config.preset == "B" and config.net == "transformer" and config.model.net == "transformer"
+    assert config.lr == 3e-4 and config.resume is True
+    assert (config.model.hidden_size, config.model.n_layers, config.model.vocab_size) == (256, 12, 1000)
+
+
+def test_derived_sizes():
+    config = load_model_config("XL")
+    assert (config.head_dim, config.layers_per_stack, config.stack_passes) == (128, 16, 8)
+    assert config.intermediate_size == 4096  # round_up(round(4 * 1536 * 2/3), 256)
+    assert load_model_config("tiny").intermediate_size == 512
+    assert load_model_config("B", "transformer").stack_passes == 1
+    assert load_model_config("B", "universal").stack_passes == 4
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["model.hiden_size=3"], "unknown key 'model.hiden_size'; allowed: attention_backend"),
+    (["lrate=1"], "unknown key 'lrate'; allowed: batch_tokens"),
+    (["lr=fast"], "bad value for 'lr' \\('fast'\\)"),
+    (["model.attention_backend=xformers"], "bad value for 'model.attention_backend'.*'auto', 'sdpa', 'flex' or 'fa3'"),
+    (["preset=XS"], "unknown preset 'XS'; allowed: B, L, XL, XXL, tiny"),
+    (["net=rnn"], "unknown net 'rnn'; allowed: hrm, transformer, universal"),
+    (["model.n_heads=3"], "invalid model: hidden_size \\(128\\) must be a multiple of n_heads \\(3\\)"),
+    (["model.n_layers=3"], "n_layers must be even"),
+    (["lr"], "not of the form key=value"),
+])
+def test_bad_keys_and_values_are_named(overrides, message):
+    with pytest.raises(FrugalError, match=message):
+        resolve_run_config(None, overrides)
+
+
+def test_bad_recipe_files(tmp_path):
+    with pytest.raises(FrugalError, match="config file not found"):
+        resolve_run_config(tmp_path / "missing.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("lr: 1\nmodel: [\n")
+    with pytest.raises(FrugalError, match="broken.yaml:3: not valid YAML"):
+        resolve_run_config(broken)
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- lr\n")
+    with pytest.raises(FrugalError, match="mapping"):
+        resolve_run_config(listing)
+
+
+def test_parse_overrides_nests_and_types_values():
+    assert parse_overrides(["a=1", "b.c=true", "b.d=x", "e=[1, 2]"]) == {"a": 1, "b": {"c": True, "d": "x"}, "e": [1, 2]}
+
+
+def test_config_is_validated_on_assignment():
+    config = load_model_config("tiny")
+    with pytest.raises(Exception):
+        config.attention_backend = "nope"
+    assert isinstance(config, ModelConfig)
