@@ -1,0 +1,1 @@
+"""Training: optimizer, schedules, trainer loop, checkpoints, distributed wrapping."""
