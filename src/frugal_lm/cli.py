@@ -26,6 +26,16 @@ def _config_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_command(args: argparse.Namespace) -> int:
+    from frugal_lm.config import resolve_run_config
+    from frugal_lm.train.trainer import train
+
+    result = train(resolve_run_config(args.config, args.overrides))
+    print(f"trained {result.steps} steps on {result.tokens:,} tokens; last loss {result.last_loss:.4f}; "
+          f"checkpoint {result.checkpoint}")
+    return 0
+
+
 def _demo_command(args: argparse.Namespace) -> int:
     print("frugal demo: not yet available in this version (the end-to-end demo lands with the "
           "data, training and inference stages). Try `frugal config preset=tiny` meanwhile.")
@@ -42,6 +52,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="run directory (default runs/demo)")
     demo.add_argument("--minutes", type=float, default=10.0, help="time budget in minutes (default 10)")
     demo.set_defaults(handler=_demo_command)
+
+    train = commands.add_parser(
+        "train", help="train a model on a mixed training set (also under torchrun)",
+        description="Train with the HRM-Text recipe. Keys: data=DIR out=RUN_DIR preset=tiny|B|L|XL|XXL "
+                    "net=hrm|transformer|universal epochs=E | steps=N batch_tokens=T lr= seed= "
+                    "checkpoint_every=N resume=true init_from=DIR device=cpu|cuda, and nested model.* keys. "
+                    "Run `frugal config ...` to see every key with its resolved value.")
+    train.add_argument("--config", type=Path, help="recipe YAML file")
+    train.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. data=mix out=runs/a steps=100")
+    train.set_defaults(handler=_train_command)
 
     config = commands.add_parser(
         "config", help="print the resolved run configuration and parameter count",

@@ -127,7 +127,32 @@ class RunConfig(StrictModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     instruction_loss: bool = False
     """Also train on instruction tokens (HRM-Text trains on responses only)."""
+    row_len: int | None = None
+    """Tokens per packed row; default: the mixed set's max sequence length."""
+    warmup_steps: int = 100
+    lr_floor: float = 0.1
+    """The cosine ends at lr * lr_floor."""
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    ema_decay: float | None = 0.9999
+    grad_clip: float | None = 1.0
+    keep_checkpoints: int = 3
+    log_every: int = 10
+    price_per_device_hour: float = 2.0
+    """Dollars per device-hour, for the cost shown while training."""
+    compile: bool = False
     model: ModelConfig
+
+    @model_validator(mode="after")
+    def _check_training(self) -> RunConfig:
+        if self.epochs is not None and self.steps is not None:
+            raise ValueError("give epochs or steps, not both")
+        for name in ("batch_tokens", "keep_checkpoints", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if self.lr <= 0 or not 0 <= self.lr_floor <= 1 or self.warmup_steps < 0 or self.checkpoint_every < 0:
+            raise ValueError("need lr > 0, 0 <= lr_floor <= 1, warmup_steps >= 0, checkpoint_every >= 0")
+        return self
 
 
 def preset_names() -> list[str]:

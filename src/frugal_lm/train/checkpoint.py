@@ -1,0 +1,159 @@
+"""Atomic, resumable checkpoints: Distributed Checkpoint for training state, safetensors for weights.
+
+`RUN_DIR/checkpoints/step_00001234/` holds
+- `train_state/`: model + optimizer (moments and EMA) via Distributed Checkpoint, sharded as
+  the run was and reshardable on load (an N-rank run resumes or loads on one process);
+- `model.safetensors` and `ema.safetensors`: full weights for inference, export and
+  fine-tuning (`--model DIR`, `init_from=`), written by rank 0;
+- `trainer_state.json`: step, loader position, tokens seen, metrics; `rng.pt`: RNG states
+  (tensors only, loaded with `weights_only=True`); `config.yaml`: the resolved config.
+
+Atomicity: everything is written into `step_X.partial`, then renamed to `step_X` in one
+`os.replace`. A run killed mid-write leaves only a `.partial` directory, which is ignored
+and cleaned up next time; a directory named `step_X` is always complete. Distributed
+Checkpoint's metadata file is a pickle: resume only from checkpoints your own runs wrote
+(weights for sharing travel as safetensors).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+import yaml
+from safetensors.torch import save_file
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_state_dict,
+    set_state_dict,
+)
+
+from frugal_lm.config import RunConfig
+from frugal_lm.errors import FrugalError
+from frugal_lm.train.optimizer import AdamATan2
+
+STEP_DIR = re.compile(r"^step_(\d{8})$")
+# Saving and loading in a single process is intended, not a misconfiguration.
+warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
+
+
+def _is_main() -> bool:
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def _barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first."""
+    folder = Path(run_dir) / "checkpoints"
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_dir() and STEP_DIR.match(p.name))
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    checkpoints = list_checkpoints(run_dir)
+    return checkpoints[-1] if checkpoints else None
+
+
+def full_weights(model: torch.nn.Module, optimizer: AdamATan2 | None = None) -> dict[str, torch.Tensor]:
+    """Unsharded CPU weights of `model`, or of its EMA when `optimizer` is given. Collective
+    under FSDP2: every rank must call it."""
+    weights = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if optimizer is not None:
+        ema_of = {id(param): ema for param, ema in optimizer.ema_tensors()}
+        for name, param in model.named_parameters():
+            if id(param) in ema_of:
+                ema = ema_of[id(param)]
+                ema = ema.full_tensor() if hasattr(ema, "full_tensor") else ema
+                weights[name] = ema.detach().to("cpu", copy=True)
+    return {name: tensor.contiguous() for name, tensor in weights.items()}
+
+
+def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, optimizer: AdamATan2,
+                    trainer_state: dict[str, Any], config: RunConfig, keep: int) -> Path:
+    folder = Path(run_dir) / "checkpoints"
+    final = folder / f"step_{step:08d}"
+    partial = folder / f"step_{step:08d}.partial"
+    if _is_main():
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+    _barrier()
+    model_state, optimizer_state = get_state_dict(model, optimizer)
+    dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=partial / "train_state")
+    raw, ema = full_weights(model), full_weights(model, optimizer)
+    if _is_main():
+        save_file(raw, partial / "model.safetensors")
+        save_file(ema, partial / "ema.safetensors")
+        torch.save(_rng_states(), partial / "rng.pt")
+        (partial / "trainer_state.json").write_text(json.dumps({**trainer_state, "step": step}, indent=1))
+        (partial / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+        for file in partial.rglob("*"):
+            if file.is_file():
+                with open(file, "rb") as handle:
+                    os.fsync(handle.fileno())
+        if final.exists():  # the same step saved again (e.g. epoch end == checkpoint_every)
+            shutil.rmtree(final)
+        os.replace(partial, final)
+        _fsync_directory(folder)
+        for old in list_checkpoints(run_dir)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    _barrier()
+    return final
+
+
+def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: AdamATan2) -> dict[str, Any]:
+    """Restore model, optimizer and RNG states in place; return the trainer state."""
+    model_state, optimizer_state = get_state_dict(model, optimizer)
+    state = {"model": model_state, "optimizer": optimizer_state}
+    dcp.load(state, checkpoint_id=Path(path) / "train_state")
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+    _set_rng_states(torch.load(Path(path) / "rng.pt", weights_only=True))
+    return json.loads((Path(path) / "trainer_state.json").read_text())
+
+
+def remove_partial_checkpoints(run_dir: Path) -> None:
+    folder = Path(run_dir) / "checkpoints"
+    if _is_main() and folder.is_dir():
+        for partial in folder.glob("*.partial"):
+            shutil.rmtree(partial, ignore_errors=True)
+
+
+def _rng_states() -> dict[str, torch.Tensor]:
+    states = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state()
+    return states
+
+
+def _set_rng_states(states: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state(states["cuda"])
+
+
+def _fsync_directory(folder: Path) -> None:
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def require_checkpoint(run_dir: Path) -> Path:
+    checkpoint = latest_checkpoint(run_dir)
+    if checkpoint is None:
+        raise FrugalError(f"resume=true but {Path(run_dir) / 'checkpoints'} holds no complete checkpoint")
+    return checkpoint

@@ -1,0 +1,196 @@
+"""The training loop: one code path for one CPU, one GPU, or `torchrun` with FSDP2.
+
+Per step: set the scheduled LR and `bp_steps`, run the packed batch, normalise the loss by
+the *global* number of label tokens (so N ranks compute exactly the gradient of one process
+holding the whole batch), clip, step AdamATan2 (which also updates the EMA), log one line
+to `RUN_DIR/metrics.jsonl`, and checkpoint every `checkpoint_every` steps and at each epoch
+end. A non-finite loss stops the run before the bad update is checkpointed.
+
+Resume (`resume=true`) restores model, optimizer+EMA, RNG and the loader position from the
+latest complete checkpoint and drops metrics lines logged after it, so the metrics file of a
+killed-and-resumed run equals that of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+from tqdm import tqdm
+
+from frugal_lm.config import RunConfig
+from frugal_lm.data.loader import LoaderState, MixedDataset, PackedLoader
+from frugal_lm.errors import FrugalError
+from frugal_lm.model import bp_steps_at, build_model, language_model_loss
+from frugal_lm.train.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    remove_partial_checkpoints,
+    require_checkpoint,
+    save_checkpoint,
+)
+from frugal_lm.train.distributed import Distributed, init_distributed, shard_model, shutdown
+from frugal_lm.train.optimizer import AdamATan2
+from frugal_lm.train.schedules import learning_rate
+from frugal_lm.train.weights import load_weights
+
+UNBOUNDED_EPOCHS = 1 << 30
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    steps: int
+    tokens: int
+    last_loss: float
+    checkpoint: Path | None
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise FrugalError("device=cuda but PyTorch sees no CUDA GPU; use device=cpu or device=auto")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def _truncate_metrics(path: Path, last_step: int) -> None:
+    if path.exists():
+        kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= last_step]
+        path.write_text("".join(line + "\n" for line in kept))
+
+
+def _describe(config: RunConfig, distributed: Distributed, device: torch.device, parameters: int) -> str:
+    environment = (f"# frugal-lm on {platform.node()}: python {sys.version.split()[0]}, torch {torch.__version__}, "
+                   f"device {device}, world size {distributed.world_size}, {parameters:,} parameters")
+    return environment + "\n" + yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def train(config: RunConfig) -> TrainResult:
+    if config.data is None or config.out is None:
+        raise FrugalError("frugal train needs data=DIR (a mixed training set) and out=RUN_DIR")
+    run_dir = Path(config.out)
+    if not config.resume and latest_checkpoint(run_dir) is not None:
+        raise FrugalError(f"{run_dir} already holds a run; pass resume=true to continue it, or choose another out=")
+    device = resolve_device(config.device)
+    distributed = init_distributed(device.type)
+    if device.type == "cuda":
+        device = torch.device("cuda", distributed.local_rank)
+    try:
+        return _train(config, run_dir, device, distributed)
+    finally:
+        shutdown(distributed)
+
+
+def _train(config: RunConfig, run_dir: Path, device: torch.device, distributed: Distributed) -> TrainResult:
+    dataset = MixedDataset(config.data)
+    model_config = config.model.model_copy(update={"vocab_size": dataset.vocab_size})
+    config = config.model_copy(update={"model": model_config})
+    row_len = config.row_len or int(dataset.metadata.get("max_seq_len", model_config.max_seq_len))
+    rows_per_rank = config.batch_tokens // row_len
+    if rows_per_rank < 1:
+        raise FrugalError(f"batch_tokens={config.batch_tokens} is smaller than one row of {row_len} tokens")
+
+    torch.manual_seed(config.seed)
+    model = build_model(model_config).to(device)
+    if config.init_from is not None and not config.resume:
+        model.load_state_dict(load_weights(config.init_from, model_config), strict=True)
+    if distributed.world_size > 1:
+        model = shard_model(model, device.type)
+    optimizer = AdamATan2(model.parameters(), lr=config.lr, betas=config.betas,
+                          weight_decay=config.weight_decay, ema_decay=config.ema_decay)
+    forward = torch.compile(model) if config.compile else model
+    loader = PackedLoader(dataset, row_len, rows_per_rank, distributed.rank, distributed.world_size,
+                          config.instruction_loss)
+    epochs = config.epochs or (UNBOUNDED_EPOCHS if config.steps else 1)
+    total_steps = config.steps or sum(loader.steps_in(epoch) for epoch in range(epochs))
+
+    step, tokens_seen, state = 0, 0, LoaderState()
+    metrics_path = run_dir / "metrics.jsonl"
+    if config.resume:
+        checkpoint = require_checkpoint(run_dir)
+        trainer_state = load_checkpoint(checkpoint, model, optimizer)
+        step, tokens_seen = trainer_state["step"], trainer_state["tokens"]
+        state = LoaderState(**trainer_state["loader"])
+        if distributed.is_main:
+            _truncate_metrics(metrics_path, step)
+    remove_partial_checkpoints(run_dir)
+    if distributed.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        description = _describe(config, distributed, device, sum(p.numel() for p in model.parameters()))
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+        print(description, file=sys.stderr)
+
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    progress = tqdm(total=total_steps, initial=step, disable=not distributed.is_main, unit="step",
+                    dynamic_ncols=True, file=sys.stderr)
+    started, start_step, start_tokens = time.perf_counter(), step, tokens_seen
+    last_loss, last_saved = math.nan, None
+    with open(metrics_path, "a") if distributed.is_main else nullcontext() as metrics:
+        for batch, next_state in loader.batches(state, epochs):
+            if step >= total_steps:
+                break
+            lr = learning_rate(step, total_steps, config.lr, config.warmup_steps, config.lr_floor)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            bp_steps = bp_steps_at(model_config, step, total_steps)
+            batch = batch.to(device)
+            with autocast:
+                output = language_model_loss(forward, batch, bp_steps)
+            counts = distributed.all_reduce_sum(torch.stack([
+                output.loss_sum, output.label_tokens.float(), output.correct_tokens.float(),
+                output.examples.float(), output.correct_examples.float(),
+                torch.tensor(float(batch.n_tokens), device=device)]))
+            global_label_tokens = counts[1].clamp(min=1)
+            # Exactly output.loss when there is one rank; N ranks sum to the single-process gradient.
+            (output.loss * (output.label_tokens / global_label_tokens * distributed.world_size)).backward()
+            grad_norm = (torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                         if config.grad_clip else None)
+            loss_value = float(counts[0] / global_label_tokens)
+            if not math.isfinite(loss_value):
+                kept = latest_checkpoint(run_dir)
+                raise FrugalError(f"loss became {loss_value} at step {step}; stopped before applying that "
+                                  f"update. Last good checkpoint: {kept or 'none yet'}")
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            tokens_seen += int(counts[5])
+            last_loss = loss_value
+            elapsed = time.perf_counter() - started
+            tokens_per_second = (tokens_seen - start_tokens) / max(elapsed, 1e-9)
+            record = {
+                "step": step, "epoch": state.epoch, "loss": loss_value,
+                "token_accuracy": float(counts[2] / global_label_tokens),
+                "exact_accuracy": float(counts[4] / counts[3].clamp(min=1)),
+                "lr": lr, "bp_steps": bp_steps, "tokens": tokens_seen,
+                "grad_norm": None if grad_norm is None else float(grad_norm.full_tensor()
+                                                                   if hasattr(grad_norm, "full_tensor")
+                                                                   else grad_norm),
+                "elapsed_s": round(elapsed, 3),
+                "tokens_per_second": tokens_per_second,
+                "dollars": elapsed / 3600 * distributed.world_size * config.price_per_device_hour,
+            }
+            if metrics is not None:
+                metrics.write(json.dumps(record) + "\n")
+                metrics.flush()
+            progress.update(1)
+            if step % config.log_every == 0 or step == total_steps:
+                progress.set_postfix(loss=f"{loss_value:.4f}", acc=f"{record['token_accuracy']:.3f}",
+                                     tok_s=f"{tokens_per_second:,.0f}",
+                                     usd=f"{record['dollars']:.3f}")
+            epoch_ends = next_state.step >= loader.steps_in(next_state.epoch)
+            if (config.checkpoint_every and step % config.checkpoint_every == 0) or epoch_ends or step == total_steps:
+                last_saved = save_checkpoint(run_dir, step, model, optimizer,
+                                             {"tokens": tokens_seen, "loader": next_state.to_dict(), "loss": loss_value},
+                                             config, config.keep_checkpoints)
+            state = next_state
+    progress.close()
+    return TrainResult(run_dir, step, tokens_seen, last_loss, last_saved or latest_checkpoint(run_dir))
