@@ -1,32 +1,8 @@
-import json
-
-import numpy as np
 import pytest
 
 from frugal_lm.data.batch import IGNORE_INDEX
 from frugal_lm.data.loader import LoaderState, MixedDataset, PackedLoader
 from frugal_lm.errors import FrugalError
-
-
-def write_mixed_set(directory, n_examples=40, n_epochs=2, seed=0):
-    """A mixed set in DESIGN.md's layout: example k is instruction [k]*a, response [1000+k]*b."""
-    rng = np.random.default_rng(seed)
-    tokens, inst_start, inst_len, resp_start, resp_len = [], [], [], [], []
-    for k in range(n_examples):
-        a, b = int(rng.integers(1, 8)), int(rng.integers(1, 6))
-        inst_start.append(len(tokens)); inst_len.append(a); tokens += [k] * a
-        resp_start.append(len(tokens)); resp_len.append(b); tokens += [1000 + k] * b
-    directory.mkdir(parents=True, exist_ok=True)
-    np.save(directory / "tokens.npy", np.array(tokens, dtype=np.uint16))
-    for epoch in range(n_epochs):
-        order = rng.permutation(n_examples)
-        folder = directory / f"epoch_{epoch}"
-        folder.mkdir()
-        for name, values in [("inst_start", inst_start), ("inst_len", inst_len),
-                             ("resp_start", resp_start), ("resp_len", resp_len)]:
-            np.save(folder / f"{name}.npy", np.array(values, dtype=np.int64)[order])
-    (directory / "metadata.json").write_text(json.dumps({"vocab_size": 1280, "max_seq_len": 12}))
-    return directory
 
 
 def examples_in(batch):
@@ -35,7 +11,7 @@ def examples_in(batch):
     return sorted(first_tokens.tolist())
 
 
-def test_every_example_once_per_epoch_across_ranks(tmp_path):
+def test_every_example_once_per_epoch_across_ranks(tmp_path, write_mixed_set):
     dataset = MixedDataset(write_mixed_set(tmp_path / "mix"))
     loaders = [PackedLoader(dataset, row_len=16, rows_per_rank=2, rank=r, world_size=2) for r in range(2)]
     assert loaders[0].steps_in(0) == loaders[1].steps_in(0)
@@ -48,7 +24,7 @@ def test_every_example_once_per_epoch_across_ranks(tmp_path):
     assert sorted(seen) == list(range(40))
 
 
-def test_batches_carry_the_prefix_lm_layout(tmp_path):
+def test_batches_carry_the_prefix_lm_layout(tmp_path, write_mixed_set):
     dataset = MixedDataset(write_mixed_set(tmp_path / "mix"))
     batch = PackedLoader(dataset, row_len=16, rows_per_rank=1).batch(LoaderState(0, 0))
     # Labels only on response tokens, which are the 1000+k values.
@@ -57,7 +33,7 @@ def test_batches_carry_the_prefix_lm_layout(tmp_path):
     assert (batch.input_ids[batch.prefix_mask] < 1000).all()
 
 
-def test_resume_from_any_state_continues_the_same_sequence(tmp_path):
+def test_resume_from_any_state_continues_the_same_sequence(tmp_path, write_mixed_set):
     dataset = MixedDataset(write_mixed_set(tmp_path / "mix"))
     loader = PackedLoader(dataset, row_len=16, rows_per_rank=1)
     straight = list(loader.batches(LoaderState(), epochs=2))
@@ -69,7 +45,7 @@ def test_resume_from_any_state_continues_the_same_sequence(tmp_path):
     assert straight[-1][1].epoch == 1  # crossed into the second epoch
 
 
-def test_bad_sets_give_one_line_errors(tmp_path):
+def test_bad_sets_give_one_line_errors(tmp_path, write_mixed_set):
     with pytest.raises(FrugalError, match="no metadata.json"):
         MixedDataset(tmp_path)
     directory = write_mixed_set(tmp_path / "mix")

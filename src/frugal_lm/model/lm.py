@@ -88,9 +88,13 @@ class LanguageModel(nn.Module, abc.ABC):
         schedule = PassSchedule(self.config.stack_passes, bp_steps, x_BTC)
         return self.trunk(x_BTC, rotary, layout, backend, schedule)
 
-    def forward(self, input_ids_BT: torch.Tensor, position_ids_BT: torch.Tensor,
-                layout: AttentionLayout, bp_steps: int | None = None) -> torch.Tensor:
-        return self.lm_head(self.hidden_states(input_ids_BT, position_ids_BT, layout, bp_steps))
+    def forward(self, input_ids_BT: torch.Tensor, position_ids_BT: torch.Tensor, layout: AttentionLayout,
+                bp_steps: int | None = None, logits_at_BT: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, T, V); with a boolean `logits_at_BT`, only at those positions (N, V),
+        which is how the loss skips the LM head on unlabelled tokens. Calling the model
+        (not `hidden_states`) is what lets FSDP2's root hooks gather the embedding and head."""
+        hidden_BTC = self.hidden_states(input_ids_BT, position_ids_BT, layout, bp_steps)
+        return self.lm_head(hidden_BTC if logits_at_BT is None else hidden_BTC[logits_at_BT])
 
 
 def bp_steps_at(config: ModelConfig, step: int, total_steps: int) -> int:

@@ -46,10 +46,9 @@ def global_example_ids(segment_ids_BT: torch.Tensor) -> torch.Tensor:
 
 def language_model_loss(model: LanguageModel, batch: PackedBatch, bp_steps: int | None = None) -> LossOutput:
     layout = AttentionLayout(batch.segment_ids, batch.prefix_mask)
-    hidden_BTC = model.hidden_states(batch.input_ids, batch.position_ids, layout, bp_steps)
     has_label_BT = batch.labels != IGNORE_INDEX
     targets_N = batch.labels[has_label_BT]
-    logits_NV = model.lm_head(hidden_BTC[has_label_BT]).float()
+    logits_NV = model(batch.input_ids, batch.position_ids, layout, bp_steps, logits_at_BT=has_label_BT).float()
     loss_sum = F.cross_entropy(logits_NV, targets_N, reduction="sum")
     label_tokens = has_label_BT.sum()
     with torch.no_grad():

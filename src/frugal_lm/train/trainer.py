@@ -157,7 +157,7 @@ def _train(config: RunConfig, run_dir: Path, device: torch.device, distributed: 
             loss_value = float(counts[0] / global_label_tokens)
             if not math.isfinite(loss_value):
                 kept = latest_checkpoint(run_dir)
-                raise FrugalError(f"loss became {loss_value} at step {step}; stopped before applying that "
+                raise FrugalError(f"loss became {loss_value} at step {step + 1}; stopped before applying that "
                                   f"update. Last good checkpoint: {kept or 'none yet'}")
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)

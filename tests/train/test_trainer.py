@@ -1,0 +1,133 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from frugal_lm.config import resolve_run_config
+from frugal_lm.errors import FrugalError
+from frugal_lm.train import checkpoint as checkpoint_module
+from frugal_lm.train.checkpoint import latest_checkpoint, list_checkpoints
+from frugal_lm.train.trainer import train
+from frugal_lm.train.weights import load_weights
+
+TINY = ["model.hidden_size=32", "model.n_heads=2", "batch_tokens=64", "row_len=16", "warmup_steps=3",
+        "lr=3e-3", "seed=1"]
+
+
+def run_args(data, out, *extra):
+    return [f"data={data}", f"out={out}", *TINY, *extra]
+
+
+def losses(run_dir: Path) -> list[float]:
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(1, len(records) + 1))
+    return [r["loss"] for r in records]
+
+
+def frugal_command(*args):
+    return [sys.executable, "-m", "frugal_lm", *args]
+
+
+def test_kill_and_resume_reproduces_the_uninterrupted_losses_bitwise(tmp_path, write_mixed_set):
+    data = write_mixed_set(tmp_path / "mix", n_examples=400, n_epochs=2)
+    steps, half = 24, 8
+    straight = train(resolve_run_config(None, run_args(data, tmp_path / "straight", f"steps={steps}")))
+    assert straight.steps == steps
+
+    killed_dir = tmp_path / "killed"
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    process = subprocess.Popen(frugal_command("train", *run_args(data, killed_dir, f"steps={steps}",
+                                                                  f"checkpoint_every={half}")),
+                               env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not (killed_dir / "checkpoints" / f"step_{half:08d}").exists():
+        assert process.poll() is None, process.stderr.read().decode()
+        assert time.time() < deadline
+        time.sleep(0.002)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    logged_before_kill = len(losses(killed_dir))
+    assert half <= logged_before_kill < steps  # killed mid-run, after the checkpoint
+
+    resumed = train(resolve_run_config(None, run_args(data, killed_dir, f"steps={steps}", "resume=true")))
+    assert resumed.steps == steps
+    assert losses(killed_dir) == losses(tmp_path / "straight")  # bitwise: same floats
+
+
+def test_torchrun_two_ranks_match_one_process(tmp_path, write_mixed_set):
+    data = write_mixed_set(tmp_path / "mix", n_examples=120, n_epochs=1)
+    steps = ["steps=5", "grad_clip=null", "warmup_steps=1"]
+    train(resolve_run_config(None, run_args(data, tmp_path / "one", *steps, "batch_tokens=64")))
+    # Two ranks with half the rows each: the same global batch of 4 rows.
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+         "-m", "frugal_lm", "train", *run_args(data, tmp_path / "two", *steps, "batch_tokens=32")],
+        env=environment, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    one, two = losses(tmp_path / "one"), losses(tmp_path / "two")
+    assert len(one) == len(two) == 5
+    assert two == pytest.approx(one, rel=1e-4)
+    # The sharded run's checkpoint loads on one process.
+    config = resolve_run_config(None, run_args(data, tmp_path / "two")).model.model_copy(update={"vocab_size": 1280})
+    assert set(load_weights(tmp_path / "two", config)) >= {"embed_tokens.weight", "lm_head.weight"}
+
+
+def test_refuses_to_overwrite_a_run_and_resumes_only_with_a_checkpoint(tmp_path, write_mixed_set):
+    data = write_mixed_set(tmp_path / "mix")
+    train(resolve_run_config(None, run_args(data, tmp_path / "run", "steps=2")))
+    with pytest.raises(FrugalError, match="already holds a run; pass resume=true"):
+        train(resolve_run_config(None, run_args(data, tmp_path / "run", "steps=2")))
+    with pytest.raises(FrugalError, match="holds no complete checkpoint"):
+        train(resolve_run_config(None, run_args(data, tmp_path / "empty", "steps=2", "resume=true")))
+    with pytest.raises(FrugalError, match="not a mixed training set"):
+        train(resolve_run_config(None, run_args(tmp_path, tmp_path / "x", "steps=2")))
+
+
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path, write_mixed_set):
+    data = write_mixed_set(tmp_path / "mix", n_examples=200)
+    train(resolve_run_config(None, run_args(data, tmp_path / "run", "steps=6", "checkpoint_every=2")))
+    good = latest_checkpoint(tmp_path / "run")
+    with pytest.raises(FrugalError, match=r"loss became (nan|inf) at step \d+; stopped before applying that update.*step_00000006"):
+        train(resolve_run_config(None, run_args(data, tmp_path / "run", "steps=12", "resume=true", "lr=1e30",
+                                                "grad_clip=null", "weight_decay=0")))
+    assert latest_checkpoint(tmp_path / "run") == good
+
+
+def test_a_failed_checkpoint_write_leaves_the_previous_one_valid(tmp_path, write_mixed_set, monkeypatch):
+    data = write_mixed_set(tmp_path / "mix", n_examples=200)
+    run_dir = tmp_path / "run"
+    train(resolve_run_config(None, run_args(data, run_dir, "steps=4", "checkpoint_every=2")))
+    before = list_checkpoints(run_dir)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint_module, "save_file", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        train(resolve_run_config(None, run_args(data, run_dir, "steps=8", "checkpoint_every=2", "resume=true")))
+    assert list_checkpoints(run_dir) == before  # the partial write is not a checkpoint
+    assert any(p.name.endswith(".partial") for p in (run_dir / "checkpoints").iterdir())
+    monkeypatch.undo()
+    resumed = train(resolve_run_config(None, run_args(data, run_dir, "steps=8", "checkpoint_every=2", "resume=true")))
+    assert resumed.steps == 8
+    assert not any(p.name.endswith(".partial") for p in (run_dir / "checkpoints").iterdir())
+
+
+def test_fine_tune_from_ema_weights(tmp_path, write_mixed_set):
+    data = write_mixed_set(tmp_path / "mix", n_examples=200)
+    train(resolve_run_config(None, run_args(data, tmp_path / "base", "steps=4")))
+    tuned = train(resolve_run_config(None, run_args(data, tmp_path / "tuned", "steps=2",
+                                                    f"init_from={tmp_path / 'base'}")))
+    assert tuned.steps == 2
+    config = resolve_run_config(None, run_args(data, tmp_path / "x")).model.model_copy(update={"vocab_size": 1280})
+    ema = load_weights(tmp_path / "base", config)
+    raw = load_weights(tmp_path / "base", config, prefer_ema=False)
+    assert not torch.equal(ema["lm_head.weight"], raw["lm_head.weight"])
