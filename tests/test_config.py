@@ -60,3 +60,10 @@ def test_config_is_validated_on_assignment():
     with pytest.raises(Exception):
         config.attention_backend = "nope"
     assert isinstance(config, ModelConfig)
+
+
+def test_packaged_recipes_resolve_by_name():
+    sft = resolve_run_config("sft", ["init_from=runs/base"])
+    assert (sft.lr, sft.ema_decay, sft.model.bp_warmup_fraction) == (3e-5, 0.999, 0.0)
+    pretrain = resolve_run_config("pretrain")
+    assert pretrain.preset == "XL" and pretrain.model.hidden_size == 1536

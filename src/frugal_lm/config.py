@@ -257,9 +257,23 @@ def load_model_config(preset: str, net: str = "hrm", **overrides: Any) -> ModelC
     return validate(ModelConfig, {**_preset_layer(preset, net), **overrides}, f"preset {preset}")
 
 
-def resolve_run_config(config_file: Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Presets, then the recipe file, then `key=value` overrides, validated as one `RunConfig`."""
-    file_layer = _read_yaml(Path(config_file), "config file") if config_file else {}
+def recipe_names() -> list[str]:
+    folder = resources.files("frugal_lm") / "presets" / "recipes"
+    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _recipe_file(config_file: Path | str) -> Path | Any:
+    """A path, or the name of a packaged recipe (`--config sft`)."""
+    path = Path(config_file)
+    if not path.exists() and str(config_file) in recipe_names():
+        return resources.files("frugal_lm") / "presets" / "recipes" / f"{config_file}.yaml"
+    return path
+
+
+def resolve_run_config(config_file: Path | str | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Presets, then the recipe file (a path or a packaged recipe name such as `sft`), then
+    `key=value` overrides, validated as one `RunConfig`."""
+    file_layer = _read_yaml(_recipe_file(config_file), "config file") if config_file else {}
     command_layer = parse_overrides(overrides or [])
     chosen = _merge(file_layer, command_layer)
     preset = chosen.get("preset", RunConfig.model_fields["preset"].default)

@@ -1,0 +1,99 @@
+"""`frugal report RUN_DIR`: PNG plots and a markdown summary from `metrics.jsonl`.
+
+Reads only the metrics file (and the run's config), so it works on a finished run, a
+running one, or one copied off a cluster.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from frugal_lm.errors import FrugalError
+
+PLOTS = {
+    "loss": ("loss", "training loss"),
+    "accuracy": ("token_accuracy", "token accuracy"),
+    "exact": ("exact_accuracy", "exact-sequence accuracy"),
+    "lr": ("lr", "learning rate"),
+    "throughput": ("tokens_per_second", "tokens / second"),
+}
+
+
+@dataclass
+class Report:
+    summary_path: Path
+    plot_paths: list[Path]
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        raise FrugalError(f"{run_dir}: no metrics.jsonl (is this a training run directory?)")
+    records, lines = [], path.read_text().splitlines()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            # The last line of a killed run can be cut short; anything earlier is corruption.
+            if number == len(lines):
+                break
+            raise FrugalError(f"{path}:{number}: not valid JSON") from None
+    if not records:
+        raise FrugalError(f"{path}: no steps logged yet")
+    return records
+
+
+def write_report(run_dir: Path) -> Report:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run_dir = Path(run_dir)
+    records = read_metrics(run_dir)
+    out = run_dir / "report"
+    out.mkdir(exist_ok=True)
+    steps = [r["step"] for r in records]
+    plot_paths = []
+    for name, (key, title) in PLOTS.items():
+        values = [r.get(key) for r in records]
+        points = [(s, v) for s, v in zip(steps, values) if v is not None]
+        if not points:
+            continue
+        figure, axis = plt.subplots(figsize=(7, 4))
+        axis.plot(*zip(*points), linewidth=1.2)
+        axis.set_xlabel("step")
+        axis.set_title(title)
+        if key == "loss":
+            axis.set_yscale("log")
+        axis.grid(alpha=0.3)
+        figure.tight_layout()
+        path = out / f"{name}.png"
+        figure.savefig(path, dpi=110)
+        plt.close(figure)
+        plot_paths.append(path)
+
+    last = records[-1]
+    best = min(records, key=lambda r: r["loss"])
+    tail = records[-max(1, len(records) // 10):]
+    rows = [
+        ("steps", f"{last['step']:,}"),
+        ("tokens", f"{last['tokens']:,}"),
+        ("final loss (mean of last 10%)", f"{sum(r['loss'] for r in tail) / len(tail):.4f}"),
+        ("best loss", f"{best['loss']:.4f} at step {best['step']}"),
+        ("final token accuracy", f"{last['token_accuracy']:.4f}"),
+        ("final exact accuracy", f"{last['exact_accuracy']:.4f}"),
+        ("wall time of the last session", f"{last['elapsed_s'] / 60:.1f} min"),
+        ("tokens / second (last session)", f"{last.get('tokens_per_second', float('nan')):,.0f}"),
+        ("dollars (last session)", f"{last.get('dollars', 0.0):.2f}"),
+    ]
+    lines = [f"# Training report: {run_dir}", "", "| metric | value |", "|---|---|"]
+    lines += [f"| {name} | {value} |" for name, value in rows]
+    lines += ["", *[f"![{p.stem}]({p.name})" for p in plot_paths], ""]
+    summary = out / "summary.md"
+    summary.write_text("\n".join(lines))
+    return Report(summary, plot_paths)

@@ -1,0 +1,33 @@
+import json
+
+import pytest
+
+from frugal_lm.cli import main
+from frugal_lm.errors import FrugalError
+from frugal_lm.train.report import write_report
+
+
+def write_metrics(run_dir, n=20, torn_last_line=False):
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps({"step": s, "epoch": 0, "loss": 5.0 / s, "token_accuracy": s / n, "exact_accuracy": s / (2 * n),
+                         "lr": 1e-3, "bp_steps": 2, "tokens": 100 * s, "grad_norm": 1.0, "elapsed_s": s * 0.5,
+                         "tokens_per_second": 200.0, "dollars": 0.01 * s}) for s in range(1, n + 1)]
+    text = "\n".join(lines) + "\n" + ('{"step": 21, "lo' if torn_last_line else "")
+    (run_dir / "metrics.jsonl").write_text(text)
+
+
+def test_report_writes_plots_and_summary(tmp_path):
+    write_metrics(tmp_path / "run", torn_last_line=True)
+    report = write_report(tmp_path / "run")
+    assert {p.name for p in report.plot_paths} == {"loss.png", "accuracy.png", "exact.png", "lr.png", "throughput.png"}
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in report.plot_paths)
+    summary = report.summary_path.read_text()
+    assert "| steps | 20 |" in summary and "| best loss | 0.2500 at step 20 |" in summary
+
+
+def test_report_errors_are_one_line(tmp_path, capsys):
+    with pytest.raises(FrugalError, match="no metrics.jsonl"):
+        write_report(tmp_path)
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1}\nnot json\n{"step": 3}\n')
+    assert main(["report", str(tmp_path)]) == 2
+    assert "metrics.jsonl:2: not valid JSON" in capsys.readouterr().err
