@@ -17,7 +17,7 @@ from frugal_lm.train.trainer import train
 from frugal_lm.train.weights import load_weights
 
 TINY = ["model.hidden_size=32", "model.n_heads=2", "batch_tokens=64", "row_len=16", "warmup_steps=3",
-        "lr=3e-3", "seed=1"]
+        "lr=3e-3", "seed=1", "precision=fp32"]
 
 
 def run_args(data, out, *extra):
@@ -131,3 +131,9 @@ def test_fine_tune_from_ema_weights(tmp_path, write_mixed_set):
     ema = load_weights(tmp_path / "base", config)
     raw = load_weights(tmp_path / "base", config, prefer_ema=False)
     assert not torch.equal(ema["lm_head.weight"], raw["lm_head.weight"])
+
+
+def test_bf16_autocast_trains_on_cpu(tmp_path, write_mixed_set):
+    data = write_mixed_set(tmp_path / "mix", n_examples=200)
+    result = train(resolve_run_config(None, run_args(data, tmp_path / "run", "steps=4", "precision=bf16")))
+    assert result.steps == 4 and all(map(lambda loss: loss == loss, losses(tmp_path / "run")))

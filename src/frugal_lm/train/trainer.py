@@ -62,6 +62,19 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def cpu_has_native_bf16() -> bool:
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def autocast_for(precision: str, device: torch.device):
+    use_bf16 = precision == "bf16" or (precision == "auto" and (device.type == "cuda" or cpu_has_native_bf16()))
+    return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
+
+
 def _truncate_metrics(path: Path, last_step: int) -> None:
     if path.exists():
         kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= last_step]
@@ -129,7 +142,6 @@ def _train(config: RunConfig, run_dir: Path, device: torch.device, distributed: 
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
         print(description, file=sys.stderr)
 
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
     progress = tqdm(total=total_steps, initial=step, disable=not distributed.is_main, unit="step",
                     dynamic_ncols=True, file=sys.stderr)
     started, start_step, start_tokens = time.perf_counter(), step, tokens_seen
@@ -143,7 +155,7 @@ def _train(config: RunConfig, run_dir: Path, device: torch.device, distributed: 
                 group["lr"] = lr
             bp_steps = bp_steps_at(model_config, step, total_steps)
             batch = batch.to(device)
-            with autocast:
+            with autocast_for(config.precision, device):
                 output = language_model_loss(forward, batch, bp_steps)
             counts = distributed.all_reduce_sum(torch.stack([
                 output.loss_sum, output.label_tokens.float(), output.correct_tokens.float(),
