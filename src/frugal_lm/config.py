@@ -141,6 +141,8 @@ class RunConfig(StrictModel):
     price_per_device_hour: float = 2.0
     """Dollars per device-hour, for the cost shown while training."""
     compile: bool = False
+    loggers: list[Literal["tensorboard", "wandb"]] = []
+    """Mirror metrics.jsonl to TensorBoard and/or Weights & Biases (extras, installed separately)."""
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     """bf16 autocast (fp32 master weights): auto uses it on GPUs and on CPUs with native
     bf16 instructions, where it measured 2.2x faster (benchmarks/RESULTS.md)."""

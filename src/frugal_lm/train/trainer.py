@@ -37,6 +37,7 @@ from frugal_lm.train.checkpoint import (
     require_checkpoint,
     save_checkpoint,
 )
+from frugal_lm.train.loggers import MetricsLogger, check_available
 from frugal_lm.train.distributed import Distributed, init_distributed, shard_model, shutdown
 from frugal_lm.train.optimizer import AdamATan2
 from frugal_lm.train.schedules import learning_rate
@@ -93,6 +94,7 @@ def train(config: RunConfig) -> TrainResult:
     run_dir = Path(config.out)
     if not config.resume and latest_checkpoint(run_dir) is not None:
         raise FrugalError(f"{run_dir} already holds a run; pass resume=true to continue it, or choose another out=")
+    check_available(config.loggers)
     device = resolve_device(config.device)
     distributed = init_distributed(device.type)
     if device.type == "cuda":
@@ -146,7 +148,9 @@ def _train(config: RunConfig, run_dir: Path, device: torch.device, distributed: 
                     dynamic_ncols=True, file=sys.stderr)
     started, start_step, start_tokens = time.perf_counter(), step, tokens_seen
     last_loss, last_saved = math.nan, None
-    with open(metrics_path, "a") if distributed.is_main else nullcontext() as metrics:
+    metrics = (MetricsLogger(run_dir, config.loggers, config.model_dump(mode="json"), config.resume)
+               if distributed.is_main else None)
+    try:
         for batch, next_state in loader.batches(state, epochs):
             if step >= total_steps:
                 break
@@ -191,8 +195,7 @@ def _train(config: RunConfig, run_dir: Path, device: torch.device, distributed: 
                 "dollars": elapsed / 3600 * distributed.world_size * config.price_per_device_hour,
             }
             if metrics is not None:
-                metrics.write(json.dumps(record) + "\n")
-                metrics.flush()
+                metrics.log(record)
             progress.update(1)
             if step % config.log_every == 0 or step == total_steps:
                 progress.set_postfix(loss=f"{loss_value:.4f}", acc=f"{record['token_accuracy']:.3f}",
@@ -204,5 +207,8 @@ def _train(config: RunConfig, run_dir: Path, device: torch.device, distributed: 
                                              {"tokens": tokens_seen, "loader": next_state.to_dict(), "loss": loss_value},
                                              config, config.keep_checkpoints)
             state = next_state
-    progress.close()
+    finally:
+        progress.close()
+        if metrics is not None:
+            metrics.close()
     return TrainResult(run_dir, step, tokens_seen, last_loss, last_saved or latest_checkpoint(run_dir))
