@@ -35,3 +35,17 @@ def test_plan_help_states_assumptions():
     text = build_parser()._subparsers._group_actions[0].choices["plan"].format_help()
     for word in ("AdamATan2", "FSDP", "bp_steps", "PrefixLM", "MFU", "6ND", "response"):
         assert word in text
+
+
+def test_plan_from_data_dir(tmp_path, capsys):
+    import numpy as np
+
+    for epoch in range(4):
+        folder = tmp_path / f"epoch_{epoch}"
+        folder.mkdir()
+        np.save(folder / "inst_len.npy", np.full(1000, 300, dtype=np.int64))
+        np.save(folder / "resp_len.npy", np.full(1000, 701, dtype=np.int64))
+    assert main(["plan", "--preset", "B", "--gpus", "1", "--data", str(tmp_path), "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["processed_tokens"] == 4 * 1000 * 1000
+    assert main(["plan", "--data", str(tmp_path / "nope")]) == 2

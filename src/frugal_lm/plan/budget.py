@@ -34,6 +34,12 @@ DEFAULT_MFU = 0.42
 """Model FLOPs utilisation implied by the paper's runs (see `REFERENCE_RUNS`)."""
 
 
+def default_lengths(config: ModelConfig) -> LengthProfile:
+    """Assumed example lengths when no data set is given: `DEFAULT_MEAN_EXAMPLE_LEN`, but at
+    most half the context (a tiny model with 256-token rows has no 1,024-token examples)."""
+    return LengthProfile.assumed(min(DEFAULT_MEAN_EXAMPLE_LEN, config.max_seq_len / 2))
+
+
 @dataclass(frozen=True)
 class ReferenceRun:
     """A published run: the calibration target of the MFU."""
@@ -129,7 +135,7 @@ def plan_run(config: ModelConfig, preset: str, processed_tokens: float, gpus: in
         raise FrugalError(f"mfu must be within (0, 1], got {mfu}")
     if price_per_gpu_hour < 0:
         raise FrugalError("price must be >= 0")
-    lengths = lengths or LengthProfile.assumed(DEFAULT_MEAN_EXAMPLE_LEN)
+    lengths = lengths or default_lengths(config)
     steps = max(1, int(processed_tokens // (gpus * batch_tokens)))
     bp_steps = mean_bp_steps(config, min(steps, 100_000))
     per_token = flop_breakdown(config, bp_steps, label_fraction, lengths).total
@@ -183,8 +189,7 @@ def affordable_runs(budget_usd: float, hours: float, device: Device, net: str = 
     answers = []
     for preset in presets:
         config = load_model_config(preset, net)
-        per_token = flop_breakdown(config, config.bp_steps_end, label_fraction,
-                                   LengthProfile.assumed(DEFAULT_MEAN_EXAMPLE_LEN)).total
+        per_token = flop_breakdown(config, config.bp_steps_end, label_fraction, default_lengths(config)).total
         tokens = gpus * device.peak_flops * mfu * hours * SECONDS_PER_HOUR / per_token
         parameters = count_parameters(config)
         answers.append(Affordable(preset, parameters, gpus, tokens, tokens / parameters,

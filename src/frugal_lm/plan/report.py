@@ -13,7 +13,6 @@ from frugal_lm.errors import FrugalError
 from frugal_lm.plan.budget import (DEFAULT_BATCH_TOKENS, DEFAULT_LABEL_FRACTION, DEFAULT_MEAN_EXAMPLE_LEN,
                                    DEFAULT_MFU, affordable_runs, plan_run, read_data_profile)
 from frugal_lm.plan.devices import DEVICES, get_device
-from frugal_lm.plan.flops import LengthProfile
 
 ASSUMPTIONS = f"""\
 assumptions:
@@ -22,7 +21,8 @@ assumptions:
           only for the bp_steps passes with gradients (2 -> 5 warmup over the first 20% of steps,
           averaged over the run), attention scores/values under the PrefixLM mask, LM head only on
           response tokens (default {DEFAULT_LABEL_FRACTION:.0%} of tokens, or measured from --data).
-          Without --data examples are assumed {DEFAULT_MEAN_EXAMPLE_LEN} tokens long, 30% instruction.
+          Without --data examples are assumed {DEFAULT_MEAN_EXAMPLE_LEN} tokens long (at most half
+          the context), 30% instruction.
   tokens  processed tokens = --tokens (or one epoch of --data) x --epochs.
   MFU     default {DEFAULT_MFU:.0%}: what the HRM-Text paper's runs imply with this FLOP model
           (L: 8 H100 x 50 h = $800, XL: 16 H100 x 46 h = $1,472, ~60B processed tokens each).
@@ -76,7 +76,7 @@ def run_plan(args: argparse.Namespace) -> int:
             print(f"  {a.preset:<7}{_human(a.parameters):>10}{_human(a.processed_tokens):>12}{a.tokens_per_parameter:>14.0f}")
         return 0
     config = load_model_config(args.preset, args.net)
-    label_fraction, lengths = DEFAULT_LABEL_FRACTION, LengthProfile.assumed(DEFAULT_MEAN_EXAMPLE_LEN)
+    label_fraction, lengths = DEFAULT_LABEL_FRACTION, None
     if args.data is not None:
         profile = read_data_profile(args.data)
         tokens, epochs = profile.tokens_per_epoch, args.epochs or profile.epochs
