@@ -27,8 +27,11 @@ def test_plan_errors_are_one_line(capsys):
     assert main(["plan", "--gpu", "tpu"]) == 2
     assert main(["plan", "--budget-usd", "100"]) == 2
     assert main(["plan", "--preset", "nope"]) == 2
+    assert main(["plan", "--batch-tokens", "0"]) == 2
+    assert main(["plan", "--gpus", "0"]) == 2
+    assert main(["plan", "--mfu", "1.5"]) == 2
     errors = capsys.readouterr().err.strip().splitlines()
-    assert len(errors) == 3 and all(line.startswith("frugal plan: error:") for line in errors)
+    assert len(errors) == 6 and all(line.startswith("frugal plan: error:") for line in errors)
 
 
 def test_plan_help_states_assumptions():

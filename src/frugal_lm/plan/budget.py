@@ -131,6 +131,8 @@ def plan_run(config: ModelConfig, preset: str, processed_tokens: float, gpus: in
         raise FrugalError("tokens must be > 0")
     if gpus < 1:
         raise FrugalError("gpus must be >= 1")
+    if batch_tokens < 1:
+        raise FrugalError("batch tokens per device must be >= 1")
     if not 0 < mfu <= 1:
         raise FrugalError(f"mfu must be within (0, 1], got {mfu}")
     if price_per_gpu_hour < 0:
