@@ -18,21 +18,13 @@ import numpy as np
 from frugal_lm.config import ModelConfig, load_model_config
 from frugal_lm.errors import FrugalError
 from frugal_lm.model import count_parameters
+from frugal_lm.plan.defaults import (DEFAULT_BATCH_TOKENS, DEFAULT_LABEL_FRACTION, DEFAULT_MEAN_EXAMPLE_LEN,
+                                     DEFAULT_MFU)
 from frugal_lm.plan.devices import Device
 from frugal_lm.plan.flops import LengthProfile, dense_transformer_flops_per_token, flop_breakdown, mean_bp_steps
 from frugal_lm.plan.memory import MemoryEstimate, estimate_memory
 
 SECONDS_PER_HOUR = 3600.0
-DEFAULT_LABEL_FRACTION = 0.6
-"""Share of processed tokens that are response tokens (HRM-Text trains on responses only)."""
-DEFAULT_MEAN_EXAMPLE_LEN = 1024
-"""Assumed example length inside 2,048-token packed rows when no data set is given."""
-DEFAULT_BATCH_TOKENS = 8192
-"""Tokens per device per micro-batch (4 rows of 2,048). Sets the activation memory and the
-step count the bp_steps warmup spans; at 16,384 the XL activations alone exceed 80 GB."""
-DEFAULT_MFU = 0.42
-"""Model FLOPs utilisation implied by the paper's runs (see `REFERENCE_RUNS`)."""
-
 
 def default_lengths(config: ModelConfig) -> LengthProfile:
     """Assumed example lengths when no data set is given: `DEFAULT_MEAN_EXAMPLE_LEN`, but at

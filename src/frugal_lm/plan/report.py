@@ -8,10 +8,9 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from frugal_lm.config import load_model_config
 from frugal_lm.errors import FrugalError
-from frugal_lm.plan.budget import (DEFAULT_BATCH_TOKENS, DEFAULT_LABEL_FRACTION, DEFAULT_MEAN_EXAMPLE_LEN,
-                                   DEFAULT_MFU, affordable_runs, plan_run, read_data_profile)
+from frugal_lm.plan.defaults import (DEFAULT_BATCH_TOKENS, DEFAULT_LABEL_FRACTION, DEFAULT_MEAN_EXAMPLE_LEN,
+                                     DEFAULT_MFU)
 from frugal_lm.plan.devices import DEVICES, get_device
 
 ASSUMPTIONS = f"""\
@@ -60,6 +59,10 @@ def _human(value: float, unit: str = "") -> str:
 
 
 def run_plan(args: argparse.Namespace) -> int:
+    """Answer `frugal plan` (heavy imports here, so building the parser stays fast)."""
+    from frugal_lm.config import load_model_config
+    from frugal_lm.plan.budget import affordable_runs, plan_run, read_data_profile
+
     device = get_device(args.gpu)
     if (args.budget_usd is None) != (args.hours is None):
         raise FrugalError("--budget-usd and --hours go together")
