@@ -26,6 +26,7 @@ from frugal_lm.plan.memory import MemoryEstimate, estimate_memory
 
 SECONDS_PER_HOUR = 3600.0
 
+
 def default_lengths(config: ModelConfig) -> LengthProfile:
     """Assumed example lengths when no data set is given: `DEFAULT_MEAN_EXAMPLE_LEN`, but at
     most half the context (a tiny model with 256-token rows has no 1,024-token examples)."""

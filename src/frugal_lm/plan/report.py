@@ -24,7 +24,8 @@ assumptions:
           the context), 30% instruction.
   tokens  processed tokens = --tokens (or one epoch of --data) x --epochs.
   MFU     default {DEFAULT_MFU:.0%}: what the HRM-Text paper's runs imply with this FLOP model
-          (L: 8 H100 x 50 h = $800, XL: 16 H100 x 46 h = $1,472, ~60B processed tokens each).
+          (L: 8 H100 x 50 h = $800, XL: 16 H100 x 46 h = $1,472, ~60B processed tokens each,
+          vocabulary 65,536 as in our presets, context 2,048).
   memory  per device: fp32 master weights, fp32 grads, AdamATan2 two moments and EMA
           (20 B/param) sharded by FSDP over --gpus; one block (+ prefetch) and the
           embedding/head gathered in bf16; activations of the bp_steps=5 passes with gradients
