@@ -61,3 +61,20 @@ def test_mean_bp_steps_follows_warmup():
     config = _tiny()
     # 2 -> 5 over the first 20%: floor steps 2,3,4 each over a third of the warmup.
     assert mean_bp_steps(config, 10_000) == pytest.approx(0.8 * 5 + 0.2 * 3, abs=1e-3)
+
+
+@pytest.mark.parametrize("bp_steps", [2, 5])
+def test_attention_flops_match_dense_math_kernel(bp_steps):
+    """The math SDPA kernel multiplies the full T x T score matrix (the mask only zeroes it),
+    so with T attended keys per token our attention count must equal its bmm FLOPs."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    torch.manual_seed(0)
+    config = _tiny()
+    model = build_model(config)
+    batch = pack_rows(ROWS, ROW_LEN)
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        language_model_loss(model, batch, bp_steps=bp_steps).loss.backward()
+    counts = {str(op): flops for op, flops in counter.get_flop_counts()["Global"].items()}
+    dense = flop_breakdown(config, bp_steps, profile=LengthProfile(pairs_per_token=float(ROW_LEN)))
+    assert dense.attention * batch.input_ids.numel() == pytest.approx(counts["aten.bmm"], rel=1e-9)
