@@ -51,6 +51,12 @@ def _demo_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plan_command(args: argparse.Namespace) -> int:
+    from frugal_lm.plan.report import run_plan
+
+    return run_plan(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="frugal", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"frugal-lm {__version__}")
@@ -86,6 +92,17 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument("overrides", nargs="*", metavar="key=value",
                         help="e.g. preset=XL net=hrm lr=3e-4 model.vocab_size=65536")
     config.set_defaults(handler=_config_command)
+
+    from frugal_lm.plan.report import ASSUMPTIONS, add_plan_arguments
+
+    plan = commands.add_parser(
+        "plan", help="FLOPs, time, dollars and memory of a training run (or what a budget buys)",
+        description="Estimate a pretraining run: parameters, FLOPs, device-hours, wall time, dollars and "
+                    "memory per device, against a dense 6ND Transformer; or, with --budget-usd and --hours, "
+                    "what each preset can train for that money and time.",
+        epilog=ASSUMPTIONS, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_plan_arguments(plan)
+    plan.set_defaults(handler=_plan_command)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""Budget planner: FLOP and parameter counting, device table, time, dollars and memory."""

@@ -1,0 +1,61 @@
+"""Accelerators the planner knows: dense bf16 peak FLOP/s (no sparsity) and memory.
+
+Peaks are the vendors' dense tensor-core numbers with fp32 accumulation, the convention
+MFU is quoted against (H100/H200 SXM 989.5 TFLOP/s; the RTX 4090's 165 TFLOP/s is its
+fp32-accumulate rate, half its fp16-accumulate one). The CPU has no datasheet number we
+can trust, so it is measured with a short fp32 matmul benchmark.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from frugal_lm.errors import FrugalError
+
+
+@dataclass(frozen=True)
+class Device:
+    name: str
+    peak_flops: float
+    """Dense bf16 (fp32 on the CPU) FLOP/s."""
+    memory_bytes: float
+    description: str
+
+
+GIB = 1024**3
+
+DEVICES: dict[str, Device] = {device.name: device for device in (
+    Device("h100", 989.5e12, 80e9, "NVIDIA H100 SXM 80 GB"),
+    Device("h200", 989.5e12, 141e9, "NVIDIA H200 SXM 141 GB"),
+    Device("a100-80g", 312e12, 80e9, "NVIDIA A100 SXM 80 GB"),
+    Device("l40s", 362.05e12, 48e9, "NVIDIA L40S 48 GB"),
+    Device("rtx-4090", 165.2e12, 24e9, "NVIDIA GeForce RTX 4090 24 GB"),
+)}
+
+
+def measure_cpu_peak_flops(size: int = 512, seconds: float = 0.3) -> float:
+    """Best observed fp32 matmul FLOP/s of this process's CPU threads (a short benchmark)."""
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)
+    best, deadline = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        start = time.perf_counter()
+        torch.mm(a, b)
+        elapsed = time.perf_counter() - start
+        best = max(best, 2.0 * size**3 / max(elapsed, 1e-9))
+    return best
+
+
+def get_device(name: str) -> Device:
+    """A device by table name, or `cpu` (measured now)."""
+    key = name.lower()
+    if key == "cpu":
+        import os
+        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        return Device("cpu", measure_cpu_peak_flops(), float(pages), "this machine's CPU (measured fp32 matmul)")
+    if key not in DEVICES:
+        raise FrugalError(f"unknown gpu {name!r}; allowed: {', '.join([*DEVICES, 'cpu'])}")
+    return DEVICES[key]
