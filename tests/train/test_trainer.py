@@ -137,3 +137,13 @@ def test_bf16_autocast_trains_on_cpu(tmp_path, write_mixed_set):
     data = write_mixed_set(tmp_path / "mix", n_examples=200)
     result = train(resolve_run_config(None, run_args(data, tmp_path / "run", "steps=4", "precision=bf16")))
     assert result.steps == 4 and all(map(lambda loss: loss == loss, losses(tmp_path / "run")))
+
+
+def test_metrics_carry_mfu_and_the_run_records_plan_vs_actual(tmp_path, write_mixed_set):
+    data = write_mixed_set(tmp_path / "mix", n_examples=100)
+    train(resolve_run_config(None, run_args(data, tmp_path / "run", "steps=3")))
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(0 < r["mfu"] < 1 for r in records)
+    comparison = json.loads((tmp_path / "run" / "plan_vs_actual.json").read_text())
+    assert set(comparison["plan"]) == set(comparison["actual"]) - {"steps"}
+    assert comparison["actual"]["steps"] == 3

@@ -34,11 +34,12 @@ DEVICES: dict[str, Device] = {device.name: device for device in (
 )}
 
 
-def measure_cpu_peak_flops(size: int = 512, seconds: float = 0.3) -> float:
-    """Best observed fp32 matmul FLOP/s of this process's CPU threads (a short benchmark)."""
+def measure_cpu_peak_flops(size: int = 512, seconds: float = 0.3, bf16: bool = False) -> float:
+    """Best observed fp32 (or bf16) matmul FLOP/s of this process's CPU threads (a short benchmark)."""
     import torch
 
-    a, b = torch.randn(size, size), torch.randn(size, size)
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     torch.mm(a, b)
     best, deadline = 0.0, time.perf_counter() + seconds
     while time.perf_counter() < deadline:
@@ -47,6 +48,25 @@ def measure_cpu_peak_flops(size: int = 512, seconds: float = 0.3) -> float:
         elapsed = time.perf_counter() - start
         best = max(best, 2.0 * size**3 / max(elapsed, 1e-9))
     return best
+
+
+def device_running_here(device_type: str, device_index: int = 0, bf16: bool = False) -> Device:
+    """The device a training process runs on: a known GPU by its CUDA name, else this CPU
+    measured now in the precision the run computes in. Unknown GPUs get NaN peak (no MFU)."""
+    import torch
+
+    if device_type == "cuda":
+        name = torch.cuda.get_device_name(device_index).lower()
+        for key, pattern in (("h100", "h100"), ("h200", "h200"), ("a100-80g", "a100"), ("l40s", "l40s"),
+                             ("rtx-4090", "4090")):
+            if pattern in name:
+                return DEVICES[key]
+        return Device(name, float("nan"), float(torch.cuda.get_device_properties(device_index).total_memory), name)
+    import os
+
+    pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    precision = "bf16" if bf16 else "fp32"
+    return Device("cpu", measure_cpu_peak_flops(bf16=bf16), float(pages), f"this CPU (measured {precision} matmul)")
 
 
 def get_device(name: str) -> Device:

@@ -93,6 +93,12 @@ def write_report(run_dir: Path) -> Report:
     ]
     lines = [f"# Training report: {run_dir}", "", "| metric | value |", "|---|---|"]
     lines += [f"| {name} | {value} |" for name, value in rows]
+    comparison_path = run_dir / "plan_vs_actual.json"
+    if comparison_path.is_file():
+        comparison = json.loads(comparison_path.read_text())
+        lines += ["", "## Plan vs actual (last session)", "", "| | planned | actual |", "|---|---|---|"]
+        lines += [f"| {key} | {comparison['plan'][key]:.4g} | {comparison['actual'][key]:.4g} |"
+                  for key in comparison["plan"]]
     lines += ["", *[f"![{p.stem}]({p.name})" for p in plot_paths], ""]
     summary = out / "summary.md"
     summary.write_text("\n".join(lines))

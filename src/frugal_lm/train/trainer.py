@@ -30,6 +30,9 @@ from frugal_lm.config import RunConfig
 from frugal_lm.data.loader import LoaderState, MixedDataset, PackedLoader
 from frugal_lm.errors import FrugalError
 from frugal_lm.model import bp_steps_at, build_model, language_model_loss
+from frugal_lm.plan.budget import plan_run, read_data_profile
+from frugal_lm.plan.devices import device_running_here
+from frugal_lm.plan.flops import training_flops_per_token
 from frugal_lm.train.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -71,9 +74,12 @@ def cpu_has_native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def uses_bf16(precision: str, device: torch.device) -> bool:
+    return precision == "bf16" or (precision == "auto" and (device.type == "cuda" or cpu_has_native_bf16()))
+
+
 def autocast_for(precision: str, device: torch.device):
-    use_bf16 = precision == "bf16" or (precision == "auto" and (device.type == "cuda" or cpu_has_native_bf16()))
-    return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16) if uses_bf16(precision, device) else nullcontext()
 
 
 def _truncate_metrics(path: Path, last_step: int) -> None:
@@ -144,10 +150,22 @@ def _train(config: RunConfig, run_dir: Path, device: torch.device, distributed: 
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
         print(description, file=sys.stderr)
 
+    data_profile = read_data_profile(Path(config.data))
+    hardware = device_running_here(device.type, device.index or 0, uses_bf16(config.precision, device))
+    plan = plan_run(model_config, config.preset, float(total_steps * config.batch_tokens * distributed.world_size),
+                    distributed.world_size, hardware, price_per_gpu_hour=config.price_per_device_hour,
+                    label_fraction=data_profile.label_fraction, lengths=data_profile.lengths,
+                    batch_tokens=config.batch_tokens)
+    if distributed.is_main:
+        print(f"plan: {total_steps - step:,} steps, ~{plan.processed_tokens:,.0f} token slots, "
+              f"{plan.flops_per_token / 1e9:.2f} GFLOP/token, ~{plan.wall_hours * 60:.1f} min and "
+              f"${plan.dollars:.2f} at {plan.mfu:.0%} MFU of {hardware.description} "
+              f"({hardware.peak_flops / 1e12:.2f} TFLOP/s peak)", file=sys.stderr)
+
     progress = tqdm(total=total_steps, initial=step, disable=not distributed.is_main, unit="step",
                     dynamic_ncols=True, file=sys.stderr)
     started, start_step, start_tokens = time.perf_counter(), step, tokens_seen
-    last_loss, last_saved = math.nan, None
+    last_loss, last_saved, flops_done = math.nan, None, 0.0
     metrics = (MetricsLogger(run_dir, config.loggers, config.model_dump(mode="json"), config.resume)
                if distributed.is_main else None)
     try:
@@ -182,6 +200,9 @@ def _train(config: RunConfig, run_dir: Path, device: torch.device, distributed: 
             last_loss = loss_value
             elapsed = time.perf_counter() - started
             tokens_per_second = (tokens_seen - start_tokens) / max(elapsed, 1e-9)
+            flops_done += int(counts[5]) * training_flops_per_token(model_config, bp_steps, data_profile.label_fraction,
+                                                                    data_profile.lengths)
+            mfu = flops_done / max(elapsed, 1e-9) / (hardware.peak_flops * distributed.world_size)
             record = {
                 "step": step, "epoch": state.epoch, "loss": loss_value,
                 "token_accuracy": float(counts[2] / global_label_tokens),
@@ -192,6 +213,7 @@ def _train(config: RunConfig, run_dir: Path, device: torch.device, distributed: 
                                                                    else grad_norm),
                 "elapsed_s": round(elapsed, 3),
                 "tokens_per_second": tokens_per_second,
+                "mfu": mfu,
                 "dollars": elapsed / 3600 * distributed.world_size * config.price_per_device_hour,
             }
             if metrics is not None:
@@ -199,7 +221,7 @@ def _train(config: RunConfig, run_dir: Path, device: torch.device, distributed: 
             progress.update(1)
             if step % config.log_every == 0 or step == total_steps:
                 progress.set_postfix(loss=f"{loss_value:.4f}", acc=f"{record['token_accuracy']:.3f}",
-                                     tok_s=f"{tokens_per_second:,.0f}",
+                                     tok_s=f"{tokens_per_second:,.0f}", mfu=f"{mfu:.1%}",
                                      usd=f"{record['dollars']:.3f}")
             epoch_ends = next_state.step >= loader.steps_in(next_state.epoch)
             if (config.checkpoint_every and step % config.checkpoint_every == 0) or epoch_ends or step == total_steps:
@@ -211,4 +233,16 @@ def _train(config: RunConfig, run_dir: Path, device: torch.device, distributed: 
         progress.close()
         if metrics is not None:
             metrics.close()
+    if distributed.is_main and step > start_step:
+        elapsed = time.perf_counter() - started
+        actual = {"wall_hours": elapsed / 3600, "tokens_per_second": (tokens_seen - start_tokens) / elapsed,
+                  "mfu": flops_done / elapsed / (hardware.peak_flops * distributed.world_size),
+                  "dollars": elapsed / 3600 * distributed.world_size * config.price_per_device_hour,
+                  "steps": step - start_step}
+        fraction = (step - start_step) / max(1, total_steps)
+        predicted = {"wall_hours": plan.wall_hours * fraction, "tokens_per_second": plan.tokens_per_second,
+                     "mfu": plan.mfu, "dollars": plan.dollars * fraction}
+        (run_dir / "plan_vs_actual.json").write_text(json.dumps({"plan": predicted, "actual": actual}, indent=1))
+        print("plan vs actual: " + ", ".join(
+            f"{key} {predicted[key]:.4g} / {actual[key]:.4g}" for key in predicted), file=sys.stderr)
     return TrainResult(run_dir, step, tokens_seen, last_loss, last_saved or latest_checkpoint(run_dir))
