@@ -45,6 +45,17 @@ def _report_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_synth_command(args: argparse.Namespace) -> int:
+    from frugal_lm.data.synth import parse_families, write_synthetic
+
+    if args.rows < 1 or args.heldout_rows < 1:
+        raise FrugalError("--rows and --heldout-rows must be >= 1")
+    paths = write_synthetic(args.out, parse_families(args.tasks), args.rows, args.heldout_rows, args.seed)
+    print(f"wrote {args.rows:,} train rows to {paths['train']} and {args.heldout_rows:,} held-out rows to "
+          f"{paths['heldout']}")
+    return 0
+
+
 def _demo_command(args: argparse.Namespace) -> int:
     print("frugal demo: not yet available in this version (the end-to-end demo lands with the "
           "data, training and inference stages). Try `frugal config preset=tiny` meanwhile.")
@@ -77,6 +88,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", help="recipe YAML file, or a packaged recipe: pretrain, sft")
     train.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. data=mix out=runs/a steps=100")
     train.set_defaults(handler=_train_command)
+
+    data = commands.add_parser("data", help="prepare training data").add_subparsers(
+        dest="data_command", metavar="STEP", required=True)
+    synth = data.add_parser("synth", help="generate the built-in synthetic reasoning tasks",
+                            description="Write OUT/train.jsonl and OUT/heldout.jsonl; the held-out split never "
+                                        "shares an instruction with any train split, whatever the seed.")
+    synth.add_argument("--out", type=Path, required=True)
+    synth.add_argument("--tasks", help="comma-separated families (default all): addition, multiplication, "
+                                       "sorting, reversal, expression, counting")
+    synth.add_argument("--rows", type=int, default=10000, help="train rows (default 10000)")
+    synth.add_argument("--heldout-rows", type=int, default=600, help="held-out rows (default 600)")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.set_defaults(handler=_data_synth_command)
 
     report = commands.add_parser("report", help="plots and a summary of a training run",
                                  description="Write RUN_DIR/report/{loss,accuracy,exact,lr,throughput}.png "
