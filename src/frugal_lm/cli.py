@@ -56,6 +56,16 @@ def _data_synth_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_validate_command(args: argparse.Namespace) -> int:
+    from frugal_lm.data.records import validate_files
+
+    good, problems = validate_files(args.files)
+    for line in problems:
+        print(line)
+    print(f"{good:,} good rows, {len(problems):,} bad rows", file=sys.stderr)
+    return 1 if problems else 0
+
+
 def _demo_command(args: argparse.Namespace) -> int:
     print("frugal demo: not yet available in this version (the end-to-end demo lands with the "
           "data, training and inference stages). Try `frugal config preset=tiny` meanwhile.")
@@ -101,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--heldout-rows", type=int, default=600, help="held-out rows (default 600)")
     synth.add_argument("--seed", type=int, default=0)
     synth.set_defaults(handler=_data_synth_command)
+
+    validate = data.add_parser("validate", help="check JSONL/Parquet records; exit 1 if any row is bad",
+                               description="Print FILE:LINE: reason for every bad row (not JSON, missing or empty "
+                                           "field, non-string, unknown condition tag, over the length cap).")
+    validate.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    validate.set_defaults(handler=_data_validate_command)
 
     report = commands.add_parser("report", help="plots and a summary of a training run",
                                  description="Write RUN_DIR/report/{loss,accuracy,exact,lr,throughput}.png "

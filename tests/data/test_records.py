@@ -1,0 +1,62 @@
+import json
+
+import pytest
+
+from frugal_lm.cli import main
+from frugal_lm.data.records import read_rows, validate_row
+from frugal_lm.errors import FrugalError
+
+GOOD = {"instruction": "What is 1 + 1?", "response": "2"}
+
+
+@pytest.mark.parametrize("row, reason", [
+    ([1, 2], "expected an object"),
+    ({"response": "2"}, "missing field 'instruction'"),
+    ({"instruction": "", "response": "2"}, "field 'instruction' is empty"),
+    ({"instruction": "q", "response": 2}, "field 'response' must be a string, got int"),
+    ({**GOOD, "condition": "direct,chatty"}, "unknown condition tag 'chatty'"),
+    ({**GOOD, "condition": 3}, "field 'condition' must be a string"),
+    ({"instruction": "x" * 101, "response": "y"}, "over the cap of 100"),
+])
+def test_each_bad_row_kind_has_a_reason(row, reason):
+    verdict = validate_row(row, max_chars=100)
+    assert isinstance(verdict, str) and reason in verdict
+
+
+def test_good_rows_default_to_direct():
+    record = validate_row({**GOOD, "condition": "cot, noisy", "category": "math"})
+    assert record.conditions == ("cot", "noisy") and record.category == "math"
+    assert validate_row(GOOD).conditions == ("direct",)
+
+
+def test_validate_command_reports_file_and_line(tmp_path, capsys):
+    path = tmp_path / "data.jsonl"
+    path.write_text("\n".join([json.dumps(GOOD), "{broken", "", json.dumps({"instruction": "q"})]) + "\n")
+    assert main(["data", "validate", str(path)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out == [f"{path}:2: not valid JSON (Expecting property name enclosed in double quotes at column 2)",
+                   f"{path}:4: missing field 'response'"]
+    good = tmp_path / "good.jsonl"
+    good.write_text(json.dumps(GOOD) + "\n")
+    assert main(["data", "validate", str(good)]) == 0
+
+
+def test_parquet_rows_stream(tmp_path):
+    pyarrow = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as parquet
+
+    path = tmp_path / "data.parquet"
+    parquet.write_table(pyarrow.table({"instruction": ["a", ""], "response": ["b", "c"]}), path)
+    results = list(read_rows(path))
+    assert results[0].record is not None and results[1].where == f"{path}:row 2"
+    assert results[1].reason == "field 'instruction' is empty"
+
+
+def test_unreadable_inputs(tmp_path):
+    with pytest.raises(FrugalError, match="no such file"):
+        list(read_rows(tmp_path / "missing.jsonl"))
+    (tmp_path / "x.csv").write_text("a,b\n")
+    with pytest.raises(FrugalError, match="unsupported file type .csv"):
+        list(read_rows(tmp_path / "x.csv"))
+    (tmp_path / "bad.jsonl").write_bytes(b'{"instruction": "\xff"}\n')
+    assert "not valid UTF-8" in list(read_rows(tmp_path / "bad.jsonl"))[0].reason
