@@ -66,6 +66,29 @@ def _data_validate_command(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def _data_tokenizer_command(args: argparse.Namespace) -> int:
+    from frugal_lm.data.records import read_rows
+    from frugal_lm.data.tokenizer import train_tokenizer
+
+    skipped = 0
+
+    def texts():
+        nonlocal skipped
+        for source in args.sources:
+            for result in read_rows(source):
+                if result.record is None:
+                    skipped += 1
+                    continue
+                yield result.record.instruction
+                yield result.record.response
+
+    tokenizer = train_tokenizer(texts(), args.vocab_size)
+    tokenizer.save(args.out)
+    print(f"trained a {tokenizer.vocab_size:,}-token byte-level BPE into {args.out}"
+          + (f"; {skipped:,} bad rows ignored (see `frugal data validate`)" if skipped else ""))
+    return 0
+
+
 def _demo_command(args: argparse.Namespace) -> int:
     print("frugal demo: not yet available in this version (the end-to-end demo lands with the "
           "data, training and inference stages). Try `frugal config preset=tiny` meanwhile.")
@@ -117,6 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
                                            "field, non-string, unknown condition tag, over the length cap).")
     validate.add_argument("files", nargs="+", type=Path, metavar="FILE")
     validate.set_defaults(handler=_data_validate_command)
+
+    tokenizer = data.add_parser("tokenizer", help="train a byte-level BPE tokenizer with the special tokens",
+                                description="Train a byte-level BPE (HuggingFace tokenizers) on the records of "
+                                            "SOURCE files; writes OUT/tokenizer.json and tokenizer_info.json.")
+    tokenizer.add_argument("--vocab-size", type=int, required=True)
+    tokenizer.add_argument("--out", type=Path, required=True)
+    tokenizer.add_argument("sources", nargs="+", type=Path, metavar="SOURCE")
+    tokenizer.set_defaults(handler=_data_tokenizer_command)
 
     report = commands.add_parser("report", help="plots and a summary of a training run",
                                  description="Write RUN_DIR/report/{loss,accuracy,exact,lr,throughput}.png "
