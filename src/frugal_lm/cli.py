@@ -89,6 +89,16 @@ def _data_tokenizer_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_tokenize_command(args: argparse.Namespace) -> int:
+    from frugal_lm.data.tokenize import tokenize_sources
+
+    for result in tokenize_sources(args.tokenizer, args.out, args.sources, args.on_error):
+        state = "unchanged" if result.skipped_unchanged else "tokenized"
+        print(f"{result.source}: {state}, {result.rows:,} rows, {result.tokens:,} tokens, "
+              f"{result.rejected:,} rejected, {result.duplicates:,} duplicates -> {result.output}")
+    return 0
+
+
 def _demo_command(args: argparse.Namespace) -> int:
     print("frugal demo: not yet available in this version (the end-to-end demo lands with the "
           "data, training and inference stages). Try `frugal config preset=tiny` meanwhile.")
@@ -148,6 +158,17 @@ def build_parser() -> argparse.ArgumentParser:
     tokenizer.add_argument("--out", type=Path, required=True)
     tokenizer.add_argument("sources", nargs="+", type=Path, metavar="SOURCE")
     tokenizer.set_defaults(handler=_data_tokenizer_command)
+
+    tokenize = data.add_parser("tokenize", help="tokenize record files into per-source token arrays",
+                               description="Incremental: unchanged sources are skipped, outputs of sources no "
+                                           "longer given are removed. Exact duplicate rows are dropped and counted.")
+    tokenize.add_argument("--tokenizer", type=Path, required=True, help="directory with tokenizer.json")
+    tokenize.add_argument("--out", type=Path, required=True)
+    tokenize.add_argument("--on-error", choices=["fail", "skip"], default="fail",
+                          help="fail: stop at the first bad row, write nothing; skip: quarantine bad rows in "
+                               "rejected.jsonl with their reason")
+    tokenize.add_argument("sources", nargs="+", type=Path, metavar="SOURCE")
+    tokenize.set_defaults(handler=_data_tokenize_command)
 
     report = commands.add_parser("report", help="plots and a summary of a training run",
                                  description="Write RUN_DIR/report/{loss,accuracy,exact,lr,throughput}.png "
