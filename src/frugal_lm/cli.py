@@ -99,6 +99,15 @@ def _data_tokenize_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_mix_command(args: argparse.Namespace) -> int:
+    from frugal_lm.data.mix import mix
+
+    result = mix(args.tokenized, args.out, args.mix, args.epochs, args.context, args.seed)
+    print((args.out / "report.md").read_text())
+    print(f"wrote {result.epochs} epoch(s) to {args.out}")
+    return 0
+
+
 def _demo_command(args: argparse.Namespace) -> int:
     print("frugal demo: not yet available in this version (the end-to-end demo lands with the "
           "data, training and inference stages). Try `frugal config preset=tiny` meanwhile.")
@@ -169,6 +178,17 @@ def build_parser() -> argparse.ArgumentParser:
                                "rejected.jsonl with their reason")
     tokenize.add_argument("sources", nargs="+", type=Path, metavar="SOURCE")
     tokenize.set_defaults(handler=_data_tokenize_command)
+
+    mix = data.add_parser("mix", help="combine tokenized sources into a training set with per-epoch order",
+                          description="Rules (YAML list, first prefix match on the source file name wins): "
+                                      "prefix, max_per_file, repeat, long_context: truncate|drop, min_response_len.")
+    mix.add_argument("--tokenized", type=Path, required=True)
+    mix.add_argument("--out", type=Path, required=True)
+    mix.add_argument("--mix", type=Path, help="rules YAML")
+    mix.add_argument("--epochs", type=int, default=1)
+    mix.add_argument("--context", type=int, default=2048, help="max tokens per example (default 2048)")
+    mix.add_argument("--seed", type=int, default=0)
+    mix.set_defaults(handler=_data_mix_command)
 
     report = commands.add_parser("report", help="plots and a summary of a training run",
                                  description="Write RUN_DIR/report/{loss,accuracy,exact,lr,throughput}.png "

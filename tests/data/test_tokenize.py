@@ -45,7 +45,7 @@ def test_fail_names_the_row_and_writes_nothing_skip_quarantines(setup):
     source.write_text("\n".join([lines[0], "{broken", lines[1], lines[0], json.dumps({"instruction": "q"})]) + "\n")
     with pytest.raises(FrugalError, match=f"{source}:2: not valid JSON"):
         tokenize_sources(tmp_path / "tok", tmp_path / "out", [source], on_error="fail")
-    assert not any(p.is_dir() for p in (tmp_path / "out").iterdir())
+    assert not any((p / "meta.json").exists() for p in (tmp_path / "out").iterdir())  # no source output
     result, = tokenize_sources(tmp_path / "tok", tmp_path / "out", [source], on_error="skip")
     assert (result.rows, result.rejected, result.duplicates) == (2, 2, 1)
     rejected = [json.loads(line) for line in (result.output / "rejected.jsonl").read_text().splitlines()]

@@ -68,7 +68,7 @@ def test_torchrun_two_ranks_match_one_process(tmp_path, write_mixed_set):
     # Two ranks with half the rows each: the same global batch of 4 rows.
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
          "-m", "frugal_lm", "train", *run_args(data, tmp_path / "two", *steps, "batch_tokens=32")],
         env=environment, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -145,6 +145,9 @@ def tokenize_sources(tokenizer_dir: Path, out: Path, sources: list[Path], on_err
     for existing in out.iterdir():
         if existing.is_dir() and (existing / "meta.json").is_file() and existing not in wanted:
             shutil.rmtree(existing)  # its source is no longer part of the set
+    # The tokenizer travels with its tokens: mix and the trainer carry it forward.
+    shutil.copytree(tokenizer_dir, out / "tokenizer", dirs_exist_ok=True,
+                    ignore=lambda _, names: [n for n in names if n not in ("tokenizer.json", "tokenizer_info.json")])
     results = []
     for final, source in wanted.items():
         stamp = _source_stamp(source, fingerprint)

@@ -1,0 +1,183 @@
+"""`frugal data mix`: tokenized sources -> one training set with per-epoch shuffled indices.
+
+Rules come from a YAML list; for each tokenized source the first rule whose `prefix`
+starts the source's file name applies (a source no rule matches is used whole, once):
+
+    - prefix: gsm8k          # matches gsm8k_train.jsonl
+      max_per_file: 50000    # sample at most this many rows per epoch (fresh sample each epoch)
+      repeat: 2              # use the (sampled) rows this many times per epoch
+      long_context: truncate # rows longer than the context: truncate the response, or drop
+      min_response_len: 2    # drop rows whose response (with EOA) is shorter
+
+Output (DESIGN.md): `tokens.npy` (all sources concatenated), `epoch_K/{inst_start,inst_len,
+resp_start,resp_len}.npy`, `metadata.json` (vocab size rounded up to a multiple of 256,
+max sequence length, tokens per epoch, tokenizer info) and `report.md`. Everything is a
+function of the inputs and the seed: the same seed gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict
+
+from frugal_lm.errors import FrugalError
+
+INDEX_FIELDS = ("inst_start", "inst_len", "resp_start", "resp_len")
+
+
+class MixRule(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    prefix: str = ""
+    max_per_file: int | None = None
+    repeat: int = 1
+    long_context: Literal["truncate", "drop"] = "drop"
+    min_response_len: int = 1
+
+
+def read_rules(path: Path | None) -> list[MixRule]:
+    if path is None:
+        return []
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise FrugalError(f"{path}: no such mix file") from None
+    except yaml.YAMLError as error:
+        raise FrugalError(f"{path}: not valid YAML ({error})") from None
+    if not isinstance(data, list):
+        raise FrugalError(f"{path}: expected a YAML list of rules (- prefix: ...)")
+    rules = []
+    for number, item in enumerate(data, start=1):
+        try:
+            rules.append(MixRule.model_validate(item))
+        except Exception as error:
+            first = getattr(error, "errors", lambda: [{"loc": (), "msg": str(error)}])()[0]
+            key = ".".join(map(str, first["loc"])) or "rule"
+            raise FrugalError(f"{path}: rule {number}: {key}: {first['msg']}") from None
+    return rules
+
+
+@dataclass
+class SourceStats:
+    name: str
+    category: str
+    rows_available: int
+    rows_per_epoch: int = 0
+    tokens_per_epoch: int = 0
+    truncated: int = 0
+    dropped_long: int = 0
+    dropped_short: int = 0
+    unique_tokens: int = 0
+
+
+@dataclass
+class MixResult:
+    out: Path
+    epochs: int
+    tokens_per_epoch: list[int] = field(default_factory=list)
+    sources: list[SourceStats] = field(default_factory=list)
+
+
+def _load_source(folder: Path) -> tuple[dict, np.ndarray, dict[str, np.ndarray]]:
+    meta = json.loads((folder / "meta.json").read_text())
+    tokens = np.load(folder / "tokens.npy", mmap_mode="r", allow_pickle=False)
+    index = {f: np.load(folder / f"{f}.npy", allow_pickle=False) for f in INDEX_FIELDS}
+    return meta, tokens, index
+
+
+def mix(tokenized: Path, out: Path, rules_path: Path | None = None, epochs: int = 1, context: int = 2048,
+        seed: int = 0) -> MixResult:
+    if epochs < 1 or context < 2:
+        raise FrugalError("--epochs must be >= 1 and --context >= 2")
+    rules = read_rules(rules_path)
+    folders = sorted(p for p in Path(tokenized).iterdir() if (p / "meta.json").is_file()) \
+        if Path(tokenized).is_dir() else []
+    if not folders:
+        raise FrugalError(f"{tokenized}: no tokenized sources (run `frugal data tokenize` first)")
+    staging = out.with_name(out.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    result = MixResult(out, epochs)
+    vocab_size, offset = 0, 0
+    kept_per_source = []
+    with open(staging / "tokens.u32", "wb") as token_file:
+        for folder in folders:
+            meta, tokens, index = _load_source(folder)
+            source_name = Path(meta["source"]).name
+            rule = next((r for r in rules if source_name.startswith(r.prefix)), MixRule())
+            inst_len, resp_len = index["inst_len"].copy(), index["resp_len"].copy()
+            stats = SourceStats(source_name, Path(meta["source"]).stem, len(inst_len))
+            too_short = resp_len < rule.min_response_len
+            too_long = inst_len + resp_len - 1 > context
+            fits_by_truncation = too_long & (inst_len < context)
+            if rule.long_context == "truncate":
+                resp_len[fits_by_truncation & ~too_short] = context + 1 - inst_len[fits_by_truncation & ~too_short]
+                stats.truncated = int((fits_by_truncation & ~too_short).sum())
+                keep = ~too_short & (~too_long | fits_by_truncation)
+            else:
+                keep = ~too_short & ~too_long
+            stats.dropped_short = int(too_short.sum())
+            stats.dropped_long = int((too_long & ~too_short & ~keep).sum())
+            token_file.write(np.asarray(tokens, dtype=np.uint32).tobytes())
+            kept = {"inst_start": index["inst_start"][keep] + offset, "inst_len": inst_len[keep],
+                    "resp_start": index["resp_start"][keep] + offset, "resp_len": resp_len[keep]}
+            kept_per_source.append((kept, rule, stats))
+            offset += len(tokens)
+            vocab_size = max(vocab_size, int(meta.get("vocab_size", 0)), int(tokens.max()) + 1 if len(tokens) else 0)
+            result.sources.append(stats)
+    rng = np.random.default_rng(seed)
+    for epoch in range(epochs):
+        parts = []
+        for kept, rule, stats in kept_per_source:
+            rows = np.arange(len(kept["inst_len"]))
+            if rule.max_per_file is not None and len(rows) > rule.max_per_file:
+                rows = np.sort(rng.choice(rows, rule.max_per_file, replace=False))
+            rows = np.tile(rows, rule.repeat)
+            parts.append({f: kept[f][rows] for f in INDEX_FIELDS})
+            if epoch == 0:
+                stats.rows_per_epoch = len(rows)
+                stats.tokens_per_epoch = int((kept["inst_len"][rows] + kept["resp_len"][rows]).sum())
+                stats.unique_tokens = int((kept["inst_len"][np.unique(rows)] + kept["resp_len"][np.unique(rows)]).sum())
+        order = rng.permutation(sum(len(p["inst_len"]) for p in parts))
+        folder = staging / f"epoch_{epoch}"
+        folder.mkdir()
+        for name in INDEX_FIELDS:
+            np.save(folder / f"{name}.npy", np.concatenate([p[name] for p in parts]).astype(np.int64)[order])
+        result.tokens_per_epoch.append(int(sum((p["inst_len"] + p["resp_len"]).sum() for p in parts)))
+    raw = np.memmap(staging / "tokens.u32", dtype=np.uint32, mode="r") if offset else np.zeros(0, np.uint32)
+    dtype = np.uint16 if vocab_size <= 65536 else np.uint32
+    np.save(staging / "tokens.npy", np.asarray(raw, dtype=dtype))
+    del raw
+    (staging / "tokens.u32").unlink()
+    tokenizer_info = {}
+    if (Path(tokenized) / "tokenizer").is_dir():
+        shutil.copytree(Path(tokenized) / "tokenizer", staging / "tokenizer")
+        info_path = staging / "tokenizer" / "tokenizer_info.json"
+        tokenizer_info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    metadata = {"vocab_size": -(-vocab_size // 256) * 256, "max_seq_len": context, "epochs": epochs,
+                "tokens_per_epoch": result.tokens_per_epoch, "seed": seed, "tokenizer_info": tokenizer_info}
+    (staging / "metadata.json").write_text(json.dumps(metadata, indent=1))
+    (staging / "report.md").write_text(_report(result, context))
+    shutil.rmtree(out, ignore_errors=True)
+    staging.rename(out)
+    return result
+
+
+def _report(result: MixResult, context: int) -> str:
+    lines = [f"# Training mix: {result.epochs} epoch(s), context {context}", "",
+             "| source | category | rows available | rows / epoch | tokens / epoch | unique tokens | "
+             "truncated | dropped (long) | dropped (short) |", "|---|---|---|---|---|---|---|---|---|"]
+    for s in result.sources:
+        lines.append(f"| {s.name} | {s.category} | {s.rows_available:,} | {s.rows_per_epoch:,} | "
+                     f"{s.tokens_per_epoch:,} | {s.unique_tokens:,} | {s.truncated:,} | {s.dropped_long:,} | "
+                     f"{s.dropped_short:,} |")
+    total = sum(s.tokens_per_epoch for s in result.sources)
+    unique = sum(s.unique_tokens for s in result.sources)
+    lines += ["", f"Tokens per epoch: {total:,} ({unique:,} unique, {total - unique:,} repeated)."]
+    return "\n".join(lines) + "\n"

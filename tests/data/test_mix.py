@@ -1,0 +1,70 @@
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+from frugal_lm.data.loader import LoaderState, MixedDataset, PackedLoader
+from frugal_lm.data.mix import mix
+from frugal_lm.data.synth import write_synthetic
+from frugal_lm.data.tokenize import tokenize_sources
+from frugal_lm.data.tokenizer import train_tokenizer
+from frugal_lm.errors import FrugalError
+
+
+@pytest.fixture
+def tokenized(tmp_path):
+    paths = write_synthetic(tmp_path / "synth", ["addition", "reversal"], 120, 20, seed=0)
+    texts = (t for path in paths.values() for row in map(json.loads, path.read_text().splitlines())
+             for t in (row["instruction"], row["response"]))
+    train_tokenizer(texts, vocab_size=320).save(tmp_path / "tok")
+    tokenize_sources(tmp_path / "tok", tmp_path / "tokenized", [paths["train"], paths["heldout"]])
+    return tmp_path
+
+
+def checksum(folder):
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+def test_same_seed_same_bytes_and_the_trainer_reads_it(tokenized):
+    a = mix(tokenized / "tokenized", tokenized / "a", epochs=2, context=64, seed=5)
+    mix(tokenized / "tokenized", tokenized / "b", epochs=2, context=64, seed=5)
+    mix(tokenized / "tokenized", tokenized / "c", epochs=2, context=64, seed=6)
+    assert checksum(tokenized / "a") == checksum(tokenized / "b") != checksum(tokenized / "c")
+    assert len(a.tokens_per_epoch) == 2
+    metadata = json.loads((tokenized / "a" / "metadata.json").read_text())
+    assert metadata["vocab_size"] % 256 == 0 and metadata["max_seq_len"] == 64
+    assert metadata["tokenizer_info"]["special_tokens"]["eoa"] == "<|box_end|>"
+    dataset = MixedDataset(tokenized / "a")
+    batch = PackedLoader(dataset, row_len=64, rows_per_rank=2).batch(LoaderState(0, 0))
+    assert batch.n_tokens > 0
+    orders = [np.load(tokenized / "a" / f"epoch_{k}" / "inst_start.npy") for k in range(2)]
+    assert sorted(orders[0]) == sorted(orders[1]) and not np.array_equal(orders[0], orders[1])
+
+
+def test_truncate_versus_drop_and_rules(tokenized, tmp_path):
+    rules = tmp_path / "mix.yaml"
+    rules.write_text("- prefix: train\n  long_context: truncate\n  max_per_file: 50\n  repeat: 2\n"
+                     "- prefix: heldout\n  long_context: drop\n")
+    result = mix(tokenized / "tokenized", tokenized / "m", rules, epochs=1, context=16, seed=0)
+    by_name = {s.name: s for s in result.sources}
+    assert by_name["train.jsonl"].rows_per_epoch == 100 and by_name["train.jsonl"].truncated > 0
+    assert by_name["heldout.jsonl"].dropped_long > 0 and by_name["heldout.jsonl"].truncated == 0
+    lengths = (np.load(tokenized / "m" / "epoch_0" / "inst_len.npy")
+               + np.load(tokenized / "m" / "epoch_0" / "resp_len.npy") - 1)
+    assert lengths.max() <= 16
+    report = (tokenized / "m" / "report.md").read_text()
+    assert "| train.jsonl |" in report and "repeated" in report
+
+
+def test_bad_rules_are_named(tokenized, tmp_path):
+    rules = tmp_path / "bad.yaml"
+    rules.write_text("- prefix: train\n  long_context: squeeze\n")
+    with pytest.raises(FrugalError, match="rule 1: long_context"):
+        mix(tokenized / "tokenized", tokenized / "m", rules)
+    with pytest.raises(FrugalError, match="no tokenized sources"):
+        mix(tmp_path / "nothing", tokenized / "m")
