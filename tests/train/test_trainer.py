@@ -147,3 +147,26 @@ def test_metrics_carry_mfu_and_the_run_records_plan_vs_actual(tmp_path, write_mi
     comparison = json.loads((tmp_path / "run" / "plan_vs_actual.json").read_text())
     assert set(comparison["plan"]) == set(comparison["actual"]) - {"steps"}
     assert comparison["actual"]["steps"] == 3
+
+
+def test_end_to_end_from_records_and_tokenizer_guard(tmp_path):
+    from frugal_lm.cli import main
+
+    assert main(["data", "synth", "--out", str(tmp_path / "synth"), "--rows", "200", "--heldout-rows", "10"]) == 0
+    sources = [str(tmp_path / "synth" / "train.jsonl")]
+    assert main(["data", "tokenizer", "--vocab-size", "300", "--out", str(tmp_path / "tok"), *sources]) == 0
+    assert main(["data", "tokenize", "--tokenizer", str(tmp_path / "tok"), "--out", str(tmp_path / "tokenized"),
+                 *sources]) == 0
+    assert main(["data", "mix", "--tokenized", str(tmp_path / "tokenized"), "--out", str(tmp_path / "mix"),
+                 "--context", "64"]) == 0
+    result = train(resolve_run_config(None, run_args(tmp_path / "mix", tmp_path / "run", "steps=3", "row_len=64")))
+    assert (result.checkpoint / "tokenizer" / "tokenizer.json").is_file()
+    # Same data made with another tokenizer: resuming must refuse.
+    assert main(["data", "tokenizer", "--vocab-size", "290", "--out", str(tmp_path / "tok2"), *sources]) == 0
+    assert main(["data", "tokenize", "--tokenizer", str(tmp_path / "tok2"), "--out", str(tmp_path / "tokenized2"),
+                 *sources]) == 0
+    assert main(["data", "mix", "--tokenized", str(tmp_path / "tokenized2"), "--out", str(tmp_path / "mix2"),
+                 "--context", "64"]) == 0
+    with pytest.raises(FrugalError, match="tokenizer .* differs from the one this run was trained with"):
+        train(resolve_run_config(None, run_args(tmp_path / "mix2", tmp_path / "run", "steps=6", "row_len=64",
+                                                "resume=true")))

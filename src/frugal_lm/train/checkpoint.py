@@ -6,7 +6,8 @@
 - `model.safetensors` and `ema.safetensors`: full weights for inference, export and
   fine-tuning (`--model DIR`, `init_from=`), written by rank 0;
 - `trainer_state.json`: step, loader position, tokens seen, metrics; `rng.pt`: RNG states
-  (tensors only, loaded with `weights_only=True`); `config.yaml`: the resolved config.
+  (tensors only, loaded with `weights_only=True`); `config.yaml`: the resolved config;
+  `tokenizer/`: the tokenizer the data was made with, so a checkpoint is self-contained.
 
 Atomicity: everything is written into `step_X.partial`, then renamed to `step_X` in one
 `os.replace`. A run killed mid-write leaves only a `.partial` directory, which is ignored
@@ -83,7 +84,8 @@ def full_weights(model: torch.nn.Module, optimizer: AdamATan2 | None = None) -> 
 
 
 def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, optimizer: AdamATan2,
-                    trainer_state: dict[str, Any], config: RunConfig, keep: int) -> Path:
+                    trainer_state: dict[str, Any], config: RunConfig, keep: int,
+                    tokenizer_dir: Path | None = None) -> Path:
     folder = Path(run_dir) / "checkpoints"
     final = folder / f"step_{step:08d}"
     partial = folder / f"step_{step:08d}.partial"
@@ -100,6 +102,8 @@ def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, optimizer:
         torch.save(_rng_states(), partial / "rng.pt")
         (partial / "trainer_state.json").write_text(json.dumps({**trainer_state, "step": step}, indent=1))
         (partial / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+        if tokenizer_dir is not None and Path(tokenizer_dir).is_dir():
+            shutil.copytree(tokenizer_dir, partial / "tokenizer")
         for file in partial.rglob("*"):
             if file.is_file():
                 with open(file, "rb") as handle:

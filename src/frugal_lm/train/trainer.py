@@ -82,6 +82,16 @@ def autocast_for(precision: str, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16) if uses_bf16(precision, device) else nullcontext()
 
 
+def _check_same_tokenizer(saved: Path, current: Path) -> None:
+    """Resuming on data made with another tokenizer would train on mismatched ids."""
+    def read(folder: Path) -> bytes | None:
+        return (folder / "tokenizer.json").read_bytes() if (folder / "tokenizer.json").is_file() else None
+
+    if read(saved) is not None and read(current) is not None and read(saved) != read(current):
+        raise FrugalError(f"the data's tokenizer ({current}) differs from the one this run was trained with "
+                          f"({saved}); resume with the same data, or start a new run (init_from=) instead")
+
+
 def _truncate_metrics(path: Path, last_step: int) -> None:
     if path.exists():
         kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= last_step]
@@ -138,6 +148,7 @@ def _train(config: RunConfig, run_dir: Path, device: torch.device, distributed: 
     metrics_path = run_dir / "metrics.jsonl"
     if config.resume:
         checkpoint = require_checkpoint(run_dir)
+        _check_same_tokenizer(checkpoint / "tokenizer", dataset.directory / "tokenizer")
         trainer_state = load_checkpoint(checkpoint, model, optimizer)
         step, tokens_seen = trainer_state["step"], trainer_state["tokens"]
         state = LoaderState(**trainer_state["loader"])
@@ -227,7 +238,7 @@ def _train(config: RunConfig, run_dir: Path, device: torch.device, distributed: 
             if (config.checkpoint_every and step % config.checkpoint_every == 0) or epoch_ends or step == total_steps:
                 last_saved = save_checkpoint(run_dir, step, model, optimizer,
                                              {"tokens": tokens_seen, "loader": next_state.to_dict(), "loss": loss_value},
-                                             config, config.keep_checkpoints)
+                                             config, config.keep_checkpoints, dataset.directory / "tokenizer")
             state = next_state
     finally:
         progress.close()
