@@ -143,7 +143,7 @@ def test_metrics_carry_mfu_and_the_run_records_plan_vs_actual(tmp_path, write_mi
     data = write_mixed_set(tmp_path / "mix", n_examples=100)
     train(resolve_run_config(None, run_args(data, tmp_path / "run", "steps=3")))
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert all(0 < r["mfu"] < 1 for r in records)
+    assert all(0 < r["mfu"] < 1 and 0 < r["slot_use"] <= 1 for r in records)
     comparison = json.loads((tmp_path / "run" / "plan_vs_actual.json").read_text())
     assert set(comparison["plan"]) == set(comparison["actual"]) - {"steps"}
     assert comparison["actual"]["steps"] == 3

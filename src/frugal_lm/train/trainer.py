@@ -180,9 +180,15 @@ def _train(config: RunConfig, run_dir: Path, device: torch.device, distributed: 
     metrics = (MetricsLogger(run_dir, config.loggers, config.model_dump(mode="json"), config.resume)
                if distributed.is_main else None)
     try:
+        reported_epoch = -1
         for batch, next_state in loader.batches(state, epochs):
             if step >= total_steps:
                 break
+            if state.epoch != reported_epoch and distributed.is_main:
+                reported_epoch = state.epoch
+                plan_of_epoch = loader.plan(state.epoch)
+                progress.write(f"epoch {state.epoch}: {plan_of_epoch.n_steps:,} steps, packing fills "
+                               f"{plan_of_epoch.slot_use:.2%} of row slots", file=sys.stderr)
             lr = learning_rate(step, total_steps, config.lr, config.warmup_steps, config.lr_floor)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -216,6 +222,7 @@ def _train(config: RunConfig, run_dir: Path, device: torch.device, distributed: 
             mfu = flops_done / max(elapsed, 1e-9) / (hardware.peak_flops * distributed.world_size)
             record = {
                 "step": step, "epoch": state.epoch, "loss": loss_value,
+                "slot_use": loader.plan(state.epoch).slot_use,
                 "token_accuracy": float(counts[2] / global_label_tokens),
                 "exact_accuracy": float(counts[4] / counts[3].clamp(min=1)),
                 "lr": lr, "bp_steps": bp_steps, "tokens": tokens_seen,
