@@ -19,9 +19,8 @@ import numpy as np
 
 from frugal_lm.data.batch import Example, PackedBatch, pack_rows
 from frugal_lm.data.packing import EpochPlan, plan_epoch
+from frugal_lm.data.tokenize import INDEX_FIELDS
 from frugal_lm.errors import FrugalError
-
-EPOCH_FIELDS = ("inst_start", "inst_len", "resp_start", "resp_len")
 
 
 @dataclass(frozen=True)
@@ -72,7 +71,7 @@ class MixedDataset:
     @cache
     def epoch(self, epoch: int) -> dict[str, np.ndarray]:
         folder = self.epoch_dirs[epoch % self.n_epochs]
-        arrays = {field: self._load(folder / f"{field}.npy").astype(np.int64) for field in EPOCH_FIELDS}
+        arrays = {field: self._load(folder / f"{field}.npy").astype(np.int64) for field in INDEX_FIELDS}
         sizes = {field: len(array) for field, array in arrays.items()}
         if len(set(sizes.values())) != 1:
             raise FrugalError(f"{folder}: index arrays disagree in length {sizes}")

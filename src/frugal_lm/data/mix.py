@@ -27,9 +27,8 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict
 
+from frugal_lm.data.tokenize import INDEX_FIELDS
 from frugal_lm.errors import FrugalError
-
-INDEX_FIELDS = ("inst_start", "inst_len", "resp_start", "resp_len")
 
 
 class MixRule(BaseModel):
