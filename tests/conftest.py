@@ -33,3 +33,40 @@ def write_mixed_set():
     """Writes a mixed training set in DESIGN.md's layout; example k is instruction [k]*a,
     response [1000+k]*b, so tests can tell examples apart by their tokens."""
     return _write_mixed_set
+
+
+TINY_MODEL = ["model.hidden_size=32", "model.n_heads=2", "model.n_layers=2", "model.max_seq_len=64"]
+
+
+def _train_tiny_run(root, net="hrm", steps=3):
+    """synth -> tokenizer -> tokenize -> mix -> a few training steps of a tiny net; the run dir."""
+    from frugal_lm.config import resolve_run_config
+    from frugal_lm.data.mix import mix
+    from frugal_lm.data.synth import write_synthetic
+    from frugal_lm.data.tokenize import tokenize_sources
+    from frugal_lm.data.tokenizer import train_tokenizer
+    from frugal_lm.train.trainer import train
+
+    paths = write_synthetic(root / "synth", ["addition", "reversal"], 80, 10, seed=0)
+    texts = (t for path in paths.values() for row in map(json.loads, path.read_text().splitlines())
+             for t in (row["instruction"], row["response"]))
+    train_tokenizer(texts, vocab_size=300).save(root / "tok")
+    tokenize_sources(root / "tok", root / "tokenized", [paths["train"]])
+    mix(root / "tokenized", root / "mix", None, 1, 64, 0)
+    config = resolve_run_config(None, [f"data={root / 'mix'}", f"out={root / 'run'}", f"net={net}",
+                                       f"steps={steps}", "batch_tokens=256", "warmup_steps=0",
+                                       "precision=fp32", "lr=3e-3", *TINY_MODEL])
+    train(config)
+    return root / "run"
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A trained tiny HRM run directory (tokenizer, checkpoint, EMA); shared, do not modify."""
+    return _train_tiny_run(tmp_path_factory.mktemp("tiny_hrm"), "hrm")
+
+
+@pytest.fixture(scope="session")
+def tiny_transformer_run(tmp_path_factory):
+    """The same, for net=transformer."""
+    return _train_tiny_run(tmp_path_factory.mktemp("tiny_transformer"), "transformer")

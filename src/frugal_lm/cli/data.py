@@ -1,8 +1,4 @@
-"""The `frugal` command: parse, call the package, print. No logic of its own.
-
-Every user mistake surfaces as a `FrugalError` and is printed as one line on stderr with a
-non-zero exit code; anything else is a bug and keeps its traceback.
-"""
+"""`frugal data ...`: synth, validate, tokenizer, tokenize, mix."""
 
 from __future__ import annotations
 
@@ -10,39 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-import yaml
-
-from frugal_lm import __version__
 from frugal_lm.errors import FrugalError
-
-
-def _config_command(args: argparse.Namespace) -> int:
-    from frugal_lm.config import resolve_run_config
-    from frugal_lm.model import count_parameters
-
-    config = resolve_run_config(args.config, args.overrides)
-    print(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), end="")
-    print(f"# parameters: {count_parameters(config.model):,}")
-    return 0
-
-
-def _train_command(args: argparse.Namespace) -> int:
-    from frugal_lm.config import resolve_run_config
-    from frugal_lm.train.trainer import train
-
-    result = train(resolve_run_config(args.config, args.overrides))
-    print(f"trained {result.steps} steps on {result.tokens:,} tokens; last loss {result.last_loss:.4f}; "
-          f"checkpoint {result.checkpoint}")
-    return 0
-
-
-def _report_command(args: argparse.Namespace) -> int:
-    from frugal_lm.train.report import write_report
-
-    report = write_report(args.run_dir)
-    print(report.summary_path.read_text())
-    print(f"plots: {', '.join(str(p) for p in report.plot_paths)}")
-    return 0
 
 
 def _data_synth_command(args: argparse.Namespace) -> int:
@@ -108,39 +72,7 @@ def _data_mix_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo_command(args: argparse.Namespace) -> int:
-    print("frugal demo: not yet available in this version (the end-to-end demo lands with the "
-          "data, training and inference stages). Try `frugal config preset=tiny` meanwhile.")
-    return 0
-
-
-def _plan_command(args: argparse.Namespace) -> int:
-    from frugal_lm.plan.report import run_plan
-
-    return run_plan(args)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="frugal", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=f"frugal-lm {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    demo = commands.add_parser("demo", help="train a small reasoning model on synthetic tasks (CPU ok)",
-                               description="Run the whole pipeline on the embedded synthetic tasks.")
-    demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="run directory (default runs/demo)")
-    demo.add_argument("--minutes", type=float, default=10.0, help="time budget in minutes (default 10)")
-    demo.set_defaults(handler=_demo_command)
-
-    train = commands.add_parser(
-        "train", help="train a model on a mixed training set (also under torchrun)",
-        description="Train with the HRM-Text recipe. Keys: data=DIR out=RUN_DIR preset=tiny|B|L|XL|XXL "
-                    "net=hrm|transformer|universal epochs=E | steps=N batch_tokens=T lr= seed= "
-                    "checkpoint_every=N resume=true init_from=DIR device=cpu|cuda, and nested model.* keys. "
-                    "Run `frugal config ...` to see every key with its resolved value.")
-    train.add_argument("--config", help="recipe YAML file, or a packaged recipe: pretrain, sft")
-    train.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. data=mix out=runs/a steps=100")
-    train.set_defaults(handler=_train_command)
-
+def register(commands: argparse._SubParsersAction) -> None:
     data = commands.add_parser("data", help="prepare training data").add_subparsers(
         dest="data_command", metavar="STEP", required=True)
     synth = data.add_parser("synth", help="generate the built-in synthetic reasoning tasks",
@@ -189,42 +121,3 @@ def build_parser() -> argparse.ArgumentParser:
     mix.add_argument("--context", type=int, default=2048, help="max tokens per example (default 2048)")
     mix.add_argument("--seed", type=int, default=0)
     mix.set_defaults(handler=_data_mix_command)
-
-    report = commands.add_parser("report", help="plots and a summary of a training run",
-                                 description="Write RUN_DIR/report/{loss,accuracy,exact,lr,throughput}.png "
-                                             "and summary.md from RUN_DIR/metrics.jsonl.")
-    report.add_argument("run_dir", type=Path, metavar="RUN_DIR")
-    report.set_defaults(handler=_report_command)
-
-    config = commands.add_parser(
-        "config", help="print the resolved run configuration and parameter count",
-        description="Resolve presets, a recipe file and key=value overrides exactly as `frugal train` "
-                    "would, and print the result as YAML.")
-    config.add_argument("--config", help="recipe YAML file, or a packaged recipe: pretrain, sft")
-    config.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="e.g. preset=XL net=hrm lr=3e-4 model.vocab_size=65536")
-    config.set_defaults(handler=_config_command)
-
-    from frugal_lm.plan.report import ASSUMPTIONS, add_plan_arguments
-
-    plan = commands.add_parser(
-        "plan", help="FLOPs, time, dollars and memory of a training run (or what a budget buys)",
-        description="Estimate a pretraining run: parameters, FLOPs, device-hours, wall time, dollars and "
-                    "memory per device, against a dense 6ND Transformer; or, with --budget-usd and --hours, "
-                    "what each preset can train for that money and time.",
-        epilog=ASSUMPTIONS, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_plan_arguments(plan)
-    plan.set_defaults(handler=_plan_command)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return args.handler(args)
-    except FrugalError as error:
-        print(f"frugal {args.command}: error: {error}", file=sys.stderr)
-        return error.exit_code
-    except KeyboardInterrupt:
-        print(f"frugal {args.command}: interrupted", file=sys.stderr)
-        return 130
