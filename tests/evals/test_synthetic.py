@@ -1,0 +1,70 @@
+import json
+
+import pytest
+
+from frugal_lm.data.synth import write_synthetic
+from frugal_lm.errors import FrugalError
+from frugal_lm.evals.synthetic import read_heldout, score_synthetic
+
+
+class StandInEngine:
+    """Answers through `answer(prompt)`; records what it was asked, as the engine contract's
+    batched greedy `generate` would receive it."""
+
+    def __init__(self, answer):
+        self.answer = answer
+        self.requests = []
+
+    def generate(self, requests, progress=False):
+        from types import SimpleNamespace
+
+        self.requests.extend(requests)
+        return [SimpleNamespace(text=self.answer(r.prompt), token_ids=[], prompt_tokens=0, finish_reason="stop")
+                for r in requests]
+
+
+@pytest.fixture
+def heldout(tmp_path):
+    return write_synthetic(tmp_path, ["addition", "reversal", "sorting"], rows=5, heldout_rows=30, seed=3)["heldout"]
+
+
+def test_scores_per_family_and_overall(heldout):
+    rows = [json.loads(line) for line in heldout.read_text().splitlines()]
+    gold = {row["instruction"]: row["response"] for row in rows}
+
+    def answer(prompt):  # right on addition, right on sorting up to whitespace, wrong on reversal
+        if prompt.startswith("Reverse"):
+            return gold[prompt] + "x"
+        return f"  {gold[prompt]} \n" if prompt.startswith("Sort") else gold[prompt]
+
+    engine = StandInEngine(answer)
+    result = score_synthetic(engine, heldout)
+    families = [row["category"] for row in rows]
+    assert result.metrics["exact_match/addition"].value == 1.0
+    assert result.metrics["exact_match/sorting"].value == 1.0
+    assert result.metrics["exact_match/reversal"].value == 0.0
+    expected = sum(f != "reversal" for f in families) / len(families)
+    assert result.value == pytest.approx(expected)
+    assert result.metrics["exact_match"].n == 30
+    # stderr of a 0/1 mean: sqrt(p (1 - p) / (n - 1)), the unbiased sample std over sqrt(n)
+    assert result.metrics["exact_match"].stderr == pytest.approx((expected * (1 - expected) / 29) ** 0.5)
+    # greedy, and the record's own condition tags, as in training
+    assert all(r.sampling.temperature == 0.0 and r.conditions == ("direct",) for r in engine.requests)
+    assert [r.prompt for r in engine.requests] == [row["instruction"] for row in rows]
+    wrong = next(s for s in result.samples if not s.correct)
+    assert wrong.extra["family"] == "reversal" and wrong.output.endswith("x") and wrong.gold != wrong.output
+
+
+def test_limit_and_condition_override(heldout):
+    engine = StandInEngine(lambda prompt: "0")
+    result = score_synthetic(engine, heldout, limit=7, conditions=("cot",))
+    assert len(result.samples) == 7 and {r.conditions for r in engine.requests} == {("cot",)}
+
+
+def test_missing_and_bad_files(tmp_path):
+    with pytest.raises(FrugalError, match="frugal data synth"):
+        read_heldout(tmp_path / "heldout.jsonl")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"instruction": "a", "response": "b"}\n{"instruction": "a"}\n')
+    with pytest.raises(FrugalError, match=r"bad.jsonl:2: missing field 'response'"):
+        read_heldout(bad)
