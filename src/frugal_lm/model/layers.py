@@ -8,10 +8,19 @@ Block (pre-norm, no biases): x + GatedAttention(rms(x)), then x + SwiGLU(rms(x))
   hands on has unit RMS, whatever the depth of the recurrence.
 Parameter names follow transformers' `hrm_text` so weights map one to one.
 
+KV caches (inference): every module takes an optional `cache`, an object with
+`attend(layer_slot, q, k, v)` that stores this call's keys and values at its slot and
+returns the attention over everything cached (`frugal_lm.infer.kv_cache` implements it).
+The model only says *which* slot a layer is (`first_slot + block index`; recurrent nets
+give each stack pass its own slots); how keys are stored, masked and batched is the
+engine's business. With `cache=None` the code path is exactly the training one.
+
 Shape legend: B rows, T tokens, C hidden size, H heads, D head dim.
 """
 
 from __future__ import annotations
+
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +28,12 @@ from torch import nn
 
 from frugal_lm.config import ModelConfig
 from frugal_lm.model.attention import AttentionLayout, prefix_lm_attention
+
+
+class AttentionCache(Protocol):
+    def attend(self, layer_slot: int, q_BHTD: torch.Tensor, k_BHTD: torch.Tensor,
+               v_BHTD: torch.Tensor) -> torch.Tensor:
+        """Store k, v for `layer_slot` and return attention (B, H, T, D) over the cache."""
 
 
 def rms_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
@@ -59,7 +74,8 @@ class GatedAttention(nn.Module):
         self.o_proj = nn.Linear(width, config.hidden_size, bias=False)
 
     def forward(self, x_BTC: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor],
-                layout: AttentionLayout, backend: str) -> torch.Tensor:
+                layout: AttentionLayout | None, backend: str,
+                cache: AttentionCache | None = None, layer_slot: int = 0) -> torch.Tensor:
         B, T, _ = x_BTC.shape
 
         def heads(projection: nn.Linear) -> torch.Tensor:
@@ -68,7 +84,10 @@ class GatedAttention(nn.Module):
         cos, sin = rotary
         q_BHTD = apply_rotary(heads(self.q_proj), cos, sin)
         k_BHTD = apply_rotary(heads(self.k_proj), cos, sin)
-        attended_BHTD = prefix_lm_attention(q_BHTD, k_BHTD, heads(self.v_proj), layout, backend)
+        if cache is None:
+            attended_BHTD = prefix_lm_attention(q_BHTD, k_BHTD, heads(self.v_proj), layout, backend)
+        else:
+            attended_BHTD = cache.attend(layer_slot, q_BHTD, k_BHTD, heads(self.v_proj))
         attended_BTC = attended_BHTD.transpose(1, 2).reshape(B, T, -1)
         return self.o_proj(torch.sigmoid(self.gate_proj(x_BTC)) * attended_BTC)
 
@@ -91,8 +110,9 @@ class Block(nn.Module):
         self.self_attn = GatedAttention(config)
         self.mlp = SwiGLU(config)
 
-    def forward(self, x_BTC, rotary, layout: AttentionLayout, backend: str) -> torch.Tensor:
-        x_BTC = x_BTC + self.self_attn(rms_norm(x_BTC, self.eps), rotary, layout, backend)
+    def forward(self, x_BTC, rotary, layout: AttentionLayout | None, backend: str,
+                cache: AttentionCache | None = None, layer_slot: int = 0) -> torch.Tensor:
+        x_BTC = x_BTC + self.self_attn(rms_norm(x_BTC, self.eps), rotary, layout, backend, cache, layer_slot)
         return x_BTC + self.mlp(rms_norm(x_BTC, self.eps))
 
 
@@ -104,7 +124,8 @@ class Stack(nn.Module):
         self.eps = config.norm_eps
         self.layers = nn.ModuleList(Block(config) for _ in range(n_blocks))
 
-    def forward(self, x_BTC, rotary, layout: AttentionLayout, backend: str) -> torch.Tensor:
-        for block in self.layers:
-            x_BTC = block(x_BTC, rotary, layout, backend)
+    def forward(self, x_BTC, rotary, layout: AttentionLayout | None, backend: str,
+                cache: AttentionCache | None = None, first_slot: int = 0) -> torch.Tensor:
+        for index, block in enumerate(self.layers):
+            x_BTC = block(x_BTC, rotary, layout, backend, cache, first_slot + index)
         return rms_norm(x_BTC, self.eps)

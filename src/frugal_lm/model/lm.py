@@ -10,6 +10,10 @@ depends on the embedding; we add `emb - emb.detach()` to it, a zero in the forwa
 gradient to the embedding, the one-step gradient approximation HRM is built on. Without
 it the embedding would get no gradient at all while bp_steps < 5.
 
+Inference passes a KV cache (`kv_cache`, see `layers.AttentionCache`); the schedule
+numbers the passes, so pass p's block j uses cache slot p * layers_per_stack + j, the
+layout of transformers' `hrm_text`, for every net without the nets knowing about caches.
+
 Init: LeCun truncated normal (std 1/sqrt(fan_in), cut at 2 std, std-corrected) for every
 matrix; the embedding uses `init_std` and is scaled by 1/init_std, so tokens enter at
 unit scale while the embedding's parameters stay small for the optimizer.
@@ -26,7 +30,7 @@ from torch import nn
 
 from frugal_lm.config import ModelConfig
 from frugal_lm.model.attention import AttentionLayout, select_backend
-from frugal_lm.model.layers import RotaryEmbedding, Stack
+from frugal_lm.model.layers import AttentionCache, RotaryEmbedding, Stack
 
 # Std of a standard normal truncated to [-2, 2]; dividing by it makes the truncated std exact.
 _TRUNCATED_STD = 0.87962566103423978
@@ -38,20 +42,26 @@ def trunc_normal_(tensor: torch.Tensor, std: float) -> torch.Tensor:
 
 
 class PassSchedule:
-    """Runs stack passes in order, with gradients only for the last `bp_steps` of `total`."""
+    """Runs stack passes in order, with gradients only for the last `bp_steps` of `total`,
+    and with cache slots of their own when a KV cache is given."""
 
-    def __init__(self, total: int, bp_steps: int | None, embedding: torch.Tensor):
+    def __init__(self, total: int, bp_steps: int | None, embedding: torch.Tensor,
+                 kv_cache: AttentionCache | None = None):
         self.first_with_grad = 0 if bp_steps is None else max(0, total - bp_steps)
         self.embedding = embedding
+        self.kv_cache = kv_cache
         self.index = 0
 
     def run(self, stack: Stack, x_BTC: torch.Tensor, *args) -> torch.Tensor:
         with_grad = self.index >= self.first_with_grad
         if with_grad and torch.is_grad_enabled() and self.embedding.requires_grad and not x_BTC.requires_grad:
             x_BTC = x_BTC + (self.embedding - self.embedding.detach())
+        pass_index = self.index
         self.index += 1
         with nullcontext() if with_grad else torch.no_grad():
-            return stack(x_BTC, *args)
+            if self.kv_cache is None:
+                return stack(x_BTC, *args)
+            return stack(x_BTC, *args, cache=self.kv_cache, first_slot=pass_index * len(stack.layers))
 
 
 class LanguageModel(nn.Module, abc.ABC):
@@ -80,20 +90,24 @@ class LanguageModel(nn.Module, abc.ABC):
         pass run through `schedule.run`."""
 
     def hidden_states(self, input_ids_BT: torch.Tensor, position_ids_BT: torch.Tensor,
-                      layout: AttentionLayout, bp_steps: int | None = None) -> torch.Tensor:
-        """Final hidden states (B, T, C). `bp_steps=None` backpropagates through every pass."""
+                      layout: AttentionLayout | None, bp_steps: int | None = None,
+                      kv_cache: AttentionCache | None = None) -> torch.Tensor:
+        """Final hidden states (B, T, C). `bp_steps=None` backpropagates through every pass.
+        With `kv_cache`, attention goes through the cache and `layout` is not used."""
         x_BTC = self.embed_tokens(input_ids_BT) * self.embedding_scale
         rotary = self.rotary(position_ids_BT, x_BTC.dtype)
         backend = select_backend(self.config.attention_backend, x_BTC.device, torch.is_grad_enabled())
-        schedule = PassSchedule(self.config.stack_passes, bp_steps, x_BTC)
+        schedule = PassSchedule(self.config.stack_passes, bp_steps, x_BTC, kv_cache)
         return self.trunk(x_BTC, rotary, layout, backend, schedule)
 
-    def forward(self, input_ids_BT: torch.Tensor, position_ids_BT: torch.Tensor, layout: AttentionLayout,
-                bp_steps: int | None = None, logits_at_BT: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, input_ids_BT: torch.Tensor, position_ids_BT: torch.Tensor, layout: AttentionLayout | None,
+                bp_steps: int | None = None, logits_at_BT: torch.Tensor | None = None,
+                kv_cache: AttentionCache | None = None) -> torch.Tensor:
         """Logits (B, T, V); with a boolean `logits_at_BT`, only at those positions (N, V),
-        which is how the loss skips the LM head on unlabelled tokens. Calling the model
-        (not `hidden_states`) is what lets FSDP2's root hooks gather the embedding and head."""
-        hidden_BTC = self.hidden_states(input_ids_BT, position_ids_BT, layout, bp_steps)
+        which is how the loss skips the LM head on unlabelled tokens (and the engine all
+        but the last prompt token). Calling the model (not `hidden_states`) is what lets
+        FSDP2's root hooks gather the embedding and head."""
+        hidden_BTC = self.hidden_states(input_ids_BT, position_ids_BT, layout, bp_steps, kv_cache)
         return self.lm_head(hidden_BTC if logits_at_BT is None else hidden_BTC[logits_at_BT])
 
 

@@ -1,0 +1,238 @@
+"""The generation engine: prefill, incremental decode, continuous batching over fixed slots.
+
+Design:
+- The engine owns `max_batch_size` slots, each a row of one static KV cache
+  (`kv_cache.StaticKVCache`) sized for `max_seq_len` tokens. A request takes a free slot
+  (`add`), advances one token per `step` together with every other running slot, and
+  gives the slot back (`release`). Offline `generate` is a loop over the same three
+  calls, so the server (which drives them from its scheduler) and the CLI run one code path.
+- Prefill runs one prompt at a time: the instruction (BOQ + conditions + text + EOQ) is
+  one bidirectional block, and its last position, EOQ, predicts the first response token
+  (training puts the first response label there). Prefilling alone, not padded into a
+  batch, keeps a prompt's computation independent of its neighbours' lengths.
+- `step` first chooses a token for every running slot from the logits it holds, then
+  runs one batched decode forward for the slots that go on. A slot finishes on EOA
+  ("stop", the EOA is not reported as a token), after `max_new_tokens` tokens or when its
+  cache row is full ("length"). Finished slots stay taken until `release`, so a caller
+  never loses a slot's last event.
+- Sampling uses one generator per request (`sampling.py`): seeded results do not depend
+  on batch composition; greedy is plain argmax. Everything runs under inference mode, in
+  the model's dtype, on the model's device (CPU or GPU).
+- torch.compile / CUDA graphs are not used: decode shapes change with the number of
+  running slots and the context length; a compiled decode step is future work.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+from frugal_lm.errors import FrugalError
+from frugal_lm.infer.kv_cache import StaticKVCache
+from frugal_lm.infer.loading import LoadedModel
+from frugal_lm.infer.sampling import SamplingParams, request_generator, sample_token
+
+__all__ = ["Engine", "GenerationRequest", "GenerationResult", "SamplingParams", "TokenEvent"]
+
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass
+class GenerationRequest:
+    prompt: str
+    conditions: tuple[str, ...] = ("direct",)
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+
+
+@dataclass
+class GenerationResult:
+    text: str
+    token_ids: list[int]
+    prompt_tokens: int
+    finish_reason: FinishReason
+    """"stop": EOA produced (not in `text`/`token_ids`); "length": token or context limit."""
+
+
+@dataclass
+class TokenEvent:
+    slot: int
+    token_id: int | None
+    """None when the step produced EOA (nothing to show)."""
+    finished: bool
+    finish_reason: FinishReason | None
+
+
+@dataclass
+class _Slot:
+    """A running or finished sequence."""
+
+    sampling: SamplingParams
+    generator: torch.Generator
+    length: int            # tokens in the cache (prompt + fed response tokens)
+    generated: int = 0     # tokens chosen so far
+    finished: bool = False
+
+
+class Engine:
+    def __init__(self, loaded: LoadedModel, max_batch_size: int = 8, max_seq_len: int | None = None):
+        config = loaded.config
+        if max_batch_size < 1:
+            raise FrugalError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        max_seq_len = config.max_seq_len if max_seq_len is None else max_seq_len
+        if not 1 <= max_seq_len <= config.max_seq_len:
+            raise FrugalError(f"max_seq_len must be in 1..{config.max_seq_len} (the model's context), "
+                              f"got {max_seq_len}")
+        self.model = loaded.model.eval()
+        self.config = config
+        self.tokenizer = loaded.tokenizer
+        self.device = loaded.device
+        self.max_batch_size, self.max_seq_len = max_batch_size, max_seq_len
+        self.eoa_id = self.tokenizer.special_ids["eoa"]
+        dtype = self.model.lm_head.weight.dtype
+        self.cache = StaticKVCache(config, max_batch_size, max_seq_len, dtype, self.device)
+        self.next_logits_NV = torch.zeros(max_batch_size, config.vocab_size, dtype=dtype, device=self.device)
+        self.slots: list[_Slot | None] = [None] * max_batch_size
+
+    # ---- prompts ---------------------------------------------------------------------
+
+    def encode_prompt(self, prompt: str, conditions: tuple[str, ...] | list[str] = ("direct",)) -> list[int]:
+        """BOQ + condition tokens + tokens(prompt) + EOQ, the training layout of an instruction."""
+        if not conditions:
+            raise FrugalError("at least one condition tag is needed (e.g. direct)")
+        known = self.tokenizer.condition_ids
+        for tag in conditions:
+            if tag not in known:
+                raise FrugalError(f"unknown condition tag {tag!r}; known: {', '.join(sorted(known))}")
+        text_ids = self.tokenizer.tokenizer.encode(prompt, add_special_tokens=False).ids
+        special = self.tokenizer.special_ids
+        return [special["boq"], *(known[tag] for tag in conditions), *text_ids, special["eoq"]]
+
+    # ---- continuous batching primitives ---------------------------------------------
+
+    def free_slots(self) -> int:
+        return sum(slot is None for slot in self.slots)
+
+    @torch.inference_mode()
+    def add(self, prompt_ids: list[int], sampling: SamplingParams) -> int:
+        """Prefill `prompt_ids` into the lowest free slot and return the slot."""
+        sampling.validate()
+        if not prompt_ids:
+            raise FrugalError("empty prompt: it needs at least BOQ and EOQ")
+        if len(prompt_ids) > self.max_seq_len:
+            raise FrugalError(f"prompt has {len(prompt_ids)} tokens, more than the context of {self.max_seq_len}")
+        vocab = self.config.vocab_size
+        if min(prompt_ids) < 0 or max(prompt_ids) >= vocab:
+            raise FrugalError(f"prompt token ids must be in 0..{vocab - 1}")
+        if self.free_slots() == 0:
+            raise RuntimeError("no free slot: call release() or wait for one (free_slots() == 0)")
+        slot = self.slots.index(None)
+        T = len(prompt_ids)
+        input_ids_BT = torch.tensor([prompt_ids], device=self.device)
+        position_ids_BT = torch.arange(T, device=self.device)[None]
+        last_BT = position_ids_BT == T - 1
+        logits_1V = self.model(input_ids_BT, position_ids_BT, None, logits_at_BT=last_BT,
+                               kv_cache=self.cache.prefill(slot))
+        self.next_logits_NV[slot] = logits_1V[0]
+        self.slots[slot] = _Slot(sampling, request_generator(sampling, self.device), length=T)
+        return slot
+
+    @torch.inference_mode()
+    def step(self) -> list[TokenEvent]:
+        """One token for every running slot (in slot order), then one decode forward."""
+        running = [index for index, slot in enumerate(self.slots) if slot is not None and not slot.finished]
+        if not running:
+            return []
+        tokens = self._choose_tokens(running)
+        events, feed_slots, feed_tokens = [], [], []
+        for index, token in zip(running, tokens):
+            slot = self.slots[index]
+            slot.generated += 1
+            if token == self.eoa_id:
+                slot.finished = True
+                events.append(TokenEvent(index, None, True, "stop"))
+            elif slot.generated >= slot.sampling.max_new_tokens or slot.length >= self.max_seq_len:
+                slot.finished = True
+                events.append(TokenEvent(index, token, True, "length"))
+            else:
+                events.append(TokenEvent(index, token, False, None))
+                feed_slots.append(index)
+                feed_tokens.append(token)
+        if feed_slots:
+            self._decode(feed_slots, feed_tokens)
+        return events
+
+    def release(self, slot: int) -> None:
+        """Free `slot` (finished or not, e.g. a cancelled request); a free slot stays free."""
+        if not 0 <= slot < self.max_batch_size:
+            raise ValueError(f"slot {slot} does not exist (0..{self.max_batch_size - 1})")
+        self.slots[slot] = None
+
+    def _choose_tokens(self, running: list[int]) -> list[int]:
+        tokens: dict[int, int] = {}
+        greedy = [index for index in running if self.slots[index].sampling.greedy]
+        if greedy:
+            # One argmax and one device sync for all greedy rows.
+            chosen = torch.argmax(self.next_logits_NV[greedy], dim=-1).tolist()
+            tokens.update(zip(greedy, chosen))
+        for index in running:
+            if index not in tokens:
+                slot = self.slots[index]
+                tokens[index] = sample_token(self.next_logits_NV[index], slot.sampling, slot.generator)
+        return [tokens[index] for index in running]
+
+    def _decode(self, slot_indices: list[int], token_ids: list[int]) -> None:
+        positions = [self.slots[index].length for index in slot_indices]
+        input_ids_BT = torch.tensor(token_ids, device=self.device)[:, None]
+        position_ids_BT = torch.tensor(positions, device=self.device)[:, None]
+        view = self.cache.decode(slot_indices, position_ids_BT[:, 0])
+        logits_BTV = self.model(input_ids_BT, position_ids_BT, None, kv_cache=view)
+        self.next_logits_NV[slot_indices] = logits_BTV[:, -1]
+        for index in slot_indices:
+            self.slots[index].length += 1
+
+    # ---- offline generation ------------------------------------------------------------
+
+    def generate(self, requests: list[GenerationRequest], progress: bool = False) -> list[GenerationResult]:
+        """Generate for every request, `max_batch_size` at a time with continuous batching
+        (a finished sequence's slot goes to the next request at once); results in order.
+        Uses the engine's slots: do not interleave with another driver of add/step."""
+        prompts = [self.encode_prompt(request.prompt, request.conditions) for request in requests]
+        for request in requests:
+            request.sampling.validate()
+        waiting = deque(range(len(requests)))
+        owner: dict[int, int] = {}
+        produced: dict[int, list[int]] = {}
+        results: list[GenerationResult | None] = [None] * len(requests)
+        bar = _progress_bar(len(requests)) if progress else None
+        try:
+            while waiting or owner:
+                while waiting and self.free_slots():
+                    index = waiting.popleft()
+                    slot = self.add(prompts[index], requests[index].sampling)
+                    owner[slot], produced[slot] = index, []
+                for event in self.step():
+                    if event.token_id is not None:
+                        produced[event.slot].append(event.token_id)
+                    if event.finished:
+                        index = owner.pop(event.slot)
+                        token_ids = produced.pop(event.slot)
+                        results[index] = GenerationResult(self.tokenizer.decode(token_ids), token_ids,
+                                                          len(prompts[index]), event.finish_reason)
+                        self.release(event.slot)
+                        if bar is not None:
+                            bar.update(1)
+        finally:
+            for slot in owner:
+                self.release(slot)
+            if bar is not None:
+                bar.close()
+        return results  # type: ignore[return-value]
+
+
+def _progress_bar(total: int):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="generate", unit="prompt")

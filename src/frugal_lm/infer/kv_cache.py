@@ -1,0 +1,94 @@
+"""Static, preallocated KV caches: one per (stack pass, block), one row per engine slot.
+
+A recurrent net runs its stacks several times per token (HRM: h_cycles x (l_cycles + 1)
+passes) and every pass attends over its own keys and values, so the cache has
+`stack_passes * layers_per_stack` layer slots; pass p's block j is slot
+p * layers_per_stack + j (the model numbers them; transformers' `hrm_text` layout).
+
+Everything is allocated once, for `max_batch_size` sequences of `max_seq_len` tokens:
+decoding never reallocates or concatenates (the cost of `DynamicCache`), a sequence
+joining or leaving the batch only changes which rows are read, and memory use is known
+when the engine starts. The price is memory for the worst case, which is the right
+trade for a server that must not fail mid-request.
+
+Two views implement the model's `AttentionCache` protocol for one forward call:
+- `PrefillView`: one sequence's whole instruction. The instruction is one bidirectional
+  block (PrefixLM), so attention is unmasked over the fresh keys; they are stored too.
+- `DecodeView`: one new token for each of several sequences at their own positions.
+  A response token sees every earlier token of its sequence (instruction or response),
+  so the mask only hides each row's unused tail of the cache.
+
+Shape legend: S layer slots, N engine slots, H heads, L max_seq_len, D head dim,
+B sequences in this call, T tokens per sequence in this call.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from frugal_lm.config import ModelConfig
+
+
+class StaticKVCache:
+    def __init__(self, config: ModelConfig, n_slots: int, max_seq_len: int,
+                 dtype: torch.dtype, device: torch.device | str):
+        layer_slots = config.stack_passes * config.layers_per_stack
+        shape = (layer_slots, n_slots, config.n_heads, max_seq_len, config.head_dim)
+        self.keys_SNHLD = torch.zeros(shape, dtype=dtype, device=device)
+        self.values_SNHLD = torch.zeros(shape, dtype=dtype, device=device)
+        self.max_seq_len = max_seq_len
+
+    @property
+    def n_bytes(self) -> int:
+        return 2 * self.keys_SNHLD.numel() * self.keys_SNHLD.element_size()
+
+    def prefill(self, slot: int) -> PrefillView:
+        return PrefillView(self, slot)
+
+    def decode(self, slots: list[int], positions_B: torch.Tensor) -> DecodeView:
+        return DecodeView(self, slots, positions_B)
+
+
+class PrefillView:
+    """The instruction of the sequence in engine slot `slot`, written at positions 0..T-1."""
+
+    def __init__(self, cache: StaticKVCache, slot: int):
+        self.cache, self.slot = cache, slot
+
+    def attend(self, layer_slot: int, q_BHTD: torch.Tensor, k_BHTD: torch.Tensor,
+               v_BHTD: torch.Tensor) -> torch.Tensor:
+        T = k_BHTD.shape[2]
+        self.cache.keys_SNHLD[layer_slot, self.slot, :, :T] = k_BHTD[0]
+        self.cache.values_SNHLD[layer_slot, self.slot, :, :T] = v_BHTD[0]
+        return F.scaled_dot_product_attention(q_BHTD, k_BHTD, v_BHTD)
+
+
+class DecodeView:
+    """One token per sequence: sequence b sits in engine slot `slots[b]` and its new token
+    goes to position `positions_B[b]` (its number of cached tokens)."""
+
+    def __init__(self, cache: StaticKVCache, slots: list[int], positions_B: torch.Tensor):
+        self.cache = cache
+        device = positions_B.device
+        self.slot_index_B = torch.tensor(slots, device=device)
+        self.positions_B = positions_B
+        # Read only up to the longest sequence, through a view when the slots are adjacent
+        # (the usual case: slots are handed out lowest first).
+        self.context_len = int(positions_B.max()) + 1
+        adjacent = slots == list(range(slots[0], slots[0] + len(slots)))
+        self.rows = slice(slots[0], slots[0] + len(slots)) if adjacent else self.slot_index_B
+        if bool((positions_B == positions_B[0]).all()):
+            self.mask_B11L = None  # every row sees the whole context: no mask needed
+        else:
+            keys = torch.arange(self.context_len, device=device)
+            self.mask_B11L = (keys[None, :] <= positions_B[:, None])[:, None, None, :]
+
+    def attend(self, layer_slot: int, q_BHTD: torch.Tensor, k_BHTD: torch.Tensor,
+               v_BHTD: torch.Tensor) -> torch.Tensor:
+        keys_NHLD, values_NHLD = self.cache.keys_SNHLD[layer_slot], self.cache.values_SNHLD[layer_slot]
+        keys_NHLD[self.slot_index_B, :, self.positions_B] = k_BHTD[:, :, 0]
+        values_NHLD[self.slot_index_B, :, self.positions_B] = v_BHTD[:, :, 0]
+        context_keys = keys_NHLD[self.rows, :, :self.context_len]
+        context_values = values_NHLD[self.rows, :, :self.context_len]
+        return F.scaled_dot_product_attention(q_BHTD, context_keys, context_values, attn_mask=self.mask_B11L)

@@ -1,0 +1,136 @@
+import pytest
+import torch
+
+from frugal_lm.data.records import Record
+from frugal_lm.errors import FrugalError
+from frugal_lm.infer.engine import Engine, GenerationRequest, SamplingParams
+from frugal_lm.infer.loading import load_model
+from frugal_lm.model import AttentionLayout
+
+PROMPTS = ["12+7=", "reverse: abcdef", "3+4=", "a much longer prompt: 123456789+987654321=", "x"]
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_run):
+    return load_model(tiny_run)
+
+
+def greedy(max_new_tokens=12):
+    return SamplingParams(max_new_tokens=max_new_tokens)
+
+
+def reference_greedy(loaded, prompt_ids, max_new_tokens, eoa_id):
+    """Greedy decoding by recomputing the whole sequence with the training forward pass."""
+    model, tokens, prefix_len = loaded.model, list(prompt_ids), len(prompt_ids)
+    produced = []
+    with torch.inference_mode():
+        for _ in range(max_new_tokens):
+            T = len(tokens)
+            layout = AttentionLayout.from_lengths([[(prefix_len, T - prefix_len)]], T)
+            token = int(model(torch.tensor([tokens]), torch.arange(T)[None], layout)[0, -1].argmax())
+            if token == eoa_id:
+                return produced, "stop"
+            produced.append(token)
+            tokens.append(token)
+    return produced, "length"
+
+
+def test_encode_prompt_is_the_training_instruction_layout(loaded):
+    engine = Engine(loaded, max_batch_size=2)
+    tokenizer = loaded.tokenizer
+    ids = engine.encode_prompt("12+7=", ("cot", "noisy"))
+    [(instruction, _)] = tokenizer.encode_records([Record("12+7=", "r", ("cot", "noisy"))])
+    assert ids == instruction
+    assert ids[0] == tokenizer.special_ids["boq"] and ids[-1] == tokenizer.special_ids["eoq"]
+    with pytest.raises(FrugalError, match="unknown condition tag 'cto'"):
+        engine.encode_prompt("x", ("cto",))
+
+
+def test_greedy_generation_equals_full_recompute_and_is_deterministic(loaded):
+    engine = Engine(loaded, max_batch_size=4)
+    requests = [GenerationRequest(prompt, sampling=greedy()) for prompt in PROMPTS]
+    results = engine.generate(requests)
+    for prompt, result in zip(PROMPTS, results):
+        prompt_ids = engine.encode_prompt(prompt)
+        expected, reason = reference_greedy(loaded, prompt_ids, 12, engine.eoa_id)
+        assert result.token_ids == expected and result.finish_reason == reason
+        assert result.prompt_tokens == len(prompt_ids)
+        assert result.text == loaded.tokenizer.decode(expected)
+    assert engine.generate(requests) == results
+    assert engine.free_slots() == 4
+
+
+def test_batch_of_mixed_length_prompts_equals_each_prompt_alone(loaded):
+    batched = Engine(loaded, max_batch_size=8).generate([GenerationRequest(p, sampling=greedy(16)) for p in PROMPTS])
+    alone = Engine(loaded, max_batch_size=1)
+    for prompt, result in zip(PROMPTS, batched):
+        assert alone.generate([GenerationRequest(prompt, sampling=greedy(16))])[0] == result
+
+
+def test_continuous_batching_with_slots_joining_midway_matches_offline(loaded):
+    engine = Engine(loaded, max_batch_size=3)
+    offline = engine.generate([GenerationRequest(p, sampling=greedy(10)) for p in PROMPTS])
+    produced, finished, slot_of = {}, {}, {}
+
+    def join(index):
+        slot = engine.add(engine.encode_prompt(PROMPTS[index]), greedy(10))
+        slot_of[slot], produced[index] = index, []
+
+    join(0)
+    for step in range(40):
+        if step in (2, 3):
+            join(step - 1)   # prompts 1 and 2 join while prompt 0 is mid-answer
+        for event in engine.step():
+            index = slot_of[event.slot]
+            if event.token_id is not None:
+                produced[index].append(event.token_id)
+            if event.finished:
+                finished[index] = event.finish_reason
+                engine.release(event.slot)
+                if len(produced) < len(PROMPTS):
+                    join(len(produced))  # a released slot is reused at once
+    assert sorted(finished) == list(range(len(PROMPTS)))
+    for index, result in enumerate(offline):
+        assert produced[index] == result.token_ids and finished[index] == result.finish_reason
+
+
+def test_seeded_sampling_does_not_depend_on_the_batch(loaded):
+    sampling = SamplingParams(max_new_tokens=12, temperature=1.0, top_p=0.9, top_k=20, seed=3)
+    alone = Engine(loaded, max_batch_size=1).generate([GenerationRequest(PROMPTS[0], sampling=sampling)])[0]
+    others = [GenerationRequest(p, sampling=SamplingParams(max_new_tokens=12, temperature=1.0, seed=i))
+              for i, p in enumerate(PROMPTS[1:])]
+    batched = Engine(loaded, max_batch_size=4).generate([*others[:2], GenerationRequest(PROMPTS[0], sampling=sampling),
+                                                         *others[2:]])
+    assert batched[2] == alone
+    different_seed = SamplingParams(max_new_tokens=12, temperature=1.0, seed=4)
+    runs = [Engine(loaded, 1).generate([GenerationRequest(PROMPTS[0], sampling=different_seed)])[0].token_ids
+            for _ in range(2)]
+    assert runs[0] == runs[1]
+    top_1 = SamplingParams(max_new_tokens=12, temperature=2.0, top_k=1, seed=5)
+    greedy_result = Engine(loaded, 1).generate([GenerationRequest(PROMPTS[0], sampling=greedy())])[0]
+    assert Engine(loaded, 1).generate([GenerationRequest(PROMPTS[0], sampling=top_1)])[0] == greedy_result
+
+
+def test_stop_at_eoa_and_length_limits(loaded):
+    engine = Engine(loaded, max_batch_size=2)
+    first = engine.generate([GenerationRequest(PROMPTS[0], sampling=greedy(1))])[0]
+    assert len(first.token_ids) == 1 and first.finish_reason == "length"
+    # Make the token the model picks first play EOA: generation must stop before it.
+    engine.eoa_id = first.token_ids[0]
+    stopped = engine.generate([GenerationRequest(PROMPTS[0], sampling=greedy(5))])[0]
+    assert stopped.token_ids == [] and stopped.text == "" and stopped.finish_reason == "stop"
+    # The context limit also ends a sequence with "length".
+    short = Engine(loaded, max_batch_size=1, max_seq_len=len(engine.encode_prompt(PROMPTS[1])) + 3)
+    result = short.generate([GenerationRequest(PROMPTS[1], sampling=greedy(50))])[0]
+    assert len(result.token_ids) <= 4 and result.finish_reason in ("length", "stop")
+
+
+def test_user_mistakes_raise_frugal_errors(loaded):
+    engine = Engine(loaded, max_batch_size=1, max_seq_len=16)
+    with pytest.raises(FrugalError, match="more than the context of 16"):
+        engine.add(list(range(17)), greedy())
+    with pytest.raises(FrugalError, match="max_new_tokens"):
+        engine.generate([GenerationRequest("x", sampling=SamplingParams(max_new_tokens=0))])
+    with pytest.raises(FrugalError, match="max_seq_len"):
+        Engine(loaded, max_seq_len=loaded.config.max_seq_len + 1)
+    assert engine.free_slots() == 1
