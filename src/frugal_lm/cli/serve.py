@@ -1,0 +1,86 @@
+"""`frugal serve`: the model behind an OpenAI-compatible HTTP API (FastAPI + uvicorn)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from frugal_lm.errors import FrugalError
+
+DESCRIPTION = """\
+Serve a model over HTTP with OpenAI's API, so the `openai` client, curl and OpenAI-compatible
+tools work unchanged. Endpoints: POST /v1/completions, POST /v1/chat/completions (both with
+"stream": true for Server-Sent Events), GET /v1/models, GET /health (load and capacity).
+
+Requests: `model` must be the served name (--model-name). The prompt, or the chat turned into
+one instruction (a lone user message verbatim; otherwise system text first, then the turns as
+"User: ..." / "Assistant: ..."), is wrapped in the training layout with the condition tags
+of the extra field "condition" (comma-separated, default "direct"; e.g. "cot").
+Sampling: temperature (default 1.0, 0 = greedy), top_p, top_k (extra field), seed, stop
+(up to 16 strings; the text is cut before one, finish_reason "stop"), max_tokens (default:
+the rest of the context). n, logprobs, penalties and tools are not supported (400).
+
+Scheduling: one engine thread decodes up to --max-batch-size requests at once (continuous
+batching: a request joins at the next step); up to --max-queue more wait, beyond that the
+server answers 503 with Retry-After. A client that disconnects frees its slot. Ctrl-C lets
+running requests finish, then exits.
+"""
+
+
+def _serve_command(args: argparse.Namespace) -> int:
+    if not 0 <= args.port <= 65535:
+        raise FrugalError(f"--port must be in 0..65535, got {args.port}")
+    if args.max_batch_size < 1:
+        raise FrugalError(f"--max-batch-size must be >= 1, got {args.max_batch_size}")
+    if args.max_queue < 0:
+        raise FrugalError(f"--max-queue must be >= 0, got {args.max_queue}")
+    if not args.model.is_dir():
+        raise FrugalError(f"--model {args.model}: no such directory")
+    import torch
+
+    from frugal_lm.infer.engine import Engine
+    from frugal_lm.infer.loading import load_model
+    from frugal_lm.infer.server import bind_socket, create_app, uvicorn_server
+
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    sock = bind_socket(args.host, args.port)  # before loading: a taken port fails fast
+    try:
+        loaded = load_model(args.model, device=device)
+        engine = Engine(loaded, max_batch_size=args.max_batch_size, max_seq_len=args.max_seq_len)
+        model_name = args.model_name or args.model.resolve().name
+        app = create_app(engine, model_name, max_queue=args.max_queue)
+        host, port = sock.getsockname()[:2]
+        print(f"serving {model_name!r} ({loaded.weights_path}) on http://{host}:{port}/v1 "
+              f"[{device}, batch {args.max_batch_size}, queue {args.max_queue}, context {engine.max_seq_len}]",
+              flush=True)
+        uvicorn_server(app, sock, args.log_level).run(sockets=[sock])
+    finally:
+        sock.close()
+    return 0
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    serve = commands.add_parser("serve", help="OpenAI-compatible HTTP server (completions, chat, streaming)",
+                                description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    serve.add_argument("--model", type=Path, required=True, metavar="DIR",
+                       help="training run directory (latest checkpoint, EMA weights), checkpoint directory "
+                            "or exported model directory")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 exposes "
+                            "the server to the network, without authentication)")
+    serve.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0 picks a free one)")
+    serve.add_argument("--model-name", metavar="NAME",
+                       help="the name clients pass as `model` (default: the model directory's name)")
+    serve.add_argument("--max-batch-size", type=int, default=8, metavar="N",
+                       help="requests decoded together; each holds a KV cache of the context (default 8)")
+    serve.add_argument("--max-queue", type=int, default=64, metavar="N",
+                       help="requests that may wait for a free slot; more get 503 (default 64)")
+    serve.add_argument("--max-seq-len", type=int, metavar="T",
+                       help="context per request, prompt + answer (default: the model's max_seq_len)")
+    serve.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                       help="where the model runs (default auto: cuda when available)")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                       help="uvicorn's log level (debug adds one line per request)")
+    serve.set_defaults(handler=_serve_command)

@@ -1,0 +1,374 @@
+"""OpenAI-compatible HTTP server (FastAPI): /v1/completions, /v1/chat/completions, /v1/models, /health.
+
+Design choices:
+- The app is a thin layer over `Scheduler` (one engine thread, continuous batching, bounded
+  queue). Handlers validate, tokenize (in the threadpool, off the event loop), submit and
+  then only await events; nothing here touches the engine's slots.
+- Every failure a client can cause is answered in OpenAI's error shape
+  `{"error": {"message", "type", "param", "code"}}`: 400 for malformed JSON, wrong types,
+  unknown fields, unsupported options, prompts that do not fit the context and `max_tokens`
+  beyond what is left of it; 404 for an unknown model or route; 503 with Retry-After when
+  the queue is full. A client's mistake never reaches the engine thread.
+- `max_tokens` defaults to what is left of the context: generation ends at EOA anyway, and
+  a short hidden default (OpenAI's 16 for completions) would silently truncate answers.
+  `temperature` defaults to 1.0 as in OpenAI's API; send 0 for greedy decoding.
+- A client that disconnects, while waiting or while streaming, cancels its request: a
+  watcher task per request listens for `http.disconnect` and the scheduler frees the slot
+  before the next decode step.
+- Streaming is Server-Sent Events in OpenAI's chunk format, ending with `data: [DONE]`; an
+  error after the stream started is sent as an `{"error": ...}` event before `[DONE]`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from frugal_lm.errors import FrugalError
+from frugal_lm.infer.engine import Engine, SamplingParams
+from frugal_lm.infer.openai_schema import (
+    AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletionChunk, ChatCompletionRequest,
+    ChatCompletionResponse, ChatDelta, CompletionChoice, CompletionRequest, CompletionResponse,
+    ErrorBody, ErrorDetail, ModelCard, ModelList, SamplingFields, Usage,
+)
+from frugal_lm.infer.scheduler import PromptJob, QueueFull, RequestGroup, Scheduler, SchedulerClosed, TextEvent
+
+RETRY_AFTER_SECONDS = 1
+
+
+class ApiError(Exception):
+    """An error answered to the client in OpenAI's shape."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
+                 kind: str = "invalid_request_error", headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.kind = status, message, param, code, kind
+        self.headers = headers
+
+    def response(self) -> JSONResponse:
+        body = ErrorBody(error=ErrorDetail(message=self.message, type=self.kind, param=self.param, code=self.code))
+        return JSONResponse(body.model_dump(), status_code=self.status, headers=self.headers)
+
+
+@dataclass
+class Finished:
+    """One prompt's outcome, collected from its events."""
+
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class ServerState:
+    """What the handlers share: the engine (for tokenizing and limits) and the scheduler."""
+
+    def __init__(self, engine: Engine, model_name: str, max_queue: int):
+        self.engine = engine
+        self.model_name = model_name
+        self.created = int(time.time())
+        self.context = engine.max_seq_len
+        self.scheduler = Scheduler(engine, engine.tokenizer.decode, max_queue)
+        # A prompt of more characters than this cannot fit the context, whatever its tokens:
+        # rejecting it before tokenizing keeps a huge body from stalling the server.
+        tokenizer = engine.tokenizer
+        longest_token = max(len(tokenizer.decode([i])) for i in range(tokenizer.vocab_size))
+        self.max_prompt_chars = max(longest_token, 1) * self.context
+        self.watchers: set[asyncio.Task] = set()
+
+    def check_model(self, model: str) -> None:
+        if model != self.model_name:
+            raise ApiError(404, f"model {model!r} does not exist; this server serves {self.model_name!r}",
+                           "model", "model_not_found")
+
+    def prepare(self, body: SamplingFields, instructions: list[str], max_tokens: int | None) -> list[PromptJob]:
+        """Validated, tokenized jobs (runs in the threadpool)."""
+        self.check_model(body.model)
+        unsupported = body.unsupported_field()
+        if unsupported is not None:
+            raise ApiError(400, unsupported[1], unsupported[0], "unsupported_parameter")
+        jobs = []
+        for instruction in instructions:
+            if len(instruction) > self.max_prompt_chars:
+                raise self._too_long(f"more than {self.max_prompt_chars:,} characters")
+            try:
+                prompt_ids = self.engine.encode_prompt(instruction, body.conditions)
+            except FrugalError as error:
+                raise ApiError(400, str(error), "condition", "invalid_condition") from None
+            room = self.context - len(prompt_ids)
+            if room < 1:
+                raise self._too_long(f"{len(prompt_ids)} tokens")
+            if max_tokens is not None and max_tokens > room:
+                raise ApiError(400, f"max_tokens={max_tokens} is more than the context allows: the model's "
+                                    f"context is {self.context} tokens and the prompt takes {len(prompt_ids)}, "
+                                    f"leaving {room}", "max_tokens", "context_length_exceeded")
+            sampling = SamplingParams(max_new_tokens=max_tokens or room, temperature=body.temperature,
+                                      top_p=body.top_p, top_k=body.top_k, seed=body.seed)
+            jobs.append(PromptJob(prompt_ids, sampling, body.stop_strings))
+        return jobs
+
+    def _too_long(self, size: str) -> ApiError:
+        return ApiError(400, f"the prompt ({size}) does not fit the model's context of {self.context} tokens "
+                             f"with room for an answer", "messages_or_prompt", "context_length_exceeded")
+
+    def submit(self, jobs: list[PromptJob], request: Request) -> RequestGroup:
+        try:
+            group = self.scheduler.submit(jobs)
+        except QueueFull as error:
+            raise ApiError(503, f"{error}; retry in a moment", None, "queue_full", "server_overloaded",
+                           {"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
+        except SchedulerClosed as error:
+            raise ApiError(503, str(error), None, "shutting_down", "server_error",
+                           {"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
+        watcher = asyncio.create_task(_cancel_on_disconnect(request, group))
+        self.watchers.add(watcher)
+        watcher.add_done_callback(self.watchers.discard)
+        return group
+
+
+async def _cancel_on_disconnect(request: Request, group: RequestGroup) -> None:
+    """Cancel `group` when the client goes away. Once the response is complete the server
+    reports a disconnect too, and cancelling a finished group is a no-op."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            group.cancel()
+            return
+
+
+async def _collect(group: RequestGroup) -> list[Finished]:
+    texts: dict[int, list[str]] = {}
+    finished: dict[int, Finished] = {}
+    try:
+        async for event in group.stream():
+            if event.error:
+                raise ApiError(500, event.error, kind="server_error", code="generation_failed")
+            texts.setdefault(event.index, []).append(event.text)
+            if event.finished:
+                finished[event.index] = Finished("".join(texts[event.index]), event.finish_reason,
+                                                 event.prompt_tokens, event.completion_tokens)
+    finally:
+        group.cancel()  # no-op when every prompt finished; frees the slots otherwise
+    if len(finished) < len(group.jobs):  # cancelled: the client is gone, nobody reads this
+        raise ApiError(499, "the client closed the request", kind="client_closed_request")
+    return [finished[i] for i in sorted(finished)]
+
+
+def _usage(prompt_tokens: int, completion_tokens: int) -> Usage:
+    return Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                 total_tokens=prompt_tokens + completion_tokens)
+
+
+def _sse(payload: dict) -> str:
+    return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
+
+
+async def _sse_stream(group: RequestGroup, chunks) -> AsyncIterator[str]:
+    """Events -> SSE lines via `chunks` (a per-endpoint formatter), then [DONE]."""
+    try:
+        async for line in chunks(group.stream()):
+            yield line
+    except ApiError as error:
+        yield _sse(json.loads(error.response().body))
+    finally:
+        group.cancel()
+    yield "data: [DONE]\n\n"
+
+
+def create_app(engine: Engine, model_name: str, max_queue: int = 64) -> FastAPI:
+    """The ASGI app serving `engine` as `model_name`; the engine thread runs for the app's lifespan."""
+    state = ServerState(engine, model_name, max_queue)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        state.scheduler.start()
+        yield
+        await run_in_threadpool(state.scheduler.close)
+
+    app = FastAPI(title="frugal-lm", summary="OpenAI-compatible API for a frugal-lm model", lifespan=lifespan)
+    app.state.server = state
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, error: ApiError) -> JSONResponse:
+        return error.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_body(request: Request, error: RequestValidationError) -> JSONResponse:
+        return _validation_error(error).response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code)
+        return ApiError(error.status_code, str(error.detail), code=code, headers=error.headers).response()
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, error: Exception) -> JSONResponse:
+        return ApiError(500, f"internal error: {type(error).__name__}: {error}", kind="server_error").response()
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        """Liveness plus load: requests decoding and waiting, and capacity."""
+        scheduler = state.scheduler
+        active, queued = scheduler.load()
+        body = {"status": "ok" if scheduler.alive else "error", "model": state.model_name,
+                "active": active, "queued": queued, "max_batch_size": scheduler.max_batch_size,
+                "max_queue": scheduler.max_queue, "context": state.context}
+        return JSONResponse(body, status_code=200 if scheduler.alive else 503)
+
+    def model_card() -> ModelCard:
+        return ModelCard(id=state.model_name, created=state.created, max_model_len=state.context)
+
+    @app.get("/v1/models")
+    async def list_models() -> ModelList:
+        return ModelList(data=[model_card()])
+
+    @app.get("/v1/models/{model_id:path}")
+    async def get_model(model_id: str) -> ModelCard:
+        state.check_model(model_id)
+        return model_card()
+
+    @app.post("/v1/completions", response_model=None)
+    async def completions(body: CompletionRequest, request: Request) -> Response:
+        jobs = await run_in_threadpool(state.prepare, body, body.prompts, body.max_tokens)
+        group = state.submit(jobs, request)
+        request_id, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+
+        def chunk(index: int, text: str, reason: str | None) -> dict:
+            choice = CompletionChoice(index=index, text=text, finish_reason=reason)
+            return CompletionResponse(id=request_id, created=created, model=state.model_name,
+                                      choices=[choice]).model_dump(exclude={"usage"})
+
+        if body.stream:
+            async def chunks(events: AsyncIterator[TextEvent]) -> AsyncIterator[str]:
+                prompt_tokens = completion_tokens = 0
+                async for event in events:
+                    _raise_if_failed(event)
+                    if event.text or event.finished:
+                        yield _sse(chunk(event.index, event.text, event.finish_reason))
+                    prompt_tokens += event.prompt_tokens
+                    completion_tokens += event.completion_tokens
+                if body.stream_options and body.stream_options.include_usage:
+                    yield _sse({**chunk(0, "", None), "choices": [],
+                                "usage": _usage(prompt_tokens, completion_tokens).model_dump()})
+            return _event_stream(group, chunks)
+
+        results = await _collect(group)
+        return JSONResponse(CompletionResponse(
+            id=request_id, created=created, model=state.model_name,
+            choices=[CompletionChoice(index=i, text=r.text, finish_reason=r.finish_reason)
+                     for i, r in enumerate(results)],
+            usage=_usage(sum(r.prompt_tokens for r in results), sum(r.completion_tokens for r in results)),
+        ).model_dump())
+
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
+        jobs = await run_in_threadpool(state.prepare, body, [body.instruction], body.requested_max_tokens)
+        group = state.submit(jobs, request)
+        request_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+
+        def chunk(delta: ChatDelta | None, reason: str | None = None, usage: Usage | None = None) -> dict:
+            choices = [] if delta is None else [ChatChunkChoice(index=0, delta=delta, finish_reason=reason)]
+            return ChatCompletionChunk(id=request_id, created=created, model=state.model_name, choices=choices,
+                                       usage=usage).model_dump(exclude={"usage"} if usage is None else None)
+
+        if body.stream:
+            async def chunks(events: AsyncIterator[TextEvent]) -> AsyncIterator[str]:
+                yield _sse(chunk(ChatDelta(role="assistant", content="")))
+                async for event in events:
+                    _raise_if_failed(event)
+                    if event.text:
+                        yield _sse(chunk(ChatDelta(content=event.text)))
+                    if event.finished:
+                        yield _sse(chunk(ChatDelta(), event.finish_reason))
+                        usage = _usage(event.prompt_tokens, event.completion_tokens)
+                if body.stream_options and body.stream_options.include_usage:
+                    yield _sse(chunk(None, usage=usage))
+            return _event_stream(group, chunks)
+
+        (result,) = await _collect(group)
+        return JSONResponse(ChatCompletionResponse(
+            id=request_id, created=created, model=state.model_name,
+            choices=[ChatChoice(index=0, message=AssistantMessage(content=result.text),
+                                finish_reason=result.finish_reason)],
+            usage=_usage(result.prompt_tokens, result.completion_tokens),
+        ).model_dump())
+
+    return app
+
+
+def _raise_if_failed(event: TextEvent) -> None:
+    if event.error:
+        raise ApiError(500, event.error, kind="server_error", code="generation_failed")
+
+
+def _event_stream(group: RequestGroup, chunks) -> StreamingResponse:
+    return StreamingResponse(_sse_stream(group, chunks), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _validation_error(error: RequestValidationError) -> ApiError:
+    """The first problem of a rejected body, as a one-line 400 naming the field."""
+    problems = error.errors()
+    if not problems:
+        return ApiError(400, "invalid request body")
+    first = problems[0]
+    if first["type"] == "json_invalid":
+        reason = first.get("ctx", {}).get("error", "not valid JSON")
+        return ApiError(400, f"malformed JSON body: {reason}", code="invalid_json")
+    location = [part for part in first["loc"] if part != "body"]
+    # Union members add their type name to the location (e.g. 'str', 'list[str]'): drop it.
+    location = [part for part in location if not (isinstance(part, str) and ("[" in part or part in
+                                                                             ("str", "int", "float", "bool")))]
+    param = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in location).lstrip(".")
+    if first["type"] == "missing" and not param:
+        return ApiError(400, "the request needs a JSON object body", code="invalid_json")
+    if first["type"] == "model_attributes_type" and not param:
+        return ApiError(400, "the request body must be a JSON object", code="invalid_json")
+    message = first["msg"].removeprefix("Value error, ")
+    return ApiError(400, f"{param or 'body'}: {message}", param or None, "invalid_value")
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening socket, bound before uvicorn starts so a taken port is a one-line FrugalError
+    (and port 0 picks a free one; the chosen port is `sock.getsockname()[1]`)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as error:
+        raise FrugalError(f"--host {host}: cannot resolve ({error.strerror})") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as error:
+        sock.close()
+        reason = "address already in use" if error.errno == errno.EADDRINUSE else error.strerror
+        raise FrugalError(f"cannot listen on {host}:{port}: {reason}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def uvicorn_server(app: FastAPI, sock: socket.socket, log_level: str = "info"):
+    """A uvicorn server for `app` on `sock`; `.run(sockets=[sock])` blocks until shut down.
+    On Ctrl-C/SIGTERM it stops accepting, lets running requests finish (up to 30 s), then the
+    app's lifespan stops the engine thread."""
+    import uvicorn
+
+    host, port = sock.getsockname()[:2]
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=30,
+                            access_log=log_level == "debug")
+    return uvicorn.Server(config)

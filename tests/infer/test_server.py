@@ -1,0 +1,338 @@
+"""`frugal serve`'s app over real HTTP: a uvicorn server on a free loopback port, driven with
+the `openai` client and httpx. Expected texts come from the engine's offline `generate` on the
+same weights (a separate Engine instance, no scheduler), so the server's scheduling, text
+streaming and stop strings are checked against an independent path."""
+
+import asyncio
+import json
+import threading
+import time
+from contextlib import contextmanager
+
+import httpx
+import openai
+import pytest
+
+from frugal_lm.infer.engine import Engine, GenerationRequest, SamplingParams
+from frugal_lm.infer.loading import load_model
+from frugal_lm.infer.server import bind_socket, create_app, uvicorn_server
+
+MODEL = "tiny"
+PROMPTS = ["12+7=", "reverse: abc", "3+4=", "reverse: hello", "99+1=", "x", "reverse: ab", "5+5="]
+
+
+@contextmanager
+def running_server(loaded, max_batch_size=4, max_queue=32):
+    """A real uvicorn serving a fresh Engine on 127.0.0.1:<free port>, in a thread."""
+    engine = Engine(loaded, max_batch_size=max_batch_size)
+    app = create_app(engine, MODEL, max_queue=max_queue)
+    sock = bind_socket("127.0.0.1", 0)
+    server = uvicorn_server(app, sock, log_level="warning")
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}", app.state.server, server
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_run):
+    return load_model(tiny_run)
+
+
+@pytest.fixture(scope="module")
+def served(loaded):
+    with running_server(loaded) as (url, state, _):
+        yield url, state
+
+
+@pytest.fixture(scope="module")
+def url(served):
+    return served[0]
+
+
+@pytest.fixture(scope="module")
+def client(url):
+    return openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def reference(loaded):
+    """Greedy texts from the engine's offline generate: {(prompt, conditions, max_new_tokens): result}."""
+    engine = Engine(loaded, max_batch_size=2)
+    cache = {}
+
+    def generate(prompt, max_new_tokens, conditions=("direct",)):
+        key = (prompt, conditions, max_new_tokens)
+        if key not in cache:
+            request = GenerationRequest(prompt, conditions, SamplingParams(max_new_tokens=max_new_tokens))
+            cache[key] = engine.generate([request])[0]
+        return cache[key]
+
+    return generate
+
+
+def test_models_and_health(url):
+    models = httpx.get(f"{url}/v1/models").json()
+    assert [card["id"] for card in models["data"]] == [MODEL]
+    assert httpx.get(f"{url}/v1/models/{MODEL}").status_code == 200
+    health = httpx.get(f"{url}/health").json()
+    assert health["status"] == "ok" and health["active"] == 0 and health["queued"] == 0
+    assert health["context"] == 64 and health["max_batch_size"] == 4
+
+
+def test_completion_matches_offline_generate(client, reference, loaded):
+    response = client.completions.create(model=MODEL, prompt=PROMPTS[0], max_tokens=8, temperature=0)
+    expected = reference(PROMPTS[0], 8)
+    choice = response.choices[0]
+    assert choice.text == expected.text
+    assert choice.finish_reason == expected.finish_reason
+    assert response.usage.prompt_tokens == expected.prompt_tokens == len(
+        Engine(loaded, max_batch_size=1).encode_prompt(PROMPTS[0]))
+    # "stop" means EOA, which is not counted in the tokens the engine reports.
+    assert response.usage.completion_tokens == len(expected.token_ids) + (expected.finish_reason == "stop")
+    assert response.usage.total_tokens == response.usage.prompt_tokens + response.usage.completion_tokens
+
+
+def test_completion_with_several_prompts_and_a_condition(client, reference):
+    response = client.completions.create(model=MODEL, prompt=PROMPTS[:3], max_tokens=6, temperature=0,
+                                         extra_body={"condition": "cot"})
+    assert [c.index for c in response.choices] == [0, 1, 2]
+    assert [c.text for c in response.choices] == [reference(p, 6, ("cot",)).text for p in PROMPTS[:3]]
+
+
+def test_chat_lone_user_message_is_the_instruction(client, reference):
+    response = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": PROMPTS[1]}],
+                                              max_tokens=8, temperature=0)
+    assert response.object == "chat.completion"
+    assert response.choices[0].message.role == "assistant"
+    assert response.choices[0].message.content == reference(PROMPTS[1], 8).text
+
+
+def test_chat_history_is_rendered_into_one_instruction(client, reference):
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "1+1="},
+                {"role": "assistant", "content": "2"}, {"role": "user", "content": [{"type": "text", "text": "2+2="}]}]
+    response = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=6, temperature=0)
+    expected = reference("Be brief.\n\nUser: 1+1=\n\nAssistant: 2\n\nUser: 2+2=", 6)
+    assert response.choices[0].message.content == expected.text
+    assert response.usage.prompt_tokens == expected.prompt_tokens
+
+
+def test_streaming_chat_matches_the_whole_answer(url, client, reference):
+    request = {"model": MODEL, "messages": [{"role": "user", "content": PROMPTS[3]}], "max_tokens": 12,
+               "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
+    with httpx.stream("POST", f"{url}/v1/chat/completions", json=request, timeout=30) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        lines = [line for line in response.iter_lines() if line]
+    assert all(line.startswith("data: ") for line in lines) and lines[-1] == "data: [DONE]"
+    chunks = [json.loads(line.removeprefix("data: ")) for line in lines[:-1]]
+    assert {chunk["object"] for chunk in chunks} == {"chat.completion.chunk"}
+    assert len({chunk["id"] for chunk in chunks}) == 1
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    text = "".join(chunk["choices"][0]["delta"].get("content", "") for chunk in chunks if chunk["choices"])
+    expected = reference(PROMPTS[3], 12)
+    assert text == expected.text
+    finish = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]]
+    assert finish == [expected.finish_reason]
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["prompt_tokens"] == expected.prompt_tokens
+
+    # The openai client reads the same stream.
+    stream = client.chat.completions.create(model=MODEL, messages=request["messages"], max_tokens=12,
+                                            temperature=0, stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == expected.text
+
+
+def test_streaming_completion(client, reference):
+    stream = client.completions.create(model=MODEL, prompt=PROMPTS[4], max_tokens=10, temperature=0, stream=True)
+    chunks = list(stream)
+    assert "".join(c.choices[0].text for c in chunks) == reference(PROMPTS[4], 10).text
+    assert chunks[-1].choices[0].finish_reason == reference(PROMPTS[4], 10).finish_reason
+
+
+def test_stop_string_cuts_the_text(client, reference):
+    expected = reference(PROMPTS[0], 16).text
+    stop = next(expected[i:i + 2] for i in range(2, len(expected) - 1) if "\ufffd" not in expected[i:i + 2])
+    for stream in (False, True):
+        response = client.completions.create(model=MODEL, prompt=PROMPTS[0], max_tokens=16, temperature=0,
+                                             stop=[stop, "never-produced"], stream=stream)
+        choices = [c.choices[0] for c in response] if stream else response.choices
+        assert "".join(c.text for c in choices) == expected[:expected.index(stop)]
+        assert choices[-1].finish_reason == "stop"
+
+
+def test_seeded_sampling_is_reproducible(client):
+    def sample(seed):
+        return client.completions.create(model=MODEL, prompt=PROMPTS[2], max_tokens=10, temperature=1.0,
+                                         top_p=0.9, seed=seed, extra_body={"top_k": 50}).choices[0].text
+
+    assert sample(3) == sample(3)
+    assert len({sample(seed) for seed in range(4)}) > 1  # sampling, not greedy
+
+
+def test_twenty_concurrent_requests_all_answered(url, reference):
+    prompts = [PROMPTS[i % len(PROMPTS)] + str(i) for i in range(20)]
+
+    async def ask_all():
+        async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=60) as client:
+            return await asyncio.gather(*(
+                client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": p}],
+                                               max_tokens=6, temperature=0) if i % 2 else
+                client.completions.create(model=MODEL, prompt=p, max_tokens=6, temperature=0)
+                for i, p in enumerate(prompts)))
+
+    responses = asyncio.run(ask_all())
+    texts = [r.choices[0].message.content if i % 2 else r.choices[0].text for i, r in enumerate(responses)]
+    # Batching with other requests must not change any greedy answer.
+    assert texts == [reference(p, 6).text for p in prompts]
+
+
+BAD_REQUESTS = [
+    ("/v1/completions", b'{"model": "tiny", "prompt": "a",', 400, None),        # malformed JSON
+    ("/v1/completions", b"[1, 2]", 400, None),                                 # not an object
+    ("/v1/completions", b"", 400, None),                                       # no body
+    ("/v1/completions", {"model": "tiny", "prompt": "a", "max_tokens": "8"}, 400, "max_tokens"),
+    ("/v1/completions", {"model": "tiny", "prompt": "a", "temperature": "hot"}, 400, "temperature"),
+    ("/v1/completions", {"model": "tiny", "prompt": "a", "temperature": 5}, 400, "temperature"),
+    ("/v1/completions", {"model": "tiny", "prompt": "a", "top_p": 0}, 400, "top_p"),
+    ("/v1/completions", {"model": "tiny", "prompt": [1, 2]}, 400, "prompt"),
+    ("/v1/completions", {"model": "tiny"}, 400, "prompt"),
+    ("/v1/completions", {"model": "tiny", "prompt": "a", "max_tokens": 0}, 400, "max_tokens"),
+    ("/v1/completions", {"model": "tiny", "prompt": "a", "max_tokens": 10**9}, 400, "max_tokens"),
+    ("/v1/completions", {"model": "tiny", "prompt": "a", "max_tokens": 61}, 400, "max_tokens"),  # context 64
+    ("/v1/completions", {"model": "tiny", "prompt": "a", "n": 2}, 400, "n"),
+    ("/v1/completions", {"model": "tiny", "prompt": "a", "echo": True}, 400, "echo"),
+    ("/v1/completions", {"model": "tiny", "prompt": "a", "stop": ""}, 400, "stop"),
+    ("/v1/completions", {"model": "tiny", "prompt": "a", "condition": "chatty"}, 400, "condition"),
+    ("/v1/completions", {"model": "tiny", "prompt": "a", "frobnicate": 1}, 400, "frobnicate"),
+    ("/v1/completions", {"model": "gpt-4", "prompt": "a"}, 404, "model"),
+    ("/v1/completions", {"model": "tiny", "prompt": "word " * 200}, 400, "messages_or_prompt"),
+    ("/v1/completions", {"model": "tiny", "prompt": "x" * 2_000_000}, 400, "messages_or_prompt"),
+    ("/v1/chat/completions", {"model": "tiny", "messages": []}, 400, "messages"),
+    ("/v1/chat/completions", {"model": "tiny", "messages": [{"role": "robot", "content": "a"}]}, 400,
+     "messages[0].role"),
+    ("/v1/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": 3}]}, 400,
+     "messages[0].content"),
+    ("/v1/chat/completions", {"model": "tiny", "messages": [{"role": "assistant", "content": "a"}]}, 400,
+     "messages"),
+    ("/v1/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": "a"}], "tools": [{}]},
+     400, "tools"),
+]
+
+
+def test_bad_requests_get_openai_errors_and_the_server_stays_healthy(url, client):
+    for path, body, status, param in BAD_REQUESTS:
+        content = body if isinstance(body, bytes) else json.dumps(body).encode()
+        response = httpx.post(f"{url}{path}", content=content, headers={"content-type": "application/json"},
+                              timeout=30)
+        assert response.status_code == status, (body if len(content) < 200 else path, response.text)
+        error = response.json()["error"]
+        assert error["message"] and error["type"] and error["param"] == param, (body, error)
+    assert httpx.post(f"{url}/v1/nope", json={}).status_code == 404
+    assert httpx.get(f"{url}/v1/completions").status_code == 405
+    health = httpx.get(f"{url}/health").json()
+    assert (health["status"], health["active"], health["queued"]) == ("ok", 0, 0)
+    assert client.completions.create(model=MODEL, prompt="a", max_tokens=2, temperature=0).choices
+
+
+class GatedStep:
+    """Wraps a real engine's step so a test decides when decoding may go on."""
+
+    def __init__(self, engine):
+        self.real_step = engine.step
+        self.open = threading.Event()
+        self.entered = threading.Event()
+        self.calls = 0
+
+    def __call__(self):
+        self.entered.set()
+        assert self.open.wait(20), "test forgot to open the gate"
+        self.calls += 1
+        return self.real_step()
+
+
+def wait_for(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def gated(loaded, monkeypatch):
+    """A server with one slot and one queue place whose decoding waits for `gate.open`."""
+    with running_server(loaded, max_batch_size=1, max_queue=1) as (url, state, server):
+        gate = GatedStep(state.engine)
+        monkeypatch.setattr(state.engine, "step", gate)
+        try:
+            yield url, state, gate, server
+        finally:
+            gate.open.set()
+
+
+def health(url):
+    return httpx.get(f"{url}/health").json()
+
+
+def test_full_queue_answers_503_then_recovers(gated):
+    url, state, gate, _ = gated
+    request = {"model": MODEL, "prompt": "1+1=", "max_tokens": 3, "temperature": 0}
+    results = []
+    posts = [threading.Thread(target=lambda: results.append(httpx.post(f"{url}/v1/completions", json=request,
+                                                                           timeout=30))) for _ in range(2)]
+    posts[0].start()
+    assert gate.entered.wait(10)                      # the first request is decoding (its slot taken)
+    posts[1].start()
+    wait_for(lambda: health(url)["queued"] == 1)      # the second waits in the queue
+    refused = httpx.post(f"{url}/v1/completions", json=request, timeout=30)
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+    assert refused.json()["error"]["code"] == "queue_full"
+    assert health(url)["status"] == "ok"
+    gate.open.set()
+    for post in posts:
+        post.join(30)
+    assert [r.status_code for r in results] == [200, 200]
+    assert httpx.post(f"{url}/v1/completions", json=request, timeout=30).status_code == 200
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_disconnected_client_frees_its_slot(gated, stream):
+    url, state, gate, _ = gated
+    request = {"model": MODEL, "prompt": "1+1=", "max_tokens": 50, "temperature": 0, "stream": stream}
+    if stream:
+        with httpx.stream("POST", f"{url}/v1/completions", json=request, timeout=30) as response:
+            assert response.status_code == 200
+            assert gate.entered.wait(10)
+    else:  # the client gives up while the request decodes
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{url}/v1/completions", json=request, timeout=httpx.Timeout(30, read=0.5))
+    assert health(url)["active"] == 1
+    gate.open.set()
+    wait_for(lambda: health(url)["active"] == 0)
+    assert state.engine.free_slots() == 1
+    assert gate.calls < 50  # cancelled, not run to max_tokens
+    assert httpx.post(f"{url}/v1/completions", json={**request, "max_tokens": 2, "stream": False},
+                      timeout=30).status_code == 200
+
+
+def test_shutdown_lets_running_requests_finish(gated):
+    url, state, gate, server = gated
+    request = {"model": MODEL, "prompt": "1+1=", "max_tokens": 3, "temperature": 0}
+    results = []
+    post = threading.Thread(target=lambda: results.append(httpx.post(f"{url}/v1/completions", json=request,
+                                                                        timeout=30)))
+    post.start()
+    assert gate.entered.wait(10)
+    server.should_exit = True       # what Ctrl-C does
+    gate.open.set()
+    post.join(30)
+    assert results[0].status_code == 200
+    wait_for(lambda: not state.scheduler.alive)
+    wait_for(lambda: not state.scheduler._thread.is_alive())
