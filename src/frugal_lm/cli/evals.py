@@ -1,0 +1,68 @@
+"""`frugal eval` (benchmarks) and `frugal data decontaminate` (registered into the data group)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from frugal_lm.errors import FrugalError
+
+TASK_HELP = ("comma-separated: gsm8k, math, drop, mmlu, arc_challenge, arc_easy, hellaswag, winogrande, "
+             "boolq, synthetic")
+DATA_DIR_HELP = ("local directory with one folder per data set, files as published: gsm8k/, math/, drop/, mmlu/, "
+                 "arc/, hellaswag/, winogrande/, boolq/ (see `frugal_lm.evals.datasets`), and heldout.jsonl "
+                 "from `frugal data synth` for the synthetic task")
+
+
+def _eval_command(args: argparse.Namespace) -> int:
+    from frugal_lm.evals.results import markdown_table, write_results
+    from frugal_lm.evals.runner import EvalRunner, EvalSettings, parse_conditions, parse_tasks
+    from frugal_lm.infer.loading import load_model
+
+    tasks = parse_tasks(args.tasks)
+    for name, value in (("--limit", args.limit), ("--batch-size", args.batch_size),
+                        ("--max-new-tokens", args.max_new_tokens)):
+        if value is not None and value < 1:
+            raise FrugalError(f"{name} must be >= 1, got {value}")
+    if args.shots < 0:
+        raise FrugalError(f"--shots must be >= 0, got {args.shots}")
+    if not args.data_dir.is_dir():
+        raise FrugalError(f"--data-dir {args.data_dir}: no such directory")
+    settings = EvalSettings(tasks, args.data_dir, args.limit, args.shots, parse_conditions(args.condition, tasks),
+                            args.batch_size, args.max_new_tokens)
+    loaded = load_model(args.model, args.device)
+    results = EvalRunner(loaded, settings, progress=True).run()
+    replaced = (args.out / "results.json").exists()
+    paths = write_results(results, args.out, {
+        "model": str(args.model), "weights": str(loaded.weights_path), "tasks": tasks, "data_dir": str(args.data_dir),
+        "limit": args.limit, "shots": args.shots, "conditions": {k: list(v) for k, v in settings.conditions.items()},
+        "max_new_tokens": args.max_new_tokens})
+    print(markdown_table(results), end="")
+    print(f"{'replaced' if replaced else 'wrote'} {paths['json']}, {paths['markdown']} and per-sample "
+          f"samples_<task>.jsonl in {args.out}", file=sys.stderr)
+    return 0
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    evaluate = commands.add_parser(
+        "eval", help="score a model on benchmarks (GSM8K, MATH, DROP, MMLU, ARC, HellaSwag, ...)",
+        description="Evaluate a model on local copies of public benchmarks (no network). Multiple-choice tasks "
+                    "score each option as the response under the PrefixLM mask (acc, acc_norm); GSM8K, MATH and "
+                    "DROP generate greedily and extract the answer. Writes OUT/results.json, OUT/results.md and "
+                    "OUT/samples_<task>.jsonl (prompt, output, extracted answer, gold, correct).")
+    evaluate.add_argument("--model", type=Path, required=True, help="training run, checkpoint or exported model dir")
+    evaluate.add_argument("--tasks", required=True, help=TASK_HELP)
+    evaluate.add_argument("--data-dir", type=Path, required=True, help=DATA_DIR_HELP)
+    evaluate.add_argument("--limit", type=int, help="score only the first N items of each task")
+    evaluate.add_argument("--condition", action="append", default=[], metavar="[TASK=]TAGS",
+                          help="condition tags, comma-separated, for every task (`cot`) or one task "
+                               "(`gsm8k=cot`); repeatable. Default: direct (synthetic: each record's own tags)")
+    evaluate.add_argument("--shots", type=int, default=0,
+                          help="few-shot examples from the train/dev split in front of each question (default 0)")
+    evaluate.add_argument("--out", type=Path, default=Path("eval-results"), help="output dir (default eval-results)")
+    evaluate.add_argument("--batch-size", type=int, default=8, help="sequences per batch (default 8)")
+    evaluate.add_argument("--max-new-tokens", type=int,
+                          help="generation budget (default per task: gsm8k 256, math 512, drop 64, synthetic 64)")
+    evaluate.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    evaluate.set_defaults(handler=_eval_command)
