@@ -121,3 +121,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     mix.add_argument("--context", type=int, default=2048, help="max tokens per example (default 2048)")
     mix.add_argument("--seed", type=int, default=0)
     mix.set_defaults(handler=_data_mix_command)
+
+    from frugal_lm.cli.evals import register_decontaminate  # its handler lives with the evals commands
+
+    register_decontaminate(data)

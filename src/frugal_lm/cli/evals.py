@@ -44,6 +44,37 @@ def _eval_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _decontaminate_command(args: argparse.Namespace) -> int:
+    from frugal_lm.evals.decontaminate import build_index, check_source, report_markdown
+
+    for source in args.sources:
+        if not source.is_file():
+            raise FrugalError(f"{source}: no such file")
+    index, missing = build_index(args.benchmarks, args.ngram)
+    reports = [check_source(source, index, args.write_clean, progress=True) for source in args.sources]
+    print(report_markdown(reports, index, missing), end="")
+    print(f"wrote {', '.join(str(r.source) + '.contamination.json' for r in reports)}", file=sys.stderr)
+    return 0
+
+
+def register_decontaminate(data: argparse._SubParsersAction) -> None:
+    """`frugal data decontaminate`, added to the `data` group by `cli/data.py`."""
+    parser = data.add_parser(
+        "decontaminate", help="find training rows that overlap benchmark test sets (n-gram overlap)",
+        description="Flag every training row (instruction + response) sharing an N-word n-gram with a benchmark "
+                    "test item; items shorter than N words must appear whole. Prints a report per source and "
+                    "benchmark and writes SOURCE.contamination.json beside each source (shown by `frugal data "
+                    "mix`); --write-clean writes copies without the flagged rows.")
+    parser.add_argument("--benchmarks", type=Path, required=True,
+                        help="benchmark directory in the `frugal eval --data-dir` layout (gsm8k/, mmlu/, arc/, ..., "
+                             "and heldout.jsonl for the synthetic split)")
+    parser.add_argument("--ngram", type=int, default=13, help="n-gram length in words (default 13)")
+    parser.add_argument("--write-clean", type=Path, metavar="DIR",
+                        help="write DIR/<source name> with the rows that overlap no benchmark")
+    parser.add_argument("sources", nargs="+", type=Path, metavar="SOURCE", help="training JSONL/Parquet files")
+    parser.set_defaults(handler=_decontaminate_command)
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     evaluate = commands.add_parser(
         "eval", help="score a model on benchmarks (GSM8K, MATH, DROP, MMLU, ARC, HellaSwag, ...)",
