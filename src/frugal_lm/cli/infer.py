@@ -1,0 +1,164 @@
+"""`frugal generate` and `frugal chat`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from frugal_lm.errors import FrugalError
+
+MODEL_HELP = ("a training run directory (latest checkpoint, EMA weights), a checkpoint directory "
+              "or an exported model directory")
+
+
+def _conditions(text: str) -> tuple[str, ...]:
+    return tuple(tag.strip() for tag in text.split(",") if tag.strip())
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise FrugalError("--device cuda: no CUDA GPU is visible to PyTorch")
+    return name
+
+
+def _sampling(args: argparse.Namespace):
+    from frugal_lm.infer.engine import SamplingParams
+
+    sampling = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                              top_p=args.top_p, top_k=args.top_k, seed=args.seed)
+    sampling.validate()
+    return sampling
+
+
+def read_prompts_file(path: Path, default_conditions: tuple[str, ...]) -> list[tuple[str, tuple[str, ...]]]:
+    """(prompt, conditions) per line of a JSONL file: {"prompt": ...} (or "instruction", so a
+    records file works as is) with an optional "condition" ("cot" or "direct,noisy")."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise FrugalError(f"{path}: cannot read prompts ({error})") from None
+    prompts = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise FrugalError(f"{where}: not valid JSON ({error.msg})") from None
+        if not isinstance(row, dict):
+            raise FrugalError(f"{where}: expected an object with a \"prompt\" field")
+        key = "prompt" if "prompt" in row else "instruction"
+        if not isinstance(row.get(key), str):
+            raise FrugalError(f"{where}: field \"prompt\" (or \"instruction\") must be a string")
+        condition = row.get("condition")
+        if condition is not None and not isinstance(condition, str):
+            raise FrugalError(f"{where}: field \"condition\" must be a string such as \"cot\" or \"direct,noisy\"")
+        prompts.append((row[key], _conditions(condition) if condition else default_conditions))
+    if not prompts:
+        raise FrugalError(f"{path}: no prompts in the file")
+    return prompts
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _generate_command(args: argparse.Namespace) -> int:
+    from frugal_lm.infer.engine import Engine, GenerationRequest
+    from frugal_lm.infer.loading import load_model
+
+    default_conditions = _conditions(args.condition)
+    if args.prompts_file is not None:
+        prompts = read_prompts_file(args.prompts_file, default_conditions)
+    else:
+        prompts = [(prompt, default_conditions) for prompt in args.prompt]
+    sampling = _sampling(args)
+    if args.out is not None and args.out.exists() and not args.overwrite:
+        raise FrugalError(f"--out {args.out} exists; pass --overwrite to replace it")
+    engine = Engine(load_model(args.model, device=_device(args.device)), max_batch_size=args.batch_size)
+    requests = [GenerationRequest(prompt, conditions, sampling) for prompt, conditions in prompts]
+    for request in requests:  # fail on a bad tag before any generation
+        engine.encode_prompt(request.prompt, request.conditions)
+    results = engine.generate(requests, progress=args.out is not None and len(requests) > 1)
+    lines = [json.dumps({"prompt": request.prompt, "condition": ",".join(request.conditions), "text": result.text,
+                         "finish_reason": result.finish_reason, "tokens": len(result.token_ids),
+                         "prompt_tokens": result.prompt_tokens}, ensure_ascii=False)
+             for request, result in zip(requests, results)]
+    if args.out is None:
+        print("\n".join(lines))
+    else:
+        _write_atomically(args.out, "\n".join(lines) + "\n")
+        print(f"wrote {len(lines)} generations to {args.out}", file=sys.stderr)
+    return 0
+
+
+def _chat_command(args: argparse.Namespace) -> int:
+    from frugal_lm.infer.chat import ChatSession
+    from frugal_lm.infer.engine import Engine
+    from frugal_lm.infer.loading import load_model
+
+    conditions = _conditions(args.condition)
+    engine = Engine(load_model(args.model, device=_device(args.device)), max_batch_size=1)
+    engine.encode_prompt("", conditions)  # a bad --condition is a startup error
+    return ChatSession(engine, _sampling(args), conditions).run()
+
+
+def _add_common(parser: argparse.ArgumentParser, max_new_tokens: int) -> None:
+    parser.add_argument("--model", type=Path, required=True, metavar="DIR", help=MODEL_HELP)
+    parser.add_argument("--condition", default="direct",
+                        help="condition tags, comma-separated: direct (default), cot, noisy, synth, ...")
+    parser.add_argument("--max-new-tokens", type=int, default=max_new_tokens, metavar="N",
+                        help=f"answer length limit in tokens (default {max_new_tokens})")
+    parser.add_argument("--temperature", type=float, default=0.0, metavar="T",
+                        help="0 = greedy, deterministic (default); > 0 samples")
+    parser.add_argument("--top-p", type=float, default=1.0, metavar="P", help="nucleus filter (default 1.0 = off)")
+    parser.add_argument("--top-k", type=int, default=0, metavar="K", help="top-k filter (default 0 = off)")
+    parser.add_argument("--seed", type=int, default=None, metavar="S", help="sampling seed (default: fresh)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="where the model runs (default: cuda when available)")
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    generate = commands.add_parser(
+        "generate", help="answer prompts with a trained model, JSONL out",
+        description="Generate an answer for each prompt (given with --prompt, repeatable, or as a JSONL file "
+                    "of {\"prompt\": ..., \"condition\": ...} lines) and print one JSON object per prompt: "
+                    "prompt, condition, text, finish_reason (stop = end-of-answer token, length = limit), "
+                    "tokens (generated), prompt_tokens. Prompts are batched with a KV-cache engine.")
+    _add_common(generate, max_new_tokens=256)
+    source = generate.add_mutually_exclusive_group(required=True)
+    source.add_argument("--prompt", action="append", metavar="TEXT", help="a prompt (repeat for several)")
+    source.add_argument("--prompts-file", type=Path, metavar="FILE.jsonl",
+                        help="one {\"prompt\": str, \"condition\": \"cot\"} object per line "
+                             "(\"instruction\" works as the prompt field too)")
+    generate.add_argument("--out", type=Path, metavar="FILE.jsonl", help="write the JSONL here instead of stdout")
+    generate.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    generate.add_argument("--batch-size", type=int, default=8, metavar="N",
+                          help="sequences decoded together (default 8)")
+    generate.set_defaults(handler=_generate_command)
+
+    chat = commands.add_parser(
+        "chat", help="talk to a trained model in the terminal",
+        description="Interactive session: each message is answered as one instruction, streamed as it is "
+                    "generated. Commands: /condition cot, /temperature T, /top-p P, /top-k K, "
+                    "/max-new-tokens N, /seed S, /settings, /help, /quit. Ctrl-C while the model answers "
+                    "cancels that answer; Ctrl-C or Ctrl-D at the prompt leaves.")
+    _add_common(chat, max_new_tokens=512)
+    chat.set_defaults(handler=_chat_command)

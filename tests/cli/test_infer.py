@@ -1,0 +1,77 @@
+import io
+import json
+
+import pytest
+
+from frugal_lm.cli import main
+from frugal_lm.infer.engine import Engine, GenerationRequest, SamplingParams
+from frugal_lm.infer.loading import load_model
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_run):
+    return Engine(load_model(tiny_run))
+
+
+def expected(engine, prompt, condition=("direct",), max_new_tokens=6):
+    return engine.generate([GenerationRequest(prompt, condition, SamplingParams(max_new_tokens=max_new_tokens))])[0]
+
+
+def test_generate_prompts_print_jsonl(tiny_run, engine, capsys):
+    code = main(["generate", "--model", str(tiny_run), "--prompt", "12+7=", "--prompt", "3+4=",
+                 "--condition", "cot", "--max-new-tokens", "6"])
+    assert code == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [row["prompt"] for row in rows] == ["12+7=", "3+4="]
+    for row in rows:
+        result = expected(engine, row["prompt"], ("cot",))
+        assert row == {"prompt": row["prompt"], "condition": "cot", "text": result.text,
+                       "finish_reason": result.finish_reason, "tokens": len(result.token_ids),
+                       "prompt_tokens": result.prompt_tokens}
+
+
+def test_generate_prompts_file_to_out(tiny_run, engine, tmp_path, capsys):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "12+7="}\n\n{"instruction": "abc", "condition": "cot,noisy"}\n')
+    out = tmp_path / "out" / "gen.jsonl"
+    args = ["generate", "--model", str(tiny_run), "--prompts-file", str(prompts), "--max-new-tokens", "6",
+            "--out", str(out)]
+    assert main(args) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(row["prompt"], row["condition"]) for row in rows] == [("12+7=", "direct"), ("abc", "cot,noisy")]
+    assert rows[1]["text"] == expected(engine, "abc", ("cot", "noisy")).text
+    assert main(args) == 2 and "exists; pass --overwrite" in capsys.readouterr().err
+    assert main([*args, "--overwrite"]) == 0
+
+
+@pytest.mark.parametrize("line, message", [('{"prompt": 3}', 'field "prompt"'), ("{oops", "not valid JSON"),
+                                           ('{"prompt": "x", "condition": "cto"}', "unknown condition tag 'cto'")])
+def test_generate_bad_prompts_file_names_the_line(tiny_run, tmp_path, capsys, line, message):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "fine"}\n' + line + "\n")
+    code = main(["generate", "--model", str(tiny_run), "--prompts-file", str(prompts)])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1
+    if "condition" not in message:
+        assert f"{prompts}:2:" in err
+
+
+def test_generate_bad_values_are_one_line_errors(tiny_run, capsys):
+    assert main(["generate", "--model", str(tiny_run), "--prompt", "x", "--top-p", "0"]) == 2
+    assert "top_p must be in (0, 1]" in capsys.readouterr().err
+    assert main(["generate", "--model", str(tiny_run / "nope"), "--prompt", "x"]) == 2
+    assert "no such model directory" in capsys.readouterr().err
+
+
+def test_chat_reads_stdin_until_quit(tiny_run, engine, monkeypatch, capsys):
+    monkeypatch.setattr("sys.stdin", io.StringIO("12+7=\n/condition synth\n/settings\n/quit\n"))
+    assert main(["chat", "--model", str(tiny_run), "--max-new-tokens", "6"]) == 0
+    out = capsys.readouterr().out
+    assert expected(engine, "12+7=").text in out
+    assert "condition=synth" in out
+
+
+def test_chat_ends_cleanly_at_end_of_input(tiny_run, monkeypatch, capsys):
+    monkeypatch.setattr("sys.stdin", io.StringIO("/help\n"))
+    assert main(["chat", "--model", str(tiny_run)]) == 0
+    assert "/quit" in capsys.readouterr().out
