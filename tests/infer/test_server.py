@@ -59,6 +59,13 @@ def url(served):
 
 
 @pytest.fixture(scope="module")
+def http(url):
+    """One connection pool for the module (a fresh httpx client per call costs ~0.1 s)."""
+    with httpx.Client(base_url=url, timeout=30) as http:
+        yield http
+
+
+@pytest.fixture(scope="module")
 def client(url):
     return openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=30)
 
@@ -79,11 +86,12 @@ def reference(loaded):
     return generate
 
 
-def test_models_and_health(url):
-    models = httpx.get(f"{url}/v1/models").json()
+def test_models_and_health(http):
+    models = http.get("/v1/models").json()
     assert [card["id"] for card in models["data"]] == [MODEL]
-    assert httpx.get(f"{url}/v1/models/{MODEL}").status_code == 200
-    health = httpx.get(f"{url}/health").json()
+    assert http.get(f"/v1/models/{MODEL}").status_code == 200
+    assert http.get("/v1/models/other").status_code == 404
+    health = http.get("/health").json()
     assert health["status"] == "ok" and health["active"] == 0 and health["queued"] == 0
     assert health["context"] == 64 and health["max_batch_size"] == 4
 
@@ -125,10 +133,10 @@ def test_chat_history_is_rendered_into_one_instruction(client, reference):
     assert response.usage.prompt_tokens == expected.prompt_tokens
 
 
-def test_streaming_chat_matches_the_whole_answer(url, client, reference):
+def test_streaming_chat_matches_the_whole_answer(http, client, reference):
     request = {"model": MODEL, "messages": [{"role": "user", "content": PROMPTS[3]}], "max_tokens": 12,
                "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
-    with httpx.stream("POST", f"{url}/v1/chat/completions", json=request, timeout=30) as response:
+    with http.stream("POST", "/v1/chat/completions", json=request) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         lines = [line for line in response.iter_lines() if line]
@@ -227,17 +235,16 @@ BAD_REQUESTS = [
 ]
 
 
-def test_bad_requests_get_openai_errors_and_the_server_stays_healthy(url, client):
+def test_bad_requests_get_openai_errors_and_the_server_stays_healthy(http, client):
     for path, body, status, param in BAD_REQUESTS:
         content = body if isinstance(body, bytes) else json.dumps(body).encode()
-        response = httpx.post(f"{url}{path}", content=content, headers={"content-type": "application/json"},
-                              timeout=30)
+        response = http.post(path, content=content, headers={"content-type": "application/json"})
         assert response.status_code == status, (body if len(content) < 200 else path, response.text)
         error = response.json()["error"]
         assert error["message"] and error["type"] and error["param"] == param, (body, error)
-    assert httpx.post(f"{url}/v1/nope", json={}).status_code == 404
-    assert httpx.get(f"{url}/v1/completions").status_code == 405
-    health = httpx.get(f"{url}/health").json()
+    assert http.post("/v1/nope", json={}).status_code == 404
+    assert http.get("/v1/completions").status_code == 405
+    health = http.get("/health").json()
     assert (health["status"], health["active"], health["queued"]) == ("ok", 0, 0)
     assert client.completions.create(model=MODEL, prompt="a", max_tokens=2, temperature=0).choices
 
@@ -272,67 +279,66 @@ def gated(loaded, monkeypatch):
         gate = GatedStep(state.engine)
         monkeypatch.setattr(state.engine, "step", gate)
         try:
-            yield url, state, gate, server
+            with httpx.Client(base_url=url, timeout=30) as http:
+                yield http, state, gate, server
         finally:
             gate.open.set()
 
 
-def health(url):
-    return httpx.get(f"{url}/health").json()
+def in_thread(call, *args, **kwargs):
+    """Start `call` in a thread; `.join()` then `.result`."""
+    thread = threading.Thread(target=lambda: setattr(thread, "result", call(*args, **kwargs)), daemon=True)
+    thread.start()
+    return thread
 
 
 def test_full_queue_answers_503_then_recovers(gated):
-    url, state, gate, _ = gated
+    http, state, gate, _ = gated
     request = {"model": MODEL, "prompt": "1+1=", "max_tokens": 3, "temperature": 0}
-    results = []
-    posts = [threading.Thread(target=lambda: results.append(httpx.post(f"{url}/v1/completions", json=request,
-                                                                           timeout=30))) for _ in range(2)]
-    posts[0].start()
-    assert gate.entered.wait(10)                      # the first request is decoding (its slot taken)
-    posts[1].start()
-    wait_for(lambda: health(url)["queued"] == 1)      # the second waits in the queue
-    refused = httpx.post(f"{url}/v1/completions", json=request, timeout=30)
+    # Capacity is 1 slot + 1 queue place; a request's prompts are admitted all or none.
+    assert http.post("/v1/completions", json={**request, "prompt": ["a", "b", "c"]}).status_code == 503
+    assert http.get("/health").json()["queued"] == 0
+    first = in_thread(http.post, "/v1/completions", json=request)
+    assert gate.entered.wait(10)                                  # decoding: the one slot is taken
+    second = in_thread(http.post, "/v1/completions", json=request)
+    wait_for(lambda: http.get("/health").json()["queued"] == 1)  # waiting: the one queue place is taken
+    refused = http.post("/v1/completions", json=request)
     assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
     assert refused.json()["error"]["code"] == "queue_full"
-    assert health(url)["status"] == "ok"
+    assert http.get("/health").json()["status"] == "ok"
     gate.open.set()
-    for post in posts:
+    for post in (first, second):
         post.join(30)
-    assert [r.status_code for r in results] == [200, 200]
-    assert httpx.post(f"{url}/v1/completions", json=request, timeout=30).status_code == 200
+        assert post.result.status_code == 200
+    assert http.post("/v1/completions", json=request).status_code == 200
 
 
 @pytest.mark.parametrize("stream", [True, False])
 def test_disconnected_client_frees_its_slot(gated, stream):
-    url, state, gate, _ = gated
+    http, state, gate, _ = gated
     request = {"model": MODEL, "prompt": "1+1=", "max_tokens": 50, "temperature": 0, "stream": stream}
-    if stream:
-        with httpx.stream("POST", f"{url}/v1/completions", json=request, timeout=30) as response:
+    if stream:  # the client reads the first event and hangs up
+        with http.stream("POST", "/v1/completions", json=request) as response:
             assert response.status_code == 200
             assert gate.entered.wait(10)
     else:  # the client gives up while the request decodes
         with pytest.raises(httpx.ReadTimeout):
-            httpx.post(f"{url}/v1/completions", json=request, timeout=httpx.Timeout(30, read=0.5))
-    assert health(url)["active"] == 1
+            http.post("/v1/completions", json=request, timeout=httpx.Timeout(30, read=0.5))
+    assert http.get("/health").json()["active"] == 1
     gate.open.set()
-    wait_for(lambda: health(url)["active"] == 0)
+    wait_for(lambda: http.get("/health").json()["active"] == 0)
     assert state.engine.free_slots() == 1
     assert gate.calls < 50  # cancelled, not run to max_tokens
-    assert httpx.post(f"{url}/v1/completions", json={**request, "max_tokens": 2, "stream": False},
-                      timeout=30).status_code == 200
+    assert http.post("/v1/completions", json={**request, "max_tokens": 2, "stream": False}).status_code == 200
 
 
 def test_shutdown_lets_running_requests_finish(gated):
-    url, state, gate, server = gated
+    http, state, gate, server = gated
     request = {"model": MODEL, "prompt": "1+1=", "max_tokens": 3, "temperature": 0}
-    results = []
-    post = threading.Thread(target=lambda: results.append(httpx.post(f"{url}/v1/completions", json=request,
-                                                                        timeout=30)))
-    post.start()
+    post = in_thread(http.post, "/v1/completions", json=request)
     assert gate.entered.wait(10)
     server.should_exit = True       # what Ctrl-C does
     gate.open.set()
     post.join(30)
-    assert results[0].status_code == 200
-    wait_for(lambda: not state.scheduler.alive)
+    assert post.result.status_code == 200
     wait_for(lambda: not state.scheduler._thread.is_alive())

@@ -55,9 +55,13 @@ def _serve_command(args: argparse.Namespace) -> int:
         print(f"serving {model_name!r} ({loaded.weights_path}) on http://{host}:{port}/v1 "
               f"[{device}, batch {args.max_batch_size}, queue {args.max_queue}, context {engine.max_seq_len}]",
               flush=True)
-        uvicorn_server(app, sock, args.log_level).run(sockets=[sock])
+        try:
+            uvicorn_server(app, sock, args.log_level).run(sockets=[sock])
+        except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its graceful shutdown
+            pass
     finally:
         sock.close()
+    print("frugal serve: stopped", flush=True)
     return 0
 
 

@@ -1,0 +1,70 @@
+"""`frugal serve` as a user runs it: help, one-line errors, and a real process stopped by Ctrl-C."""
+
+import signal
+import socket
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from frugal_lm.cli import build_parser, main
+
+
+def test_help_explains_the_options_and_endpoints(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["serve", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for expected in ["--model", "--host", "127.0.0.1", "--port", "--max-batch-size", "--max-queue",
+                     "--model-name", "/v1/chat/completions", "/v1/completions", "/health", "condition", "503"]:
+        assert expected in text
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--model", "does/not/exist"], "--model does/not/exist: no such directory"),
+    (["--model", ".", "--max-batch-size", "0"], "--max-batch-size must be >= 1"),
+    (["--model", ".", "--max-queue", "-1"], "--max-queue must be >= 0"),
+    (["--model", ".", "--port", "70000"], "--port must be in 0..65535"),
+])
+def test_bad_arguments_give_one_line_errors(capsys, arguments, message):
+    assert main(["serve", *arguments]) == 2
+    error = capsys.readouterr().err
+    assert message in error and error.count("\n") == 1
+
+
+def test_a_directory_without_a_model_is_a_one_line_error(capsys, tmp_path):
+    assert main(["serve", "--model", str(tmp_path), "--port", "0"]) == 2
+    error = capsys.readouterr().err
+    assert "not a model directory" in error and error.count("\n") == 1
+
+
+def test_a_taken_port_is_a_one_line_error(capsys, tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--model", str(tmp_path), "--port", str(port)]) == 2
+    error = capsys.readouterr().err
+    assert f"127.0.0.1:{port}: address already in use" in error and error.count("\n") == 1
+
+
+@pytest.mark.slow  # a fresh process imports torch: 5-20 s on the shared 2-core machine
+def test_serve_answers_then_stops_on_ctrl_c(tiny_run):
+    process = subprocess.Popen([sys.executable, "-m", "frugal_lm", "serve", "--model", str(tiny_run), "--port", "0",
+                                "--model-name", "tiny", "--log-level", "warning"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        banner = process.stdout.readline()
+        assert "serving 'tiny'" in banner, process.stderr.read() if process.poll() is not None else banner
+        base_url = banner.split(" on ")[1].split()[0]
+        assert base_url.startswith("http://127.0.0.1:")  # loopback unless told otherwise
+        reply = httpx.post(f"{base_url}/completions", json={"model": "tiny", "prompt": "1+1=", "max_tokens": 2},
+                           timeout=30)
+        assert reply.status_code == 200 and reply.json()["usage"]["completion_tokens"] >= 1
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=30)
+        assert process.returncode == 0, stderr
+        assert "frugal serve: stopped" in stdout
+    finally:
+        process.kill()
