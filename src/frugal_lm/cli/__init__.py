@@ -12,11 +12,11 @@ import argparse
 import sys
 
 from frugal_lm import __version__
-from frugal_lm.cli import data, demo, evals, infer, plan, serve, train
+from frugal_lm.cli import data, demo, evals, infer, interop, plan, serve, train
 from frugal_lm.errors import FrugalError
 
 # Order of `frugal --help`: the main job first, then the pipeline left to right.
-AREAS = (demo, data, train, infer, serve, evals, plan)
+AREAS = (demo, data, train, interop, infer, serve, evals, plan)
 
 
 def build_parser() -> argparse.ArgumentParser:

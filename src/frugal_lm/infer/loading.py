@@ -20,6 +20,7 @@ import yaml
 from frugal_lm.config import ModelConfig, RunConfig, validate
 from frugal_lm.data.tokenizer import TextTokenizer, load_tokenizer
 from frugal_lm.errors import FrugalError
+from frugal_lm.interop import is_hf_model_directory, read_hf_model
 from frugal_lm.model import LanguageModel, build_model
 from frugal_lm.model.layers import RotaryEmbedding
 from frugal_lm.train.checkpoint import latest_checkpoint
@@ -63,6 +64,11 @@ def read_model_config(checkpoint: Path) -> ModelConfig:
 def load_model(directory: Path | str, device: torch.device | str = "cpu", prefer_ema: bool = True) -> LoadedModel:
     """Build the model stored in `directory` (fp32, eval mode) with its tokenizer."""
     directory = Path(directory)
+    if directory.is_dir() and is_hf_model_directory(directory):
+        # `frugal export hf` output, or released hrm_text weights: one file, EMA or not was chosen at export.
+        hf_model = read_hf_model(directory)
+        return LoadedModel(materialize(hf_model.config, hf_model.weights, device), hf_model.config,
+                           hf_model.tokenizer, hf_model.weights_path)
     checkpoint = checkpoint_folder(directory)
     config = read_model_config(checkpoint)
     tokenizer_dir = checkpoint / "tokenizer"

@@ -9,6 +9,10 @@ end. A non-finite loss stops the run before the bad update is checkpointed.
 Resume (`resume=true`) restores model, optimizer+EMA, RNG and the loader position from the
 latest complete checkpoint and drops metrics lines logged after it, so the metrics file of a
 killed-and-resumed run equals that of an uninterrupted one.
+
+Fine-tuning (`init_from=DIR`) takes DIR's architecture and vocabulary from its config.yaml
+(an imported model needs no restated sizes; model.* keys set to other than the preset's
+value still win) and refuses data made with a tokenizer other than DIR's.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from frugal_lm.config import RunConfig
+from frugal_lm.config import ModelConfig, RunConfig, load_model_config, validate
 from frugal_lm.data.loader import LoaderState, MixedDataset, PackedLoader
 from frugal_lm.errors import FrugalError
 from frugal_lm.model import bp_steps_at, build_model, language_model_loss
@@ -44,7 +48,7 @@ from frugal_lm.train.loggers import MetricsLogger, check_available
 from frugal_lm.train.distributed import Distributed, init_distributed, shard_model, shutdown
 from frugal_lm.train.optimizer import AdamATan2
 from frugal_lm.train.schedules import learning_rate
-from frugal_lm.train.weights import load_weights
+from frugal_lm.train.weights import load_weights, weights_file
 
 UNBOUNDED_EPOCHS = 1 << 30
 
@@ -92,6 +96,46 @@ def _check_same_tokenizer(saved: Path, current: Path) -> None:
                           f"({saved}); resume with the same data, or start a new run (init_from=) instead")
 
 
+# Keys that shape the weights or the forward pass. With init_from=DIR they come from DIR's model
+# unless set to something other than the preset's value, so an imported model fine-tunes as is.
+ARCHITECTURE_KEYS = ("net", "hidden_size", "n_layers", "n_heads", "expansion", "h_cycles", "l_cycles",
+                     "ut_passes", "rope_theta", "norm_eps", "init_std", "max_seq_len")
+
+
+def _model_config_for(config: RunConfig, dataset: MixedDataset) -> ModelConfig:
+    """The configured architecture on the data's vocabulary; with init_from=DIR (DIR has a
+    config.yaml), DIR's architecture and vocabulary, and the data must use DIR's tokenizer."""
+    if config.init_from is None:
+        return config.model.model_copy(update={"vocab_size": dataset.vocab_size})
+    init_from = Path(config.init_from)
+    if (init_from / "config.json").is_file() and not (init_from / "config.yaml").is_file():
+        raise FrugalError(f"init_from={init_from} is a transformers model directory; convert it with "
+                          f"`frugal import hf --hf-dir {init_from} --out DIR`, then use init_from=DIR")
+    source = weights_file(init_from).parent
+    if not (source / "config.yaml").is_file():
+        return config.model.model_copy(update={"vocab_size": dataset.vocab_size})
+    saved_path = source / "config.yaml"
+    saved = validate(RunConfig, yaml.safe_load(saved_path.read_text()), str(saved_path)).model
+    if config.net != "hrm" and config.net != saved.net:
+        raise FrugalError(f"net={config.net}, but init_from={config.init_from} holds a net={saved.net} model")
+    preset = load_model_config(config.preset, config.net)
+    inherited = {key: getattr(saved, key) for key in ARCHITECTURE_KEYS
+                 if getattr(config.model, key) == getattr(preset, key)}
+    model_config = validate(ModelConfig, {**config.model.model_dump(), **inherited, "vocab_size": saved.vocab_size},
+                            f"model.* keys with init_from={config.init_from}")
+    saved_tokenizer = source / "tokenizer" / "tokenizer.json"
+    data_tokenizer = dataset.directory / "tokenizer" / "tokenizer.json"
+    if saved_tokenizer.is_file() and data_tokenizer.is_file():
+        if saved_tokenizer.read_bytes() != data_tokenizer.read_bytes():
+            raise FrugalError(f"the data's tokenizer ({data_tokenizer.parent}) differs from init_from's "
+                              f"({saved_tokenizer.parent}); tokenize the data with `frugal data tokenize "
+                              f"--tokenizer {saved_tokenizer.parent}`")
+    elif dataset.vocab_size > saved.vocab_size:
+        raise FrugalError(f"the data's vocabulary ({dataset.vocab_size}) is larger than init_from's model "
+                          f"({saved.vocab_size})")
+    return model_config
+
+
 def _truncate_metrics(path: Path, last_step: int) -> None:
     if path.exists():
         kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= last_step]
@@ -123,7 +167,7 @@ def train(config: RunConfig) -> TrainResult:
 
 def _train(config: RunConfig, run_dir: Path, device: torch.device, distributed: Distributed) -> TrainResult:
     dataset = MixedDataset(config.data)
-    model_config = config.model.model_copy(update={"vocab_size": dataset.vocab_size})
+    model_config = _model_config_for(config, dataset)
     config = config.model_copy(update={"model": model_config})
     row_len = config.row_len or int(dataset.metadata.get("max_seq_len", model_config.max_seq_len))
     rows_per_rank = config.batch_tokens // row_len

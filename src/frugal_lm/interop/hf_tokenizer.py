@@ -1,0 +1,107 @@
+"""Tokenizer files for transformers, and the role mapping back from them.
+
+Design choices:
+- Export keeps `tokenizer.json` byte for byte (a `tokenizers` file is what transformers'
+  fast tokenizer loads), adds `tokenizer_config.json` + `special_tokens_map.json`
+  naming BOQ as BOS, EOA as EOS, our PAD, and EOQ plus the condition tokens as additional
+  special tokens, and keeps our `tokenizer_info.json` so we reload the roles ourselves.
+  `tokenizer_class` is `PreTrainedTokenizerFast`, which every transformers version maps to
+  its tokenizers-backed class; our tokenizer has no post-processor, so transformers'
+  `add_special_tokens=True` adds nothing and plain text encodes to the same ids as ours.
+- A chat template renders our prompt layout (BOQ + condition + text + EOQ; an assistant
+  turn is text + EOA), so `apply_chat_template(..., condition="cot")` gives exactly the
+  ids our engine feeds the model. The tokens before the response are the instruction,
+  to be marked with `token_type_ids == 1` for PrefixLM attention.
+- Import: roles come from, first to last, an explicit mapping file (`--special-tokens`),
+  the directory's own `tokenizer_info.json`, or the HRM-Text defaults (which match the
+  released HRM-Text tokenizer). A role token missing from the vocabulary is an error.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import yaml
+
+from frugal_lm.data.tokenizer import DEFAULT_CONDITION_TOKENS, DEFAULT_SPECIAL_TOKENS, TextTokenizer, load_tokenizer
+from frugal_lm.errors import FrugalError
+
+ROLES = tuple(DEFAULT_SPECIAL_TOKENS)
+
+
+def chat_template(tokens: dict[str, str], conditions: dict[str, str]) -> str:
+    """Jinja: each user turn -> BOQ + condition token + text + EOQ, each assistant turn -> text + EOA."""
+    table = json.dumps(conditions)
+    return ("{%- set conditions = " + table + " -%}"
+            "{%- set tag = condition if condition is defined else 'direct' -%}"
+            "{%- for message in messages -%}"
+            "{%- if message['role'] == 'user' -%}"
+            + tokens["boq"] + "{{ conditions[tag] }}{{ message['content'] }}" + tokens["eoq"] +
+            "{%- elif message['role'] == 'assistant' -%}"
+            "{{ message['content'] }}" + tokens["eoa"] +
+            "{%- endif -%}{%- endfor -%}")
+
+
+def write_hf_tokenizer(tokenizer: TextTokenizer, source_dir: Path, out: Path, max_length: int) -> None:
+    """transformers' tokenizer files, plus ours, for `tokenizer` (stored in `source_dir`) into `out`."""
+    tokens = {role: tokenizer.tokenizer.id_to_token(i) for role, i in tokenizer.special_ids.items()}
+    conditions = {tag: tokenizer.tokenizer.id_to_token(i) for tag, i in tokenizer.condition_ids.items()}
+    if (source_dir / "tokenizer.json").is_file():
+        shutil.copyfile(source_dir / "tokenizer.json", out / "tokenizer.json")
+    else:
+        tokenizer.tokenizer.save(str(out / "tokenizer.json"))
+    write_tokenizer_info(tokenizer, out)
+    special_map = {"bos_token": tokens["boq"], "eos_token": tokens["eoa"], "pad_token": tokens["pad"],
+                   "additional_special_tokens": [tokens["eoq"], *conditions.values()]}
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", **special_map, "model_max_length": max_length,
+              "clean_up_tokenization_spaces": False, "chat_template": chat_template(tokens, conditions)}
+    (out / "tokenizer_config.json").write_text(json.dumps(config, indent=1))
+    (out / "special_tokens_map.json").write_text(json.dumps(special_map, indent=1))
+
+
+def write_tokenizer_info(tokenizer: TextTokenizer, out: Path) -> None:
+    """`tokenizer_info.json` exactly as `TextTokenizer.save` writes it, without rewriting tokenizer.json."""
+    staging = out / ".tokenizer_info"
+    tokenizer.save(staging)
+    shutil.move(staging / "tokenizer_info.json", out / "tokenizer_info.json")
+    shutil.rmtree(staging)
+
+
+def read_role_mapping(path: Path) -> tuple[dict[str, str], dict[str, str] | None]:
+    """(special tokens by role, condition tokens by tag or None) from a JSON/YAML mapping file:
+    `{"special_tokens": {"boq": ..., "eoq": ..., "eoa": ..., "pad": ...}, "condition_tokens": {"direct": ...}}`.
+    Roles left out keep the HRM-Text defaults; condition tags, when given, are exactly those listed."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise FrugalError(f"{path}: special-token mapping file not found") from None
+    except (OSError, yaml.YAMLError) as error:
+        raise FrugalError(f"{path}: unreadable special-token mapping ({error})") from None
+    if not isinstance(data, dict) or set(data) - {"special_tokens", "condition_tokens"}:
+        raise FrugalError(f"{path}: expected a mapping with keys special_tokens and/or condition_tokens")
+    special = data.get("special_tokens") or {}
+    conditions = data.get("condition_tokens")
+    for key, table in (("special_tokens", special), ("condition_tokens", conditions or {})):
+        if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
+            raise FrugalError(f"{path}: {key} must map names to token strings")
+    unknown = set(special) - set(ROLES)
+    if unknown:
+        raise FrugalError(f"{path}: unknown role {sorted(unknown)[0]!r} in special_tokens; roles: {', '.join(ROLES)}")
+    if conditions is not None and "direct" not in conditions:
+        raise FrugalError(f"{path}: condition_tokens must include 'direct' (the default condition)")
+    return {**DEFAULT_SPECIAL_TOKENS, **special}, conditions
+
+
+def load_hf_tokenizer(directory: Path, mapping_file: Path | None = None) -> TextTokenizer:
+    """The tokenizer of a transformers model directory with our roles (see module docstring)."""
+    if not (directory / "tokenizer.json").is_file():
+        raise FrugalError(f"{directory}: no tokenizer.json (a transformers fast tokenizer file is needed; "
+                          f"save one with AutoTokenizer.from_pretrained(...).save_pretrained(DIR))")
+    special, conditions = read_role_mapping(mapping_file) if mapping_file is not None else (None, None)
+    try:
+        return load_tokenizer(directory, special, conditions or (DEFAULT_CONDITION_TOKENS if special else None))
+    except FrugalError as error:
+        hint = "" if mapping_file is not None else "; give the tokenizer's own strings with --special-tokens FILE"
+        raise FrugalError(f"{error}{hint}") from None

@@ -1,0 +1,138 @@
+"""`frugal export hf`: our trained model, loaded by transformers, computes the same thing."""
+
+import json
+import shutil
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from frugal_lm.cli import main
+from frugal_lm.errors import FrugalError
+from frugal_lm.infer.loading import load_model
+from frugal_lm.interop import export_hf
+from frugal_lm.model import AttentionLayout
+from frugal_lm.train.checkpoint import latest_checkpoint
+
+transformers = pytest.importorskip("transformers")
+
+
+@pytest.fixture(scope="module")
+def hf_model(exported):
+    return transformers.AutoModelForCausalLM.from_pretrained(exported, dtype=torch.float32).eval()
+
+
+def test_transformers_gives_our_logits_on_a_padded_prefix_lm_batch(tiny_run, hf_model, ref):
+    ours = load_model(tiny_run)   # EMA weights, as exported
+    examples = ref.encoded_examples(ours.tokenizer)
+    assert len({len(i) + len(r) for i, r in examples}) == len(examples)   # different lengths: padding matters
+    with torch.no_grad():
+        hf_logits = hf_model(**ref.hf_inputs(examples, ours.tokenizer.special_ids["pad"])).logits
+    assert ref.max_logit_difference(ref.our_logits(ours.model, examples), hf_logits, examples) <= 1e-4
+    # token_type_ids matter: without them transformers attends causally over the instruction.
+    causal = ref.hf_inputs(examples, ours.tokenizer.special_ids["pad"])
+    causal.pop("token_type_ids")
+    with torch.no_grad():
+        causal_logits = hf_model(**causal).logits
+    assert ref.max_logit_difference(ref.our_logits(ours.model, examples), causal_logits, examples) > 1e-3
+
+
+def _our_greedy(model, instruction, n_new):
+    """Plain greedy decoding with our model's full forward pass each step (no cache): the reference."""
+    sequence = list(instruction)
+    for _ in range(n_new):
+        ids = torch.tensor([sequence])
+        layout = AttentionLayout.from_lengths([[(len(instruction), len(sequence) - len(instruction))]], len(sequence))
+        with torch.no_grad():
+            logits = model(ids, torch.arange(len(sequence))[None], layout)
+        sequence.append(int(logits[0, -1].argmax()))
+    return sequence[len(instruction):]
+
+
+def test_transformers_generate_matches_our_greedy_decoding(tiny_run, hf_model, ref):
+    ours = load_model(tiny_run)
+    prompts = [instruction for instruction, _ in ref.encoded_examples(ours.tokenizer)]
+    inputs = ref.hf_inputs([(p, []) for p in prompts], ours.tokenizer.special_ids["pad"])
+    inputs.pop("position_ids")   # generate derives them from the attention mask
+    # Generate all 32 tokens even past an EOA, so every position is compared.
+    with torch.no_grad():
+        generated = hf_model.generate(**inputs, max_new_tokens=32, do_sample=False, eos_token_id=None,
+                                      min_new_tokens=32)
+    new_tokens = generated[:, inputs["input_ids"].shape[1]:]
+    assert new_tokens.shape == (3, 32)
+    for row, prompt in enumerate(prompts):
+        assert new_tokens[row].tolist() == _our_greedy(ours.model, prompt, 32), row
+
+
+def test_export_files_config_and_generation_config(tiny_run, exported):
+    ours = load_model(tiny_run)
+    config = transformers.AutoConfig.from_pretrained(exported)
+    assert config.model_type == "hrm_text" and config.prefix_lm and not config.tie_word_embeddings
+    assert config.num_layers_per_stack == ours.config.layers_per_stack
+    assert config.num_hidden_layers == ours.config.layers_per_stack * ours.config.stack_passes
+    assert config.embedding_scale == ours.model.embedding_scale
+    assert config.intermediate_size == ours.config.intermediate_size
+    generation = transformers.GenerationConfig.from_pretrained(exported)
+    assert generation.eos_token_id == ours.tokenizer.special_ids["eoa"]
+    assert generation.pad_token_id == ours.tokenizer.special_ids["pad"]
+    assert json.loads((exported / "frugal_export.json").read_text())["weights"] == "ema"
+    ema = load_file(latest_checkpoint(tiny_run) / "ema.safetensors")
+    exported_weights = load_file(exported / "model.safetensors")
+    assert torch.equal(exported_weights["model.z_L_init"], ema["z_L_init"])
+    assert torch.equal(exported_weights["lm_head.weight"], ema["lm_head.weight"])
+
+
+def test_no_ema_exports_the_raw_weights_and_our_loader_reads_an_export(tiny_run, exported, tmp_path):
+    assert main(["export", "hf", "--model", str(tiny_run), "--out", str(tmp_path / "raw"), "--no-ema"]) == 0
+    raw = load_file(latest_checkpoint(tiny_run) / "model.safetensors")
+    assert torch.equal(load_file(tmp_path / "raw" / "model.safetensors")["lm_head.weight"], raw["lm_head.weight"])
+    # --model EXPORTED_DIR: our loader reads the transformers layout back to the same model.
+    from_export, from_run = load_model(exported), load_model(tiny_run)
+    assert from_export.tokenizer.special_ids == from_run.tokenizer.special_ids
+    assert from_export.tokenizer.condition_ids == from_run.tokenizer.condition_ids
+    for name, tensor in from_run.model.state_dict().items():
+        assert torch.equal(from_export.model.state_dict()[name], tensor), name
+
+
+def test_autotokenizer_encodes_our_ids_and_renders_our_prompt(tiny_run, exported, ref):
+    ours = load_model(tiny_run).tokenizer
+    hf_tokenizer = transformers.AutoTokenizer.from_pretrained(exported)
+    for text in ["12+34=46", "reverse hello world please", "  spaces\nand lines ", "<|im_end|> inside"]:
+        assert hf_tokenizer(text)["input_ids"] == ours.tokenizer.encode(text, add_special_tokens=False).ids
+    assert hf_tokenizer.eos_token_id == ours.special_ids["eoa"]
+    assert hf_tokenizer.pad_token_id == ours.special_ids["pad"]
+    assert hf_tokenizer.bos_token_id == ours.special_ids["boq"]
+    for record, (instruction, response) in zip(ref.records, ref.encoded_examples(ours)):
+        messages = [{"role": "user", "content": record.instruction}]
+        prompt = hf_tokenizer.apply_chat_template(messages, condition=record.conditions[0], tokenize=True)
+        assert list(prompt["input_ids"]) == instruction
+        full = hf_tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": record.response}],
+                                                condition=record.conditions[0], tokenize=True)
+        assert list(full["input_ids"]) == instruction + response
+    assert hf_tokenizer.decode(ours.tokenizer.encode("12+34=46").ids) == "12+34=46"
+
+
+def _fake_run_with(tiny_run, tmp_path, **model_updates):
+    """A copy of the tiny run's checkpoint with config.yaml's model section changed."""
+    checkpoint = tmp_path / "checkpoint"
+    shutil.copytree(latest_checkpoint(tiny_run), checkpoint, ignore=shutil.ignore_patterns("train_state"))
+    config = yaml.safe_load((checkpoint / "config.yaml").read_text())
+    config["model"].update(model_updates)
+    (checkpoint / "config.yaml").write_text(yaml.safe_dump(config))
+    return checkpoint
+
+
+def test_refuses_what_hrm_text_cannot_express(tiny_run, tmp_path, capsys):
+    with pytest.raises(FrugalError, match="net=transformer: the transformers hrm_text format holds only HRM"):
+        export_hf(_fake_run_with(tiny_run, tmp_path, net="transformer"), tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
+    assert main(["export", "hf", "--model", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
+    assert "no such model directory" in capsys.readouterr().err
+
+
+def test_refuses_to_overwrite_and_to_export_an_export(tiny_run, exported, tmp_path):
+    with pytest.raises(FrugalError, match="already exists and is not empty"):
+        export_hf(tiny_run, exported)
+    with pytest.raises(FrugalError, match="already a transformers model directory"):
+        export_hf(exported, tmp_path / "again")
