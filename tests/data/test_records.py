@@ -58,5 +58,10 @@ def test_unreadable_inputs(tmp_path):
     (tmp_path / "x.csv").write_text("a,b\n")
     with pytest.raises(FrugalError, match="unsupported file type .csv"):
         list(read_rows(tmp_path / "x.csv"))
-    (tmp_path / "bad.jsonl").write_bytes(b'{"instruction": "\xff"}\n')
-    assert "not valid UTF-8" in list(read_rows(tmp_path / "bad.jsonl"))[0].reason
+    good_line = json.dumps(GOOD).encode() + b"\n"
+    (tmp_path / "bad.jsonl").write_bytes(good_line + b'{"instruction": "\xff"}\n' + good_line)
+    results = list(read_rows(tmp_path / "bad.jsonl"))
+    # The bad byte is pinned to its own line and costs only that row.
+    assert [r.where.rsplit(":", 1)[1] for r in results] == ["1", "2", "3"]
+    assert results[1].reason == "not valid UTF-8 (byte 18)"
+    assert results[0].record is not None and results[2].record is not None

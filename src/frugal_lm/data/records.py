@@ -66,17 +66,15 @@ def validate_row(row: Any, known_conditions: tuple[str, ...] = KNOWN_CONDITIONS,
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[str, Any, str | None]]:
-    with open(path, encoding="utf-8", errors="strict") as handle:
-        number = 0
-        while True:
-            number += 1
+    # Bytes, decoded line by line: a text-mode reader decodes whole chunks, so a bad byte
+    # would be reported on an earlier line and end the file; here it costs only its own row.
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
             try:
-                line = handle.readline()
-            except UnicodeDecodeError:
-                yield f"{path}:{number}", None, "not valid UTF-8"
-                return
-            if not line:
-                return
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                yield f"{path}:{number}", None, f"not valid UTF-8 (byte {error.start + 1})"
+                continue
             if not line.strip():
                 continue
             try:

@@ -5,12 +5,20 @@ Each source file gets its own directory `OUT/<file stem>-<8 hex of its path>/` w
 `resp_start`, `resp_len` (int64) and `meta.json` (source path, size, mtime, tokenizer
 fingerprint, row counts, rejected and duplicate counts).
 
-- Streaming: rows are read and batch-encoded 4,096 at a time (the `tokenizers` batch
-  encoder runs on every core); tokens go to a scratch file on disk, so memory holds one
-  batch plus a 16-byte digest per unique row, whatever the input size.
+- Streaming, bounded memory: rows are read and encoded `BATCH_ROWS` at a time; tokens and
+  index entries go to scratch files on disk and become `.npy` files by chunked copies, so
+  memory holds a few batches plus 16 bytes per unique row for deduplication
+  (`frugal_lm.data.dedup`), whatever the input size.
+- Both cores: a reader thread parses, validates and deduplicates the next batches while the
+  main thread encodes the current one with the `tokenizers` batch encoder, which releases
+  the GIL and spreads a batch over every core (unless the user set
+  TOKENIZERS_PARALLELISM=false). The encoder is `encode_batch_fast` (no character offsets,
+  which tokenize never uses); the special-token layout is built per batch with list
+  extends and one numpy conversion, not per-row arrays.
 - Errors: `on_error="fail"` stops at the first bad row, naming it, and writes nothing;
   `"skip"` writes each bad row with its reason to `rejected.jsonl` beside the outputs.
-- Exact duplicates of (instruction, response) within a source are dropped and counted.
+- Exact duplicates of (instruction, response) within a source are dropped and counted;
+  the first occurrence is kept.
 - Incremental: a source whose size, mtime and tokenizer are unchanged is skipped; outputs
   of sources no longer given are removed. Each output appears by an atomic rename.
 """
@@ -20,20 +28,28 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
 import shutil
 import tempfile
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Generic, TypeVar
 
 import numpy as np
 from tqdm import tqdm
 
-from frugal_lm.data.records import read_rows
+from frugal_lm.data.dedup import DuplicateFilter, row_key
+from frugal_lm.data.records import Record, read_rows
 from frugal_lm.data.tokenizer import TextTokenizer, load_tokenizer
 from frugal_lm.errors import FrugalError
 
 BATCH_ROWS = 4096
 INDEX_FIELDS = ("inst_start", "inst_len", "resp_start", "resp_len")
+COPY_CHUNK = 1 << 22  # elements per chunk when turning a scratch file into a .npy
+
+Item = TypeVar("Item")
 
 
 @dataclass
@@ -70,64 +86,173 @@ def _source_stamp(source: Path, fingerprint: str) -> dict:
             "tokenizer": fingerprint}
 
 
+class _Background(Generic[Item]):
+    """Iterate `items` on a thread, up to `depth` items ahead of the consumer. An exception
+    in the producer re-raises in the consumer; leaving the `with` block stops the producer."""
+
+    _DONE = object()
+
+    def __init__(self, items: Iterator[Item], depth: int = 2):
+        self.items, self.queue, self.stop = items, queue.Queue(maxsize=depth), threading.Event()
+        self.thread = threading.Thread(target=self._produce, daemon=True)
+
+    def _put(self, entry) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.queue.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _produce(self) -> None:
+        try:
+            for item in self.items:
+                if not self._put((item, None)):
+                    return
+            self._put((self._DONE, None))
+        except BaseException as error:  # handed to the consumer, which re-raises it
+            self._put((None, error))
+        finally:
+            self.items.close()
+
+    def __enter__(self) -> Iterator[Item]:
+        self.thread.start()
+        return self._consume()
+
+    def _consume(self) -> Iterator[Item]:
+        while True:
+            item, error = self.queue.get()
+            if error is not None:
+                raise error
+            if item is self._DONE:
+                return
+            yield item
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+@dataclass
+class _ReadCounts:
+    read: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+
+
+def _unique_batches(source: Path, on_error: str, rejects: IO[str], counts: _ReadCounts) -> Iterator[list[Record]]:
+    """Batches of valid, first-seen records; bad rows raise (fail) or go to `rejects` (skip)."""
+    seen = DuplicateFilter()
+    batch: list[Record] = []
+    keys: list[bytes] = []
+
+    def unique() -> list[Record]:
+        fresh = seen.first_seen(keys)
+        counts.duplicates += int(len(fresh) - fresh.sum())
+        kept = [record for record, is_fresh in zip(batch, fresh.tolist()) if is_fresh]
+        batch.clear()
+        keys.clear()
+        return kept
+
+    for result in read_rows(source):
+        counts.read += 1
+        record = result.record
+        if record is None:
+            if on_error == "fail":
+                raise FrugalError(f"{result.where}: {result.reason} (use --on-error skip to quarantine bad rows)")
+            counts.rejected += 1
+            rejects.write(json.dumps({"where": result.where, "reason": result.reason, "row": result.raw},
+                                     default=str) + "\n")
+            continue
+        batch.append(record)
+        keys.append(row_key(record.instruction, record.response))
+        if len(batch) >= BATCH_ROWS:
+            yield unique()
+    if batch:
+        yield unique()
+
+
+def encode_layout(tokenizer: TextTokenizer, records: list[Record]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(tokens_N uint32 of all records laid out back to back, inst_len, resp_len) with the
+    layout of `TextTokenizer.encode_records` (instruction = BOQ + conditions + text + EOQ,
+    response = text + EOA), built flat for speed."""
+    encoder = getattr(tokenizer.tokenizer, "encode_batch_fast", tokenizer.tokenizer.encode_batch)
+    encoded = encoder([r.instruction for r in records] + [r.response for r in records], add_special_tokens=False)
+    boq, eoq, eoa = (tokenizer.special_ids[role] for role in ("boq", "eoq", "eoa"))
+    count = len(records)
+    inst_len, resp_len = np.empty(count, np.int64), np.empty(count, np.int64)
+    condition_ids: dict[tuple[str, ...], list[int]] = {}
+    flat: list[int] = []
+    for row, record in enumerate(records):
+        conditions = condition_ids.get(record.conditions)
+        if conditions is None:
+            conditions = condition_ids[record.conditions] = [tokenizer.condition_ids[t] for t in record.conditions]
+        instruction, response = encoded[row].ids, encoded[count + row].ids
+        flat.append(boq)
+        flat += conditions
+        flat += instruction
+        flat.append(eoq)
+        flat += response
+        flat.append(eoa)
+        inst_len[row] = len(conditions) + len(instruction) + 2
+        resp_len[row] = len(response) + 1
+    return np.array(flat, dtype=np.uint32), inst_len, resp_len
+
+
+def scratch_to_npy(scratch: Path, npy: Path, scratch_dtype: np.dtype, dtype: np.dtype) -> None:
+    """A raw array file -> `.npy` of `dtype`, copied in chunks so it never sits in memory."""
+    count = scratch.stat().st_size // np.dtype(scratch_dtype).itemsize
+    if count == 0:
+        np.save(npy, np.zeros(0, dtype))
+        return
+    raw = np.memmap(scratch, dtype=scratch_dtype, mode="r")
+    array = np.lib.format.open_memmap(npy, mode="w+", dtype=dtype, shape=(count,))
+    for start in range(0, count, COPY_CHUNK):
+        array[start:start + COPY_CHUNK] = raw[start:start + COPY_CHUNK]
+    array.flush()
+    del array, raw
+
+
 def _tokenize_one(source: Path, final: Path, tokenizer: TextTokenizer, stamp: dict, on_error: str) -> SourceResult:
     scratch = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
-        index = {field: [] for field in INDEX_FIELDS}
-        seen: set[bytes] = set()
-        rejected = duplicates = 0
-        position = 0
-        batch = []
-        with open(scratch / "tokens.u32", "wb") as token_file, open(scratch / "rejected.jsonl", "w") as rejects:
-            def flush():
-                nonlocal position
-                for instruction, response in tokenizer.encode_records(batch):
-                    index["inst_start"].append(position)
-                    index["inst_len"].append(len(instruction))
-                    index["resp_start"].append(position + len(instruction))
-                    index["resp_len"].append(len(response))
-                    token_file.write(np.asarray(instruction + response, dtype=np.uint32).tobytes())
-                    position += len(instruction) + len(response)
-                batch.clear()
-
-            for result in tqdm(read_rows(source), desc=f"tokenize {source.name}", unit="row", leave=False):
-                if result.record is None:
-                    if on_error == "fail":
-                        raise FrugalError(f"{result.where}: {result.reason} (use --on-error skip to quarantine bad rows)")
-                    rejected += 1
-                    rejects.write(json.dumps({"where": result.where, "reason": result.reason,
-                                              "row": result.raw}, default=str) + "\n")
-                    continue
-                key = hashlib.blake2b(f"{len(result.record.instruction)}:{result.record.instruction}"
-                                      f"{result.record.response}".encode(), digest_size=16).digest()
-                if key in seen:
-                    duplicates += 1
-                    continue
-                seen.add(key)
-                batch.append(result.record)
-                if len(batch) >= BATCH_ROWS:
-                    flush()
-            flush()
+        counts = _ReadCounts()
+        rows = position = 0
+        files = {name: open(scratch / f"{name}.raw", "wb") for name in ("tokens", *INDEX_FIELDS)}
+        try:
+            with open(scratch / "rejected.jsonl", "w") as rejects, \
+                    _Background(_unique_batches(source, on_error, rejects, counts)) as batches, \
+                    tqdm(desc=f"tokenize {source.name}", unit="row", leave=False) as progress:
+                for batch in batches:
+                    progress.update(counts.read - progress.n)
+                    if not batch:  # every row of it was a duplicate
+                        continue
+                    tokens, inst_len, resp_len = encode_layout(tokenizer, batch)
+                    inst_start = position + np.concatenate([[0], np.cumsum(inst_len + resp_len)[:-1]])
+                    for name, values in (("tokens", tokens), ("inst_start", inst_start), ("inst_len", inst_len),
+                                         ("resp_start", inst_start + inst_len), ("resp_len", resp_len)):
+                        files[name].write(memoryview(np.ascontiguousarray(values)))
+                    position += len(tokens)
+                    rows += len(batch)
+        finally:
+            for handle in files.values():
+                handle.close()
         dtype = smallest_token_dtype(tokenizer.vocab_size)
-        raw = np.memmap(scratch / "tokens.u32", dtype=np.uint32, mode="r") if position else np.zeros(0, np.uint32)
-        tokens = np.lib.format.open_memmap(scratch / "tokens.npy", mode="w+", dtype=dtype, shape=(position,))
-        for start in range(0, position, 1 << 24):
-            tokens[start:start + (1 << 24)] = raw[start:start + (1 << 24)]
-        tokens.flush()
-        del tokens, raw
-        (scratch / "tokens.u32").unlink()
-        for field, values in index.items():
-            np.save(scratch / f"{field}.npy", np.asarray(values, dtype=np.int64))
-        if not rejected:
+        scratch_to_npy(scratch / "tokens.raw", scratch / "tokens.npy", np.dtype(np.uint32), dtype)
+        for name in INDEX_FIELDS:
+            scratch_to_npy(scratch / f"{name}.raw", scratch / f"{name}.npy", np.dtype(np.int64), np.dtype(np.int64))
+        for name in ("tokens", *INDEX_FIELDS):
+            (scratch / f"{name}.raw").unlink()
+        if not counts.rejected:
             (scratch / "rejected.jsonl").unlink()
-        rows = len(index["inst_len"])
-        meta = {**stamp, "rows": rows, "rejected": rejected, "duplicates": duplicates, "tokens": position,
-                "token_dtype": dtype.name, "vocab_size": tokenizer.vocab_size}
+        meta = {**stamp, "rows": rows, "rejected": counts.rejected, "duplicates": counts.duplicates,
+                "tokens": position, "token_dtype": dtype.name, "vocab_size": tokenizer.vocab_size}
         (scratch / "meta.json").write_text(json.dumps(meta, indent=1))
         if final.exists():
             shutil.rmtree(final)
         os.replace(scratch, final)
-        return SourceResult(source, final, False, rows, rejected, duplicates, position)
+        return SourceResult(source, final, False, rows, counts.rejected, counts.duplicates, position)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
