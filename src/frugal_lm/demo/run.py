@@ -1,0 +1,241 @@
+"""`frugal demo`: the whole pipeline on the embedded synthetic tasks, within a time budget.
+
+    synth -> tokenizer -> tokenize -> mix -> train -> held-out eval -> samples -> HF export
+
+Layout of the demo directory DIR (every stage's output is where the matching command
+would put it, so a user can pick up from any stage by hand):
+
+    DIR/data/{train,heldout}.jsonl   DIR/tokenizer/   DIR/tokenized/   DIR/mix/
+    DIR/run/  (or run_hrm/ and run_transformer/ with --compare)   DIR/eval/   DIR/hf/
+    DIR/demo.json (what was asked; marks the directory as a demo)   DIR/summary.json
+
+Design choices:
+- Budget: the data stages run first and are timed; the rest of `minutes` minus a reserve
+  for evaluation and export goes to training, converted to whole steps by measuring the
+  step time (`budget.py`), so the cosine schedule ends exactly at the last step. `steps`
+  pins the count instead (reproducible across machines; the benchmark and tests use it).
+- `--compare` trains HRM and a Transformer with the same parameter count (a Transformer
+  with the HRM's `n_layers` blocks has exactly its parameters) on the same mixed set for
+  the same steps, hence the same tokens in the same order; the HRM's step time sets the
+  step count, so the Transformer (about 2.5x cheaper per token) finishes sooner.
+- Never overwrite silently: DIR must be empty or absent; a previous demo run there is
+  replaced only with `overwrite=True`, and a directory that is not a demo run never is.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from frugal_lm.config import RunConfig, resolve_run_config
+from frugal_lm.demo.budget import measure_seconds_per_step, steps_for_budget
+from frugal_lm.demo.stages import (
+    DataSettings,
+    build_mix,
+    build_tokenizer,
+    data_paths,
+    family_scores,
+    score_heldout,
+    synthesize,
+    tokenize,
+    train_quietly,
+)
+from frugal_lm.demo.summary import (
+    DemoSummary,
+    NetReport,
+    Sample,
+    read_summary,
+    render_footer,
+    render_samples,
+    render_table,
+    write_summary,
+)
+from frugal_lm.errors import FrugalError
+from frugal_lm.model import count_parameters
+
+RECIPE = "demo"
+MARKER = "demo.json"
+MIN_RESERVE_SECONDS = 20.0
+RESERVE_FRACTION = 0.12
+"""Share of the budget kept for evaluation, samples and export after training."""
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    out: Path = Path("runs/demo")
+    minutes: float = 10.0
+    net: str = "hrm"
+    compare: bool = False
+    steps: int | None = None
+    """Train exactly this many steps instead of deriving them from `minutes`."""
+    overwrite: bool = False
+    data: DataSettings = field(default_factory=DataSettings)
+    overrides: tuple[str, ...] = ()
+    """Extra `key=value` recipe overrides (a smaller model for tests, another lr, ...)."""
+
+
+def prepare_out_dir(out: Path, overwrite: bool) -> None:
+    """Refuse a non-empty DIR unless it is a demo run and `overwrite` says to replace it."""
+    if out.exists() and not out.is_dir():
+        raise FrugalError(f"--out {out}: exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / MARKER).is_file():
+            raise FrugalError(f"--out {out}: directory is not empty and holds no demo run; choose another --out")
+        finished = read_summary(out / "summary.json")
+        what = (f"a finished demo run (mean held-out exact match {finished['reports'][0]['exact_match']:.1%})"
+                if finished else "an unfinished demo run")
+        if not overwrite:
+            raise FrugalError(f"--out {out}: already holds {what}; pass --overwrite to replace it, "
+                              f"or --out NEW_DIR for a second one")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+class StageDisplay:
+    """Numbered stage headers and one result line each, with the stage's wall time."""
+
+    def __init__(self, total: int, stream=sys.stdout):
+        self.total, self.index, self.stream = total, 0, stream
+        self.seconds: dict[str, float] = {}
+
+    def run(self, name: str, action: Callable[[], str]) -> None:
+        self.index += 1
+        print(f"[{self.index}/{self.total}] {name} ...", file=self.stream, flush=True)
+        started = time.perf_counter()
+        detail = action()
+        self.seconds[name] = round(time.perf_counter() - started, 2)
+        print(f"      {detail} ({self.seconds[name]:.1f} s)", file=self.stream, flush=True)
+
+
+def _run_config(options: DemoOptions, net: str, data: Path, run_dir: Path, steps: int | None) -> RunConfig:
+    overrides = [f"data={data}", f"out={run_dir}", f"net={net}", *options.overrides]
+    config = resolve_run_config(RECIPE, overrides)
+    if steps is not None:
+        warmup = min(config.warmup_steps, max(1, steps // 10))
+        config = config.model_copy(update={"steps": steps, "epochs": None, "warmup_steps": warmup})
+    return config
+
+
+def _train_and_score(options: DemoOptions, config: RunConfig, heldout: Path, eval_dir: Path,
+                     display: StageDisplay, measured: float | None) -> NetReport:
+    net = config.model.net
+    outcome = {}
+
+    def train_stage() -> str:
+        started = time.perf_counter()
+        result = train_quietly(config)
+        outcome["train"], outcome["seconds"] = result, time.perf_counter() - started
+        return f"{result.steps:,} steps, {result.tokens:,} tokens, final loss {result.last_loss:.3f} -> {config.out}"
+
+    def eval_stage() -> str:
+        outcome["scores"] = result = score_heldout(Path(config.out), heldout, eval_dir)
+        families = family_scores(result)
+        return (f"mean exact match {result.value:.1%} on {len(result.samples)} held-out problems ("
+                + ", ".join(f"{name} {value:.0%}" for name, value in families.items()) + f") -> {eval_dir}")
+
+    display.run(f"train {net}", train_stage)
+    display.run(f"held-out eval {net}", eval_stage)
+    scores = outcome["scores"]
+    first_per_family: dict[str, Sample] = {}
+    for record in scores.samples:
+        family = record.extra.get("family", "?")
+        if family not in first_per_family:
+            first_per_family[family] = Sample(family, record.prompt, record.output.strip(), record.gold,
+                                              bool(record.correct))
+    train_result = outcome["train"]
+    return NetReport(net=net, run_dir=str(config.out), parameters=count_parameters(config.model.model_copy(
+        update={"vocab_size": _mixed_vocab_size(config.data)})), steps=train_result.steps,
+        tokens_seen=train_result.tokens, train_seconds=round(outcome["seconds"], 2),
+        seconds_per_step_measured=measured, exact_match=scores.value, family_exact_match=family_scores(scores),
+        heldout_problems=len(scores.samples), samples=list(first_per_family.values()))
+
+
+def _mixed_vocab_size(mix_dir: Path | None) -> int:
+    return int(json.loads((Path(mix_dir) / "metadata.json").read_text())["vocab_size"])
+
+
+def _export(run_dir: Path, out: Path, net: str) -> tuple[str | None, str]:
+    from frugal_lm.interop import export_hf
+
+    if net != "hrm":
+        return None, f"skipped: the transformers `hrm_text` format holds HRM models, not net={net}"
+    try:
+        result = export_hf(run_dir, out)
+    except FrugalError as error:
+        return None, f"skipped: {error}"
+    return str(result.out), f"{result.weights_source.name} -> {result.out}"
+
+
+def run_demo(options: DemoOptions) -> DemoSummary:
+    if options.minutes <= 0:
+        raise FrugalError(f"--minutes must be > 0, got {options.minutes:g}")
+    if options.steps is not None and options.steps < 1:
+        raise FrugalError(f"--steps must be >= 1, got {options.steps}")
+    nets = ["hrm", "transformer"] if options.compare else [options.net]
+    _run_config(options, nets[0], Path("mix"), Path("run"), None)  # reject bad overrides before any work
+    started = time.perf_counter()
+    out = options.out
+    prepare_out_dir(out, options.overwrite)
+    (out / MARKER).write_text(json.dumps({**asdict(options), "out": str(out), "data": asdict(options.data),
+                                          "started": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=1, default=str))
+    paths = data_paths(out)
+    display = StageDisplay(total=4 + 2 * len(nets) + (0 if options.compare else 1))
+    display.run("synthetic tasks", lambda: synthesize(paths, options.data))
+    display.run("tokenizer", lambda: build_tokenizer(paths, options.data))
+    display.run("tokenize", lambda: tokenize(paths))
+    display.run("mix", lambda: build_mix(paths, options.data))
+
+    run_dirs = {net: out / ("run" if len(nets) == 1 else f"run_{net}") for net in nets}
+    steps, measured = options.steps, None
+    if steps is None:
+        reserve = max(MIN_RESERVE_SECONDS, RESERVE_FRACTION * options.minutes * 60) * len(nets)
+        train_seconds = options.minutes * 60 - (time.perf_counter() - started) - reserve
+        probe_config = _run_config(options, nets[0], paths.mix, run_dirs[nets[0]], 1)
+        measured = measure_seconds_per_step(probe_config, out / "step_time_probe")
+        budget = steps_for_budget(measured, train_seconds)
+        steps = budget.steps
+        print(f"      budget: {train_seconds:.0f} s of training at {measured:.2f} s/step (measured) "
+              f"-> {steps:,} steps", flush=True)
+
+    reports = []
+    for net in nets:
+        config = _run_config(options, net, paths.mix, run_dirs[net], steps)
+        eval_dir = out / ("eval" if len(nets) == 1 else f"eval_{net}")
+        reports.append(_train_and_score(options, config, paths.heldout_jsonl, eval_dir, display, measured))
+
+    export_dir, export_note = None, "not run with --compare"
+    if not options.compare:
+        exported = {}
+
+        def export_stage() -> str:
+            exported["dir"], exported["note"] = _export(run_dirs[nets[0]], out / "hf", nets[0])
+            return exported["note"]
+
+        display.run("export to transformers (hrm_text)", export_stage)
+        export_dir, export_note = exported["dir"], exported["note"]
+
+    model_dir = run_dirs[nets[0]]
+    next_steps = [f"frugal generate --model {model_dir} --prompt 'What is 12 + 30?'",
+                  f"frugal chat --model {model_dir}",
+                  f"frugal eval --model {model_dir} --tasks synthetic --data-dir {paths.heldout_jsonl.parent}",
+                  f"frugal report {model_dir}",
+                  f"frugal demo --minutes {options.minutes * 3:g} --out {out}-long   (more steps, higher scores)",
+                  "your own data: the README's \"Your own data\" section runs these stages by hand"]
+    if export_dir:
+        next_steps.insert(3, f"python -c \"import transformers as t; m = t.AutoModelForCausalLM.from_pretrained("
+                             f"'{export_dir}')\"   (needs: pip install 'frugal-lm[hf]')")
+    summary = DemoSummary(out=str(out), minutes_budget=options.minutes,
+                          wall_seconds=round(time.perf_counter() - started, 2), stage_seconds=display.seconds,
+                          reports=reports, export_dir=export_dir, export_note=export_note, next_steps=next_steps)
+    write_summary(summary, out / "summary.json")
+    print("\nsample generations (held-out problems, greedy):")
+    print(render_samples(reports[0].samples))
+    print("\nsummary:")
+    print(render_table(summary))
+    print(render_footer(summary))
+    return summary

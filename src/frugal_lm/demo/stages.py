@@ -1,0 +1,151 @@
+"""The demo's stages as plain functions, each the same call a user's own pipeline makes.
+
+synth -> tokenizer -> tokenize -> mix are exactly `frugal data synth|tokenizer|tokenize|mix`
+(the README's "your own data" section runs them by hand with a user's JSONL instead of
+synth), training is `frugal train --config demo`, scoring is `frugal eval --tasks synthetic`
+(`frugal_lm.evals.synthetic.score_synthetic`), export is `frugal export hf`. Nothing here
+re-implements a stage: the demo is only the order, the budget and the display.
+
+Design choices:
+- The data settings (`DataSettings`) live here rather than in the recipe because they are
+  arguments of the data commands, not of `frugal train`; the README shows the same values.
+- The tokenizer has the smallest vocabulary byte-level BPE allows (256 bytes + the special
+  tokens), i.e. one token per character: every synthetic task is character-level (digit
+  arithmetic, letter reversal and counting), and merged tokens such as "12" or "ab" would
+  hide the very characters the model must reason about. Measured in benchmarks/RESULTS.md.
+- The trainer's startup banner (environment and the full resolved config, which is also in
+  RUN_DIR/config.yaml) goes to RUN_DIR/train.log instead of the screen, so the demo shows
+  one progress display per stage; everything else the trainer prints passes through.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from frugal_lm.config import RunConfig
+from frugal_lm.data.mix import mix
+from frugal_lm.data.records import read_rows
+from frugal_lm.data.synth import FAMILIES, write_synthetic
+from frugal_lm.data.tokenize import tokenize_sources
+from frugal_lm.data.tokenizer import DEFAULT_CONDITION_TOKENS, DEFAULT_SPECIAL_TOKENS, train_tokenizer
+from frugal_lm.evals.results import TaskResult, write_results
+from frugal_lm.train.trainer import TrainResult, train
+
+# 256 byte tokens + the special and condition tokens: no merges, one token per character.
+CHARACTER_VOCAB_SIZE = 256 + len(DEFAULT_SPECIAL_TOKENS) + len(DEFAULT_CONDITION_TOKENS)
+EVAL_BATCH_SIZE = 64
+MAX_ANSWER_TOKENS = 32
+"""The longest synthetic answer (8 sorted two-digit numbers) is 23 characters; an answer that
+runs past this is wrong whatever comes after, so generation stops there."""
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """Arguments of the data commands for the demo (`frugal data synth|tokenizer|mix`)."""
+
+    families: tuple[str, ...] = tuple(FAMILIES)
+    train_rows: int = 50000
+    heldout_rows: int = 600
+    vocab_size: int = CHARACTER_VOCAB_SIZE
+    context: int = 128
+    """Longest example in tokens; the synthetic tasks need at most ~75 characters."""
+    mix_epochs: int = 1
+    """Epochs of shuffled order written by the mix; training cycles through them as often as
+    its step budget needs (`steps=` trains by steps, not epochs)."""
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class DataPaths:
+    train_jsonl: Path
+    heldout_jsonl: Path
+    tokenizer: Path
+    tokenized: Path
+    mix: Path
+
+
+def data_paths(out: Path) -> DataPaths:
+    return DataPaths(out / "data" / "train.jsonl", out / "data" / "heldout.jsonl", out / "tokenizer",
+                     out / "tokenized", out / "mix")
+
+
+def synthesize(paths: DataPaths, settings: DataSettings) -> str:
+    write_synthetic(paths.train_jsonl.parent, list(settings.families), settings.train_rows,
+                    settings.heldout_rows, settings.seed)
+    return (f"{settings.train_rows:,} train + {settings.heldout_rows:,} held-out problems, "
+            f"{len(settings.families)} families ({', '.join(settings.families)})")
+
+
+def _texts(path: Path) -> Iterator[str]:
+    for row in read_rows(path):
+        if row.record is not None:
+            yield row.record.instruction
+            yield row.record.response
+
+
+def build_tokenizer(paths: DataPaths, settings: DataSettings) -> str:
+    tokenizer = train_tokenizer(_texts(paths.train_jsonl), settings.vocab_size)
+    tokenizer.save(paths.tokenizer)
+    return f"{tokenizer.vocab_size:,}-token byte-level BPE -> {paths.tokenizer}"
+
+
+def tokenize(paths: DataPaths) -> str:
+    results = tokenize_sources(paths.tokenizer, paths.tokenized, [paths.train_jsonl])
+    return ", ".join(f"{r.rows:,} rows, {r.tokens:,} tokens" for r in results)
+
+
+def build_mix(paths: DataPaths, settings: DataSettings) -> str:
+    result = mix(paths.tokenized, paths.mix, None, settings.mix_epochs, settings.context, settings.seed)
+    return f"{sum(result.tokens_per_epoch) // len(result.tokens_per_epoch):,} tokens per epoch -> {paths.mix}"
+
+
+class _BannerToLog:
+    """A stderr stand-in: the trainer's banner goes to a log file, the rest to the screen."""
+
+    HIDDEN_PREFIXES = ("# frugal-lm on ", "plan: ", "plan vs actual: ")
+
+    def __init__(self, screen, log):
+        self.screen, self.log = screen, log
+
+    def write(self, text: str) -> int:
+        target = self.log if text.startswith(self.HIDDEN_PREFIXES) else self.screen
+        return target.write(text)
+
+    def flush(self) -> None:
+        self.screen.flush()
+        self.log.flush()
+
+    def __getattr__(self, name):  # isatty, fileno, encoding: whatever tqdm asks the screen
+        return getattr(self.screen, name)
+
+
+def train_quietly(config: RunConfig) -> TrainResult:
+    """`frugal_lm.train.trainer.train` with its banner in RUN_DIR/train.log."""
+    assert config.out is not None
+    Path(config.out).mkdir(parents=True, exist_ok=True)
+    with open(Path(config.out) / "train.log", "a") as log, \
+            contextlib.redirect_stderr(_BannerToLog(sys.stderr, log)):
+        return train(config)
+
+
+def score_heldout(run_dir: Path, heldout_jsonl: Path, out: Path) -> TaskResult:
+    """Greedy exact match on the held-out split, exactly as `frugal eval --tasks synthetic`;
+    writes results.json, results.md and the per-sample JSONL under `out`."""
+    from frugal_lm.evals.synthetic import score_synthetic
+    from frugal_lm.infer.engine import Engine
+    from frugal_lm.infer.loading import load_model
+
+    engine = Engine(load_model(run_dir), max_batch_size=EVAL_BATCH_SIZE)
+    result = score_synthetic(engine, heldout_jsonl, max_new_tokens=MAX_ANSWER_TOKENS, progress=True)
+    write_results([result], out)
+    return result
+
+
+def family_scores(result: TaskResult) -> dict[str, float]:
+    prefix = "exact_match/"
+    return {name.removeprefix(prefix): metric.value for name, metric in result.metrics.items()
+            if name.startswith(prefix)}
