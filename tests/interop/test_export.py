@@ -83,6 +83,16 @@ def test_export_files_config_and_generation_config(tiny_run, exported):
     assert torch.equal(exported_weights["lm_head.weight"], ema["lm_head.weight"])
 
 
+def test_export_is_the_on_disk_layout_save_pretrained_writes(hf_model, exported, tmp_path):
+    """Fused gqkv / gate_up projections, as in released hrm_text checkpoints: bitwise what
+    transformers itself writes for the model it loaded from our export."""
+    hf_model.save_pretrained(tmp_path / "resaved")
+    ours, theirs = load_file(exported / "model.safetensors"), load_file(tmp_path / "resaved" / "model.safetensors")
+    assert "model.L_module.layers.0.attn.gqkv_proj.weight" in ours
+    assert ours.keys() == theirs.keys()
+    assert all(torch.equal(ours[name], theirs[name]) for name in ours)
+
+
 def test_no_ema_exports_the_raw_weights_and_our_loader_reads_an_export(tiny_run, exported, tmp_path):
     assert main(["export", "hf", "--model", str(tiny_run), "--out", str(tmp_path / "raw"), "--no-ema"]) == 0
     raw = load_file(latest_checkpoint(tiny_run) / "model.safetensors")

@@ -1,13 +1,17 @@
 """Weights between our state dict and transformers' `hrm_text` safetensors.
 
 Design choices:
-- Our parameter names already are hrm_text's, inside its `model.` prefix (`model.L_module.
-  layers.0.self_attn.q_proj.weight`, `model.z_L_init`); only `lm_head.weight` sits at the
-  top in both. So the mapping is a prefix, with no reshapes or transposes: export(import(x))
-  is bitwise x.
+- On disk, hrm_text checkpoints (the released HRM-Text weights, and whatever
+  `save_pretrained` writes) fuse projections: `attn.gqkv_proj` = [gate; q; k; v] and
+  `mlp.gate_up_proj` = [gate; up] stacked along the output dimension, and `attn.o_proj`;
+  transformers splits them when loading (its `conversion_mapping`, unchanged since 5.9).
+  Export writes that on-disk layout, so other tools that read released checkpoints read
+  ours; import takes it and also the unfused in-memory names (`self_attn.q_proj`, ...).
+  Everything else is our own name inside hrm_text's `model.` prefix (`lm_head.weight` sits
+  at the top in both). Concatenation and chunking are exact: export(import(x)) is bitwise x.
 - Safetensors only, never pickle: a directory with only `pytorch_model.bin` is refused with
   a hint to convert it. A sharded checkpoint is read through `model.safetensors.index.json`
-  and checked both ways (every listed tensor is in its shard, no shard holds a tensor twice).
+  and checked both ways (every listed tensor is in its shard, no shard is missing).
 - Imported weights become fp32, the precision our trainer keeps master weights in
   (bf16 -> fp32 is exact); exports are written as fp32 (what we trained), with the
   `format: pt` metadata transformers expects.
@@ -32,25 +36,77 @@ INDEX_FILE = "model.safetensors.index.json"
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq", "rotary_emb.original_inv_freq")
 
 
-def to_hf_names(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {name if name == HEAD else HF_PREFIX + name: tensor for name, tensor in weights.items()}
+# Fused on-disk tensor -> our tensors, in the order they are stacked (transformers' conversion_mapping).
+FUSED = {"attn.gqkv_proj.weight": ("self_attn.gate_proj.weight", "self_attn.q_proj.weight",
+                                   "self_attn.k_proj.weight", "self_attn.v_proj.weight"),
+         "mlp.gate_up_proj.weight": ("mlp.gate_proj.weight", "mlp.up_proj.weight")}
+RENAMED = {"attn.o_proj.weight": "self_attn.o_proj.weight"}
 
 
-def from_hf_names(weights: dict[str, torch.Tensor], tied: bool, source: str) -> dict[str, torch.Tensor]:
-    """Our names for hrm_text tensors; with tied embeddings, the head becomes a copy of the embedding."""
-    ours = {}
+def to_hf_tensors(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Our state dict -> hrm_text's on-disk names and fused projections."""
+    hf: dict[str, torch.Tensor] = {}
+    fused_parts = {part for parts in FUSED.values() for part in parts}
+    for name, tensor in weights.items():
+        if name == HEAD:
+            hf[HEAD] = tensor
+            continue
+        for fused, parts in FUSED.items():
+            if name.endswith("." + parts[0]):
+                prefix = name.removesuffix(parts[0])
+                hf[HF_PREFIX + prefix + fused] = torch.cat([weights[prefix + part] for part in parts], dim=0)
+        renamed = next((disk for disk, ours in RENAMED.items() if name.endswith("." + ours)), None)
+        if renamed is not None:
+            hf[HF_PREFIX + name.removesuffix(RENAMED[renamed]) + renamed] = tensor
+        elif not any(name.endswith("." + part) for part in fused_parts):
+            hf[HF_PREFIX + name] = tensor
+    return hf
+
+
+def from_hf_tensors(weights: dict[str, torch.Tensor], tied: bool, source: str) -> dict[str, torch.Tensor]:
+    """Our names for hrm_text tensors (fused or not); with tied embeddings, the head becomes a copy
+    of the embedding."""
+    ours: dict[str, torch.Tensor] = {}
     for name, tensor in weights.items():
         if name.endswith(IGNORED_SUFFIXES):
             continue
         if name == HEAD:
             ours[HEAD] = tensor
-        elif name.startswith(HF_PREFIX):
-            ours[name.removeprefix(HF_PREFIX)] = tensor
-        else:
+            continue
+        if not name.startswith(HF_PREFIX):
             raise FrugalError(f"{source}: unexpected tensor {name!r} (not part of an HrmTextForCausalLM)")
+        name = name.removeprefix(HF_PREFIX)
+        fused = next((key for key in FUSED if name.endswith("." + key)), None)
+        renamed = next((key for key in RENAMED if name.endswith("." + key)), None)
+        if fused is not None:
+            parts = FUSED[fused]
+            if tensor.shape[0] % len(parts):
+                raise FrugalError(f"{source}: {HF_PREFIX + name} has {tensor.shape[0]} rows, not a multiple of "
+                                  f"the {len(parts)} projections it fuses")
+            prefix = name.removesuffix(fused)
+            for part, chunk in zip(parts, torch.chunk(tensor, len(parts), dim=0)):
+                ours[prefix + part] = chunk.contiguous()
+        elif renamed is not None:
+            ours[name.removesuffix(renamed) + RENAMED[renamed]] = tensor
+        else:
+            ours[name] = tensor
     if HEAD not in ours and tied and EMBEDDING in ours:
         ours[HEAD] = ours[EMBEDDING].clone()
     return ours
+
+
+def hf_name(name: str) -> str:
+    """The on-disk name that holds our tensor `name` (for error messages)."""
+    if name == HEAD:
+        return HEAD
+    for fused, parts in FUSED.items():
+        for part in parts:
+            if name.endswith("." + part):
+                return HF_PREFIX + name.removesuffix(part) + fused
+    for disk, ours in RENAMED.items():
+        if name.endswith("." + ours):
+            return HF_PREFIX + name.removesuffix(ours) + disk
+    return HF_PREFIX + name
 
 
 def _read_file(path: Path, names: list[str] | None = None) -> dict[str, torch.Tensor]:
@@ -110,5 +166,5 @@ def read_hf_weights(directory: Path) -> dict[str, torch.Tensor]:
 
 def write_hf_weights(path: Path, weights: dict[str, torch.Tensor]) -> None:
     """Our weights under transformers' names, contiguous fp32, as one safetensors file."""
-    tensors = {name: tensor.detach().to("cpu", torch.float32).contiguous() for name, tensor in to_hf_names(weights).items()}
+    tensors = {name: tensor.detach().to("cpu", torch.float32).contiguous() for name, tensor in to_hf_tensors(weights).items()}
     save_file(tensors, str(path), metadata={"format": "pt"})

@@ -32,7 +32,7 @@ from frugal_lm.data.tokenizer import TextTokenizer
 from frugal_lm.errors import FrugalError
 from frugal_lm.interop.hf_config import MODEL_TYPE, from_hf_config, tied_embeddings
 from frugal_lm.interop.hf_tokenizer import write_tokenizer_info, load_hf_tokenizer
-from frugal_lm.interop.hf_weights import HF_PREFIX, HEAD, from_hf_names, read_hf_weights, weight_files
+from frugal_lm.interop.hf_weights import from_hf_tensors, hf_name, read_hf_weights, weight_files
 from frugal_lm.interop.staging import staged_directory
 from frugal_lm.model import build_model
 
@@ -68,10 +68,6 @@ def read_hf_config(directory: Path) -> dict:
 
 def _check_against(config: ModelConfig, weights: dict[str, torch.Tensor], source: Path) -> None:
     expected = build_model(config, device="meta").state_dict()
-
-    def hf_name(name: str) -> str:
-        return name if name == HEAD else HF_PREFIX + name
-
     missing = sorted(set(expected) - set(weights))
     unexpected = sorted(set(weights) - set(expected))
     if missing:
@@ -81,8 +77,8 @@ def _check_against(config: ModelConfig, weights: dict[str, torch.Tensor], source
                           f"config.json ({len(unexpected)} unexpected in all)")
     for name, tensor in expected.items():
         if tuple(weights[name].shape) != tuple(tensor.shape):
-            raise FrugalError(f"{source}: {hf_name(name)} has shape {tuple(weights[name].shape)}, config.json "
-                              f"implies {tuple(tensor.shape)}")
+            raise FrugalError(f"{source}: {hf_name(name)} gives {name} the shape {tuple(weights[name].shape)}, "
+                              f"config.json implies {tuple(tensor.shape)}")
 
 
 def read_hf_model(directory: Path | str, special_tokens_file: Path | None = None) -> HFModel:
@@ -96,7 +92,7 @@ def read_hf_model(directory: Path | str, special_tokens_file: Path | None = None
                           f"vocab_size {config.vocab_size}")
     files = weight_files(directory)
     raw = read_hf_weights(directory)
-    weights = from_hf_names(raw, tied_embeddings(data), str(directory))
+    weights = from_hf_tensors(raw, tied_embeddings(data), str(directory))
     _check_against(config, weights, directory)
     dtypes = sorted({str(tensor.dtype).removeprefix("torch.") for tensor in raw.values()})
     return HFModel(config, {name: tensor.to(torch.float32).contiguous() for name, tensor in weights.items()},
