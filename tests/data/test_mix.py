@@ -68,3 +68,47 @@ def test_bad_rules_are_named(tokenized, tmp_path):
         mix(tokenized / "tokenized", tokenized / "m", rules)
     with pytest.raises(FrugalError, match="no tokenized sources"):
         mix(tmp_path / "nothing", tokenized / "m")
+
+
+def _sidecar(source, **overrides):
+    stat = source.stat()
+    check = {"source": str(source), "source_size": stat.st_size, "source_mtime": stat.st_mtime, "ngram": 13,
+             "benchmarks": {"gsm8k": {"test_items": 1319, "contaminated_rows": 3},
+                            "math500": {"test_items": 500, "contaminated_rows": 1}},
+             "contaminated_rows": 4, "rows": 120, **overrides}
+    (source.parent / f"{source.name}.contamination.json").write_text(json.dumps(check))
+
+
+def test_contamination_status_per_source(tokenized):
+    synth = tokenized / "synth"
+    mix(tokenized / "tokenized", tokenized / "m")
+    assert "| not checked |" in (tokenized / "m" / "report.md").read_text()
+    _sidecar(synth / "train.jsonl")  # describes the tokenized file
+    _sidecar(synth / "heldout.jsonl", source_size=(synth / "heldout.jsonl").stat().st_size + 1)  # another version
+    result = mix(tokenized / "tokenized", tokenized / "m")
+    by_name = {s.name: s.contamination for s in result.sources}
+    assert by_name["train.jsonl"]["status"] == "checked" and by_name["heldout.jsonl"]["status"] == "stale"
+    assert by_name["train.jsonl"]["benchmarks"]["gsm8k"] == {"test_items": 1319, "contaminated_rows": 3}
+    report = (tokenized / "m" / "report.md").read_text()
+    assert "| 4 of 120 rows |" in report and "| 4 of 120 rows, stale |" in report
+    assert ("- train.jsonl: 13-gram check, 4 of 120 rows contaminated: gsm8k 3 rows (1,319 test items), "
+            "math500 1 rows (500 test items)") in report
+    assert "- heldout.jsonl: stale; 13-gram check" in report
+    metadata = json.loads((tokenized / "m" / "metadata.json").read_text())
+    assert [s["contamination"]["status"] for s in metadata["sources"]] == ["stale", "checked"]  # sorted folders
+    # Touching the source after the check (same size) makes it stale too.
+    _sidecar(synth / "heldout.jsonl", source_mtime=(synth / "heldout.jsonl").stat().st_mtime - 5)
+    assert {s.name: s.contamination["status"] for s in mix(tokenized / "tokenized", tokenized / "m").sources} \
+        == {"train.jsonl": "checked", "heldout.jsonl": "stale"}
+    (synth / "train.jsonl.contamination.json").write_text('{"ngram": 13}')
+    with pytest.raises(FrugalError, match=r"train.jsonl.contamination.json: not a contamination report"):
+        mix(tokenized / "tokenized", tokenized / "m")
+
+
+def test_tokens_are_the_sources_concatenated(tokenized):
+    mix(tokenized / "tokenized", tokenized / "m")
+    folders = sorted(p for p in (tokenized / "tokenized").iterdir() if (p / "meta.json").is_file())
+    expected = np.concatenate([np.load(folder / "tokens.npy") for folder in folders])
+    reference = tokenized / "reference.npy"
+    np.save(reference, expected)  # what the mix wrote before it streamed: np.save of everything at once
+    assert (tokenized / "m" / "tokens.npy").read_bytes() == reference.read_bytes()

@@ -113,7 +113,10 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     mix = data.add_parser("mix", help="combine tokenized sources into a training set with per-epoch order",
                           description="Rules (YAML list, first prefix match on the source file name wins): "
-                                      "prefix, max_per_file, repeat, long_context: truncate|drop, min_response_len.")
+                                      "prefix, max_per_file, repeat, long_context: truncate|drop, min_response_len. "
+                                      "report.md and metadata.json give each source's contamination status from "
+                                      "the SOURCE.contamination.json that `frugal data decontaminate` writes: "
+                                      "counts per benchmark, 'not checked', or 'stale' when the file changed since.")
     mix.add_argument("--tokenized", type=Path, required=True)
     mix.add_argument("--out", type=Path, required=True)
     mix.add_argument("--mix", type=Path, help="rules YAML")

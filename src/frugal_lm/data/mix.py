@@ -11,8 +11,15 @@ starts the source's file name applies (a source no rule matches is used whole, o
 
 Output (DESIGN.md): `tokens.npy` (all sources concatenated), `epoch_K/{inst_start,inst_len,
 resp_start,resp_len}.npy`, `metadata.json` (vocab size rounded up to a multiple of 256,
-max sequence length, tokens per epoch, tokenizer info) and `report.md`. Everything is a
-function of the inputs and the seed: the same seed gives the same bytes.
+max sequence length, tokens per epoch, tokenizer info, per-source counts and contamination
+status) and `report.md`. Everything is a function of the inputs and the seed: the same
+seed gives the same bytes. Tokens are concatenated chunk by chunk (`frugal_lm.data.arrays`),
+so memory holds the row index, never the token arrays.
+
+Contamination: each source's status comes from the sidecar `<SOURCE>.contamination.json`
+that `frugal data decontaminate` writes beside the record file; the report says "not
+checked" without one and "stale" when it was made from another version of the file than
+the one tokenized, so a clean-looking number never describes different data.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict
 
+from frugal_lm.data.arrays import NpyWriter, iter_npy_chunks, npy_length
 from frugal_lm.data.tokenize import INDEX_FIELDS
 from frugal_lm.errors import FrugalError
 
@@ -73,6 +81,7 @@ class SourceStats:
     dropped_long: int = 0
     dropped_short: int = 0
     unique_tokens: int = 0
+    contamination: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -83,11 +92,72 @@ class MixResult:
     sources: list[SourceStats] = field(default_factory=list)
 
 
-def _load_source(folder: Path) -> tuple[dict, np.ndarray, dict[str, np.ndarray]]:
+def contamination_status(meta: dict) -> dict:
+    """The decontamination check of a tokenized source, from the sidecar
+    `<SOURCE>.contamination.json` that `frugal data decontaminate` writes beside the record
+    file: `{"status": "not checked"}`, or the sidecar's counts with status "checked", or
+    "stale" when the sidecar describes another version of the file than the one tokenized
+    (its size or mtime differ from meta.json's)."""
+    sidecar = Path(f"{meta['source']}.contamination.json")
+    if not sidecar.is_file():
+        return {"status": "not checked"}
+    try:
+        check = json.loads(sidecar.read_text())
+        size, mtime = int(check["source_size"]), float(check["source_mtime"])
+        benchmarks = {str(name): {"test_items": int(counts["test_items"]),
+                                  "contaminated_rows": int(counts["contaminated_rows"])}
+                      for name, counts in check["benchmarks"].items()}
+        summary = {"ngram": int(check["ngram"]), "benchmarks": benchmarks,
+                   "contaminated_rows": int(check["contaminated_rows"]), "rows": int(check["rows"])}
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as error:
+        raise FrugalError(f"{sidecar}: not a contamination report ({type(error).__name__}: {error}); "
+                          f"re-run `frugal data decontaminate` on {meta['source']}") from None
+    # mtime travels as float seconds in the sidecar and as integer ns in meta.json: equal
+    # up to float rounding (~0.2 microseconds at today's epoch seconds).
+    fresh = size == meta.get("size") and abs(mtime - meta.get("mtime_ns", 0) / 1e9) < 1e-6
+    return {"status": "checked" if fresh else "stale", **summary}
+
+
+def _load_source(folder: Path) -> tuple[dict, dict[str, np.ndarray]]:
     meta = json.loads((folder / "meta.json").read_text())
-    tokens = np.load(folder / "tokens.npy", mmap_mode="r", allow_pickle=False)
+    if "vocab_size" not in meta:
+        raise FrugalError(f"{folder / 'meta.json'}: no vocab_size; re-run `frugal data tokenize`")
     index = {f: np.load(folder / f"{f}.npy", allow_pickle=False) for f in INDEX_FIELDS}
-    return meta, tokens, index
+    return meta, index
+
+
+def _select_rows(meta: dict, index: dict[str, np.ndarray], rule: MixRule, context: int,
+                 offset: int) -> tuple[dict[str, np.ndarray], SourceStats]:
+    """The rows of one source the rule keeps (index shifted by the source's `offset` in the
+    concatenated tokens) and its counts."""
+    inst_len, resp_len = index["inst_len"].copy(), index["resp_len"].copy()
+    stats = SourceStats(Path(meta["source"]).name, Path(meta["source"]).stem, len(inst_len))
+    too_short = resp_len < rule.min_response_len
+    too_long = inst_len + resp_len - 1 > context
+    fits_by_truncation = too_long & (inst_len < context)
+    if rule.long_context == "truncate":
+        resp_len[fits_by_truncation & ~too_short] = context + 1 - inst_len[fits_by_truncation & ~too_short]
+        stats.truncated = int((fits_by_truncation & ~too_short).sum())
+        keep = ~too_short & (~too_long | fits_by_truncation)
+    else:
+        keep = ~too_short & ~too_long
+    stats.dropped_short = int(too_short.sum())
+    stats.dropped_long = int((too_long & ~too_short & ~keep).sum())
+    kept = {"inst_start": index["inst_start"][keep] + offset, "inst_len": inst_len[keep],
+            "resp_start": index["resp_start"][keep] + offset, "resp_len": resp_len[keep]}
+    return kept, stats
+
+
+def _concatenate_tokens(folders: list[Path], path: Path, vocab_size: int) -> None:
+    """All sources' tokens into one `.npy`, streamed chunk by chunk (never whole in memory)."""
+    lengths = [npy_length(folder / "tokens.npy") for folder in folders]
+    with NpyWriter(path, np.uint16 if vocab_size <= 65536 else np.uint32, sum(lengths)) as writer:
+        for folder in folders:
+            for chunk in iter_npy_chunks(folder / "tokens.npy"):
+                if len(chunk) and int(chunk.max()) >= vocab_size:
+                    raise FrugalError(f"{folder}: token id {int(chunk.max())} is outside the vocabulary of "
+                                      f"{vocab_size:,} in meta.json; re-run `frugal data tokenize`")
+                writer.write(chunk)
 
 
 def mix(tokenized: Path, out: Path, rules_path: Path | None = None, epochs: int = 1, context: int = 2048,
@@ -105,31 +175,16 @@ def mix(tokenized: Path, out: Path, rules_path: Path | None = None, epochs: int 
     result = MixResult(out, epochs)
     vocab_size, offset = 0, 0
     kept_per_source = []
-    with open(staging / "tokens.u32", "wb") as token_file:
-        for folder in folders:
-            meta, tokens, index = _load_source(folder)
-            source_name = Path(meta["source"]).name
-            rule = next((r for r in rules if source_name.startswith(r.prefix)), MixRule())
-            inst_len, resp_len = index["inst_len"].copy(), index["resp_len"].copy()
-            stats = SourceStats(source_name, Path(meta["source"]).stem, len(inst_len))
-            too_short = resp_len < rule.min_response_len
-            too_long = inst_len + resp_len - 1 > context
-            fits_by_truncation = too_long & (inst_len < context)
-            if rule.long_context == "truncate":
-                resp_len[fits_by_truncation & ~too_short] = context + 1 - inst_len[fits_by_truncation & ~too_short]
-                stats.truncated = int((fits_by_truncation & ~too_short).sum())
-                keep = ~too_short & (~too_long | fits_by_truncation)
-            else:
-                keep = ~too_short & ~too_long
-            stats.dropped_short = int(too_short.sum())
-            stats.dropped_long = int((too_long & ~too_short & ~keep).sum())
-            token_file.write(np.asarray(tokens, dtype=np.uint32).tobytes())
-            kept = {"inst_start": index["inst_start"][keep] + offset, "inst_len": inst_len[keep],
-                    "resp_start": index["resp_start"][keep] + offset, "resp_len": resp_len[keep]}
-            kept_per_source.append((kept, rule, stats))
-            offset += len(tokens)
-            vocab_size = max(vocab_size, int(meta.get("vocab_size", 0)), int(tokens.max()) + 1 if len(tokens) else 0)
-            result.sources.append(stats)
+    for folder in folders:
+        meta, index = _load_source(folder)
+        source_name = Path(meta["source"]).name
+        rule = next((r for r in rules if source_name.startswith(r.prefix)), MixRule())
+        kept, stats = _select_rows(meta, index, rule, context, offset)
+        stats.contamination = contamination_status(meta)
+        kept_per_source.append((kept, rule, stats))
+        offset += npy_length(folder / "tokens.npy")
+        vocab_size = max(vocab_size, int(meta["vocab_size"]))
+        result.sources.append(stats)
     rng = np.random.default_rng(seed)
     for epoch in range(epochs):
         parts = []
@@ -149,18 +204,17 @@ def mix(tokenized: Path, out: Path, rules_path: Path | None = None, epochs: int 
         for name in INDEX_FIELDS:
             np.save(folder / f"{name}.npy", np.concatenate([p[name] for p in parts]).astype(np.int64)[order])
         result.tokens_per_epoch.append(int(sum((p["inst_len"] + p["resp_len"]).sum() for p in parts)))
-    raw = np.memmap(staging / "tokens.u32", dtype=np.uint32, mode="r") if offset else np.zeros(0, np.uint32)
-    dtype = np.uint16 if vocab_size <= 65536 else np.uint32
-    np.save(staging / "tokens.npy", np.asarray(raw, dtype=dtype))
-    del raw
-    (staging / "tokens.u32").unlink()
+    _concatenate_tokens(folders, staging / "tokens.npy", vocab_size)
     tokenizer_info = {}
     if (Path(tokenized) / "tokenizer").is_dir():
         shutil.copytree(Path(tokenized) / "tokenizer", staging / "tokenizer")
         info_path = staging / "tokenizer" / "tokenizer_info.json"
         tokenizer_info = json.loads(info_path.read_text()) if info_path.is_file() else {}
     metadata = {"vocab_size": -(-vocab_size // 256) * 256, "max_seq_len": context, "epochs": epochs,
-                "tokens_per_epoch": result.tokens_per_epoch, "seed": seed, "tokenizer_info": tokenizer_info}
+                "tokens_per_epoch": result.tokens_per_epoch, "seed": seed, "tokenizer_info": tokenizer_info,
+                "sources": [{"name": s.name, "rows_available": s.rows_available, "rows_per_epoch": s.rows_per_epoch,
+                             "tokens_per_epoch": s.tokens_per_epoch, "contamination": s.contamination}
+                            for s in result.sources]}
     (staging / "metadata.json").write_text(json.dumps(metadata, indent=1))
     (staging / "report.md").write_text(_report(result, context))
     shutil.rmtree(out, ignore_errors=True)
@@ -168,15 +222,37 @@ def mix(tokenized: Path, out: Path, rules_path: Path | None = None, epochs: int 
     return result
 
 
+def _contamination_cell(status: dict) -> str:
+    if status["status"] == "not checked":
+        return "not checked"
+    flagged = f"{status['contaminated_rows']:,} of {status['rows']:,} rows"
+    return f"{flagged}, stale" if status["status"] == "stale" else flagged
+
+
 def _report(result: MixResult, context: int) -> str:
     lines = [f"# Training mix: {result.epochs} epoch(s), context {context}", "",
              "| source | category | rows available | rows / epoch | tokens / epoch | unique tokens | "
-             "truncated | dropped (long) | dropped (short) |", "|---|---|---|---|---|---|---|---|---|"]
+             "truncated | dropped (long) | dropped (short) | contamination |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for s in result.sources:
         lines.append(f"| {s.name} | {s.category} | {s.rows_available:,} | {s.rows_per_epoch:,} | "
                      f"{s.tokens_per_epoch:,} | {s.unique_tokens:,} | {s.truncated:,} | {s.dropped_long:,} | "
-                     f"{s.dropped_short:,} |")
+                     f"{s.dropped_short:,} | {_contamination_cell(s.contamination)} |")
     total = sum(s.tokens_per_epoch for s in result.sources)
     unique = sum(s.unique_tokens for s in result.sources)
-    lines += ["", f"Tokens per epoch: {total:,} ({unique:,} unique, {total - unique:,} repeated)."]
+    lines += ["", f"Tokens per epoch: {total:,} ({unique:,} unique, {total - unique:,} repeated).", "",
+              "## Contamination", "",
+              "Rows sharing an n-gram with a benchmark's test items, from `frugal data decontaminate`. "
+              "\"stale\": the check was run on another version of the file than the one tokenized "
+              "(size or mtime differ); re-run it.", ""]
+    for s in result.sources:
+        status = s.contamination
+        if status["status"] == "not checked":
+            lines.append(f"- {s.name}: not checked")
+            continue
+        per_benchmark = ", ".join(f"{name} {counts['contaminated_rows']:,} rows ({counts['test_items']:,} test items)"
+                                  for name, counts in sorted(status["benchmarks"].items()))
+        lines.append(f"- {s.name}: {'stale; ' if status['status'] == 'stale' else ''}{status['ngram']}-gram check, "
+                     f"{status['contaminated_rows']:,} of {status['rows']:,} rows contaminated: "
+                     f"{per_benchmark or 'no benchmarks'}")
     return "\n".join(lines) + "\n"

@@ -6,7 +6,8 @@ Each source file gets its own directory `OUT/<file stem>-<8 hex of its path>/` w
 fingerprint, row counts, rejected and duplicate counts).
 
 - Streaming, bounded memory: rows are read and encoded `BATCH_ROWS` at a time; tokens and
-  index entries go to scratch files on disk and become `.npy` files by chunked copies, so
+  index entries go to scratch files on disk and become `.npy` files by chunked copies
+  (`frugal_lm.data.arrays`, plain reads and writes rather than memory maps), so
   memory holds a few batches plus 16 bytes per unique row for deduplication
   (`frugal_lm.data.dedup`), whatever the input size.
 - Both cores: a reader thread parses, validates and deduplicates the next batches while the
@@ -40,6 +41,7 @@ from typing import IO, Generic, TypeVar
 import numpy as np
 from tqdm import tqdm
 
+from frugal_lm.data.arrays import raw_to_npy
 from frugal_lm.data.dedup import DuplicateFilter, row_key
 from frugal_lm.data.records import Record, read_rows
 from frugal_lm.data.tokenizer import TextTokenizer, load_tokenizer
@@ -47,7 +49,6 @@ from frugal_lm.errors import FrugalError
 
 BATCH_ROWS = 4096
 INDEX_FIELDS = ("inst_start", "inst_len", "resp_start", "resp_len")
-COPY_CHUNK = 1 << 22  # elements per chunk when turning a scratch file into a .npy
 
 Item = TypeVar("Item")
 
@@ -200,20 +201,6 @@ def encode_layout(tokenizer: TextTokenizer, records: list[Record]) -> tuple[np.n
     return np.array(flat, dtype=np.uint32), inst_len, resp_len
 
 
-def scratch_to_npy(scratch: Path, npy: Path, scratch_dtype: np.dtype, dtype: np.dtype) -> None:
-    """A raw array file -> `.npy` of `dtype`, copied in chunks so it never sits in memory."""
-    count = scratch.stat().st_size // np.dtype(scratch_dtype).itemsize
-    if count == 0:
-        np.save(npy, np.zeros(0, dtype))
-        return
-    raw = np.memmap(scratch, dtype=scratch_dtype, mode="r")
-    array = np.lib.format.open_memmap(npy, mode="w+", dtype=dtype, shape=(count,))
-    for start in range(0, count, COPY_CHUNK):
-        array[start:start + COPY_CHUNK] = raw[start:start + COPY_CHUNK]
-    array.flush()
-    del array, raw
-
-
 def _tokenize_one(source: Path, final: Path, tokenizer: TextTokenizer, stamp: dict, on_error: str) -> SourceResult:
     scratch = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
@@ -239,9 +226,9 @@ def _tokenize_one(source: Path, final: Path, tokenizer: TextTokenizer, stamp: di
             for handle in files.values():
                 handle.close()
         dtype = smallest_token_dtype(tokenizer.vocab_size)
-        scratch_to_npy(scratch / "tokens.raw", scratch / "tokens.npy", np.dtype(np.uint32), dtype)
+        raw_to_npy(scratch / "tokens.raw", scratch / "tokens.npy", np.dtype(np.uint32), dtype)
         for name in INDEX_FIELDS:
-            scratch_to_npy(scratch / f"{name}.raw", scratch / f"{name}.npy", np.dtype(np.int64), np.dtype(np.int64))
+            raw_to_npy(scratch / f"{name}.raw", scratch / f"{name}.npy", np.dtype(np.int64), np.dtype(np.int64))
         for name in ("tokens", *INDEX_FIELDS):
             (scratch / f"{name}.raw").unlink()
         if not counts.rejected:
