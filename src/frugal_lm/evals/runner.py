@@ -79,6 +79,18 @@ def synthetic_heldout_path(data_dir: Path) -> Path:
                       f"{data_dir / 'synthetic' / 'heldout.jsonl'} (write one with `frugal data synth --out DIR`)")
 
 
+def fit_prompt(engine, prompt: str, conditions: tuple[str, ...], max_new_tokens: int) -> tuple[str, bool]:
+    """(prompt, truncated): the prompt's tail when it leaves no room for an answer in the
+    engine's context (room kept: `max_new_tokens`, at most a quarter of the context)."""
+    ids = engine.encode_prompt(prompt, conditions)
+    room = engine.max_seq_len - min(max_new_tokens, engine.max_seq_len // 4)
+    if len(ids) <= room:
+        return prompt, False
+    text_ids = ids[1 + len(conditions):-1]
+    keep = max(room - 2 - len(conditions), 1)
+    return engine.tokenizer.decode(text_ids[-keep:]), True
+
+
 class EvalRunner:
     def __init__(self, loaded: LoadedModel, settings: EvalSettings, progress: bool = True):
         self.loaded, self.settings, self.progress = loaded, settings, progress
@@ -152,23 +164,13 @@ class EvalRunner:
         metrics = {name: mean_metric([s.extra[name] for s in samples]) for name in spec.metrics}
         return TaskResult(spec.name, spec.primary, metrics, samples)
 
-    def _fit_prompt(self, prompt: str, conditions: tuple[str, ...], max_new_tokens: int) -> tuple[str, bool]:
-        engine = self.engine
-        ids = engine.encode_prompt(prompt, conditions)
-        room = engine.max_seq_len - min(max_new_tokens, engine.max_seq_len // 4)
-        if len(ids) <= room:
-            return prompt, False
-        text_ids = ids[1 + len(conditions):-1]
-        keep = max(room - 2 - len(conditions), 1)
-        return self.loaded.tokenizer.decode(text_ids[-keep:]), True
-
     def _generate(self, spec: TaskSpec, items: list[AnswerItem], instructions: list[str],
                   conditions: tuple[str, ...]) -> TaskResult:
         from frugal_lm.infer.engine import GenerationRequest, SamplingParams
 
         max_new_tokens = self.settings.max_new_tokens or spec.max_new_tokens
         sampling = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
-        fitted = [self._fit_prompt(instruction, conditions, max_new_tokens) for instruction in instructions]
+        fitted = [fit_prompt(self.engine, instruction, conditions, max_new_tokens) for instruction in instructions]
         outputs = self.engine.generate([GenerationRequest(prompt, conditions, sampling) for prompt, _ in fitted],
                                        progress=self.progress)
         samples = []
