@@ -7,7 +7,7 @@ Output (written atomically, see `staging.py`):
 - `tokenizer.json`, `tokenizer_config.json`, `special_tokens_map.json` for AutoTokenizer,
   and our `tokenizer_info.json`, so `--model OUT` reloads the roles exactly;
 - `generation_config.json`: EOA is EOS (and stops `generate`), PAD is our pad token, BOQ is
-  BOS; greedy by default, `max_length` = the model's context;
+  BOS; greedy by default, 256 new tokens (our engine's default; transformers' own is 20);
 - `frugal_export.json`: where the weights came from.
 
 The interop layer sits below infer, so the run/checkpoint directory is read here with the
@@ -31,6 +31,9 @@ from frugal_lm.interop.hf_tokenizer import write_hf_tokenizer
 from frugal_lm.interop.hf_weights import write_hf_weights
 from frugal_lm.interop.staging import staged_directory
 from frugal_lm.train.weights import load_weights, weights_file
+
+
+DEFAULT_MAX_NEW_TOKENS = 256
 
 
 @dataclass
@@ -70,7 +73,8 @@ def export_hf(model_dir: Path | str, out: Path | str, use_ema: bool = True) -> E
                           f"model's vocab_size {config.vocab_size}")
     weights = load_weights(model_dir, config, prefer_ema=use_ema)
     generation = {"bos_token_id": tokenizer.special_ids["boq"], "eos_token_id": tokenizer.special_ids["eoa"],
-                  "pad_token_id": tokenizer.special_ids["pad"], "do_sample": False, "max_length": config.max_seq_len}
+                  "pad_token_id": tokenizer.special_ids["pad"], "do_sample": False,
+                  "max_new_tokens": DEFAULT_MAX_NEW_TOKENS}
     provenance = {"frugal_lm_version": __version__, "source": str(source.resolve()),
                   "weights": "ema" if source.name == "ema.safetensors" else "raw"}
     with staged_directory(out) as staging:

@@ -77,7 +77,8 @@ def _check_against(config: ModelConfig, weights: dict[str, torch.Tensor], source
                           f"config.json ({len(unexpected)} unexpected in all)")
     for name, tensor in expected.items():
         if tuple(weights[name].shape) != tuple(tensor.shape):
-            raise FrugalError(f"{source}: {hf_name(name)} gives {name} the shape {tuple(weights[name].shape)}, "
+            fused = "" if hf_name(name).endswith(name) else f" (its {name.rpartition('.layers.')[2]} part)"
+            raise FrugalError(f"{source}: {hf_name(name)}{fused} has shape {tuple(weights[name].shape)}, "
                               f"config.json implies {tuple(tensor.shape)}")
 
 
