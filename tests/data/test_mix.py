@@ -112,3 +112,32 @@ def test_tokens_are_the_sources_concatenated(tokenized):
     reference = tokenized / "reference.npy"
     np.save(reference, expected)  # what the mix wrote before it streamed: np.save of everything at once
     assert (tokenized / "m" / "tokens.npy").read_bytes() == reference.read_bytes()
+
+
+def test_truncate_and_drop_row_by_row(tokenized, tmp_path):
+    """Every row checked by hand: truncate keeps the instruction and cuts the response to
+    fill the context exactly; drop removes the row; rows whose instruction alone fills the
+    context are dropped either way."""
+    context = 16
+    rules = tmp_path / "mix.yaml"
+    rules.write_text("- prefix: train\n  long_context: truncate\n- prefix: heldout\n  long_context: drop\n")
+    result = mix(tokenized / "tokenized", tokenized / "m", rules, epochs=1, context=context, seed=0)
+    expected, counts = [], {}
+    for folder in sorted((tokenized / "tokenized").glob("*-*")):
+        name = json.loads((folder / "meta.json").read_text())["source"].rsplit("/", 1)[1]
+        index = {f: np.load(folder / f"{f}.npy") for f in ("inst_start", "inst_len", "resp_start", "resp_len")}
+        truncated = dropped = 0
+        for inst_start, inst_len, resp_start, resp_len in zip(*index.values()):
+            if inst_len + resp_len - 1 <= context:
+                expected.append((int(inst_len), int(resp_len)))
+            elif name == "train.jsonl" and inst_len < context:
+                truncated += 1
+                expected.append((int(inst_len), context + 1 - int(inst_len)))
+            else:
+                dropped += 1
+        counts[name] = (truncated, dropped)
+    by_name = {s.name: (s.truncated, s.dropped_long) for s in result.sources}
+    assert by_name == counts and counts["train.jsonl"][0] > 0 and counts["heldout.jsonl"][1] > 0
+    got = sorted(zip(np.load(tokenized / "m" / "epoch_0" / "inst_len.npy").tolist(),
+                     np.load(tokenized / "m" / "epoch_0" / "resp_len.npy").tolist()))
+    assert got == sorted(expected)

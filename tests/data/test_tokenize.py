@@ -1,14 +1,20 @@
 import json
 import os
+import threading
 
 import numpy as np
 import pytest
 
+from frugal_lm.cli import main
+from frugal_lm.data import tokenize
+from frugal_lm.data.mix import mix
 from frugal_lm.data.records import Record
 from frugal_lm.data.synth import write_synthetic
 from frugal_lm.data.tokenize import output_dir_for, smallest_token_dtype, tokenize_sources
-from frugal_lm.data.tokenizer import load_tokenizer, train_tokenizer
+from frugal_lm.data.tokenizer import TextTokenizer, load_tokenizer, train_tokenizer
 from frugal_lm.errors import FrugalError
+
+INDEX = ("inst_start", "inst_len", "resp_start", "resp_len")
 
 
 @pytest.fixture
@@ -74,3 +80,148 @@ def test_dtype_selection():
     assert smallest_token_dtype(65536) == np.uint16
     assert smallest_token_dtype(65537) == np.uint32
     assert smallest_token_dtype(151808) == np.uint32
+
+
+def read_source(folder):
+    tokens = np.load(folder / "tokens.npy", allow_pickle=False)
+    index = {f: np.load(folder / f"{f}.npy", allow_pickle=False) for f in INDEX}
+    return tokens, [(tokens[s:s + n].tolist(), tokens[t:t + m].tolist())
+                    for s, n, t, m in zip(*(index[f] for f in INDEX))]
+
+
+def test_every_row_matches_encode_records_across_batches_and_duplicates(setup, monkeypatch):
+    """Small batches, so rows, duplicates and condition tags straddle batch boundaries."""
+    tmp_path, _ = setup
+    monkeypatch.setattr(tokenize, "BATCH_ROWS", 7)
+    rows = [{"instruction": f"what is {i % 30} + {i % 2}?", "response": str(i % 30 + i % 2),
+             "condition": ["direct", "cot,noisy", "synth"][i % 3]} for i in range(100)]
+    source = tmp_path / "rows.jsonl"
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    result, = tokenize_sources(tmp_path / "tok", tmp_path / "out", [source])
+    first_seen, keys = [], set()
+    for row in rows:  # brute force: keep the first occurrence of each (instruction, response)
+        if (row["instruction"], row["response"]) not in keys:
+            keys.add((row["instruction"], row["response"]))
+            first_seen.append(Record(row["instruction"], row["response"],
+                                     tuple(t.strip() for t in row["condition"].split(","))))
+    expected = load_tokenizer(tmp_path / "tok").encode_records(first_seen)
+    tokens, pairs = read_source(result.output)
+    assert pairs == expected and len(tokens) == sum(len(a) + len(b) for a, b in expected)
+    assert (result.rows, result.duplicates) == (len(first_seen), 100 - len(first_seen)) and result.duplicates > 0
+
+
+# One row of each bad kind, at line 3 (line 2 is blank: line numbers count every line).
+BAD_ROWS = [
+    (b"{broken", "not valid JSON (Expecting property name enclosed in double quotes at column 2)"),
+    (b'{"instruction": "\xff", "response": "a"}', "not valid UTF-8 (byte 18)"),
+    (b"[1, 2]", "expected an object with instruction and response, got list"),
+    (b'{"instruction": "q"}', "missing field 'response'"),
+    (b'{"instruction": "  ", "response": "a"}', "field 'instruction' is empty"),
+    (b'{"instruction": "q", "response": 2}', "field 'response' must be a string, got int"),
+    (b'{"instruction": "q", "response": "a", "condition": "direct,chatty"}',
+     "unknown condition tag 'chatty'; known: direct, cot, noisy, synth"),
+    (b'{"instruction": "q", "response": "a", "condition": 3}',
+     "field 'condition' must be a string of comma-separated tags, got int"),
+    (b'{"instruction": "' + b"x" * 1_000_001 + b'", "response": "a"}',
+     "field 'instruction' has 1,000,001 characters, over the cap of 1,000,000"),
+]
+
+
+@pytest.mark.parametrize("line, reason", BAD_ROWS, ids=[r.split(" (")[0][:30] for _, r in BAD_ROWS])
+def test_each_bad_row_kind_through_validate_fail_and_skip(setup, capsys, line, reason):
+    tmp_path, _ = setup
+    source = tmp_path / "data.jsonl"
+    good = json.dumps({"instruction": "What is 1 + 1?", "response": "2"}).encode()
+    source.write_bytes(good + b"\n\n" + line + b"\n" + good.replace(b"1 + 1", b"2 + 2") + b"\n")
+    out = tmp_path / "out"
+    assert main(["data", "validate", str(source)]) == 1
+    assert capsys.readouterr().out.splitlines() == [f"{source}:3: {reason}"]
+
+    arguments = ["data", "tokenize", "--tokenizer", str(tmp_path / "tok"), "--out", str(out), str(source)]
+    assert main(arguments) == 1  # --on-error fail is the default
+    assert f"{source}:3: {reason}" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["tokenizer"]  # no source output, no scratch left behind
+
+    assert main([*arguments, "--on-error", "skip"]) == 0
+    folder = output_dir_for(out, source)
+    quarantined = [json.loads(row) for row in (folder / "rejected.jsonl").read_text().splitlines()]
+    assert [(q["where"], q["reason"]) for q in quarantined] == [(f"{source}:3", reason)]
+    meta = json.loads((folder / "meta.json").read_text())
+    assert (meta["rows"], meta["rejected"], meta["duplicates"]) == (2, 1, 0)
+    assert "2 rows" in capsys.readouterr().out and len(read_source(folder)[1]) == 2
+
+
+def test_a_new_tokenizer_retokenizes_every_source(setup):
+    tmp_path, paths = setup
+    tokenize_sources(tmp_path / "tok", tmp_path / "out", [paths["train"]])
+    texts = (t for row in map(json.loads, paths["train"].read_text().splitlines())
+             for t in (row["instruction"], row["response"]))
+    train_tokenizer(texts, vocab_size=300).save(tmp_path / "tok")
+    result, = tokenize_sources(tmp_path / "tok", tmp_path / "out", [paths["train"]])
+    assert not result.skipped_unchanged
+    assert json.loads((result.output / "meta.json").read_text())["vocab_size"] == 300
+
+
+def big_vocab_tokenizer(directory):
+    """A byte-level BPE with 70,000 tokens whose special tokens sit above 65,535, built from
+    a vocabulary rather than trained (training one that large takes minutes)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    from frugal_lm.data.tokenizer import DEFAULT_CONDITION_TOKENS, DEFAULT_SPECIAL_TOKENS
+
+    vocab = {byte: index for index, byte in enumerate(pre_tokenizers.ByteLevel.alphabet())}
+    vocab.update({f"<filler_{i}>": len(vocab) + i for i in range(65_536 - len(vocab))})
+    specials = [*DEFAULT_SPECIAL_TOKENS.values(), *DEFAULT_CONDITION_TOKENS.values()]
+    vocab.update({f"<filler_high_{i}>": 65_536 + i for i in range(70_000 - 65_536 - len(specials))})
+    vocab.update({token: len(vocab) + i for i, token in enumerate(specials)})
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tokenizer.add_special_tokens(specials)
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    roles = {role: tokenizer.token_to_id(t) for role, t in DEFAULT_SPECIAL_TOKENS.items()}
+    conditions = {tag: tokenizer.token_to_id(t) for tag, t in DEFAULT_CONDITION_TOKENS.items()}
+    TextTokenizer(tokenizer, roles, conditions).save(directory)
+    return roles
+
+
+def test_ids_above_65535_get_uint32_end_to_end(tmp_path):
+    roles = big_vocab_tokenizer(tmp_path / "tok")
+    assert min(roles.values()) > 65_535
+    source = tmp_path / "rows.jsonl"
+    source.write_text(json.dumps({"instruction": "abc", "response": "d"}) + "\n")
+    result, = tokenize_sources(tmp_path / "tok", tmp_path / "out", [source])
+    tokens, pairs = read_source(result.output)
+    assert tokens.dtype == np.uint32 and {roles["boq"], roles["eoq"], roles["eoa"]} <= set(tokens.tolist())
+    assert pairs == load_tokenizer(tmp_path / "tok").encode_records([Record("abc", "d", ("direct",))])
+    mix(tmp_path / "out", tmp_path / "mix")
+    mixed = np.load(tmp_path / "mix" / "tokens.npy")
+    assert mixed.dtype == np.uint32 and np.array_equal(mixed, tokens)
+    assert json.loads((tmp_path / "mix" / "metadata.json").read_text())["vocab_size"] == 70_144  # 274 * 256
+
+
+def test_background_reader_stops_when_the_consumer_does():
+    closed = threading.Event()
+
+    def endless():
+        try:
+            number = 0
+            while True:
+                number += 1
+                yield number
+        finally:
+            closed.set()
+
+    reader = tokenize._Background(endless(), depth=2)
+    with pytest.raises(KeyError):
+        with reader as items:
+            assert [next(items) for _ in range(5)] == [1, 2, 3, 4, 5]
+            raise KeyError("the consumer failed")
+    assert closed.is_set() and not reader.thread.is_alive()
+
+    def failing():
+        yield 1
+        raise FrugalError("row 2 is bad")
+
+    with pytest.raises(FrugalError, match="row 2 is bad"):
+        with tokenize._Background(failing()) as items:
+            list(items)

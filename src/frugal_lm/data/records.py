@@ -20,6 +20,13 @@ KNOWN_CONDITIONS = ("direct", "cot", "noisy", "synth")
 DEFAULT_MAX_CHARS = 1_000_000
 
 
+class BadRowError(FrugalError):
+    """A bad row stopped the work (`--on-error fail`): exit code 1, as `frugal data
+    validate` uses for bad rows, so scripts tell bad data (1) from bad usage (2)."""
+
+    exit_code = 1
+
+
 @dataclass(frozen=True)
 class Record:
     instruction: str

@@ -43,7 +43,7 @@ from tqdm import tqdm
 
 from frugal_lm.data.arrays import raw_to_npy
 from frugal_lm.data.dedup import DuplicateFilter, row_key
-from frugal_lm.data.records import Record, read_rows
+from frugal_lm.data.records import BadRowError, Record, read_rows
 from frugal_lm.data.tokenizer import TextTokenizer, load_tokenizer
 from frugal_lm.errors import FrugalError
 
@@ -161,7 +161,7 @@ def _unique_batches(source: Path, on_error: str, rejects: IO[str], counts: _Read
         record = result.record
         if record is None:
             if on_error == "fail":
-                raise FrugalError(f"{result.where}: {result.reason} (use --on-error skip to quarantine bad rows)")
+                raise BadRowError(f"{result.where}: {result.reason} (use --on-error skip to quarantine bad rows)")
             counts.rejected += 1
             rejects.write(json.dumps({"where": result.where, "reason": result.reason, "row": result.raw},
                                      default=str) + "\n")
