@@ -336,7 +336,8 @@ def _validation_error(error: RequestValidationError) -> ApiError:
     if first["type"] == "missing" and not param:
         return ApiError(400, "the request needs a JSON object body", code="invalid_json")
     if first["type"] == "model_attributes_type" and not param:
-        return ApiError(400, "the request body must be a JSON object", code="invalid_json")
+        return ApiError(400, "the request body must be a JSON object (Content-Type: application/json)",
+                        code="invalid_json")
     message = first["msg"].removeprefix("Value error, ")
     return ApiError(400, f"{param or 'body'}: {message}", param or None, "invalid_value")
 
