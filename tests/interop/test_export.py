@@ -146,3 +146,24 @@ def test_refuses_to_overwrite_and_to_export_an_export(tiny_run, exported, tmp_pa
         export_hf(tiny_run, exported)
     with pytest.raises(FrugalError, match="already a transformers model directory"):
         export_hf(exported, tmp_path / "again")
+
+
+def test_our_engine_serving_the_export_stops_where_transformers_stops(exported, hf_model, ref):
+    """--model EXPORTED_DIR serves like a run: the engine's greedy answers equal transformers'
+    generate, which stops at EOA (generation_config's EOS) the same way."""
+    from frugal_lm.infer.engine import Engine, GenerationRequest, SamplingParams
+
+    loaded = load_model(exported)
+    engine = Engine(loaded, max_batch_size=3)
+    requests = [GenerationRequest(record.instruction, record.conditions, SamplingParams(max_new_tokens=32))
+                for record in ref.records]
+    results = engine.generate(requests)
+    eoa = loaded.tokenizer.special_ids["eoa"]
+    for request, result in zip(requests, results):
+        prompt = engine.encode_prompt(request.prompt, request.conditions)
+        with torch.no_grad():
+            generated = hf_model.generate(torch.tensor([prompt]), token_type_ids=torch.ones(1, len(prompt), dtype=torch.long),
+                                          max_new_tokens=32, do_sample=False)[0, len(prompt):].tolist()
+        stopped = eoa in generated
+        assert result.token_ids == (generated[:generated.index(eoa)] if stopped else generated)
+        assert result.finish_reason == ("stop" if stopped else "length")

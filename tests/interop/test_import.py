@@ -119,3 +119,19 @@ def test_special_token_mapping_file_for_other_strings(hf_random, tmp_path):
     mapping.write_text("special_tokens: {bos: '<|im_start|>'}\n")
     with pytest.raises(FrugalError, match="unknown role 'bos'"):
         import_hf(single, tmp_path / "bad", mapping)
+
+
+def test_model_keys_given_with_init_from_still_win(hf_random, tiny_run, tmp_path):
+    """init_from takes the imported architecture, except model.* keys the user set (here one more L cycle,
+    which fits the same weights)."""
+    from frugal_lm.config import resolve_run_config
+    from frugal_lm.infer.loading import read_model_config
+    from frugal_lm.train.trainer import train
+
+    _, single, _ = hf_random
+    import_hf(single, tmp_path / "imported")
+    result = train(resolve_run_config(None, [f"data={tiny_run.parent / 'mix'}", f"out={tmp_path / 'run'}",
+                                             f"init_from={tmp_path / 'imported'}", "steps=1", "batch_tokens=256",
+                                             "model.l_cycles=4", "precision=fp32"]))
+    config = read_model_config(result.checkpoint)
+    assert (config.l_cycles, config.h_cycles, config.rope_theta, config.hidden_size) == (4, 2, 5e4, 32)
