@@ -162,8 +162,10 @@ def test_our_engine_serving_the_export_stops_where_transformers_stops(exported, 
     for request, result in zip(requests, results):
         prompt = engine.encode_prompt(request.prompt, request.conditions)
         with torch.no_grad():
-            generated = hf_model.generate(torch.tensor([prompt]), token_type_ids=torch.ones(1, len(prompt), dtype=torch.long),
-                                          max_new_tokens=32, do_sample=False)[0, len(prompt):].tolist()
+            instruction = torch.ones(1, len(prompt), dtype=torch.long)
+            output = hf_model.generate(torch.tensor([prompt]), token_type_ids=instruction, max_new_tokens=32,
+                                       do_sample=False)
+        generated = output[0, len(prompt):].tolist()
         stopped = eoa in generated
         assert result.token_ids == (generated[:generated.index(eoa)] if stopped else generated)
         assert result.finish_reason == ("stop" if stopped else "length")

@@ -28,7 +28,8 @@ def test_imported_random_model_gives_transformers_logits(hf_random, tmp_path, re
     model, single, _ = hf_random
     assert main(["import", "hf", "--hf-dir", str(single), "--out", str(tmp_path / "ours")]) == 0
     ours = load_model(tmp_path / "ours")
-    assert (ours.config.h_cycles, ours.config.l_cycles, ours.config.rope_theta, ours.config.norm_eps) == (2, 2, 5e4, 1e-5)
+    config = ours.config
+    assert (config.h_cycles, config.l_cycles, config.rope_theta, config.norm_eps) == (2, 2, 5e4, 1e-5)
     assert ours.model.embedding_scale == model.config.embedding_scale == 20.0
     examples = ref.encoded_examples(ours.tokenizer)
     with torch.no_grad():
@@ -70,7 +71,8 @@ def test_fine_tuning_an_imported_model_lowers_the_loss_and_re_exports(hf_random,
     _, single, _ = hf_random
     import_hf(single, tmp_path / "imported")
     # A small SFT set, tokenized with the imported model's own tokenizer (as a user would).
-    tokenize_sources(tmp_path / "imported" / "tokenizer", tmp_path / "tokenized", [tiny_run.parent / "synth" / "train.jsonl"])
+    tokenize_sources(tmp_path / "imported" / "tokenizer", tmp_path / "tokenized",
+                     [tiny_run.parent / "synth" / "train.jsonl"])
     mix(tmp_path / "tokenized", tmp_path / "mix", None, 1, 64, 0)
     # No model.* keys: the architecture (cycles, theta, eps, vocab) comes from the imported config.yaml.
     result = train(resolve_run_config(None, [f"data={tmp_path / 'mix'}", f"out={tmp_path / 'run'}",

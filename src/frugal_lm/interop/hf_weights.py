@@ -43,23 +43,31 @@ FUSED = {"attn.gqkv_proj.weight": ("self_attn.gate_proj.weight", "self_attn.q_pr
 RENAMED = {"attn.o_proj.weight": "self_attn.o_proj.weight"}
 
 
+def hf_name(name: str) -> str:
+    """The on-disk name that holds our tensor `name` (for error messages)."""
+    if name == HEAD:
+        return HEAD
+    for fused, parts in FUSED.items():
+        for part in parts:
+            if name.endswith("." + part):
+                return HF_PREFIX + name.removesuffix(part) + fused
+    for disk, ours in RENAMED.items():
+        if name.endswith("." + ours):
+            return HF_PREFIX + name.removesuffix(ours) + disk
+    return HF_PREFIX + name
+
+
 def to_hf_tensors(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Our state dict -> hrm_text's on-disk names and fused projections."""
     hf: dict[str, torch.Tensor] = {}
-    fused_parts = {part for parts in FUSED.values() for part in parts}
     for name, tensor in weights.items():
-        if name == HEAD:
-            hf[HEAD] = tensor
-            continue
-        for fused, parts in FUSED.items():
-            if name.endswith("." + parts[0]):
-                prefix = name.removesuffix(parts[0])
-                hf[HF_PREFIX + prefix + fused] = torch.cat([weights[prefix + part] for part in parts], dim=0)
-        renamed = next((disk for disk, ours in RENAMED.items() if name.endswith("." + ours)), None)
-        if renamed is not None:
-            hf[HF_PREFIX + name.removesuffix(RENAMED[renamed]) + renamed] = tensor
-        elif not any(name.endswith("." + part) for part in fused_parts):
-            hf[HF_PREFIX + name] = tensor
+        disk = hf_name(name)
+        fused = next((key for key in FUSED if disk.endswith("." + key)), None)
+        if fused is None:
+            hf[disk] = tensor
+        elif name.endswith("." + FUSED[fused][0]):   # the first part assembles the whole fused tensor
+            prefix = name.removesuffix(FUSED[fused][0])
+            hf[disk] = torch.cat([weights[prefix + part] for part in FUSED[fused]], dim=0)
     return hf
 
 
@@ -93,20 +101,6 @@ def from_hf_tensors(weights: dict[str, torch.Tensor], tied: bool, source: str) -
     if HEAD not in ours and tied and EMBEDDING in ours:
         ours[HEAD] = ours[EMBEDDING].clone()
     return ours
-
-
-def hf_name(name: str) -> str:
-    """The on-disk name that holds our tensor `name` (for error messages)."""
-    if name == HEAD:
-        return HEAD
-    for fused, parts in FUSED.items():
-        for part in parts:
-            if name.endswith("." + part):
-                return HF_PREFIX + name.removesuffix(part) + fused
-    for disk, ours in RENAMED.items():
-        if name.endswith("." + ours):
-            return HF_PREFIX + name.removesuffix(ours) + disk
-    return HF_PREFIX + name
 
 
 def _read_file(path: Path, names: list[str] | None = None) -> dict[str, torch.Tensor]:
@@ -166,5 +160,6 @@ def read_hf_weights(directory: Path) -> dict[str, torch.Tensor]:
 
 def write_hf_weights(path: Path, weights: dict[str, torch.Tensor]) -> None:
     """Our weights under transformers' names, contiguous fp32, as one safetensors file."""
-    tensors = {name: tensor.detach().to("cpu", torch.float32).contiguous() for name, tensor in to_hf_tensors(weights).items()}
+    tensors = {name: tensor.detach().to("cpu", torch.float32).contiguous()
+               for name, tensor in to_hf_tensors(weights).items()}
     save_file(tensors, str(path), metadata={"format": "pt"})

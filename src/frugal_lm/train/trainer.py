@@ -122,7 +122,7 @@ def _model_config_for(config: RunConfig, dataset: MixedDataset) -> ModelConfig:
     inherited = {key: getattr(saved, key) for key in ARCHITECTURE_KEYS
                  if getattr(config.model, key) == getattr(preset, key)}
     model_config = validate(ModelConfig, {**config.model.model_dump(), **inherited, "vocab_size": saved.vocab_size},
-                            f"model.* keys with init_from={config.init_from}")
+                            f"model.* keys with init_from={init_from}")
     saved_tokenizer = source / "tokenizer" / "tokenizer.json"
     data_tokenizer = dataset.directory / "tokenizer" / "tokenizer.json"
     if saved_tokenizer.is_file() and data_tokenizer.is_file():
