@@ -193,10 +193,10 @@ def run_demo(options: DemoOptions) -> DemoSummary:
     run_dirs = {net: out / ("run" if len(nets) == 1 else f"run_{net}") for net in nets}
     steps, measured = options.steps, None
     if steps is None:
-        reserve = max(MIN_RESERVE_SECONDS, RESERVE_FRACTION * options.minutes * 60) * len(nets)
-        train_seconds = options.minutes * 60 - (time.perf_counter() - started) - reserve
         probe_config = _run_config(options, nets[0], paths.mix, run_dirs[nets[0]], 1)
         measured = measure_seconds_per_step(probe_config, out / "step_time_probe")
+        reserve = max(MIN_RESERVE_SECONDS, RESERVE_FRACTION * options.minutes * 60) * len(nets)
+        train_seconds = options.minutes * 60 - (time.perf_counter() - started) - reserve
         budget = steps_for_budget(measured, train_seconds)
         steps = budget.steps
         print(f"      budget: {train_seconds:.0f} s of training at {measured:.2f} s/step (measured) "
@@ -222,7 +222,8 @@ def run_demo(options: DemoOptions) -> DemoSummary:
     model_dir = run_dirs[nets[0]]
     next_steps = [f"frugal generate --model {model_dir} --prompt 'What is 12 + 30?'",
                   f"frugal chat --model {model_dir}",
-                  f"frugal eval --model {model_dir} --tasks synthetic --data-dir {paths.heldout_jsonl.parent}",
+                  f"frugal eval --model {model_dir} --tasks synthetic --data-dir {paths.heldout_jsonl.parent} "
+                  f"--out {out / 'eval-again'}   (reproduces the score above)",
                   f"frugal report {model_dir}",
                   f"frugal demo --minutes {options.minutes * 3:g} --out {out}-long   (more steps, higher scores)",
                   "your own data: the README's \"Your own data\" section runs these stages by hand"]
