@@ -9,6 +9,7 @@ import yaml
 from safetensors.torch import load_file
 
 from frugal_lm.cli import main
+from frugal_lm.data.records import Record
 from frugal_lm.errors import FrugalError
 from frugal_lm.infer.loading import load_model
 from frugal_lm.interop import export_hf
@@ -121,6 +122,12 @@ def test_autotokenizer_encodes_our_ids_and_renders_our_prompt(tiny_run, exported
                                                 condition=record.conditions[0], tokenize=True)
         assert list(full["input_ids"]) == instruction + response
     assert hf_tokenizer.decode(ours.tokenizer.encode("12+34=46").ids) == "12+34=46"
+    several = Record("2+2=", "4", ("cot", "noisy"))
+    prompt = hf_tokenizer.apply_chat_template([{"role": "user", "content": several.instruction}],
+                                              condition="cot,noisy", tokenize=True)
+    assert list(prompt["input_ids"]) == ours.encode_records([several])[0][0]
+    with pytest.raises(Exception, match="unknown condition chatty; known: direct, cot, noisy, synth"):
+        hf_tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], condition="chatty", tokenize=True)
 
 
 def _fake_run_with(tiny_run, tmp_path, **model_updates):

@@ -32,13 +32,18 @@ ROLES = tuple(DEFAULT_SPECIAL_TOKENS)
 
 
 def chat_template(tokens: dict[str, str], conditions: dict[str, str]) -> str:
-    """Jinja: each user turn -> BOQ + condition token + text + EOQ, each assistant turn -> text + EOA."""
+    """Jinja: each user turn -> BOQ + condition tokens + text + EOQ, each assistant turn -> text + EOA.
+    `condition` is a tag or comma-separated tags as in our records ("cot,noisy"); default direct."""
     table = json.dumps(conditions)
     return ("{%- set conditions = " + table + " -%}"
-            "{%- set tag = condition if condition is defined else 'direct' -%}"
+            "{%- set tags = (condition if condition is defined else 'direct').split(',') -%}"
+            "{%- for tag in tags -%}{%- if tag not in conditions -%}"
+            "{{ raise_exception('unknown condition ' ~ tag ~ '; known: ' ~ (conditions | list | join(', '))) }}"
+            "{%- endif -%}{%- endfor -%}"
             "{%- for message in messages -%}"
             "{%- if message['role'] == 'user' -%}"
-            + tokens["boq"] + "{{ conditions[tag] }}{{ message['content'] }}" + tokens["eoq"] +
+            + tokens["boq"] + "{%- for tag in tags -%}{{ conditions[tag] }}{%- endfor -%}{{ message['content'] }}"
+            + tokens["eoq"] +
             "{%- elif message['role'] == 'assistant' -%}"
             "{{ message['content'] }}" + tokens["eoa"] +
             "{%- endif -%}{%- endfor -%}")
