@@ -221,8 +221,10 @@ BAD_REQUESTS = [
     ("/v1/completions", {"model": "tiny", "prompt": "a", "condition": "chatty"}, 400, "condition"),
     ("/v1/completions", {"model": "tiny", "prompt": "a", "frobnicate": 1}, 400, "frobnicate"),
     ("/v1/completions", {"model": "gpt-4", "prompt": "a"}, 404, "model"),
-    ("/v1/completions", {"model": "tiny", "prompt": "word " * 200}, 400, "messages_or_prompt"),
-    ("/v1/completions", {"model": "tiny", "prompt": "x" * 2_000_000}, 400, "messages_or_prompt"),
+    ("/v1/completions", {"model": "tiny", "prompt": "word " * 200}, 400, "prompt"),          # > context
+    ("/v1/completions", {"model": "tiny", "prompt": "x" * 2_000_000}, 400, "prompt"),        # rejected untokenized
+    ("/v1/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": "word " * 200}]}, 400,
+     "messages"),
     ("/v1/chat/completions", {"model": "tiny", "messages": []}, 400, "messages"),
     ("/v1/chat/completions", {"model": "tiny", "messages": [{"role": "robot", "content": "a"}]}, 400,
      "messages[0].role"),

@@ -83,10 +83,11 @@ class ServerState:
         self.context = engine.max_seq_len
         self.scheduler = Scheduler(engine, engine.tokenizer.decode, max_queue)
         # A prompt of more characters than this cannot fit the context, whatever its tokens:
-        # rejecting it before tokenizing keeps a huge body from stalling the server.
+        # rejecting it before tokenizing keeps a huge body from stalling the server. The factor 4
+        # leaves room for normalizers that merge characters (NFC) in imported tokenizers.
         tokenizer = engine.tokenizer
         longest_token = max(len(tokenizer.decode([i])) for i in range(tokenizer.vocab_size))
-        self.max_prompt_chars = max(longest_token, 1) * self.context
+        self.max_prompt_chars = 4 * max(longest_token, 1) * self.context
         self.watchers: set[asyncio.Task] = set()
 
     def check_model(self, model: str) -> None:
@@ -94,8 +95,10 @@ class ServerState:
             raise ApiError(404, f"model {model!r} does not exist; this server serves {self.model_name!r}",
                            "model", "model_not_found")
 
-    def prepare(self, body: SamplingFields, instructions: list[str], max_tokens: int | None) -> list[PromptJob]:
-        """Validated, tokenized jobs (runs in the threadpool)."""
+    def prepare(self, body: SamplingFields, instructions: list[str], max_tokens: int | None,
+                prompt_field: str) -> list[PromptJob]:
+        """Validated, tokenized jobs (runs in the threadpool); `prompt_field` names the
+        instructions' source in errors ("prompt" or "messages")."""
         self.check_model(body.model)
         unsupported = body.unsupported_field()
         if unsupported is not None:
@@ -103,14 +106,14 @@ class ServerState:
         jobs = []
         for instruction in instructions:
             if len(instruction) > self.max_prompt_chars:
-                raise self._too_long(f"more than {self.max_prompt_chars:,} characters")
+                raise self._too_long(f"more than {self.max_prompt_chars:,} characters", prompt_field)
             try:
                 prompt_ids = self.engine.encode_prompt(instruction, body.conditions)
             except FrugalError as error:
                 raise ApiError(400, str(error), "condition", "invalid_condition") from None
             room = self.context - len(prompt_ids)
             if room < 1:
-                raise self._too_long(f"{len(prompt_ids)} tokens")
+                raise self._too_long(f"{len(prompt_ids)} tokens", prompt_field)
             if max_tokens is not None and max_tokens > room:
                 raise ApiError(400, f"max_tokens={max_tokens} is more than the context allows: the model's "
                                     f"context is {self.context} tokens and the prompt takes {len(prompt_ids)}, "
@@ -120,9 +123,9 @@ class ServerState:
             jobs.append(PromptJob(prompt_ids, sampling, body.stop_strings))
         return jobs
 
-    def _too_long(self, size: str) -> ApiError:
+    def _too_long(self, size: str, prompt_field: str) -> ApiError:
         return ApiError(400, f"the prompt ({size}) does not fit the model's context of {self.context} tokens "
-                             f"with room for an answer", "messages_or_prompt", "context_length_exceeded")
+                             f"with room for an answer", prompt_field, "context_length_exceeded")
 
     def submit(self, jobs: list[PromptJob], request: Request) -> RequestGroup:
         try:
@@ -242,7 +245,7 @@ def create_app(engine: Engine, model_name: str, max_queue: int = 64) -> FastAPI:
 
     @app.post("/v1/completions", response_model=None)
     async def completions(body: CompletionRequest, request: Request) -> Response:
-        jobs = await run_in_threadpool(state.prepare, body, body.prompts, body.max_tokens)
+        jobs = await run_in_threadpool(state.prepare, body, body.prompts, body.max_tokens, "prompt")
         group = state.submit(jobs, request)
         request_id, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
 
@@ -275,7 +278,8 @@ def create_app(engine: Engine, model_name: str, max_queue: int = 64) -> FastAPI:
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
-        jobs = await run_in_threadpool(state.prepare, body, [body.instruction], body.requested_max_tokens)
+        jobs = await run_in_threadpool(state.prepare, body, [body.instruction], body.requested_max_tokens,
+                                       "messages")
         group = state.submit(jobs, request)
         request_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 
