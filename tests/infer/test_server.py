@@ -344,3 +344,22 @@ def test_shutdown_lets_running_requests_finish(gated):
     post.join(30)
     assert post.result.status_code == 200
     wait_for(lambda: not state.scheduler._thread.is_alive())
+
+
+def test_a_failing_decode_step_fails_its_request_not_the_server(gated):
+    http, state, gate, _ = gated
+    real_step, failures = gate.real_step, []
+
+    def fails_once():
+        if not failures:
+            failures.append(1)
+            raise RuntimeError("simulated device error")
+        return real_step()
+
+    gate.real_step = fails_once
+    gate.open.set()
+    request = {"model": MODEL, "prompt": "1+1=", "max_tokens": 3, "temperature": 0}
+    failed = http.post("/v1/completions", json=request)
+    assert failed.status_code == 500 and "simulated device error" in failed.json()["error"]["message"]
+    assert http.get("/health").json()["status"] == "ok" and state.engine.free_slots() == 1
+    assert http.post("/v1/completions", json=request).status_code == 200
