@@ -22,7 +22,7 @@ def staged_directory(out: Path) -> Iterator[Path]:
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FrugalError(f"{out} already exists and is not empty; choose another --out or remove it")
-    staging = out.with_name(out.name + ".partial")
+    staging = out.resolve().with_name(out.resolve().name + ".partial")   # also for `--out .`-like paths
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
