@@ -2,7 +2,6 @@
 schedule on time when the step count comes from the clock."""
 
 import json
-from collections import Counter
 
 import pytest
 
@@ -11,7 +10,6 @@ from frugal_lm.demo import DataSettings, DemoOptions, run_demo
 from frugal_lm.demo.budget import MIN_STEPS, steps_for_budget
 from frugal_lm.demo.run import RECIPE
 
-SMALL_MODEL = ("model.hidden_size=64", "model.n_heads=2", "model.n_layers=2")
 TINY_MODEL = ("model.hidden_size=32", "model.n_heads=2", "model.n_layers=2")
 
 
@@ -19,36 +17,39 @@ def read_jsonl(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def majority_baseline(train_rows, heldout_rows):
-    """Exact match of always answering the most common training answer: the best a model that
-    ignores the question can do, so the honest chance level for counting (answers 0..12)."""
-    most_common, _ = Counter(row["response"] for row in train_rows).most_common(1)[0]
-    return sum(row["response"] == most_common for row in heldout_rows) / len(heldout_rows)
+def test_short_demo_learns_reversal_far_above_chance(tmp_path, capsys):
+    """The real pipeline, shortened to ~1 CPU-minute: reversal only, a 4-block width-64
+    Transformer (`--net transformer`; at this size and step count it leaves the unigram
+    plateau much sooner than the HRM, see benchmarks/RESULTS.md), 400 steps.
 
-
-def test_short_demo_learns_counting_well_above_chance(tmp_path, capsys):
+    Chance: the answer is the instruction's 4-10 random lowercase letters reversed, so a
+    model that ignores the instruction matches at most one string per length: exact match
+    <= 26**-4 < 1e-5. Measured here: 37% (25% leaves room for run-to-run noise)."""
     out = tmp_path / "demo"
     summary = run_demo(DemoOptions(
-        out=out, steps=150,
-        data=DataSettings(families=("counting",), train_rows=6000, heldout_rows=100),
-        overrides=(*SMALL_MODEL, "batch_tokens=2048", "lr=3e-3")))
+        out=out, steps=400, net="transformer",
+        data=DataSettings(families=("reversal",), train_rows=6000, heldout_rows=100),
+        overrides=("model.hidden_size=64", "model.n_heads=2", "model.n_layers=4", "batch_tokens=2048", "lr=3e-3")))
     shown = capsys.readouterr().out
 
     report = summary.reports[0]
-    chance = majority_baseline(read_jsonl(out / "data" / "train.jsonl"), read_jsonl(out / "data" / "heldout.jsonl"))
-    assert 0.1 < chance < 0.5  # the baseline is a real number, not a degenerate one
-    assert report.exact_match >= chance + 0.25, (report.exact_match, chance)
+    heldout = read_jsonl(out / "data" / "heldout.jsonl")
+    assert all(4 <= len(row["response"]) <= 10 for row in heldout)  # the premise of the chance bound
+    assert report.exact_match >= 0.25, report.exact_match
 
     # Every stage left its output where its own command would, and the numbers agree.
     on_disk = json.loads((out / "summary.json").read_text())
     assert on_disk["reports"][0]["exact_match"] == report.exact_match
     evaluated = json.loads((out / "eval" / "results.json").read_text())["results"]["synthetic"]
     assert evaluated["value"] == report.exact_match and evaluated["n"] == 100
-    assert report.steps == 150 and len(read_jsonl(out / "run" / "metrics.jsonl")) == 150
-    assert report.tokens_seen == read_jsonl(out / "run" / "metrics.jsonl")[-1]["tokens"]
-    assert (out / "hf" / "config.json").is_file() and (out / "hf" / "model.safetensors").is_file()
-    assert [s.family for s in report.samples] == ["counting"]
-    for stage in ("[1/7] synthetic tasks", "[5/7] train hrm", "[6/7] held-out eval hrm", "[7/7] export"):
+    metrics = read_jsonl(out / "run" / "metrics.jsonl")
+    assert report.steps == len(metrics) == 400 and report.tokens_seen == metrics[-1]["tokens"]
+    assert [s.family for s in report.samples] == ["reversal"]
+    assert report.samples[0].gold == heldout[0]["response"]
+    # The transformers hrm_text format holds HRM models only: the export stage says so.
+    assert summary.export_dir is None and "net=transformer" in summary.export_note
+    for stage in ("[1/7] synthetic tasks", "[5/7] train transformer", "[6/7] held-out eval transformer",
+                  "[7/7] export"):
         assert stage in shown
     assert "exact match: MEAN (100 held-out)" in shown and "frugal chat --model" in shown
 
