@@ -15,6 +15,7 @@ def test_first_occurrences_match_a_python_set_over_many_batches():
             seen.add(key)
         assert duplicate_filter.first_seen(keys).tolist() == expected, f"batch {batch_number}"
     assert len(duplicate_filter) == len(seen)
+    assert sum(run.nbytes for run in duplicate_filter.runs) == 16 * len(seen)  # 16 bytes per unique row
     # Sorted runs, each over twice the next: about log2(unique / batch) of them.
     sizes = [len(run) for run in duplicate_filter.runs]
     assert all(a > 2 * b for a, b in zip(sizes, sizes[1:])) and len(sizes) <= 12

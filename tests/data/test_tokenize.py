@@ -10,7 +10,7 @@ from frugal_lm.data import tokenize
 from frugal_lm.data.mix import mix
 from frugal_lm.data.records import Record
 from frugal_lm.data.synth import write_synthetic
-from frugal_lm.data.tokenize import output_dir_for, smallest_token_dtype, tokenize_sources
+from frugal_lm.data.tokenize import encode_layout, output_dir_for, smallest_token_dtype, tokenize_sources
 from frugal_lm.data.tokenizer import TextTokenizer, load_tokenizer, train_tokenizer
 from frugal_lm.errors import FrugalError
 
@@ -89,10 +89,18 @@ def read_source(folder):
                     for s, n, t, m in zip(*(index[f] for f in INDEX))]
 
 
-def test_every_row_matches_encode_records_across_batches_and_duplicates(setup, monkeypatch):
+# Rows here have 16-18 characters, so a 60-character cap closes a batch at its 4th row.
+@pytest.mark.parametrize("batch_rows, batch_chars, largest_batch", [(7, 10**9, 7), (10**9, 60, 4)],
+                         ids=["row-cap", "char-cap"])
+def test_every_row_matches_encode_records_across_batches_and_duplicates(setup, monkeypatch, batch_rows, batch_chars,
+                                                                       largest_batch):
     """Small batches, so rows, duplicates and condition tags straddle batch boundaries."""
     tmp_path, _ = setup
-    monkeypatch.setattr(tokenize, "BATCH_ROWS", 7)
+    monkeypatch.setattr(tokenize, "BATCH_ROWS", batch_rows)
+    monkeypatch.setattr(tokenize, "BATCH_CHARS", batch_chars)
+    batch_sizes = []
+    monkeypatch.setattr(tokenize, "encode_layout",
+                        lambda tok, records: batch_sizes.append(len(records)) or encode_layout(tok, records))
     rows = [{"instruction": f"what is {i % 30} + {i % 2}?", "response": str(i % 30 + i % 2),
              "condition": ["direct", "cot,noisy", "synth"][i % 3]} for i in range(100)]
     source = tmp_path / "rows.jsonl"
@@ -108,6 +116,7 @@ def test_every_row_matches_encode_records_across_batches_and_duplicates(setup, m
     tokens, pairs = read_source(result.output)
     assert pairs == expected and len(tokens) == sum(len(a) + len(b) for a, b in expected)
     assert (result.rows, result.duplicates) == (len(first_seen), 100 - len(first_seen)) and result.duplicates > 0
+    assert len(batch_sizes) > 3 and max(batch_sizes) == largest_batch
 
 
 # One row of each bad kind, at line 3 (line 2 is blank: line numbers count every line).

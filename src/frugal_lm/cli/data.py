@@ -102,7 +102,9 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     tokenize = data.add_parser("tokenize", help="tokenize record files into per-source token arrays",
                                description="Incremental: unchanged sources are skipped, outputs of sources no "
-                                           "longer given are removed. Exact duplicate rows are dropped and counted.")
+                                           "longer given are removed. Exact duplicate rows are dropped and counted. "
+                                           "Streams any input size in bounded memory and encodes on every core. "
+                                           "Exit code 1 when --on-error fail stops at a bad row.")
     tokenize.add_argument("--tokenizer", type=Path, required=True, help="directory with tokenizer.json")
     tokenize.add_argument("--out", type=Path, required=True)
     tokenize.add_argument("--on-error", choices=["fail", "skip"], default="fail",

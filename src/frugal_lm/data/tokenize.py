@@ -5,11 +5,11 @@ Each source file gets its own directory `OUT/<file stem>-<8 hex of its path>/` w
 `resp_start`, `resp_len` (int64) and `meta.json` (source path, size, mtime, tokenizer
 fingerprint, row counts, rejected and duplicate counts).
 
-- Streaming, bounded memory: rows are read and encoded `BATCH_ROWS` at a time; tokens and
-  index entries go to scratch files on disk and become `.npy` files by chunked copies
-  (`frugal_lm.data.arrays`, plain reads and writes rather than memory maps), so
-  memory holds a few batches plus 16 bytes per unique row for deduplication
-  (`frugal_lm.data.dedup`), whatever the input size.
+- Streaming, bounded memory: rows are read and encoded in batches of at most `BATCH_ROWS`
+  rows and `BATCH_CHARS` characters; tokens and index entries go to scratch files on disk
+  and become `.npy` files by chunked copies (`frugal_lm.data.arrays`, plain reads and
+  writes rather than memory maps), so memory holds a few batches plus 16 bytes per unique
+  row for deduplication (`frugal_lm.data.dedup`), whatever the input size.
 - Both cores: a reader thread parses, validates and deduplicates the next batches while the
   main thread encodes the current one with the `tokenizers` batch encoder, which releases
   the GIL and spreads a batch over every core (unless the user set
@@ -48,6 +48,9 @@ from frugal_lm.data.tokenizer import TextTokenizer, load_tokenizer
 from frugal_lm.errors import FrugalError
 
 BATCH_ROWS = 4096
+# Encoded text costs ~110 bytes per token until it is laid out (tokenizers' Encoding
+# objects), so batches are capped by characters too: ~1M tokens, ~110 MB, however long the rows.
+BATCH_CHARS = 4_000_000
 INDEX_FIELDS = ("inst_start", "inst_len", "resp_start", "resp_len")
 
 Item = TypeVar("Item")
@@ -147,8 +150,11 @@ def _unique_batches(source: Path, on_error: str, rejects: IO[str], counts: _Read
     seen = DuplicateFilter()
     batch: list[Record] = []
     keys: list[bytes] = []
+    batch_chars = 0
 
     def unique() -> list[Record]:
+        nonlocal batch_chars
+        batch_chars = 0
         fresh = seen.first_seen(keys)
         counts.duplicates += int(len(fresh) - fresh.sum())
         kept = [record for record, is_fresh in zip(batch, fresh.tolist()) if is_fresh]
@@ -168,7 +174,8 @@ def _unique_batches(source: Path, on_error: str, rejects: IO[str], counts: _Read
             continue
         batch.append(record)
         keys.append(row_key(record.instruction, record.response))
-        if len(batch) >= BATCH_ROWS:
+        batch_chars += len(record.instruction) + len(record.response)
+        if len(batch) >= BATCH_ROWS or batch_chars >= BATCH_CHARS:
             yield unique()
     if batch:
         yield unique()
