@@ -121,7 +121,7 @@ def _run_config(options: DemoOptions, net: str, data: Path, run_dir: Path, steps
     return config
 
 
-def _train_and_score(options: DemoOptions, config: RunConfig, heldout: Path, eval_dir: Path,
+def _train_and_score(config: RunConfig, heldout: Path, eval_dir: Path,
                      display: StageDisplay, measured: float | None) -> NetReport:
     net = config.model.net
     outcome = {}
@@ -206,7 +206,7 @@ def run_demo(options: DemoOptions) -> DemoSummary:
     for net in nets:
         config = _run_config(options, net, paths.mix, run_dirs[net], steps)
         eval_dir = out / ("eval" if len(nets) == 1 else f"eval_{net}")
-        reports.append(_train_and_score(options, config, paths.heldout_jsonl, eval_dir, display, measured))
+        reports.append(_train_and_score(config, paths.heldout_jsonl, eval_dir, display, measured))
 
     export_dir, export_note = None, "not run with --compare"
     if not options.compare:
