@@ -73,3 +73,32 @@ def test_forward_without_cache_is_unchanged_by_the_cache_argument():
     layout = AttentionLayout.from_lengths([[(2, 2)]], 4)
     positions = torch.arange(4)[None]
     assert torch.equal(model(tokens, positions, layout), model(tokens, positions, layout, kv_cache=None))
+
+
+@torch.inference_mode()
+def test_static_decode_view_with_padding_rows_matches_full_recompute():
+    """The compiled engine's view, run eagerly: fixed context length, masks, a padding row
+    writing the scratch slot; the real rows must not notice any of it."""
+    model, config = tiny_model("hrm")
+    generator = torch.Generator().manual_seed(2)
+    prompts = {1: torch.randint(0, VOCAB, (5,), generator=generator).tolist(),
+               0: torch.randint(0, VOCAB, (2,), generator=generator).tolist()}
+    cache = StaticKVCache(config, n_slots=2, max_seq_len=CONTEXT, dtype=torch.float32, device="cpu")
+    sequences, logits = {}, {}
+    for slot, prompt in prompts.items():
+        logits[slot] = model(torch.tensor([prompt]), torch.arange(len(prompt))[None], None,
+                             kv_cache=cache.prefill(slot))[0, -1]
+        sequences[slot] = list(prompt)
+    slots = [1, 0]  # not in slot order, plus one padding row
+    for _ in range(6):
+        for slot in slots:
+            sequences[slot].append(int(logits[slot].argmax()))
+        slot_index_B = torch.tensor([*slots, cache.scratch_slot])
+        positions_B = torch.tensor([len(sequences[slot]) - 1 for slot in slots] + [0])
+        new_tokens = torch.tensor([[sequences[slot][-1]] for slot in slots] + [[0]])
+        view = cache.static_decode(slot_index_B, positions_B, context_len=16)
+        step_logits = model(new_tokens, positions_B[:, None], None, kv_cache=view)[:, -1]
+        for row, slot in enumerate(slots):
+            logits[slot] = step_logits[row]
+            expected = full_logits(model, sequences[slot], len(prompts[slot]))
+            torch.testing.assert_close(logits[slot], expected, rtol=0, atol=1e-5)

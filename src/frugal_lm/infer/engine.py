@@ -18,8 +18,14 @@ Design:
 - Sampling uses one generator per request (`sampling.py`): seeded results do not depend
   on batch composition; greedy is plain argmax. Everything runs under inference mode, in
   the model's dtype, on the model's device (CPU or GPU).
-- torch.compile / CUDA graphs are not used: decode shapes change with the number of
-  running slots and the context length; a compiled decode step is future work.
+- `compile=True` runs each decode step through `torch.compile` (inductor), which fuses
+  the many small ops of a step (RMSNorm, RoPE, gates, cache writes, the mask) that
+  otherwise dominate CPU decoding. Compiled graphs need fixed shapes, so every step runs
+  `max_batch_size` rows (padding rows write the cache's scratch row) over an attended
+  context rounded up to a power of two (>= 256, masked): one graph per context bucket,
+  compiled the first time it is met. Few graphs matter more than padding waste: one
+  compile of the unrolled recurrence takes minutes on a busy 2-core CPU. Off by default
+  for that reason; it pays off only over many tokens.
 """
 
 from __future__ import annotations
@@ -77,7 +83,8 @@ class _Slot:
 
 
 class Engine:
-    def __init__(self, loaded: LoadedModel, max_batch_size: int = 8, max_seq_len: int | None = None):
+    def __init__(self, loaded: LoadedModel, max_batch_size: int = 8, max_seq_len: int | None = None,
+                 compile: bool = False):
         config = loaded.config
         if max_batch_size < 1:
             raise FrugalError(f"max_batch_size must be >= 1, got {max_batch_size}")
@@ -95,6 +102,7 @@ class Engine:
         self.cache = StaticKVCache(config, max_batch_size, max_seq_len, dtype, self.device)
         self.next_logits_NV = torch.zeros(max_batch_size, config.vocab_size, dtype=dtype, device=self.device)
         self.slots: list[_Slot | None] = [None] * max_batch_size
+        self.compiled_step = torch.compile(_static_decode_step, dynamic=False, fullgraph=True) if compile else None
 
     # ---- prompts ---------------------------------------------------------------------
 
@@ -185,13 +193,30 @@ class Engine:
 
     def _decode(self, slot_indices: list[int], token_ids: list[int]) -> None:
         positions = [self.slots[index].length for index in slot_indices]
-        input_ids_BT = torch.tensor(token_ids, device=self.device)[:, None]
-        position_ids_BT = torch.tensor(positions, device=self.device)[:, None]
-        view = self.cache.decode(slot_indices, position_ids_BT[:, 0])
-        logits_BTV = self.model(input_ids_BT, position_ids_BT, None, kv_cache=view)
-        self.next_logits_NV[slot_indices] = logits_BTV[:, -1]
+        if self.compiled_step is not None:
+            logits_BV = self._compiled_decode(slot_indices, token_ids, positions)
+        else:
+            input_ids_BT = torch.tensor(token_ids, device=self.device)[:, None]
+            position_ids_BT = torch.tensor(positions, device=self.device)[:, None]
+            view = self.cache.decode(slot_indices, position_ids_BT[:, 0])
+            logits_BV = self.model(input_ids_BT, position_ids_BT, None, kv_cache=view)[:, -1]
+        self.next_logits_NV[slot_indices] = logits_BV
         for index in slot_indices:
             self.slots[index].length += 1
+
+    def _compiled_decode(self, slot_indices: list[int], token_ids: list[int], positions: list[int]) -> torch.Tensor:
+        """The decode forward padded to its (batch, context) bucket; logits of the real rows."""
+        B = len(slot_indices)
+        context_len = min(max(_next_power_of_two(max(positions) + 1), 256), self.max_seq_len)
+        padding = self.max_batch_size - B
+        slot_index_B = torch.tensor(slot_indices + [self.cache.scratch_slot] * padding, device=self.device)
+        positions_B = torch.tensor(positions + [0] * padding, device=self.device)
+        input_ids_B1 = torch.tensor(token_ids + [0] * padding, device=self.device)[:, None]
+        # Each context bucket is its own graph: allow as many as there can be buckets.
+        with torch._dynamo.config.patch(recompile_limit=64):
+            logits_BV = self.compiled_step(self.model, self.cache, input_ids_B1, positions_B, slot_index_B,
+                                           context_len)
+        return logits_BV[:B]
 
     # ---- offline generation ------------------------------------------------------------
 
@@ -230,6 +255,17 @@ class Engine:
             if bar is not None:
                 bar.close()
         return results  # type: ignore[return-value]
+
+
+def _static_decode_step(model, cache: StaticKVCache, input_ids_B1: torch.Tensor, positions_B: torch.Tensor,
+                        slot_index_B: torch.Tensor, context_len: int) -> torch.Tensor:
+    """One decode forward whose shapes depend only on (B, context_len): what gets compiled."""
+    view = cache.static_decode(slot_index_B, positions_B, context_len)
+    return model(input_ids_B1, positions_B[:, None], None, kv_cache=view)[:, -1]
+
+
+def _next_power_of_two(n: int) -> int:
+    return 1 << (n - 1).bit_length()
 
 
 def _progress_bar(total: int):

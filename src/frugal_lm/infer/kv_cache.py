@@ -11,12 +11,17 @@ joining or leaving the batch only changes which rows are read, and memory use is
 when the engine starts. The price is memory for the worst case, which is the right
 trade for a server that must not fail mid-request.
 
-Two views implement the model's `AttentionCache` protocol for one forward call:
+Views implement the model's `AttentionCache` protocol for one forward call:
 - `PrefillView`: one sequence's whole instruction. The instruction is one bidirectional
   block (PrefixLM), so attention is unmasked over the fresh keys; they are stored too.
 - `DecodeView`: one new token for each of several sequences at their own positions.
   A response token sees every earlier token of its sequence (instruction or response),
   so the mask only hides each row's unused tail of the cache.
+- `StaticDecodeView`: the same for a compiled decode step, where every shape must stay
+  put from step to step: it reads a fixed `context_len` (the engine rounds it up to a
+  power of two) and always masks, and takes slots and positions as tensors. Rows that
+  only pad a batch to its compiled size write into one extra scratch row of the cache
+  (`scratch_slot`), which no sequence ever reads.
 
 Shape legend: S layer slots, N engine slots, H heads, L max_seq_len, D head dim,
 B sequences in this call, T tokens per sequence in this call.
@@ -34,10 +39,12 @@ class StaticKVCache:
     def __init__(self, config: ModelConfig, n_slots: int, max_seq_len: int,
                  dtype: torch.dtype, device: torch.device | str):
         layer_slots = config.stack_passes * config.layers_per_stack
-        shape = (layer_slots, n_slots, config.n_heads, max_seq_len, config.head_dim)
+        # One row more than the engine has slots: the scratch row that padding rows write.
+        shape = (layer_slots, n_slots + 1, config.n_heads, max_seq_len, config.head_dim)
         self.keys_SNHLD = torch.zeros(shape, dtype=dtype, device=device)
         self.values_SNHLD = torch.zeros(shape, dtype=dtype, device=device)
         self.max_seq_len = max_seq_len
+        self.scratch_slot = n_slots
 
     @property
     def n_bytes(self) -> int:
@@ -48,6 +55,10 @@ class StaticKVCache:
 
     def decode(self, slots: list[int], positions_B: torch.Tensor) -> DecodeView:
         return DecodeView(self, slots, positions_B)
+
+    def static_decode(self, slot_index_B: torch.Tensor, positions_B: torch.Tensor,
+                      context_len: int) -> StaticDecodeView:
+        return StaticDecodeView(self, slot_index_B, positions_B, context_len)
 
 
 class PrefillView:
@@ -91,4 +102,26 @@ class DecodeView:
         values_NHLD[self.slot_index_B, :, self.positions_B] = v_BHTD[:, :, 0]
         context_keys = keys_NHLD[self.rows, :, :self.context_len]
         context_values = values_NHLD[self.rows, :, :self.context_len]
+        return F.scaled_dot_product_attention(q_BHTD, context_keys, context_values, attn_mask=self.mask_B11L)
+
+
+class StaticDecodeView:
+    """`DecodeView` with shapes that depend only on (B, `context_len`), for torch.compile:
+    sequence b in engine slot `slot_index_B[b]` writes position `positions_B[b]` and
+    attends over cache positions 0..positions_B[b] of the first `context_len`."""
+
+    def __init__(self, cache: StaticKVCache, slot_index_B: torch.Tensor, positions_B: torch.Tensor,
+                 context_len: int):
+        self.cache, self.slot_index_B, self.positions_B = cache, slot_index_B, positions_B
+        self.context_len = context_len
+        keys_L = torch.arange(context_len, device=positions_B.device)
+        self.mask_B11L = (keys_L[None, :] <= positions_B[:, None])[:, None, None, :]
+
+    def attend(self, layer_slot: int, q_BHTD: torch.Tensor, k_BHTD: torch.Tensor,
+               v_BHTD: torch.Tensor) -> torch.Tensor:
+        keys_NHLD, values_NHLD = self.cache.keys_SNHLD[layer_slot], self.cache.values_SNHLD[layer_slot]
+        keys_NHLD[self.slot_index_B, :, self.positions_B] = k_BHTD[:, :, 0]
+        values_NHLD[self.slot_index_B, :, self.positions_B] = v_BHTD[:, :, 0]
+        context_keys = keys_NHLD[self.slot_index_B, :, :self.context_len]
+        context_values = values_NHLD[self.slot_index_B, :, :self.context_len]
         return F.scaled_dot_product_attention(q_BHTD, context_keys, context_values, attn_mask=self.mask_B11L)
