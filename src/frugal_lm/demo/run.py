@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -99,17 +98,17 @@ def prepare_out_dir(out: Path, overwrite: bool) -> None:
 class StageDisplay:
     """Numbered stage headers and one result line each, with the stage's wall time."""
 
-    def __init__(self, total: int, stream=sys.stdout):
-        self.total, self.index, self.stream = total, 0, stream
+    def __init__(self, total: int):
+        self.total, self.index = total, 0
         self.seconds: dict[str, float] = {}
 
     def run(self, name: str, action: Callable[[], str]) -> None:
         self.index += 1
-        print(f"[{self.index}/{self.total}] {name} ...", file=self.stream, flush=True)
+        print(f"[{self.index}/{self.total}] {name} ...", flush=True)
         started = time.perf_counter()
         detail = action()
         self.seconds[name] = round(time.perf_counter() - started, 2)
-        print(f"      {detail} ({self.seconds[name]:.1f} s)", file=self.stream, flush=True)
+        print(f"      {detail} ({self.seconds[name]:.1f} s)", flush=True)
 
 
 def _run_config(options: DemoOptions, net: str, data: Path, run_dir: Path, steps: int | None) -> RunConfig:
