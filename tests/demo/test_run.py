@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from frugal_lm.cli import main
 from frugal_lm.config import resolve_run_config
 from frugal_lm.demo import DataSettings, DemoOptions, run_demo
 from frugal_lm.demo.budget import MIN_STEPS, steps_for_budget
@@ -42,6 +43,11 @@ def test_short_demo_learns_reversal_far_above_chance(tmp_path, capsys):
     assert on_disk["reports"][0]["exact_match"] == report.exact_match
     evaluated = json.loads((out / "eval" / "results.json").read_text())["results"]["synthetic"]
     assert evaluated["value"] == report.exact_match and evaluated["n"] == 100
+    # The command the summary suggests reproduces the demo's held-out score (issue 7).
+    assert main(["eval", "--model", str(out / "run"), "--tasks", "synthetic", "--data-dir", str(out / "data"),
+                 "--out", str(tmp_path / "eval-again")]) == 0
+    again = json.loads((tmp_path / "eval-again" / "results.json").read_text())["results"]["synthetic"]
+    assert again["value"] == report.exact_match and again["n"] == 100
     metrics = read_jsonl(out / "run" / "metrics.jsonl")
     assert report.steps == len(metrics) == 400 and report.tokens_seen == metrics[-1]["tokens"]
     assert [s.family for s in report.samples] == ["reversal"]
