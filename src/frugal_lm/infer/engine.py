@@ -102,7 +102,12 @@ class Engine:
         self.cache = StaticKVCache(config, max_batch_size, max_seq_len, dtype, self.device)
         self.next_logits_NV = torch.zeros(max_batch_size, config.vocab_size, dtype=dtype, device=self.device)
         self.slots: list[_Slot | None] = [None] * max_batch_size
-        self.compiled_step = torch.compile(_static_decode_step, dynamic=False, fullgraph=True) if compile else None
+        self.compiled_step = None
+        if compile:
+            # cpp_wrapper: the graph's glue code in C++ too; the Python wrapper's per-kernel
+            # calls cost as much as the fused kernels at these sizes (measured).
+            self.compiled_step = torch.compile(_static_decode_step, dynamic=False, fullgraph=True,
+                                               options={"cpp_wrapper": True})
 
     # ---- prompts ---------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ Views implement the model's `AttentionCache` protocol for one forward call:
   only pad a batch to its compiled size write into one extra scratch row of the cache
   (`scratch_slot`), which no sequence ever reads.
 
-Shape legend: S layer slots, N engine slots, H heads, L max_seq_len, D head dim,
+Shape legend: S layer slots, N engine slots (+1 scratch row), H heads, L max_seq_len, D head dim,
 B sequences in this call, T tokens per sequence in this call.
 """
 
@@ -40,15 +40,23 @@ class StaticKVCache:
                  dtype: torch.dtype, device: torch.device | str):
         layer_slots = config.stack_passes * config.layers_per_stack
         # One row more than the engine has slots: the scratch row that padding rows write.
-        shape = (layer_slots, n_slots + 1, config.n_heads, max_seq_len, config.head_dim)
-        self.keys_SNHLD = torch.zeros(shape, dtype=dtype, device=device)
-        self.values_SNHLD = torch.zeros(shape, dtype=dtype, device=device)
+        shape = (n_slots + 1, config.n_heads, max_seq_len, config.head_dim)
+        # A separate tensor per layer slot, not views of one: a compiled step then writes
+        # each in place; writing through a view of one big tensor makes the compiled graph
+        # copy the whole cache at every layer (measured: it ate the gain from compiling).
+        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layer_slots)]
+        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layer_slots)]
         self.max_seq_len = max_seq_len
         self.scratch_slot = n_slots
 
     @property
+    def keys_SNHLD(self) -> torch.Tensor:
+        """All keys as one (copied) tensor, for inspection."""
+        return torch.stack(self.keys)
+
+    @property
     def n_bytes(self) -> int:
-        return 2 * self.keys_SNHLD.numel() * self.keys_SNHLD.element_size()
+        return 2 * sum(keys.numel() * keys.element_size() for keys in self.keys)
 
     def prefill(self, slot: int) -> PrefillView:
         return PrefillView(self, slot)
@@ -70,8 +78,8 @@ class PrefillView:
     def attend(self, layer_slot: int, q_BHTD: torch.Tensor, k_BHTD: torch.Tensor,
                v_BHTD: torch.Tensor) -> torch.Tensor:
         T = k_BHTD.shape[2]
-        self.cache.keys_SNHLD[layer_slot, self.slot, :, :T] = k_BHTD[0]
-        self.cache.values_SNHLD[layer_slot, self.slot, :, :T] = v_BHTD[0]
+        self.cache.keys[layer_slot][self.slot, :, :T] = k_BHTD[0]
+        self.cache.values[layer_slot][self.slot, :, :T] = v_BHTD[0]
         return F.scaled_dot_product_attention(q_BHTD, k_BHTD, v_BHTD)
 
 
@@ -97,7 +105,7 @@ class DecodeView:
 
     def attend(self, layer_slot: int, q_BHTD: torch.Tensor, k_BHTD: torch.Tensor,
                v_BHTD: torch.Tensor) -> torch.Tensor:
-        keys_NHLD, values_NHLD = self.cache.keys_SNHLD[layer_slot], self.cache.values_SNHLD[layer_slot]
+        keys_NHLD, values_NHLD = self.cache.keys[layer_slot], self.cache.values[layer_slot]
         keys_NHLD[self.slot_index_B, :, self.positions_B] = k_BHTD[:, :, 0]
         values_NHLD[self.slot_index_B, :, self.positions_B] = v_BHTD[:, :, 0]
         context_keys = keys_NHLD[self.rows, :, :self.context_len]
@@ -119,7 +127,7 @@ class StaticDecodeView:
 
     def attend(self, layer_slot: int, q_BHTD: torch.Tensor, k_BHTD: torch.Tensor,
                v_BHTD: torch.Tensor) -> torch.Tensor:
-        keys_NHLD, values_NHLD = self.cache.keys_SNHLD[layer_slot], self.cache.values_SNHLD[layer_slot]
+        keys_NHLD, values_NHLD = self.cache.keys[layer_slot], self.cache.values[layer_slot]
         keys_NHLD[self.slot_index_B, :, self.positions_B] = k_BHTD[:, :, 0]
         values_NHLD[self.slot_index_B, :, self.positions_B] = v_BHTD[:, :, 0]
         context_keys = keys_NHLD[self.slot_index_B, :, :self.context_len]
