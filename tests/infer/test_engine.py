@@ -139,7 +139,7 @@ def test_user_mistakes_raise_frugal_errors(loaded):
 @pytest.mark.slow  # compiles a decode graph: minutes on a busy CPU
 def test_compiled_decode_step_gives_the_tokens_of_full_recompute(loaded):
     engine = Engine(loaded, max_batch_size=2, compile=True)
-    prompts = PROMPTS[:3]  # 3 prompts on 2 slots: steps run 2 real rows, or 1 and a padding row
+    prompts = PROMPTS[:3]  # 3 prompts on 2 slots: steps run with both slots busy, or one idle
     results = engine.generate([GenerationRequest(prompt, sampling=greedy(10)) for prompt in prompts])
     for prompt, result in zip(prompts, results):
         expected, reason = reference_greedy(loaded, engine.encode_prompt(prompt), 10, engine.eoa_id)

@@ -21,7 +21,7 @@ Design:
 - `compile=True` runs each decode step through `torch.compile` (inductor), which fuses
   the many small ops of a step (RMSNorm, RoPE, gates, cache writes, the mask) that
   otherwise dominate CPU decoding. Compiled graphs need fixed shapes, so every step runs
-  `max_batch_size` rows (padding rows write the cache's scratch row) over an attended
+  one row per slot, in slot order (idle rows compute and are ignored) over an attended
   context rounded up to a power of two (>= 256, masked): one graph per context bucket,
   compiled the first time it is met. Few graphs matter more than padding waste: one
   compile of the unrolled recurrence takes minutes on a busy 2-core CPU. Off by default
@@ -210,18 +210,16 @@ class Engine:
             self.slots[index].length += 1
 
     def _compiled_decode(self, slot_indices: list[int], token_ids: list[int], positions: list[int]) -> torch.Tensor:
-        """The decode forward padded to its (batch, context) bucket; logits of the real rows."""
-        B = len(slot_indices)
+        """The decode forward over every slot (idle ones at position 0), for the running ones."""
         context_len = min(max(_next_power_of_two(max(positions) + 1), 256), self.max_seq_len)
-        padding = self.max_batch_size - B
-        slot_index_B = torch.tensor(slot_indices + [self.cache.scratch_slot] * padding, device=self.device)
-        positions_B = torch.tensor(positions + [0] * padding, device=self.device)
-        input_ids_B1 = torch.tensor(token_ids + [0] * padding, device=self.device)[:, None]
+        token_ids_N, positions_N = [0] * self.max_batch_size, [0] * self.max_batch_size
+        for index, token, position in zip(slot_indices, token_ids, positions):
+            token_ids_N[index], positions_N[index] = token, position
         # Each context bucket is its own graph: allow as many as there can be buckets.
         with torch._dynamo.config.patch(recompile_limit=64):
-            logits_BV = self.compiled_step(self.model, self.cache, input_ids_B1, positions_B, slot_index_B,
-                                           context_len)
-        return logits_BV[:B]
+            logits_NV = self.compiled_step(self.model, self.cache, torch.tensor(token_ids_N, device=self.device)[:, None],
+                                           torch.tensor(positions_N, device=self.device), context_len)
+        return logits_NV[slot_indices]
 
     # ---- offline generation ------------------------------------------------------------
 
@@ -262,11 +260,11 @@ class Engine:
         return results  # type: ignore[return-value]
 
 
-def _static_decode_step(model, cache: StaticKVCache, input_ids_B1: torch.Tensor, positions_B: torch.Tensor,
-                        slot_index_B: torch.Tensor, context_len: int) -> torch.Tensor:
-    """One decode forward whose shapes depend only on (B, context_len): what gets compiled."""
-    view = cache.static_decode(slot_index_B, positions_B, context_len)
-    return model(input_ids_B1, positions_B[:, None], None, kv_cache=view)[:, -1]
+def _static_decode_step(model, cache: StaticKVCache, input_ids_N1: torch.Tensor, positions_N: torch.Tensor,
+                        context_len: int) -> torch.Tensor:
+    """One decode forward whose shapes depend only on `context_len`: what gets compiled."""
+    view = cache.static_decode(positions_N, context_len)
+    return model(input_ids_N1, positions_N[:, None], None, kv_cache=view)[:, -1]
 
 
 def _next_power_of_two(n: int) -> int:

@@ -18,12 +18,14 @@ Views implement the model's `AttentionCache` protocol for one forward call:
   A response token sees every earlier token of its sequence (instruction or response),
   so the mask only hides each row's unused tail of the cache.
 - `StaticDecodeView`: the same for a compiled decode step, where every shape must stay
-  put from step to step: it reads a fixed `context_len` (the engine rounds it up to a
-  power of two) and always masks, and takes slots and positions as tensors. Rows that
-  only pad a batch to its compiled size write into one extra scratch row of the cache
-  (`scratch_slot`), which no sequence ever reads.
+  put from step to step: every engine slot is a row, in slot order, whether it runs or
+  not, and attention reads a fixed `context_len` (the engine rounds it up) under a mask.
+  Reading rows 0..N-1 is a view of the cache, not a gather (a gather copied the whole
+  context of every row at every layer: measured, half the compiled step at batch 8).
+  An idle row writes its own slot at position 0, which is harmless: a free slot's
+  prompt overwrites it at prefill, a finished slot is never read again.
 
-Shape legend: S layer slots, N engine slots (+1 scratch row), H heads, L max_seq_len, D head dim,
+Shape legend: S layer slots, N engine slots, H heads, L max_seq_len, D head dim,
 B sequences in this call, T tokens per sequence in this call.
 """
 
@@ -39,15 +41,13 @@ class StaticKVCache:
     def __init__(self, config: ModelConfig, n_slots: int, max_seq_len: int,
                  dtype: torch.dtype, device: torch.device | str):
         layer_slots = config.stack_passes * config.layers_per_stack
-        # One row more than the engine has slots: the scratch row that padding rows write.
-        shape = (n_slots + 1, config.n_heads, max_seq_len, config.head_dim)
+        shape = (n_slots, config.n_heads, max_seq_len, config.head_dim)
         # A separate tensor per layer slot, not views of one: a compiled step then writes
         # each in place; writing through a view of one big tensor makes the compiled graph
         # copy the whole cache at every layer (measured: it ate the gain from compiling).
         self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layer_slots)]
         self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layer_slots)]
         self.max_seq_len = max_seq_len
-        self.scratch_slot = n_slots
 
     @property
     def keys_SNHLD(self) -> torch.Tensor:
@@ -64,9 +64,8 @@ class StaticKVCache:
     def decode(self, slots: list[int], positions_B: torch.Tensor) -> DecodeView:
         return DecodeView(self, slots, positions_B)
 
-    def static_decode(self, slot_index_B: torch.Tensor, positions_B: torch.Tensor,
-                      context_len: int) -> StaticDecodeView:
-        return StaticDecodeView(self, slot_index_B, positions_B, context_len)
+    def static_decode(self, positions_N: torch.Tensor, context_len: int) -> StaticDecodeView:
+        return StaticDecodeView(self, positions_N, context_len)
 
 
 class PrefillView:
@@ -114,22 +113,21 @@ class DecodeView:
 
 
 class StaticDecodeView:
-    """`DecodeView` with shapes that depend only on (B, `context_len`), for torch.compile:
-    sequence b in engine slot `slot_index_B[b]` writes position `positions_B[b]` and
-    attends over cache positions 0..positions_B[b] of the first `context_len`."""
+    """`DecodeView` with shapes that depend only on `context_len`, for torch.compile: one
+    row per engine slot, row n writes position `positions_N[n]` of slot n and attends
+    over positions 0..positions_N[n] of the first `context_len`."""
 
-    def __init__(self, cache: StaticKVCache, slot_index_B: torch.Tensor, positions_B: torch.Tensor,
-                 context_len: int):
-        self.cache, self.slot_index_B, self.positions_B = cache, slot_index_B, positions_B
-        self.context_len = context_len
-        keys_L = torch.arange(context_len, device=positions_B.device)
-        self.mask_B11L = (keys_L[None, :] <= positions_B[:, None])[:, None, None, :]
+    def __init__(self, cache: StaticKVCache, positions_N: torch.Tensor, context_len: int):
+        self.cache, self.positions_N, self.context_len = cache, positions_N, context_len
+        self.rows_N = torch.arange(positions_N.shape[0], device=positions_N.device)
+        keys_L = torch.arange(context_len, device=positions_N.device)
+        self.mask_N11L = (keys_L[None, :] <= positions_N[:, None])[:, None, None, :]
 
-    def attend(self, layer_slot: int, q_BHTD: torch.Tensor, k_BHTD: torch.Tensor,
-               v_BHTD: torch.Tensor) -> torch.Tensor:
+    def attend(self, layer_slot: int, q_NHTD: torch.Tensor, k_NHTD: torch.Tensor,
+               v_NHTD: torch.Tensor) -> torch.Tensor:
         keys_NHLD, values_NHLD = self.cache.keys[layer_slot], self.cache.values[layer_slot]
-        keys_NHLD[self.slot_index_B, :, self.positions_B] = k_BHTD[:, :, 0]
-        values_NHLD[self.slot_index_B, :, self.positions_B] = v_BHTD[:, :, 0]
-        context_keys = keys_NHLD[self.slot_index_B, :, :self.context_len]
-        context_values = values_NHLD[self.slot_index_B, :, :self.context_len]
-        return F.scaled_dot_product_attention(q_BHTD, context_keys, context_values, attn_mask=self.mask_B11L)
+        keys_NHLD[self.rows_N, :, self.positions_N] = k_NHTD[:, :, 0]
+        values_NHLD[self.rows_N, :, self.positions_N] = v_NHTD[:, :, 0]
+        context_keys = keys_NHLD[:, :, :self.context_len]
+        context_values = values_NHLD[:, :, :self.context_len]
+        return F.scaled_dot_product_attention(q_NHTD, context_keys, context_values, attn_mask=self.mask_N11L)
