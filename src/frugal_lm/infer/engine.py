@@ -217,7 +217,8 @@ class Engine:
             token_ids_N[index], positions_N[index] = token, position
         # Each context bucket is its own graph: allow as many as there can be buckets.
         with torch._dynamo.config.patch(recompile_limit=64):
-            logits_NV = self.compiled_step(self.model, self.cache, torch.tensor(token_ids_N, device=self.device)[:, None],
+            input_ids_N1 = torch.tensor(token_ids_N, device=self.device)[:, None]
+            logits_NV = self.compiled_step(self.model, self.cache, input_ids_N1,
                                            torch.tensor(positions_N, device=self.device), context_len)
         return logits_NV[slot_indices]
 
