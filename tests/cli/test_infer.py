@@ -75,3 +75,21 @@ def test_chat_ends_cleanly_at_end_of_input(tiny_run, monkeypatch, capsys):
     monkeypatch.setattr("sys.stdin", io.StringIO("/help\n"))
     assert main(["chat", "--model", str(tiny_run)]) == 0
     assert "/quit" in capsys.readouterr().out
+
+
+def test_generate_compile_flag_reaches_the_engine(tiny_run, monkeypatch, capsys):
+    """The compiled step itself is checked against full recompute in tests/infer (slow);
+    here only that `--compile` asks the engine for it."""
+    import frugal_lm.infer.engine as engine_module
+
+    seen = []
+    original = engine_module.Engine.__init__
+
+    def recording_init(self, *args, **kwargs):
+        seen.append(kwargs.get("compile"))
+        original(self, *args, **{**kwargs, "compile": False})
+
+    monkeypatch.setattr(engine_module.Engine, "__init__", recording_init)
+    assert main(["generate", "--model", str(tiny_run), "--prompt", "1+1=", "--max-new-tokens", "2", "--compile"]) == 0
+    assert main(["generate", "--model", str(tiny_run), "--prompt", "1+1=", "--max-new-tokens", "2"]) == 0
+    assert seen == [True, False]
