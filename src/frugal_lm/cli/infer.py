@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 from frugal_lm.errors import FrugalError
+from frugal_lm.files import write_text_atomically
 
 MODEL_HELP = ("a training run directory (latest checkpoint, EMA weights), a checkpoint directory "
               "or an exported model directory")
@@ -68,18 +67,6 @@ def read_prompts_file(path: Path, default_conditions: tuple[str, ...]) -> list[t
     return prompts
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def _generate_command(args: argparse.Namespace) -> int:
     from frugal_lm.infer.engine import Engine, GenerationRequest
     from frugal_lm.infer.loading import load_model
@@ -105,7 +92,7 @@ def _generate_command(args: argparse.Namespace) -> int:
     if args.out is None:
         print("\n".join(lines))
     else:
-        _write_atomically(args.out, "\n".join(lines) + "\n")
+        write_text_atomically(args.out, "\n".join(lines) + "\n")
         print(f"wrote {len(lines)} generations to {args.out}", file=sys.stderr)
     return 0
 

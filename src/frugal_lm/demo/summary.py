@@ -16,11 +16,11 @@ Design choices:
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from frugal_lm.files import write_text_atomically
 
 
 @dataclass
@@ -70,15 +70,7 @@ class DemoSummary:
 
 
 def write_summary(summary: DemoSummary, path: Path) -> None:
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as file:
-            json.dump(summary.to_json(), file, indent=1)
-            file.write("\n")
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    write_text_atomically(path, json.dumps(summary.to_json(), indent=1) + "\n")
 
 
 def read_summary(path: Path) -> dict[str, Any] | None:

@@ -25,9 +25,7 @@ off as clean.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +35,7 @@ from tqdm import tqdm
 from frugal_lm.data.records import read_rows
 from frugal_lm.errors import FrugalError
 from frugal_lm.evals.datasets import SPECS, ChoiceItem, find_files, load_items
+from frugal_lm.files import write_atomically
 
 DEFAULT_NGRAM = 13
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -123,18 +122,6 @@ class SourceReport:
     clean_path: Path | None = None
 
 
-def _write_atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        write(Path(temp))
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
 def sidecar_path(source: Path) -> Path:
     return source.with_name(source.name + ".contamination.json")
 
@@ -163,13 +150,13 @@ def check_source(source: Path, index: BenchmarkIndex, clean_dir: Path | None = N
         elif clean_path is not None:
             kept.append(row.raw)
     if clean_path is not None:
-        _write_atomic(clean_path, lambda temp: _write_rows(temp, kept, source.suffix.lower()))
+        write_atomically(clean_path, lambda temp: _write_rows(temp, kept, source.suffix.lower()))
     sidecar = {"source": str(source), "source_size": stat.st_size, "source_mtime": stat.st_mtime,
                "ngram": index.ngram,
                "benchmarks": {name: {"test_items": index.test_items[name], "contaminated_rows": per_benchmark[name]}
                               for name in index.test_items},
                "contaminated_rows": contaminated, "rows": rows, "bad_rows": bad}
-    _write_atomic(sidecar_path(source), lambda temp: temp.write_text(json.dumps(sidecar, indent=1) + "\n"))
+    write_atomically(sidecar_path(source), lambda temp: temp.write_text(json.dumps(sidecar, indent=1) + "\n"))
     return SourceReport(source, rows, bad, contaminated, per_benchmark, clean_path)
 
 

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from frugal_lm.files import write_text_atomically
 
 
 @dataclass
@@ -76,18 +76,6 @@ class TaskResult:
                 "metrics": {name: asdict(metric) for name, metric in self.metrics.items()}}
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
 def _json_number(value: float) -> float | None:
     """JSON has no NaN: a stderr that does not exist (n <= 1) is written as null."""
     return None if isinstance(value, float) and math.isnan(value) else value
@@ -118,11 +106,11 @@ def write_results(results: Sequence[TaskResult], out: Path, config: dict[str, An
     document = {"results": {result.task: result.summary() for result in results}}
     if config is not None:
         document["config"] = config
-    _write_atomic(paths["json"], json.dumps(_clean(document), indent=1) + "\n")
-    _write_atomic(paths["markdown"], markdown_table(results))
+    write_text_atomically(paths["json"], json.dumps(_clean(document), indent=1) + "\n")
+    write_text_atomically(paths["markdown"], markdown_table(results))
     for result in results:
         path = out / f"samples_{result.task}.jsonl"
-        _write_atomic(path, "".join(json.dumps(_clean(asdict(sample)), ensure_ascii=False) + "\n"
+        write_text_atomically(path, "".join(json.dumps(_clean(asdict(sample)), ensure_ascii=False) + "\n"
                                     for sample in result.samples))
         paths[f"samples_{result.task}"] = path
     return paths
