@@ -2,7 +2,7 @@
 
 DIR may be (DESIGN.md):
 - a training run directory: its latest complete checkpoint;
-- one checkpoint directory (`checkpoints/step_XXXXXXXX/`);
+- one checkpoint directory (`checkpoints/step_00001234/`);
 - an exported model directory (`frugal export hf`), read through `frugal_lm.interop`.
 
 EMA weights are used when present (`prefer_ema=False` for the raw weights): the averaged
