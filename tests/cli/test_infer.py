@@ -2,6 +2,7 @@ import io
 import json
 
 import pytest
+import torch
 
 from frugal_lm.cli import main
 from frugal_lm.infer.engine import Engine, GenerationRequest, SamplingParams
@@ -93,3 +94,11 @@ def test_generate_compile_flag_reaches_the_engine(tiny_run, monkeypatch, capsys)
     assert main(["generate", "--model", str(tiny_run), "--prompt", "1+1=", "--max-new-tokens", "2", "--compile"]) == 0
     assert main(["generate", "--model", str(tiny_run), "--prompt", "1+1=", "--max-new-tokens", "2"]) == 0
     assert seen == [True, False]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+@pytest.mark.parametrize("command", [["generate", "--prompt", "1+1="], ["eval", "--tasks", "synthetic", "--data-dir", "."]])
+def test_device_cuda_without_a_gpu_is_one_line_error(tiny_run, command, capsys):
+    assert main([*command, "--model", str(tiny_run), "--device", "cuda"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "no CUDA GPU" in error

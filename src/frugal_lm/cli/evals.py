@@ -19,6 +19,7 @@ def _eval_command(args: argparse.Namespace) -> int:
     from frugal_lm.evals.results import markdown_table, write_results
     from frugal_lm.evals.runner import EvalRunner, EvalSettings, parse_conditions, parse_tasks
     from frugal_lm.infer.loading import load_model
+    from frugal_lm.train.trainer import resolve_device
 
     tasks = parse_tasks(args.tasks)
     for name, value in (("--limit", args.limit), ("--batch-size", args.batch_size),
@@ -31,7 +32,7 @@ def _eval_command(args: argparse.Namespace) -> int:
         raise FrugalError(f"--data-dir {args.data_dir}: no such directory")
     settings = EvalSettings(tasks, args.data_dir, args.limit, args.shots, parse_conditions(args.condition, tasks),
                             args.batch_size, args.max_new_tokens)
-    loaded = load_model(args.model, args.device)
+    loaded = load_model(args.model, resolve_device(args.device))
     results = EvalRunner(loaded, settings, progress=True).run()
     replaced = (args.out / "results.json").exists()
     paths = write_results(results, args.out, {
@@ -95,5 +96,6 @@ def register(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--batch-size", type=int, default=8, help="sequences per batch (default 8)")
     evaluate.add_argument("--max-new-tokens", type=int,
                           help="generation budget (default per task: gsm8k 256, math 512, drop 64, synthetic 64)")
-    evaluate.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    evaluate.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                          help="where the model runs (default: cuda when available)")
     evaluate.set_defaults(handler=_eval_command)

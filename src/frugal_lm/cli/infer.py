@@ -18,16 +18,6 @@ def _conditions(text: str) -> tuple[str, ...]:
     return tuple(tag.strip() for tag in text.split(",") if tag.strip())
 
 
-def _device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise FrugalError("--device cuda: no CUDA GPU is visible to PyTorch")
-    return name
-
-
 def _sampling(args: argparse.Namespace):
     from frugal_lm.infer.engine import SamplingParams
 
@@ -70,6 +60,7 @@ def read_prompts_file(path: Path, default_conditions: tuple[str, ...]) -> list[t
 def _generate_command(args: argparse.Namespace) -> int:
     from frugal_lm.infer.engine import Engine, GenerationRequest
     from frugal_lm.infer.loading import load_model
+    from frugal_lm.train.trainer import resolve_device
 
     default_conditions = _conditions(args.condition)
     if args.prompts_file is not None:
@@ -79,7 +70,7 @@ def _generate_command(args: argparse.Namespace) -> int:
     sampling = _sampling(args)
     if args.out is not None and args.out.exists() and not args.overwrite:
         raise FrugalError(f"--out {args.out} exists; pass --overwrite to replace it")
-    engine = Engine(load_model(args.model, device=_device(args.device)), max_batch_size=args.batch_size,
+    engine = Engine(load_model(args.model, device=resolve_device(args.device)), max_batch_size=args.batch_size,
                     compile=args.compile)
     requests = [GenerationRequest(prompt, conditions, sampling) for prompt, conditions in prompts]
     for request in requests:  # fail on a bad tag before any generation
@@ -101,9 +92,10 @@ def _chat_command(args: argparse.Namespace) -> int:
     from frugal_lm.infer.chat import ChatSession
     from frugal_lm.infer.engine import Engine
     from frugal_lm.infer.loading import load_model
+    from frugal_lm.train.trainer import resolve_device
 
     conditions = _conditions(args.condition)
-    engine = Engine(load_model(args.model, device=_device(args.device)), max_batch_size=1)
+    engine = Engine(load_model(args.model, device=resolve_device(args.device)), max_batch_size=1)
     engine.encode_prompt("", conditions)  # a bad --condition is a startup error
     return ChatSession(engine, _sampling(args), conditions).run()
 

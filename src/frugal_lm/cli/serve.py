@@ -36,15 +36,13 @@ def _serve_command(args: argparse.Namespace) -> int:
         raise FrugalError(f"--max-queue must be >= 0, got {args.max_queue}")
     if not args.model.is_dir():
         raise FrugalError(f"--model {args.model}: no such directory")
-    import torch
 
     from frugal_lm.infer.engine import Engine
     from frugal_lm.infer.loading import load_model
     from frugal_lm.infer.server import bind_socket, create_app, uvicorn_server
+    from frugal_lm.train.trainer import resolve_device
 
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(args.device)
     sock = bind_socket(args.host, args.port)  # before loading: a taken port fails fast
     try:
         loaded = load_model(args.model, device=device)

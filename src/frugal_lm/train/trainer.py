@@ -63,8 +63,9 @@ class TrainResult:
 
 
 def resolve_device(name: str) -> torch.device:
+    """`auto`, `cpu` or `cuda` (the `device=` key and every command's `--device`) -> a device."""
     if name == "cuda" and not torch.cuda.is_available():
-        raise FrugalError("device=cuda but PyTorch sees no CUDA GPU; use device=cpu or device=auto")
+        raise FrugalError("device cuda was asked for, but PyTorch sees no CUDA GPU; use cpu or auto")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(name)
