@@ -127,7 +127,7 @@ def test_model_keys_given_with_init_from_still_win(hf_random, tiny_run, tmp_path
     """init_from takes the imported architecture, except model.* keys the user set (here one more L cycle,
     which fits the same weights)."""
     from frugal_lm.config import resolve_run_config
-    from frugal_lm.infer.loading import read_model_config
+    from frugal_lm.train.weights import read_model_config
     from frugal_lm.train.trainer import train
 
     _, single, _ = hf_random

@@ -15,16 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
 
-from frugal_lm.config import ModelConfig, RunConfig, validate
+from frugal_lm.config import ModelConfig
 from frugal_lm.data.tokenizer import TextTokenizer, load_tokenizer
 from frugal_lm.errors import FrugalError
 from frugal_lm.interop import is_hf_model_directory, read_hf_model
 from frugal_lm.model import LanguageModel, build_model
 from frugal_lm.model.layers import RotaryEmbedding
 from frugal_lm.train.checkpoint import latest_checkpoint
-from frugal_lm.train.weights import load_weights, weights_file
+from frugal_lm.train.weights import load_weights, read_model_config, weights_file
 
 
 @dataclass
@@ -50,15 +49,6 @@ def checkpoint_folder(directory: Path) -> Path:
         raise FrugalError(f"{directory}: not a model directory (expected a training run with checkpoints/, "
                           f"a checkpoint with config.yaml and model.safetensors, or an exported model)")
     return checkpoint
-
-
-def read_model_config(checkpoint: Path) -> ModelConfig:
-    path = checkpoint / "config.yaml"
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as error:
-        raise FrugalError(f"{path}: unreadable run config ({error})") from None
-    return validate(RunConfig, data, str(path)).model
 
 
 def load_model(directory: Path | str, device: torch.device | str = "cpu", prefer_ema: bool = True) -> LoadedModel:

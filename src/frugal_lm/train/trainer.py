@@ -48,7 +48,7 @@ from frugal_lm.train.loggers import MetricsLogger, check_available
 from frugal_lm.train.distributed import Distributed, init_distributed, shard_model, shutdown
 from frugal_lm.train.optimizer import AdamATan2
 from frugal_lm.train.schedules import learning_rate
-from frugal_lm.train.weights import load_weights, weights_file
+from frugal_lm.train.weights import load_weights, read_model_config, weights_file
 
 UNBOUNDED_EPOCHS = 1 << 30
 
@@ -115,8 +115,7 @@ def _model_config_for(config: RunConfig, dataset: MixedDataset) -> ModelConfig:
     source = weights_file(init_from).parent
     if not (source / "config.yaml").is_file():
         return config.model.model_copy(update={"vocab_size": dataset.vocab_size})
-    saved_path = source / "config.yaml"
-    saved = validate(RunConfig, yaml.safe_load(saved_path.read_text()), str(saved_path)).model
+    saved = read_model_config(source)
     if config.net != "hrm" and config.net != saved.net:
         raise FrugalError(f"net={config.net}, but init_from={config.init_from} holds a net={saved.net} model")
     preset = load_model_config(config.preset, config.net)

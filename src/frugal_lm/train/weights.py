@@ -10,10 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import yaml
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from frugal_lm.config import ModelConfig
+from frugal_lm.config import ModelConfig, RunConfig, validate
 from frugal_lm.errors import FrugalError
 from frugal_lm.model import build_model
 from frugal_lm.train.checkpoint import latest_checkpoint
@@ -48,3 +49,12 @@ def load_weights(directory: Path | str, config: ModelConfig, prefer_ema: bool = 
             raise FrugalError(f"{path}: {name} has shape {tuple(weights[name].shape)}, the config needs "
                               f"{tuple(tensor.shape)} (check preset, vocab and model.* keys)")
     return weights
+
+
+def read_model_config(checkpoint: Path) -> ModelConfig:
+    path = checkpoint / "config.yaml"
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise FrugalError(f"{path}: unreadable run config ({error})") from None
+    return validate(RunConfig, data, str(path)).model
