@@ -59,9 +59,10 @@ def run_ours(engine: Engine, prompts: list[list[int]], new_tokens: int) -> tuple
     start = time.perf_counter()
     waiting, owner = list(range(len(prompts))), {}
     while waiting or owner:
-        while waiting and engine.free_slots():
-            index = waiting.pop(0)
-            owner[engine.add(prompts[index], sampling)] = index
+        joining = [waiting.pop(0) for _ in range(min(len(waiting), engine.free_slots()))]
+        if joining:
+            slots = engine.add_many([prompts[index] for index in joining], [sampling] * len(joining))
+            owner.update(zip(slots, joining))
         for event in engine.step():
             if event.token_id is not None:
                 outputs[owner[event.slot]].append(event.token_id)

@@ -60,6 +60,27 @@ def test_greedy_generation_equals_full_recompute_and_is_deterministic(loaded):
     assert engine.free_slots() == 4
 
 
+def test_cpu_engine_keeps_weight_values_but_stores_them_input_major(tiny_run):
+    fresh = load_model(tiny_run)
+    linears = [m for m in fresh.model.modules() if isinstance(m, torch.nn.Linear)]
+    before = [(m.weight, m.weight.detach().clone()) for m in linears]
+    Engine(fresh, max_batch_size=1)
+    for module, (parameter, values) in zip(linears, before):
+        assert module.weight is parameter  # same Parameter: nothing holding it goes stale
+        assert torch.equal(module.weight, values)
+        assert module.weight.t().is_contiguous() and not module.weight.is_contiguous()
+
+
+def test_add_many_prefills_in_slot_order_and_refuses_all_or_nothing(loaded):
+    engine = Engine(loaded, max_batch_size=3, max_seq_len=24)
+    prompts = [engine.encode_prompt(p) for p in PROMPTS[:2]]
+    with pytest.raises(FrugalError, match="more than the context of 24"):
+        engine.add_many([prompts[0], list(range(25))], [greedy(), greedy()])
+    assert engine.free_slots() == 3
+    assert engine.add_many(prompts, [greedy(), greedy()]) == [0, 1]
+    assert engine.add_many([], []) == [] and engine.free_slots() == 1
+
+
 def test_batch_of_mixed_length_prompts_equals_each_prompt_alone(loaded):
     batched = Engine(loaded, max_batch_size=8).generate([GenerationRequest(p, sampling=greedy(16)) for p in PROMPTS])
     alone = Engine(loaded, max_batch_size=1)

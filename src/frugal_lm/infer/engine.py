@@ -6,10 +6,11 @@ Design:
   (`add`), advances one token per `step` together with every other running slot, and
   gives the slot back (`release`). Offline `generate` is a loop over the same three
   calls, so the server (which drives them from its scheduler) and the CLI run one code path.
-- Prefill runs one prompt at a time: the instruction (BOQ + conditions + text + EOQ) is
-  one bidirectional block, and its last position, EOQ, predicts the first response token
-  (training puts the first response label there). Prefilling alone, not padded into a
-  batch, keeps a prompt's computation independent of its neighbours' lengths.
+- Prefill: the instruction (BOQ + conditions + text + EOQ) is one bidirectional block,
+  and its last position, EOQ, predicts the first response token (training puts the first
+  response label there). Prompts that join together are prefilled in one forward, padded
+  to the longest under a key-padding mask (`add_many`): one batched pass instead of one
+  per prompt. A prompt's logits then match its solo prefill to float rounding, not bits.
 - `step` first chooses a token for every running slot from the logits it holds, then
   runs one batched decode forward for the slots that go on. A slot finishes on EOA
   ("stop", the EOA is not reported as a token), after `max_new_tokens` tokens or when its
@@ -18,12 +19,18 @@ Design:
 - Sampling uses one generator per request (`sampling.py`): seeded results do not depend
   on batch composition; greedy is plain argmax. Everything runs under inference mode, in
   the model's dtype, on the model's device (CPU or GPU).
+- On CPU the engine stores every Linear weight input-major (the (out, in) parameter is
+  a transposed view of a contiguous (in, out) tensor): `x @ weight.T` then reads the
+  weight in the order the BLAS kernel wants. Same values, same parameter objects; at
+  decode sizes (1-8 rows) this alone made the matmuls 1.2-1.7x faster (measured,
+  benchmarks/RESULTS.md). Training never sees it: the engine is inference-only.
 - `compile=True` runs each decode step through `torch.compile` (inductor), which fuses
   the many small ops of a step (RMSNorm, RoPE, gates, cache writes, the mask) that
   otherwise dominate CPU decoding. Compiled graphs need fixed shapes, so every step runs
   one row per slot, in slot order (idle rows compute and are ignored) over an attended
-  context rounded up to a power of two (>= 256, masked): one graph per context bucket,
-  compiled the first time it is met. Few graphs matter more than padding waste: one
+  context rounded up to a power of two (>= 128, masked): one graph per context bucket,
+  compiled the first time it is met (dynamic shapes instead were slower per step and to
+  compile, measured). Few graphs matter more than padding waste: one
   compile of the unrolled recurrence takes minutes on a busy 2-core CPU. Off by default
   for that reason; it pays off only over many tokens.
 """
@@ -44,6 +51,8 @@ from frugal_lm.infer.sampling import SamplingParams, request_generator, sample_t
 __all__ = ["Engine", "GenerationRequest", "GenerationResult", "SamplingParams", "TokenEvent"]
 
 FinishReason = Literal["stop", "length"]
+MIN_CONTEXT_BUCKET = 128
+"""Smallest context a compiled decode step attends over (more buckets: more compiles)."""
 
 
 @dataclass
@@ -93,6 +102,8 @@ class Engine:
             raise FrugalError(f"max_seq_len must be in 1..{config.max_seq_len} (the model's context), "
                               f"got {max_seq_len}")
         self.model = loaded.model.eval()
+        if loaded.device.type == "cpu":
+            _store_weights_input_major(self.model)
         self.config = config
         self.tokenizer = loaded.tokenizer
         self.device = loaded.device
@@ -128,29 +139,45 @@ class Engine:
     def free_slots(self) -> int:
         return sum(slot is None for slot in self.slots)
 
-    @torch.inference_mode()
     def add(self, prompt_ids: list[int], sampling: SamplingParams) -> int:
         """Prefill `prompt_ids` into the lowest free slot and return the slot."""
-        sampling.validate()
-        if not prompt_ids:
-            raise FrugalError("empty prompt: it needs at least BOQ and EOQ")
-        if len(prompt_ids) > self.max_seq_len:
-            raise FrugalError(f"prompt has {len(prompt_ids)} tokens, more than the context of {self.max_seq_len}")
+        return self.add_many([prompt_ids], [sampling])[0]
+
+    @torch.inference_mode()
+    def add_many(self, prompts: list[list[int]], samplings: list[SamplingParams]) -> list[int]:
+        """Prefill several prompts in one forward (padded to the longest, each in the
+        lowest free slot) and return their slots, in order; nothing is added if any
+        prompt is refused."""
+        if len(prompts) != len(samplings):
+            raise ValueError(f"{len(prompts)} prompts but {len(samplings)} sampling settings")
         vocab = self.config.vocab_size
-        if min(prompt_ids) < 0 or max(prompt_ids) >= vocab:
-            raise FrugalError(f"prompt token ids must be in 0..{vocab - 1}")
-        if self.free_slots() == 0:
-            raise RuntimeError("no free slot: call release() or wait for one (free_slots() == 0)")
-        slot = self.slots.index(None)
-        T = len(prompt_ids)
-        input_ids_BT = torch.tensor([prompt_ids], device=self.device)
-        position_ids_BT = torch.arange(T, device=self.device)[None]
-        last_BT = position_ids_BT == T - 1
-        logits_1V = self.model(input_ids_BT, position_ids_BT, None, logits_at_BT=last_BT,
-                               kv_cache=self.cache.prefill(slot))
-        self.next_logits_NV[slot] = logits_1V[0]
-        self.slots[slot] = _Slot(sampling, request_generator(sampling, self.device), length=T)
-        return slot
+        for prompt_ids, sampling in zip(prompts, samplings):
+            sampling.validate()
+            if not prompt_ids:
+                raise FrugalError("empty prompt: it needs at least BOQ and EOQ")
+            if len(prompt_ids) > self.max_seq_len:
+                raise FrugalError(f"prompt has {len(prompt_ids)} tokens, more than the context of {self.max_seq_len}")
+            if min(prompt_ids) < 0 or max(prompt_ids) >= vocab:
+                raise FrugalError(f"prompt token ids must be in 0..{vocab - 1}")
+        if len(prompts) > self.free_slots():
+            raise RuntimeError(f"{len(prompts)} prompts but {self.free_slots()} free slots: call release() "
+                               f"or add fewer")
+        if not prompts:
+            return []
+        slots = [index for index, slot in enumerate(self.slots) if slot is None][:len(prompts)]
+        lengths = [len(prompt_ids) for prompt_ids in prompts]
+        T = max(lengths)
+        # Padding id 0: padded positions are masked out of every real token's attention.
+        input_ids_BT = torch.tensor([p + [0] * (T - len(p)) for p in prompts], device=self.device)
+        position_ids_BT = torch.arange(T, device=self.device)[None].expand(len(prompts), T)
+        lengths_B = torch.tensor(lengths, device=self.device)
+        last_BT = position_ids_BT == (lengths_B - 1)[:, None]
+        logits_BV = self.model(input_ids_BT, position_ids_BT, None, logits_at_BT=last_BT,
+                               kv_cache=self.cache.prefill_batch(slots, lengths_B))
+        self.next_logits_NV[slots] = logits_BV
+        for slot, length, sampling in zip(slots, lengths, samplings):
+            self.slots[slot] = _Slot(sampling, request_generator(sampling, self.device), length=length)
+        return slots
 
     @torch.inference_mode()
     def step(self) -> list[TokenEvent]:
@@ -211,7 +238,7 @@ class Engine:
 
     def _compiled_decode(self, slot_indices: list[int], token_ids: list[int], positions: list[int]) -> torch.Tensor:
         """The decode forward over every slot (idle ones at position 0), for the running ones."""
-        context_len = min(max(_next_power_of_two(max(positions) + 1), 256), self.max_seq_len)
+        context_len = min(max(_next_power_of_two(max(positions) + 1), MIN_CONTEXT_BUCKET), self.max_seq_len)
         token_ids_N, positions_N = [0] * self.max_batch_size, [0] * self.max_batch_size
         for index, token, position in zip(slot_indices, token_ids, positions):
             token_ids_N[index], positions_N[index] = token, position
@@ -238,10 +265,12 @@ class Engine:
         bar = _progress_bar(len(requests)) if progress else None
         try:
             while waiting or owner:
-                while waiting and self.free_slots():
-                    index = waiting.popleft()
-                    slot = self.add(prompts[index], requests[index].sampling)
-                    owner[slot], produced[slot] = index, []
+                joining = [waiting.popleft() for _ in range(min(len(waiting), self.free_slots()))]
+                if joining:
+                    slots = self.add_many([prompts[index] for index in joining],
+                                          [requests[index].sampling for index in joining])
+                    for slot, index in zip(slots, joining):
+                        owner[slot], produced[slot] = index, []
                 for event in self.step():
                     if event.token_id is not None:
                         produced[event.slot].append(event.token_id)
@@ -266,6 +295,13 @@ def _static_decode_step(model, cache: StaticKVCache, input_ids_N1: torch.Tensor,
     """One decode forward whose shapes depend only on `context_len`: what gets compiled."""
     view = cache.static_decode(positions_N, context_len)
     return model(input_ids_N1, positions_N[:, None], None, kv_cache=view)[:, -1]
+
+
+@torch.no_grad()
+def _store_weights_input_major(model: torch.nn.Module) -> None:
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear) and module.weight.is_contiguous():
+            module.weight.data = module.weight.data.t().contiguous().t()
 
 
 def _next_power_of_two(n: int) -> int:

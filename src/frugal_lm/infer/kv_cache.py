@@ -12,8 +12,11 @@ when the engine starts. The price is memory for the worst case, which is the rig
 trade for a server that must not fail mid-request.
 
 Views implement the model's `AttentionCache` protocol for one forward call:
-- `PrefillView`: one sequence's whole instruction. The instruction is one bidirectional
-  block (PrefixLM), so attention is unmasked over the fresh keys; they are stored too.
+- `PrefillView`: whole instructions of one or more sequences, one row each, padded to
+  the longest. An instruction is one bidirectional block (PrefixLM), so attention is
+  unmasked over the fresh keys except for the padding (a key-padding mask). A padded
+  row also stores keys past its instruction; they are never read: decoding overwrites
+  position p before any query attends to it.
 - `DecodeView`: one new token for each of several sequences at their own positions.
   A response token sees every earlier token of its sequence (instruction or response),
   so the mask only hides each row's unused tail of the cache.
@@ -59,7 +62,10 @@ class StaticKVCache:
         return 2 * sum(keys.numel() * keys.element_size() for keys in self.keys)
 
     def prefill(self, slot: int) -> PrefillView:
-        return PrefillView(self, slot)
+        return PrefillView(self, [slot], None)
+
+    def prefill_batch(self, slots: list[int], lengths_B: torch.Tensor) -> PrefillView:
+        return PrefillView(self, slots, lengths_B)
 
     def decode(self, slots: list[int], positions_B: torch.Tensor) -> DecodeView:
         return DecodeView(self, slots, positions_B)
@@ -69,17 +75,31 @@ class StaticKVCache:
 
 
 class PrefillView:
-    """The instruction of the sequence in engine slot `slot`, written at positions 0..T-1."""
+    """Instructions of the sequences in engine slots `slots` (row b: slot `slots[b]`,
+    `lengths_B[b]` real tokens, or all T when `lengths_B` is None), written at 0..T-1."""
 
-    def __init__(self, cache: StaticKVCache, slot: int):
-        self.cache, self.slot = cache, slot
+    def __init__(self, cache: StaticKVCache, slots: list[int], lengths_B: torch.Tensor | None):
+        self.cache = cache
+        self.rows = _rows(slots, cache.keys[0].device)
+        self.lengths_B = lengths_B
 
     def attend(self, layer_slot: int, q_BHTD: torch.Tensor, k_BHTD: torch.Tensor,
                v_BHTD: torch.Tensor) -> torch.Tensor:
         T = k_BHTD.shape[2]
-        self.cache.keys[layer_slot][self.slot, :, :T] = k_BHTD[0]
-        self.cache.values[layer_slot][self.slot, :, :T] = v_BHTD[0]
-        return F.scaled_dot_product_attention(q_BHTD, k_BHTD, v_BHTD)
+        self.cache.keys[layer_slot][self.rows, :, :T] = k_BHTD
+        self.cache.values[layer_slot][self.rows, :, :T] = v_BHTD
+        mask_B11T = None
+        if self.lengths_B is not None and bool((self.lengths_B < T).any()):
+            mask_B11T = (torch.arange(T, device=k_BHTD.device)[None, :] < self.lengths_B[:, None])[:, None, None, :]
+        return F.scaled_dot_product_attention(q_BHTD, k_BHTD, v_BHTD, attn_mask=mask_B11T)
+
+
+def _rows(slots: list[int], device: torch.device) -> slice | torch.Tensor:
+    """Engine slots as an index of the cache's first dimension: a view when adjacent
+    (the usual case: slots are handed out lowest first), else a gather index."""
+    if slots == list(range(slots[0], slots[0] + len(slots))):
+        return slice(slots[0], slots[0] + len(slots))
+    return torch.tensor(slots, device=device)
 
 
 class DecodeView:
@@ -91,11 +111,9 @@ class DecodeView:
         device = positions_B.device
         self.slot_index_B = torch.tensor(slots, device=device)
         self.positions_B = positions_B
-        # Read only up to the longest sequence, through a view when the slots are adjacent
-        # (the usual case: slots are handed out lowest first).
+        # Read only up to the longest sequence.
         self.context_len = int(positions_B.max()) + 1
-        adjacent = slots == list(range(slots[0], slots[0] + len(slots)))
-        self.rows = slice(slots[0], slots[0] + len(slots)) if adjacent else self.slot_index_B
+        self.rows = _rows(slots, device)
         if bool((positions_B == positions_B[0]).all()):
             self.mask_B11L = None  # every row sees the whole context: no mask needed
         else:
