@@ -40,15 +40,20 @@ def print_reports(title: str, summary: dict) -> None:
     reports = summary["reports"]
     families = list(reports[0]["family_exact_match"])
     print(f"\n## {title}: wall {summary['wall_seconds'] / 60:.1f} min (budget {summary['minutes_budget']:g} min)")
-    print("| | " + " | ".join(r["net"] for r in reports) + " |")
-    print("|---|" + "---:|" * len(reports))
+    baseline = summary.get("family_baseline", {})
+    print("| | " + " | ".join(r["net"] for r in reports) + " | majority-answer baseline |")
+    print("|---|" + "---:|" * (len(reports) + 1))
     for label, key, fmt in [("parameters", "parameters", "{:,}"), ("steps", "steps", "{:,}"),
                             ("tokens seen", "tokens_seen", "{:,}"), ("training s", "train_seconds", "{:.0f}"),
                             ("tokens/s", "tokens_per_second", "{:,.0f}")]:
-        print(f"| {label} | " + " | ".join(fmt.format(r[key]) for r in reports) + " |")
+        print(f"| {label} | " + " | ".join(fmt.format(r[key]) for r in reports) + " | |")
     for family in families:
-        print(f"| {family} | " + " | ".join(f"{r['family_exact_match'][family]:.1%}" for r in reports) + " |")
-    print("| **mean exact match** | " + " | ".join(f"**{r['exact_match']:.1%}**" for r in reports) + " |")
+        guess = f"{baseline[family]:.1%}" if family in baseline else "-"
+        print(f"| {family} | " + " | ".join(f"{r['family_exact_match'][family]:.1%}" for r in reports)
+              + f" | {guess} |")
+    mean_guess = f"{sum(baseline.values()) / len(baseline):.1%}" if baseline else "-"
+    print("| **mean exact match** | " + " | ".join(f"**{r['exact_match']:.1%}**" for r in reports)
+          + f" | {mean_guess} |")
     if len(reports) == 2:
         hrm, transformer = reports
         print(f"\nHRM / Transformer mean exact match: {hrm['exact_match']:.3f} / {transformer['exact_match']:.3f}; "

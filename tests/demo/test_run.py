@@ -58,6 +58,9 @@ def test_short_demo_learns_reversal_far_above_chance(tmp_path, capsys):
                   "[7/7] export"):
         assert stage in shown
     assert "exact match: MEAN (100 held-out)" in shown and "frugal chat --model" in shown
+    # Reversal answers are all different: guessing the most common one scores ~0, shown beside.
+    assert summary.family_baseline == on_disk["family_baseline"] and summary.family_baseline["reversal"] <= 0.02
+    assert "(baseline: always giving the family's most common training answer)" in shown
 
 
 def test_time_budget_gives_a_schedule_that_ends_on_its_last_step(tmp_path, capsys):

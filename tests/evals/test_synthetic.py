@@ -4,7 +4,8 @@ import pytest
 
 from frugal_lm.data.synth import write_synthetic
 from frugal_lm.errors import FrugalError
-from frugal_lm.evals.synthetic import read_heldout, score_synthetic
+from frugal_lm.data.records import Record
+from frugal_lm.evals.synthetic import majority_baselines, read_heldout, score_synthetic
 
 
 class StandInEngine:
@@ -68,3 +69,13 @@ def test_missing_and_bad_files(tmp_path):
     bad.write_text('{"instruction": "a", "response": "b"}\n{"instruction": "a"}\n')
     with pytest.raises(FrugalError, match=r"bad.jsonl:2: missing field 'response'"):
         read_heldout(bad)
+
+
+def test_majority_baselines_guess_each_familys_most_common_training_answer():
+    def records(family, responses):
+        return [Record(f"q{i}", response, ("direct",), family) for i, response in enumerate(responses)]
+
+    train = records("counting", ["2", "3", "2", "2"]) + records("reversal", ["ab", "cd"])
+    heldout = (records("counting", ["2", "3", "3", "2"]) + records("reversal", ["ef"])
+               + records("sorting", ["1 2"]))
+    assert majority_baselines(train, heldout) == {"counting": 0.5, "reversal": 0.0, "sorting": 0.0}

@@ -39,6 +39,7 @@ from frugal_lm.demo.stages import (
     build_tokenizer,
     data_paths,
     family_scores,
+    heldout_baselines,
     score_heldout,
     synthesize,
     tokenize,
@@ -231,7 +232,8 @@ def run_demo(options: DemoOptions) -> DemoSummary:
                              f"'{export_dir}')\"   (needs: pip install 'frugal-lm[hf]')")
     summary = DemoSummary(out=str(out), minutes_budget=options.minutes,
                           wall_seconds=round(time.perf_counter() - started, 2), stage_seconds=display.seconds,
-                          reports=reports, export_dir=export_dir, export_note=export_note, next_steps=next_steps)
+                          reports=reports, export_dir=export_dir, export_note=export_note, next_steps=next_steps,
+                          family_baseline=heldout_baselines(paths))
     write_summary(summary, out / "summary.json")
     print("\nsample generations (held-out problems, greedy):")
     print(render_samples(reports[0].samples))

@@ -33,6 +33,7 @@ from frugal_lm.data.synth import FAMILIES, write_synthetic
 from frugal_lm.data.tokenize import tokenize_sources
 from frugal_lm.data.tokenizer import DEFAULT_CONDITION_TOKENS, DEFAULT_SPECIAL_TOKENS, train_tokenizer
 from frugal_lm.evals.results import TaskResult, write_results
+from frugal_lm.evals.synthetic import majority_baselines, read_heldout
 from frugal_lm.train.trainer import TrainResult, train
 
 # 256 byte tokens + the special and condition tokens: no merges, one token per character.
@@ -143,6 +144,11 @@ def score_heldout(run_dir: Path, heldout_jsonl: Path, out: Path) -> TaskResult:
     result = score_synthetic(engine, heldout_jsonl, max_new_tokens=MAX_ANSWER_TOKENS, progress=True)
     write_results([result], out)
     return result
+
+
+def heldout_baselines(paths: DataPaths) -> dict[str, float]:
+    """Per family, the held-out score of always giving the most common training answer."""
+    return majority_baselines(read_heldout(paths.train_jsonl), read_heldout(paths.heldout_jsonl))
 
 
 def family_scores(result: TaskResult) -> dict[str, float]:

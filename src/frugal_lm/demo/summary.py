@@ -7,8 +7,8 @@ Design choices:
 - Exact match is the evaluator's micro mean over held-out problems (`frugal eval --tasks
   synthetic` reproduces it); the synthetic generator cycles through the families, so every
   family has the same number of problems and the micro mean equals the mean of the families.
-- Chance level is stated beside the scores where it is meaningful (a random guess of the
-  answer), so a small number is read against the right baseline.
+- Each family's score is printed beside its majority-answer baseline (always giving the
+  family's most common training answer), so a score is read against what guessing gets.
 - summary.json is written atomically: a half-written summary must never pass for a
   finished run (it is what marks a demo directory as finished).
 """
@@ -61,6 +61,8 @@ class DemoSummary:
     export_dir: str | None
     export_note: str
     next_steps: list[str]
+    family_baseline: dict[str, float] = field(default_factory=dict)
+    """Held-out exact match of always answering a family's most common training answer."""
 
     def to_json(self) -> dict[str, Any]:
         document = asdict(self)
@@ -85,26 +87,30 @@ def _minutes(seconds: float) -> str:
 
 
 def render_table(summary: DemoSummary) -> str:
-    """The final table: one column per trained net."""
+    """The final table: one column per trained net, then the majority-answer baseline."""
     reports = summary.reports
     families = list(reports[0].family_exact_match)
+    baseline = summary.family_baseline
     rows: list[tuple[str, list[str]]] = [
-        ("net", [r.net for r in reports]),
-        ("parameters", [f"{r.parameters:,}" for r in reports]),
-        ("training steps", [f"{r.steps:,}" for r in reports]),
-        ("tokens seen", [f"{r.tokens_seen:,}" for r in reports]),
-        ("training time", [_minutes(r.train_seconds) for r in reports]),
-        ("tokens / s", [f"{r.tokens_per_second:,.0f}" for r in reports]),
+        ("net", [r.net for r in reports] + ["baseline"]),
+        ("parameters", [f"{r.parameters:,}" for r in reports] + [""]),
+        ("training steps", [f"{r.steps:,}" for r in reports] + [""]),
+        ("tokens seen", [f"{r.tokens_seen:,}" for r in reports] + [""]),
+        ("training time", [_minutes(r.train_seconds) for r in reports] + [""]),
+        ("tokens / s", [f"{r.tokens_per_second:,.0f}" for r in reports] + [""]),
     ]
-    rows += [(f"exact match: {family}", [f"{r.family_exact_match.get(family, float('nan')):.1%}" for r in reports])
-             for family in families]
-    rows.append((f"exact match: MEAN ({reports[0].heldout_problems} held-out)", [f"{r.exact_match:.1%}" for r in reports]))
+    rows += [(f"exact match: {family}", [f"{r.family_exact_match.get(family, float('nan')):.1%}" for r in reports]
+              + [f"{baseline[family]:.1%}" if family in baseline else "-"]) for family in families]
+    mean_baseline = sum(baseline.values()) / len(baseline) if baseline else None
+    rows.append((f"exact match: MEAN ({reports[0].heldout_problems} held-out)",
+                 [f"{r.exact_match:.1%}" for r in reports] + ["-" if mean_baseline is None else f"{mean_baseline:.1%}"]))
     label_width = max(len(label) for label, _ in rows)
     value_width = max(max(len(v) for v in values) for _, values in rows)
     lines = [f"  {label:<{label_width}}  " + "  ".join(f"{v:>{value_width}}" for v in values) for label, values in rows]
-    rule = "  " + "-" * (label_width + 2 + (value_width + 2) * len(reports))
+    rule = "  " + "-" * (label_width + 2 + (value_width + 2) * (len(reports) + 1))
     lines.insert(1, rule)
     lines.insert(len(lines) - 1, rule)
+    lines.append("  (baseline: always giving the family's most common training answer)")
     return "\n".join(lines)
 
 

@@ -22,11 +22,14 @@ Design choices:
 - `exact_match` is the mean over all samples (micro); per-family means come beside it as
   `exact_match/<family>`. `frugal eval --tasks synthetic` calls this same function, so it
   reproduces the number the demo reports from the same file and model.
+- `majority_baselines` is the score to beat: always answering a family's most common
+  training answer. Counting answers are small numbers, so guessing scores ~28% there;
+  a model's counting score means nothing until it clears that.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 from frugal_lm.data.records import Record, read_rows
@@ -86,3 +89,17 @@ def score_synthetic(engine, heldout_path: Path | str, limit: int | None = None,
                 for record in records]
     results = engine.generate(requests, progress=progress)
     return score_outputs(records, [r.instruction for r in records], [r.text for r in results])
+
+
+def majority_baselines(train: list[Record], heldout: list[Record]) -> dict[str, float]:
+    """Per family: the held-out exact match of always answering that family's most common
+    training response (0 for a family absent from training)."""
+    answers: dict[str, Counter] = defaultdict(Counter)
+    for record in train:
+        answers[record.category or UNCATEGORISED][record.response] += 1
+    hits: dict[str, list[float]] = defaultdict(list)
+    for record in heldout:
+        family = record.category or UNCATEGORISED
+        guess = answers[family].most_common(1)[0][0] if answers[family] else None
+        hits[family].append(float(record.response == guess))
+    return {family: sum(values) / len(values) for family, values in sorted(hits.items())}
