@@ -13,6 +13,15 @@ def test_layers_resolve_in_order(tmp_path):
     assert (config.model.hidden_size, config.model.n_layers, config.model.vocab_size) == (256, 12, 1000)
 
 
+def test_model_keys_given_are_the_users_not_the_presets(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("net: transformer\nmodel:\n  h_cycles: 1\n")
+    config = resolve_run_config(recipe, ["model.l_cycles=3", "lr=1e-3"])
+    assert config.model_keys_given == {"h_cycles", "l_cycles", "net"}
+    assert config.model_copy(update={"steps": 5}).model_keys_given == config.model_keys_given
+    assert resolve_run_config(None, ["lr=1e-3"]).model_keys_given == frozenset()
+
+
 def test_derived_sizes():
     config = load_model_config("XL")
     assert (config.head_dim, config.layers_per_stack, config.stack_passes) == (128, 16, 8)

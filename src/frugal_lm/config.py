@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, model_validator
 
 from frugal_lm.errors import FrugalError
 
@@ -147,6 +147,14 @@ class RunConfig(StrictModel):
     """bf16 autocast (fp32 master weights): auto uses it on GPUs and on CPUs with native
     bf16 instructions, where it measured 2.2x faster (benchmarks/RESULTS.md)."""
     model: ModelConfig
+    _model_keys_given: frozenset[str] = PrivateAttr(default=frozenset())
+
+    @property
+    def model_keys_given(self) -> frozenset[str]:
+        """The model.* keys the recipe file or the command line set (`net` included when
+        given), as opposed to the preset's: with init_from=DIR these override DIR's
+        architecture and the others come from DIR. Empty for a config built in code."""
+        return self._model_keys_given
 
     @model_validator(mode="after")
     def _check_training(self) -> RunConfig:
@@ -289,4 +297,8 @@ def resolve_run_config(config_file: Path | str | None = None, overrides: list[st
     if "net" in chosen:
         layered["model"]["net"] = net
     source = " + ".join(filter(None, [str(config_file) if config_file else "", "command line" if overrides else ""]))
-    return validate(RunConfig, layered, source or "defaults")
+    config = validate(RunConfig, layered, source or "defaults")
+    model_layer = chosen.get("model")
+    config._model_keys_given = frozenset([*(model_layer if isinstance(model_layer, dict) else {}),
+                                          *(["net"] if "net" in chosen else [])])
+    return config

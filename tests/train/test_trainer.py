@@ -170,3 +170,20 @@ def test_end_to_end_from_records_and_tokenizer_guard(tmp_path):
     with pytest.raises(FrugalError, match="tokenizer .* differs from the one this run was trained with"):
         train(resolve_run_config(None, run_args(tmp_path / "mix2", tmp_path / "run", "steps=6", "row_len=64",
                                                 "resume=true")))
+
+
+def test_init_from_takes_the_architecture_of_dir_except_the_keys_given(tmp_path, write_mixed_set):
+    from frugal_lm.train.weights import read_model_config
+
+    data = write_mixed_set(tmp_path / "mix", n_examples=200)
+    base = tmp_path / "base"
+    train(resolve_run_config(None, run_args(data, base, "steps=1", "model.l_cycles=4")))
+    inherited = train(resolve_run_config(None, run_args(data, tmp_path / "a", "steps=1", f"init_from={base}")))
+    assert read_model_config(inherited.checkpoint).l_cycles == 4
+    # Typing the preset's own value still counts as a choice (it fits the same weights).
+    given = train(resolve_run_config(None, run_args(data, tmp_path / "b", "steps=1", "model.l_cycles=3",
+                                                    f"init_from={base}")))
+    assert read_model_config(given.checkpoint).l_cycles == 3
+    with pytest.raises(FrugalError, match="net=transformer, but init_from=.* holds a net=hrm model"):
+        train(resolve_run_config(None, run_args(data, tmp_path / "c", "steps=1", "net=transformer",
+                                                f"init_from={base}")))

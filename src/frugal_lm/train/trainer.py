@@ -30,7 +30,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from frugal_lm.config import ModelConfig, RunConfig, load_model_config, validate
+from frugal_lm.config import ModelConfig, RunConfig, validate
 from frugal_lm.data.loader import LoaderState, MixedDataset, PackedLoader
 from frugal_lm.errors import FrugalError
 from frugal_lm.model import bp_steps_at, build_model, language_model_loss
@@ -105,7 +105,8 @@ ARCHITECTURE_KEYS = ("net", "hidden_size", "n_layers", "n_heads", "expansion", "
 
 def _model_config_for(config: RunConfig, dataset: MixedDataset) -> ModelConfig:
     """The configured architecture on the data's vocabulary; with init_from=DIR (DIR has a
-    config.yaml), DIR's architecture and vocabulary, and the data must use DIR's tokenizer."""
+    config.yaml), DIR's architecture and vocabulary except the model.* keys the user gave
+    (`RunConfig.model_keys_given`), and the data must use DIR's tokenizer."""
     if config.init_from is None:
         return config.model.model_copy(update={"vocab_size": dataset.vocab_size})
     init_from = Path(config.init_from)
@@ -116,11 +117,9 @@ def _model_config_for(config: RunConfig, dataset: MixedDataset) -> ModelConfig:
     if not (source / "config.yaml").is_file():
         return config.model.model_copy(update={"vocab_size": dataset.vocab_size})
     saved = read_model_config(source)
-    if config.net != "hrm" and config.net != saved.net:
+    if "net" in config.model_keys_given and config.net != saved.net:
         raise FrugalError(f"net={config.net}, but init_from={config.init_from} holds a net={saved.net} model")
-    preset = load_model_config(config.preset, config.net)
-    inherited = {key: getattr(saved, key) for key in ARCHITECTURE_KEYS
-                 if getattr(config.model, key) == getattr(preset, key)}
+    inherited = {key: getattr(saved, key) for key in ARCHITECTURE_KEYS if key not in config.model_keys_given}
     model_config = validate(ModelConfig, {**config.model.model_dump(), **inherited, "vocab_size": saved.vocab_size},
                             f"model.* keys with init_from={init_from}")
     saved_tokenizer = source / "tokenizer" / "tokenizer.json"
