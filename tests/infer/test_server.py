@@ -363,3 +363,35 @@ def test_a_failing_decode_step_fails_its_request_not_the_server(gated):
     assert failed.status_code == 500 and "simulated device error" in failed.json()["error"]["message"]
     assert http.get("/health").json()["status"] == "ok" and state.engine.free_slots() == 1
     assert http.post("/v1/completions", json=request).status_code == 200
+
+
+def test_prompts_joining_together_are_prefilled_in_one_call_and_a_bad_one_fails_alone(loaded, monkeypatch):
+    with running_server(loaded, max_batch_size=4) as (url, state, _):
+        engine = state.engine
+        real_add_many, batches = engine.add_many, []
+
+        def recording_add_many(prompts, samplings):
+            batches.append(len(prompts))
+            return real_add_many(prompts, samplings)
+
+        monkeypatch.setattr(engine, "add_many", recording_add_many)
+        request = {"model": MODEL, "prompt": ["1+1=", "2+2=", "3+3="], "max_tokens": 3, "temperature": 0}
+        with httpx.Client(base_url=url, timeout=30) as http:
+            assert http.post("/v1/completions", json=request).status_code == 200
+            assert batches == [3]
+
+            # The batched prefill fails; one by one, only the prompt at fault fails.
+            def failing_add_many(prompts, samplings):
+                raise RuntimeError("simulated batch failure")
+
+            def add(prompt_ids, sampling):
+                if sampling.max_new_tokens == 2:
+                    raise RuntimeError("simulated bad prompt")
+                return real_add_many([prompt_ids], [sampling])[0]
+
+            monkeypatch.setattr(engine, "add_many", failing_add_many)
+            monkeypatch.setattr(engine, "add", add)
+            assert http.post("/v1/completions", json=request).status_code == 200
+            failed = http.post("/v1/completions", json={**request, "max_tokens": 2})
+            assert failed.status_code == 500 and "simulated bad prompt" in failed.json()["error"]["message"]
+            assert http.get("/health").json()["status"] == "ok" and engine.free_slots() == 4

@@ -1,7 +1,7 @@
 """Continuous batching for the HTTP server: one thread owns the Engine, asyncio talks to it.
 
 Design choices:
-- Exactly one thread (`frugal-engine`) calls `Engine.add/step/release`: the engine's caches
+- Exactly one thread (`frugal-engine`) calls `Engine.add_many/step/release`: the engine's caches
   and RNG state are not thread-safe, and one owner makes every slot's lifetime easy to follow.
   Between decode steps it releases cancelled slots and admits waiting requests into free
   slots, so a new request joins the running batch at the next step (continuous batching)
@@ -277,20 +277,32 @@ class Scheduler:
                 self._step()
 
     def _admit(self) -> None:
-        while self.engine.free_slots() > 0:
-            with self._lock:
-                if not self._waiting:
-                    return
-                job = self._waiting.popleft()
-            try:
-                slot = self.engine.add(job.spec.prompt_ids, job.spec.sampling)
-            except Exception as error:  # a bad request must not take the server down
-                log.exception("engine.add failed")
-                self._finish(job, error=f"generation failed: {error}")
-                continue
-            with self._lock:
-                self._active[slot] = job
-                self.active_count = len(self._active)
+        """Move as many waiting prompts as there are free slots into the engine, prefilled
+        together (`Engine.add_many`); if that fails, one by one, so that only the prompt
+        at fault fails."""
+        with self._lock:
+            jobs = [self._waiting.popleft() for _ in range(min(self.engine.free_slots(), len(self._waiting)))]
+            self.active_count += len(jobs)  # still counted against capacity while they prefill
+        if not jobs:
+            return
+        try:
+            slots = self.engine.add_many([job.spec.prompt_ids for job in jobs], [job.spec.sampling for job in jobs])
+        except Exception:  # a bad request must not take the server down, nor its neighbours
+            log.exception("engine.add_many failed; admitting its prompts one by one")
+            slots = [self._add_alone(job) for job in jobs]
+        with self._lock:
+            for slot, job in zip(slots, jobs):
+                if slot is not None:
+                    self._active[slot] = job
+            self.active_count = len(self._active)
+
+    def _add_alone(self, job: _Job) -> int | None:
+        try:
+            return self.engine.add(job.spec.prompt_ids, job.spec.sampling)
+        except Exception as error:
+            log.exception("engine.add failed")
+            self._finish(job, error=f"generation failed: {error}")
+            return None
 
     def _step(self) -> None:
         try:
@@ -298,9 +310,9 @@ class Scheduler:
                 self._on_token(event)
         except Exception as error:  # fail the running requests, keep serving the next ones
             log.exception("decoding failed; failing the running requests")
-            for slot in list(self._active):
-                self._finish(self._active[slot], error=f"generation failed: {type(error).__name__}: {error}")
+            for slot, job in list(self._active.items()):
                 self._retire(slot)
+                self._finish(job, error=f"generation failed: {type(error).__name__}: {error}")
 
     def _on_token(self, event: TokenEvent) -> None:
         job = self._active.get(event.slot)
@@ -308,12 +320,13 @@ class Scheduler:
             return
         job.completion_tokens += 1  # every event is one generated token, EOA included
         text = "" if event.token_id is None else job.stream.push(event.token_id)
+        # Retire before answering: a client that has its answer finds the slot free.
         if job.stream.stopped:
+            self._retire(event.slot)
             self._finish(job, text, "stop")
-            self._retire(event.slot)
         elif event.finished:
-            self._finish(job, text + job.stream.flush(), event.finish_reason or "length")
             self._retire(event.slot)
+            self._finish(job, text + job.stream.flush(), event.finish_reason or "length")
         elif text and not job.cancelled:
             job.group.deliver(TextEvent(job.index, text))
 
