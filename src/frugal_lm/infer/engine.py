@@ -3,8 +3,8 @@
 Design:
 - The engine owns `max_batch_size` slots, each a row of one static KV cache
   (`kv_cache.StaticKVCache`) sized for `max_seq_len` tokens. A request takes a free slot
-  (`add`), advances one token per `step` together with every other running slot, and
-  gives the slot back (`release`). Offline `generate` is a loop over the same three
+  (`add`, or `add_many` for several at once), advances one token per `step` together with
+  every other running slot, and gives the slot back (`release`). Offline `generate` is a loop over the same three
   calls, so the server (which drives them from its scheduler) and the CLI run one code path.
 - Prefill: the instruction (BOQ + conditions + text + EOQ) is one bidirectional block,
   and its last position, EOQ, predicts the first response token (training puts the first
