@@ -44,6 +44,10 @@ def test_encode_prompt_is_the_training_instruction_layout(loaded):
     assert ids[0] == tokenizer.special_ids["boq"] and ids[-1] == tokenizer.special_ids["eoq"]
     with pytest.raises(FrugalError, match="unknown condition tag 'cto'"):
         engine.encode_prompt("x", ("cto",))
+    text_ids = tokenizer.tokenizer.encode("12+7=", add_special_tokens=False).ids
+    assert engine.encode_prompt(text_ids, ("cot", "noisy")) == ids  # the text's token ids: same layout
+    with pytest.raises(FrugalError, match="prompt token ids must be in 0.."):
+        engine.encode_prompt([1, loaded.config.vocab_size])
 
 
 def test_greedy_generation_equals_full_recompute_and_is_deterministic(loaded):

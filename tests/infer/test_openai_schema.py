@@ -38,6 +38,8 @@ def test_defaults_and_normalisation():
                                                 "condition": "cot, noisy", "temperature": 0})
     assert request.stop_strings == ["x"] and request.prompts == ["a", "b"]
     assert request.conditions == ("cot", "noisy") and request.temperature == 0.0
+    assert CompletionRequest.model_validate({"model": "m", "prompt": [5, 6]}).prompts == [[5, 6]]
+    assert CompletionRequest.model_validate({"model": "m", "prompt": [[5], [6, 7]]}).prompts == [[5], [6, 7]]
 
 
 @pytest.mark.parametrize("body", [

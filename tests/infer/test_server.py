@@ -116,6 +116,15 @@ def test_completion_with_several_prompts_and_a_condition(client, reference):
     assert [c.text for c in response.choices] == [reference(p, 6, ("cot",)).text for p in PROMPTS[:3]]
 
 
+def test_token_id_prompts_are_the_instruction_text_tokens(client, reference, loaded):
+    text_ids = [loaded.tokenizer.tokenizer.encode(p, add_special_tokens=False).ids for p in PROMPTS[:2]]
+    one = client.completions.create(model=MODEL, prompt=text_ids[0], max_tokens=6, temperature=0)
+    assert one.choices[0].text == reference(PROMPTS[0], 6).text
+    assert one.usage.prompt_tokens == len(text_ids[0]) + 3  # BOQ + direct + text + EOQ
+    several = client.completions.create(model=MODEL, prompt=text_ids, max_tokens=6, temperature=0)
+    assert [c.text for c in several.choices] == [reference(p, 6).text for p in PROMPTS[:2]]
+
+
 def test_chat_lone_user_message_is_the_instruction(client, reference):
     response = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": PROMPTS[1]}],
                                               max_tokens=8, temperature=0)
@@ -210,7 +219,10 @@ BAD_REQUESTS = [
     ("/v1/completions", {"model": "tiny", "prompt": "a", "temperature": "hot"}, 400, "temperature"),
     ("/v1/completions", {"model": "tiny", "prompt": "a", "temperature": 5}, 400, "temperature"),
     ("/v1/completions", {"model": "tiny", "prompt": "a", "top_p": 0}, 400, "top_p"),
-    ("/v1/completions", {"model": "tiny", "prompt": [1, 2]}, 400, "prompt"),
+    ("/v1/completions", {"model": "tiny", "prompt": [1, "a"]}, 400, "prompt"),          # mixed shapes
+    ("/v1/completions", {"model": "tiny", "prompt": [True, 2]}, 400, "prompt"),
+    ("/v1/completions", {"model": "tiny", "prompt": [[1], []]}, 400, "prompt"),         # an empty token list
+    ("/v1/completions", {"model": "tiny", "prompt": [10**9]}, 400, "prompt"),           # not in the vocabulary
     ("/v1/completions", {"model": "tiny"}, 400, "prompt"),
     ("/v1/completions", {"model": "tiny", "prompt": "a", "max_tokens": 0}, 400, "max_tokens"),
     ("/v1/completions", {"model": "tiny", "prompt": "a", "max_tokens": 10**9}, 400, "max_tokens"),

@@ -122,15 +122,23 @@ class Engine:
 
     # ---- prompts ---------------------------------------------------------------------
 
-    def encode_prompt(self, prompt: str, conditions: tuple[str, ...] | list[str] = ("direct",)) -> list[int]:
-        """BOQ + condition tokens + tokens(prompt) + EOQ, the training layout of an instruction."""
+    def encode_prompt(self, prompt: str | list[int],
+                      conditions: tuple[str, ...] | list[str] = ("direct",)) -> list[int]:
+        """BOQ + condition tokens + tokens(prompt) + EOQ, the training layout of an instruction;
+        `prompt` is the instruction's text or the token ids of its text."""
         if not conditions:
             raise FrugalError("at least one condition tag is needed (e.g. direct)")
         known = self.tokenizer.condition_ids
         for tag in conditions:
             if tag not in known:
                 raise FrugalError(f"unknown condition tag {tag!r}; known: {', '.join(sorted(known))}")
-        text_ids = self.tokenizer.tokenizer.encode(prompt, add_special_tokens=False).ids
+        if isinstance(prompt, str):
+            text_ids = self.tokenizer.tokenizer.encode(prompt, add_special_tokens=False).ids
+        else:
+            text_ids = list(prompt)
+            vocab = self.config.vocab_size
+            if any(not 0 <= token < vocab for token in text_ids):
+                raise FrugalError(f"prompt token ids must be in 0..{vocab - 1}")
         special = self.tokenizer.special_ids
         return [special["boq"], *(known[tag] for tag in conditions), *text_ids, special["eoq"]]
 

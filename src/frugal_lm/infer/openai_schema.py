@@ -93,25 +93,39 @@ class SamplingFields(StrictBody):
         return None
 
 
-class CompletionRequest(SamplingFields):
-    """POST /v1/completions. The prompt is the instruction text (the server adds BOQ, the
-    condition tokens and EOQ); a list of prompts gives one choice per prompt."""
+TokenIds = Annotated[list[Annotated[int, Field(strict=True)]], Field(min_length=1)]
 
-    prompt: str | Annotated[list[str], Field(min_length=1)]
+
+class CompletionRequest(SamplingFields):
+    """POST /v1/completions. The prompt is the instruction, as text or as the token ids of
+    its text (the server adds BOQ, the condition tokens and EOQ either way); a list of
+    prompts gives one choice per prompt. OpenAI's four shapes: a string, a list of strings,
+    a list of token ids, a list of lists of token ids."""
+
+    prompt: str | Annotated[list[str], Field(min_length=1)] | TokenIds | Annotated[list[TokenIds], Field(min_length=1)]
     echo: bool = False
     best_of: int | None = None
     suffix: str | None = None
 
     @field_validator("prompt", mode="before")
     @classmethod
-    def _text_prompts(cls, prompt: object) -> object:
-        if isinstance(prompt, list) and any(not isinstance(item, str) for item in prompt):
-            raise ValueError("must be a string or a list of strings (token id arrays are not supported)")
+    def _one_shape(cls, prompt: object) -> object:
+        if isinstance(prompt, list) and prompt:
+            kinds = {str if isinstance(item, str) else list if isinstance(item, list)
+                     else int if isinstance(item, int) and not isinstance(item, bool) else None for item in prompt}
+            if len(kinds) != 1 or None in kinds:
+                raise ValueError("must be a string, a list of strings, a list of token ids or a list of lists "
+                                 "of token ids")
         return prompt
 
     @property
-    def prompts(self) -> list[str]:
-        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+    def prompts(self) -> list[str | list[int]]:
+        """One entry per prompt: text, or the token ids of the text."""
+        if isinstance(self.prompt, str):
+            return [self.prompt]
+        if isinstance(self.prompt[0], int):
+            return [list(self.prompt)]  # type: ignore[arg-type]
+        return list(self.prompt)  # type: ignore[arg-type]
 
     def unsupported_field(self) -> tuple[str, str] | None:
         if self.echo:

@@ -95,17 +95,24 @@ class ServerState:
             raise ApiError(404, f"model {model!r} does not exist; this server serves {self.model_name!r}",
                            "model", "model_not_found")
 
-    def prepare(self, body: SamplingFields, instructions: list[str], max_tokens: int | None,
+    def prepare(self, body: SamplingFields, instructions: list[str | list[int]], max_tokens: int | None,
                 prompt_field: str) -> list[PromptJob]:
-        """Validated, tokenized jobs (runs in the threadpool); `prompt_field` names the
-        instructions' source in errors ("prompt" or "messages")."""
+        """Validated, tokenized jobs (runs in the threadpool); an instruction is text or the
+        token ids of its text; `prompt_field` names the instructions' source in errors
+        ("prompt" or "messages")."""
         self.check_model(body.model)
         unsupported = body.unsupported_field()
         if unsupported is not None:
             raise ApiError(400, unsupported[1], unsupported[0], "unsupported_parameter")
         jobs = []
+        vocab = self.engine.config.vocab_size
         for instruction in instructions:
-            if len(instruction) > self.max_prompt_chars:
+            if isinstance(instruction, list):
+                bad = next((token for token in instruction if not 0 <= token < vocab), None)
+                if bad is not None:
+                    raise ApiError(400, f"token id {bad} is not in the model's vocabulary (0..{vocab - 1})",
+                                   prompt_field, "invalid_token_id")
+            elif len(instruction) > self.max_prompt_chars:
                 raise self._too_long(f"more than {self.max_prompt_chars:,} characters", prompt_field)
             try:
                 prompt_ids = self.engine.encode_prompt(instruction, body.conditions)
