@@ -24,6 +24,21 @@ def full_logits(model, tokens, prefix_len):
     return model(torch.tensor([tokens]), torch.arange(T)[None], layout)[0, -1]
 
 
+def decode_matches_recompute(model, cache, slots, sequences, prompt_lens, logits_BV, steps):
+    """Greedy decoding of the sequences in engine slots `slots` (row b: `sequences[b]`, extended
+    in place; `logits_BV` their prefill logits) through the cache; every step's logits must
+    match recomputing that sequence from scratch."""
+    for _ in range(steps):
+        for row, sequence in enumerate(sequences):  # the next token: greedy from the cached logits
+            sequence.append(int(logits_BV[row].argmax()))
+        positions = torch.tensor([len(sequence) - 1 for sequence in sequences])
+        new_tokens = torch.tensor([[sequence[-1]] for sequence in sequences])
+        logits_BV = model(new_tokens, positions[:, None], None, kv_cache=cache.decode(slots, positions))[:, -1]
+        for row, sequence in enumerate(sequences):
+            expected = full_logits(model, sequence, prompt_lens[row])
+            torch.testing.assert_close(logits_BV[row], expected, rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize("net", ["hrm", "transformer", "universal"])
 @torch.inference_mode()
 def test_incremental_decoding_matches_full_recompute(net):
@@ -41,17 +56,9 @@ def test_incremental_decoding_matches_full_recompute(net):
                              kv_cache=cache.prefill(slot))[0, -1]
         torch.testing.assert_close(logits[slot], full_logits(model, prompt, T), rtol=0, atol=1e-5)
         sequences[slot] = list(prompt)
-    for _ in range(10):
-        slots = sorted(sequences)
-        for slot in slots:  # the next token: greedy from the cached logits
-            sequences[slot].append(int(logits[slot].argmax()))
-        positions = torch.tensor([len(sequences[slot]) - 1 for slot in slots])
-        new_tokens = torch.tensor([[sequences[slot][-1]] for slot in slots])
-        step_logits = model(new_tokens, positions[:, None], None, kv_cache=cache.decode(slots, positions))[:, -1]
-        for row, slot in enumerate(slots):
-            logits[slot] = step_logits[row]
-            expected = full_logits(model, sequences[slot], len(prompts[slot]))
-            torch.testing.assert_close(logits[slot], expected, rtol=0, atol=1e-5)
+    slots = sorted(sequences)
+    decode_matches_recompute(model, cache, slots, [sequences[s] for s in slots], [len(prompts[s]) for s in slots],
+                             torch.stack([logits[s] for s in slots]), steps=10)
 
 
 @torch.inference_mode()
@@ -122,13 +129,4 @@ def test_batched_prefill_of_padded_prompts_matches_full_recompute(net):
     sequences = [list(p) for p in prompts]
     for row, prompt in enumerate(prompts):
         torch.testing.assert_close(logits[row], full_logits(model, prompt, len(prompt)), rtol=0, atol=1e-5)
-    for _ in range(4):
-        for row in range(3):
-            sequences[row].append(int(logits[row].argmax()))
-        step_positions = torch.tensor([len(s) - 1 for s in sequences])
-        new_tokens = torch.tensor([[s[-1]] for s in sequences])
-        logits = model(new_tokens, step_positions[:, None], None,
-                       kv_cache=cache.decode(slots, step_positions))[:, -1]
-        for row in range(3):
-            expected = full_logits(model, sequences[row], lengths[row])
-            torch.testing.assert_close(logits[row], expected, rtol=0, atol=1e-5)
+    decode_matches_recompute(model, cache, slots, sequences, lengths, logits, steps=4)

@@ -76,22 +76,24 @@ class StaticKVCache:
 
 class PrefillView:
     """Instructions of the sequences in engine slots `slots` (row b: slot `slots[b]`,
-    `lengths_B[b]` real tokens, or all T when `lengths_B` is None), written at 0..T-1."""
+    `lengths_B[b]` real tokens, or all T when `lengths_B` is None), written at 0..T-1;
+    rows are padded to T = the longest length."""
 
     def __init__(self, cache: StaticKVCache, slots: list[int], lengths_B: torch.Tensor | None):
         self.cache = cache
         self.rows = _rows(slots, cache.keys[0].device)
-        self.lengths_B = lengths_B
+        # One key-padding mask for every layer and pass; none when no row is padded.
+        self.mask_B11T = None
+        if lengths_B is not None and bool((lengths_B != lengths_B.max()).any()):
+            keys_T = torch.arange(int(lengths_B.max()), device=lengths_B.device)
+            self.mask_B11T = (keys_T[None, :] < lengths_B[:, None])[:, None, None, :]
 
     def attend(self, layer_slot: int, q_BHTD: torch.Tensor, k_BHTD: torch.Tensor,
                v_BHTD: torch.Tensor) -> torch.Tensor:
         T = k_BHTD.shape[2]
         self.cache.keys[layer_slot][self.rows, :, :T] = k_BHTD
         self.cache.values[layer_slot][self.rows, :, :T] = v_BHTD
-        mask_B11T = None
-        if self.lengths_B is not None and bool((self.lengths_B < T).any()):
-            mask_B11T = (torch.arange(T, device=k_BHTD.device)[None, :] < self.lengths_B[:, None])[:, None, None, :]
-        return F.scaled_dot_product_attention(q_BHTD, k_BHTD, v_BHTD, attn_mask=mask_B11T)
+        return F.scaled_dot_product_attention(q_BHTD, k_BHTD, v_BHTD, attn_mask=self.mask_B11T)
 
 
 def _rows(slots: list[int], device: torch.device) -> slice | torch.Tensor:
