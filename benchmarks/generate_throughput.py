@@ -15,7 +15,10 @@ The model is randomly initialised (throughput does not depend on training), with
 trained on the synthetic tasks for the prompts.
 
     PYTHONPATH=src python benchmarks/generate_throughput.py [--hidden 256] [--layers-per-stack 2] \
-        [--vocab 8192] [--prompt-len 32] [--new-tokens 64] [--repeats 2] [--threads 1] [--no-compile]
+        [--vocab 8192] [--prompt-len 32] [--new-tokens 64] [--repeats 2] [--threads 1] [--no-compile] \
+        [--device cpu|cuda]
+
+On a GPU the compiled engine runs its decode step as a CUDA graph; both sides stay fp32.
 """
 
 from __future__ import annotations
@@ -73,13 +76,15 @@ def run_ours(engine: Engine, prompts: list[list[int]], new_tokens: int) -> tuple
 
 
 def run_transformers(model, prompts: list[list[int]], new_tokens: int, eoa: int, pad: int):
-    input_ids = torch.tensor(prompts)
+    input_ids = torch.tensor(prompts, device=model.device)
     start = time.perf_counter()
     with torch.inference_mode():
         sequences = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
                                    token_type_ids=torch.ones_like(input_ids),  # PrefixLM: all instruction
                                    do_sample=False, max_new_tokens=new_tokens, eos_token_id=eoa,
                                    pad_token_id=pad)
+    if input_ids.is_cuda:
+        torch.cuda.synchronize()
     elapsed = time.perf_counter() - start
     outputs = []
     for row in sequences[:, input_ids.shape[1]:].tolist():
@@ -126,6 +131,7 @@ def main() -> int:
                         help="torch CPU threads for both sides (default 1: on a shared machine, more threads "
                              "than free cores make every small matmul wait at OpenMP barriers)")
     parser.add_argument("--no-compile", action="store_true", help="measure only the eager engine")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from transformers import HrmTextConfig, HrmTextForCausalLM
@@ -136,17 +142,19 @@ def main() -> int:
     texts = (text for problem in synthetic_problems(["addition", "sorting", "reversal", "expression"], 2000, 0, False)
              for text in (problem.instruction, problem.response))
     tokenizer = train_tokenizer(texts, vocab_size=min(args.vocab, 1024))
-    model = build_model(config).eval()
+    model = build_model(config).to(args.device).eval()
     hf_model = HrmTextForCausalLM(HrmTextConfig(**to_hf_config(config, tokenizer.special_ids))).eval()
     # Our parameter names are hrm_text's inside its `model.` prefix; only the head sits on top.
     hf_model.load_state_dict({name if name == "lm_head.weight" else f"model.{name}": tensor
                               for name, tensor in model.state_dict().items()}, strict=True)
     hf_model.config._attn_implementation = "sdpa"
+    hf_model.to(args.device)
     loaded = LoadedModel(model, config, tokenizer, weights_path=None)  # type: ignore[arg-type]
     prompts = make_prompts(tokenizer, args.prompts, args.prompt_len)
     eoa, pad = tokenizer.special_ids["eoa"], tokenizer.special_ids["pad"]
 
-    print(f"# {platform.node()}: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+    gpu = f", {torch.cuda.get_device_name()}" if args.device == "cuda" else ""
+    print(f"# {platform.node()}: {platform.processor() or platform.machine()}{gpu}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
     print(f"# HRM hidden {args.hidden}, {args.layers_per_stack}+{args.layers_per_stack} layers, {args.heads} heads, "
           f"vocab {args.vocab}, {config.stack_passes} stack passes; {len(prompts)} prompts of {args.prompt_len} "

@@ -22,12 +22,14 @@ def greedy(max_new_tokens=12):
 def reference_greedy(loaded, prompt_ids, max_new_tokens, eoa_id):
     """Greedy decoding by recomputing the whole sequence with the training forward pass."""
     model, tokens, prefix_len = loaded.model, list(prompt_ids), len(prompt_ids)
+    device = loaded.device
     produced = []
     with torch.inference_mode():
         for _ in range(max_new_tokens):
             T = len(tokens)
-            layout = AttentionLayout.from_lengths([[(prefix_len, T - prefix_len)]], T)
-            token = int(model(torch.tensor([tokens]), torch.arange(T)[None], layout)[0, -1].argmax())
+            layout = AttentionLayout.from_lengths([[(prefix_len, T - prefix_len)]], T).to(device)
+            logits_V = model(torch.tensor([tokens], device=device), torch.arange(T, device=device)[None], layout)[0, -1]
+            token = int(logits_V.argmax())
             if token == eoa_id:
                 return produced, "stop"
             produced.append(token)
@@ -169,3 +171,17 @@ def test_compiled_decode_step_gives_the_tokens_of_full_recompute(loaded):
     for prompt, result in zip(prompts, results):
         expected, reason = reference_greedy(loaded, engine.encode_prompt(prompt), 10, engine.eoa_id)
         assert result.token_ids == expected and result.finish_reason == reason
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("compile", [False, True], ids=["eager", "cuda-graphs"])
+def test_gpu_engine_gives_the_tokens_of_full_recompute_and_of_the_cpu_engine(tiny_run, loaded, compile):
+    on_gpu = load_model(tiny_run, device="cuda")
+    engine = Engine(on_gpu, max_batch_size=2, compile=compile)
+    requests = [GenerationRequest(prompt, sampling=greedy(10)) for prompt in PROMPTS]  # 5 prompts, 2 slots
+    results = engine.generate(requests)
+    for prompt, result in zip(PROMPTS, results):
+        expected, reason = reference_greedy(on_gpu, engine.encode_prompt(prompt), 10, engine.eoa_id)
+        assert result.token_ids == expected and result.finish_reason == reason
+    assert Engine(loaded, max_batch_size=2).generate(requests) == results

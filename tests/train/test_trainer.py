@@ -187,3 +187,17 @@ def test_init_from_takes_the_architecture_of_dir_except_the_keys_given(tmp_path,
     with pytest.raises(FrugalError, match="net=transformer, but init_from=.* holds a net=hrm model"):
         train(resolve_run_config(None, run_args(data, tmp_path / "c", "steps=1", "net=transformer",
                                                 f"init_from={base}")))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("compile", [False, True])
+def test_bf16_training_on_gpu_learns_with_the_default_gpu_attention(tmp_path, write_mixed_set, compile):
+    data = write_mixed_set(tmp_path / "mix", n_examples=400, n_epochs=4)
+    arguments = [f"data={data}", f"out={tmp_path / 'run'}", *(a for a in TINY if not a.startswith("precision")),
+                 "steps=60", "device=cuda", "precision=bf16", f"compile={str(compile).lower()}"]
+    result = train(resolve_run_config(None, arguments))
+    assert result.steps == 60
+    run_losses = losses(tmp_path / "run")
+    assert all(torch.isfinite(torch.tensor(run_losses)))
+    assert sum(run_losses[-10:]) / 10 < 0.8 * sum(run_losses[:10]) / 10

@@ -144,13 +144,18 @@ class VarlenLayout:
         )
 
 
-@functools.cache
+# Probed once at import: a module constant is free inside a compiled model, where an import
+# lookup would break the graph (torch.compile does not trace importlib).
+_FA3_AVAILABLE = importlib.util.find_spec("flash_attn_interface") is not None
+_FLEX_AVAILABLE = importlib.util.find_spec("torch.nn.attention.flex_attention") is not None
+
+
 def fa3_available() -> bool:
-    return importlib.util.find_spec("flash_attn_interface") is not None
+    return _FA3_AVAILABLE
 
 
 def flex_available() -> bool:
-    return importlib.util.find_spec("torch.nn.attention.flex_attention") is not None
+    return _FLEX_AVAILABLE
 
 
 def select_backend(requested: str, device: torch.device, needs_grad: bool) -> str:
