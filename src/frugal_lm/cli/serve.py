@@ -46,7 +46,8 @@ def _serve_command(args: argparse.Namespace) -> int:
     sock = bind_socket(args.host, args.port)  # before loading: a taken port fails fast
     try:
         loaded = load_model(args.model, device=device)
-        engine = Engine(loaded, max_batch_size=args.max_batch_size, max_seq_len=args.max_seq_len)
+        engine = Engine(loaded, max_batch_size=args.max_batch_size, max_seq_len=args.max_seq_len,
+                        compile=args.compile)
         model_name = args.model_name or args.model.resolve().name
         app = create_app(engine, model_name, max_queue=args.max_queue)
         host, port = sock.getsockname()[:2]
@@ -83,6 +84,10 @@ def register(commands: argparse._SubParsersAction) -> None:
                        help="context per request, prompt + answer (default: the model's max_seq_len)")
     serve.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                        help="where the model runs (default auto: cuda when available)")
+    serve.add_argument("--compile", action="store_true",
+                       help="compile the decode step with torch.compile (a CUDA graph on a GPU): faster per "
+                            "token; the first request at each context length (powers of two from 128) waits "
+                            "for its one-off compile")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                        help="uvicorn's log level (debug adds one line per request)")
     serve.set_defaults(handler=_serve_command)
