@@ -31,6 +31,24 @@ def test_generate_prompts_print_jsonl(tiny_run, engine, capsys):
                        "prompt_tokens": result.prompt_tokens}
 
 
+
+def test_generate_dtype_bf16_runs_the_model_in_bf16(tiny_run, monkeypatch, capsys):
+    import frugal_lm.infer.engine as engine_module
+
+    dtypes = []
+    original = engine_module.Engine.__init__
+
+    def recording_init(self, loaded, *args, **kwargs):
+        dtypes.append(loaded.model.lm_head.weight.dtype)
+        original(self, loaded, *args, **kwargs)
+
+    monkeypatch.setattr(engine_module.Engine, "__init__", recording_init)
+    for dtype in ("bf16", "auto"):
+        assert main(["generate", "--model", str(tiny_run), "--prompt", "12+7=", "--max-new-tokens", "3",
+                     "--device", "cpu", "--dtype", dtype]) == 0
+        assert json.loads(capsys.readouterr().out)["tokens"] >= 1
+    assert dtypes == [torch.bfloat16, torch.float32]  # auto: fp32 on a CPU
+
 def test_generate_prompts_file_to_out(tiny_run, engine, tmp_path, capsys):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text('{"prompt": "12+7="}\n\n{"instruction": "abc", "condition": "cot,noisy"}\n')

@@ -163,6 +163,24 @@ def test_user_mistakes_raise_frugal_errors(loaded):
     assert engine.free_slots() == 1
 
 
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[
+    pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")])])
+@torch.inference_mode()
+def test_bf16_engine_keeps_a_bf16_cache_and_tracks_the_fp32_logits(tiny_run, device):
+    # On a GPU the bf16 engine is the compiled one (CUDA graph), the serving configuration.
+    half = Engine(load_model(tiny_run, device, dtype=torch.bfloat16), max_batch_size=2, compile=device == "cuda")
+    full = Engine(load_model(tiny_run, device), max_batch_size=2)
+    assert half.cache.keys[0].dtype == torch.bfloat16 and half.next_logits_NV.dtype == torch.bfloat16
+    prompts = [full.encode_prompt(prompt) for prompt in PROMPTS[3:5]]
+    for engine in (half, full):
+        assert engine.add_many(prompts, [greedy(), greedy()]) == [0, 1]
+    for _ in range(8):  # both engines are fed the fp32 engine's greedy tokens
+        torch.testing.assert_close(half.next_logits_NV.float(), full.next_logits_NV, atol=0.1, rtol=0.05)
+        tokens = full._choose_tokens([0, 1])
+        for engine in (half, full):
+            engine._decode([0, 1], tokens)
+
 @pytest.mark.slow  # compiles a decode graph: minutes on a busy CPU
 def test_compiled_decode_step_gives_the_tokens_of_full_recompute(loaded):
     engine = Engine(loaded, max_batch_size=2, compile=True)

@@ -32,3 +32,30 @@ def test_not_a_model_directory(tmp_path):
         load_model(tmp_path / "missing")
     with pytest.raises(FrugalError, match="not a model directory"):
         load_model(tmp_path)
+
+
+def test_inference_dtype_auto_is_bf16_on_gpu_only():
+    from frugal_lm.infer.loading import inference_dtype
+
+    assert inference_dtype("auto", torch.device("cpu")) == torch.float32
+    assert inference_dtype("auto", torch.device("cuda")) == torch.bfloat16
+    assert inference_dtype("bf16", torch.device("cpu")) == torch.bfloat16
+    with pytest.raises(FrugalError, match="--dtype must be auto, fp32 or bf16; got 'fp16'"):
+        inference_dtype("fp16", torch.device("cpu"))
+
+
+def test_bf16_model_has_rounded_weights_fp32_rope_and_close_logits(tiny_run):
+    from frugal_lm.model import AttentionLayout
+
+    fp32, bf16 = load_model(tiny_run), load_model(tiny_run, dtype=torch.bfloat16)
+    for (name, full), (_, half) in zip(fp32.model.state_dict().items(), bf16.model.state_dict().items()):
+        assert half.dtype == torch.bfloat16 and torch.equal(full.to(torch.bfloat16), half), name
+    assert bf16.model.rotary.inv_freq.dtype == torch.float32
+    assert torch.equal(bf16.model.rotary.inv_freq, fp32.model.rotary.inv_freq)
+    tokens = torch.arange(3, 23)[None]
+    layout = AttentionLayout.from_lengths([[(12, 8)]], 20)
+    with torch.inference_mode():
+        expected = fp32.model(tokens, torch.arange(20)[None], layout)
+        got = bf16.model(tokens, torch.arange(20)[None], layout)
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), expected, atol=0.1, rtol=0.05)

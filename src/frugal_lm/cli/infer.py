@@ -59,8 +59,6 @@ def read_prompts_file(path: Path, default_conditions: tuple[str, ...]) -> list[t
 
 def _generate_command(args: argparse.Namespace) -> int:
     from frugal_lm.infer.engine import Engine, GenerationRequest
-    from frugal_lm.infer.loading import load_model
-    from frugal_lm.train.trainer import resolve_device
 
     default_conditions = _conditions(args.condition)
     if args.prompts_file is not None:
@@ -70,8 +68,7 @@ def _generate_command(args: argparse.Namespace) -> int:
     sampling = _sampling(args)
     if args.out is not None and args.out.exists() and not args.overwrite:
         raise FrugalError(f"--out {args.out} exists; pass --overwrite to replace it")
-    engine = Engine(load_model(args.model, device=resolve_device(args.device)), max_batch_size=args.batch_size,
-                    compile=args.compile)
+    engine = Engine(_load(args), max_batch_size=args.batch_size, compile=args.compile)
     requests = [GenerationRequest(prompt, conditions, sampling) for prompt, conditions in prompts]
     for request in requests:  # fail on a bad tag before any generation
         engine.encode_prompt(request.prompt, request.conditions)
@@ -91,13 +88,27 @@ def _generate_command(args: argparse.Namespace) -> int:
 def _chat_command(args: argparse.Namespace) -> int:
     from frugal_lm.infer.chat import ChatSession
     from frugal_lm.infer.engine import Engine
-    from frugal_lm.infer.loading import load_model
-    from frugal_lm.train.trainer import resolve_device
 
     conditions = _conditions(args.condition)
-    engine = Engine(load_model(args.model, device=resolve_device(args.device)), max_batch_size=1)
+    engine = Engine(_load(args), max_batch_size=1)
     engine.encode_prompt("", conditions)  # a bad --condition is a startup error
     return ChatSession(engine, _sampling(args), conditions).run()
+
+
+def _load(args: argparse.Namespace):
+    from frugal_lm.infer.loading import inference_dtype, load_model
+    from frugal_lm.train.trainer import resolve_device
+
+    device = resolve_device(args.device)
+    return load_model(args.model, device=device, dtype=inference_dtype(args.dtype, device))
+
+
+def add_device_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--device` and `--dtype`, shared by generate, chat and serve."""
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="where the model runs (default: cuda when available)")
+    parser.add_argument("--dtype", choices=("auto", "fp32", "bf16"), default="auto",
+                        help="weights and KV cache (default auto: bf16 on a GPU, fp32 on CPU)")
 
 
 def _add_common(parser: argparse.ArgumentParser, max_new_tokens: int) -> None:
@@ -111,8 +122,7 @@ def _add_common(parser: argparse.ArgumentParser, max_new_tokens: int) -> None:
     parser.add_argument("--top-p", type=float, default=1.0, metavar="P", help="nucleus filter (default 1.0 = off)")
     parser.add_argument("--top-k", type=int, default=0, metavar="K", help="top-k filter (default 0 = off)")
     parser.add_argument("--seed", type=int, default=None, metavar="S", help="sampling seed (default: fresh)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="where the model runs (default: cuda when available)")
+    add_device_arguments(parser)
 
 
 def register(commands: argparse._SubParsersAction) -> None:

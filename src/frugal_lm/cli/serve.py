@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from frugal_lm.cli.infer import add_device_arguments
 from frugal_lm.errors import FrugalError
 
 DESCRIPTION = """\
@@ -38,21 +39,22 @@ def _serve_command(args: argparse.Namespace) -> int:
         raise FrugalError(f"--model {args.model}: no such directory")
 
     from frugal_lm.infer.engine import Engine
-    from frugal_lm.infer.loading import load_model
+    from frugal_lm.infer.loading import inference_dtype, load_model
     from frugal_lm.infer.server import bind_socket, create_app, uvicorn_server
     from frugal_lm.train.trainer import resolve_device
 
     device = resolve_device(args.device)
     sock = bind_socket(args.host, args.port)  # before loading: a taken port fails fast
     try:
-        loaded = load_model(args.model, device=device)
+        loaded = load_model(args.model, device=device, dtype=inference_dtype(args.dtype, device))
         engine = Engine(loaded, max_batch_size=args.max_batch_size, max_seq_len=args.max_seq_len,
                         compile=args.compile)
         model_name = args.model_name or args.model.resolve().name
         app = create_app(engine, model_name, max_queue=args.max_queue)
         host, port = sock.getsockname()[:2]
         print(f"serving {model_name!r} ({loaded.weights_path}) on http://{host}:{port}/v1 "
-              f"[{device}, batch {args.max_batch_size}, queue {args.max_queue}, context {engine.max_seq_len}]",
+              f"[{device}, {str(loaded.model.lm_head.weight.dtype).removeprefix('torch.')}, batch {args.max_batch_size}, "
+              f"queue {args.max_queue}, context {engine.max_seq_len}]",
               flush=True)
         try:
             uvicorn_server(app, sock, args.log_level).run(sockets=[sock])
@@ -82,8 +84,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                        help="requests that may wait for a free slot; more get 503 (default 64)")
     serve.add_argument("--max-seq-len", type=int, metavar="T",
                        help="context per request, prompt + answer (default: the model's max_seq_len)")
-    serve.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                       help="where the model runs (default auto: cuda when available)")
+    add_device_arguments(serve)
     serve.add_argument("--compile", action="store_true",
                        help="compile the decode step with torch.compile (a CUDA graph on a GPU): faster per "
                             "token; the first request at each context length (powers of two from 128) waits "

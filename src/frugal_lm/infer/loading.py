@@ -7,6 +7,12 @@ DIR may be (DESIGN.md):
 
 EMA weights are used when present (`prefer_ema=False` for the raw weights): the averaged
 weights are the better model. Only safetensors and YAML/JSON are read, never pickle.
+
+Weights are stored fp32; `dtype` casts the built model (`--dtype`: `auto` is bf16 on a GPU,
+half the memory and traffic of fp32 for the weights and the KV cache, and fp32 on CPU,
+where fp32 gives the exact tokens of the training forward). The RoPE frequencies stay fp32
+in any dtype: positions times a bf16 frequency would be off by whole radians at long
+contexts.
 """
 
 from __future__ import annotations
@@ -51,13 +57,26 @@ def checkpoint_folder(directory: Path) -> Path:
     return checkpoint
 
 
-def load_model(directory: Path | str, device: torch.device | str = "cpu", prefer_ema: bool = True) -> LoadedModel:
-    """Build the model stored in `directory` (fp32, eval mode) with its tokenizer."""
+INFERENCE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def inference_dtype(name: str, device: torch.device) -> torch.dtype:
+    """`auto`, `fp32` or `bf16` (every inference command's `--dtype`) -> a dtype."""
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if name not in INFERENCE_DTYPES:
+        raise FrugalError(f"--dtype must be auto, {' or '.join(INFERENCE_DTYPES)}; got {name!r}")
+    return INFERENCE_DTYPES[name]
+
+
+def load_model(directory: Path | str, device: torch.device | str = "cpu", prefer_ema: bool = True,
+               dtype: torch.dtype = torch.float32) -> LoadedModel:
+    """Build the model stored in `directory` (in `dtype`, eval mode) with its tokenizer."""
     directory = Path(directory)
     if directory.is_dir() and is_hf_model_directory(directory):
         # `frugal export hf` output, or released hrm_text weights: one file, EMA or not was chosen at export.
         hf_model = read_hf_model(directory)
-        return LoadedModel(materialize(hf_model.config, hf_model.weights, device), hf_model.config,
+        return LoadedModel(materialize(hf_model.config, hf_model.weights, device, dtype), hf_model.config,
                            hf_model.tokenizer, hf_model.weights_path)
     checkpoint = checkpoint_folder(directory)
     config = read_model_config(checkpoint)
@@ -65,15 +84,17 @@ def load_model(directory: Path | str, device: torch.device | str = "cpu", prefer
     if not tokenizer_dir.is_dir():
         raise FrugalError(f"{checkpoint}: no tokenizer/ folder (the checkpoint was written without one)")
     tokenizer = load_tokenizer(tokenizer_dir)
-    model = materialize(config, load_weights(checkpoint, config, prefer_ema), device)
+    model = materialize(config, load_weights(checkpoint, config, prefer_ema), device, dtype)
     return LoadedModel(model, config, tokenizer, weights_file(checkpoint, prefer_ema))
 
 
-def materialize(config: ModelConfig, weights: dict[str, torch.Tensor], device: torch.device | str) -> LanguageModel:
-    """The model with `weights`, in eval mode, without paying for a random init first."""
+def materialize(config: ModelConfig, weights: dict[str, torch.Tensor], device: torch.device | str,
+                dtype: torch.dtype = torch.float32) -> LanguageModel:
+    """The model with `weights`, in `dtype` and eval mode, without paying for a random init first."""
     model = build_model(config, device="meta")
     model.to_empty(device=device)
-    model.load_state_dict(weights, strict=True)
-    # The RoPE frequencies are a non-persistent buffer: recompute them, not load them.
-    model.rotary.inv_freq.copy_(RotaryEmbedding(config.head_dim, config.rope_theta).inv_freq)
+    model.to(dtype)
+    model.load_state_dict(weights, strict=True)  # casts each tensor as it copies
+    # The RoPE frequencies are a non-persistent buffer: recompute them (fp32), not load them.
+    model.rotary.inv_freq = RotaryEmbedding(config.head_dim, config.rope_theta).inv_freq.to(device)
     return model.eval()
