@@ -96,8 +96,7 @@ class LanguageModel(nn.Module, abc.ABC):
         With `kv_cache`, attention goes through the cache and `layout` is not used."""
         x_BTC = self.embed_tokens(input_ids_BT) * self.embedding_scale
         rotary = self.rotary(position_ids_BT, x_BTC.dtype)
-        # Through a cache, attention is the cache's own; no backend is chosen (which also keeps
-        # the backend probe, an import lookup, out of a compiled decode graph).
+        # Through a cache, attention is the cache's own: there is no backend to choose.
         backend = "sdpa" if kv_cache is not None else select_backend(
             self.config.attention_backend, x_BTC.device, torch.is_grad_enabled())
         schedule = PassSchedule(self.config.stack_passes, bp_steps, x_BTC, kv_cache)
