@@ -31,23 +31,13 @@ def test_generate_prompts_print_jsonl(tiny_run, engine, capsys):
                        "prompt_tokens": result.prompt_tokens}
 
 
-
-def test_generate_dtype_bf16_runs_the_model_in_bf16(tiny_run, monkeypatch, capsys):
-    import frugal_lm.infer.engine as engine_module
-
-    dtypes = []
-    original = engine_module.Engine.__init__
-
-    def recording_init(self, loaded, *args, **kwargs):
-        dtypes.append(loaded.model.lm_head.weight.dtype)
-        original(self, loaded, *args, **kwargs)
-
-    monkeypatch.setattr(engine_module.Engine, "__init__", recording_init)
+def test_generate_dtype_bf16_runs_the_model_in_bf16(tiny_run, engine_constructions, capsys):
     for dtype in ("bf16", "auto"):
         assert main(["generate", "--model", str(tiny_run), "--prompt", "12+7=", "--max-new-tokens", "3",
                      "--device", "cpu", "--dtype", dtype]) == 0
         assert json.loads(capsys.readouterr().out)["tokens"] >= 1
-    assert dtypes == [torch.bfloat16, torch.float32]  # auto: fp32 on a CPU
+    assert [dtype for dtype, _ in engine_constructions] == [torch.bfloat16, torch.float32]  # auto: fp32 on a CPU
+
 
 def test_generate_prompts_file_to_out(tiny_run, engine, tmp_path, capsys):
     prompts = tmp_path / "prompts.jsonl"
@@ -96,22 +86,10 @@ def test_chat_ends_cleanly_at_end_of_input(tiny_run, monkeypatch, capsys):
     assert "/quit" in capsys.readouterr().out
 
 
-def test_generate_compile_flag_reaches_the_engine(tiny_run, monkeypatch, capsys):
-    """The compiled step itself is checked against full recompute in tests/infer (slow);
-    here only that `--compile` asks the engine for it."""
-    import frugal_lm.infer.engine as engine_module
-
-    seen = []
-    original = engine_module.Engine.__init__
-
-    def recording_init(self, *args, **kwargs):
-        seen.append(kwargs.get("compile"))
-        original(self, *args, **{**kwargs, "compile": False})
-
-    monkeypatch.setattr(engine_module.Engine, "__init__", recording_init)
+def test_generate_compile_flag_reaches_the_engine(tiny_run, engine_constructions, capsys):
     assert main(["generate", "--model", str(tiny_run), "--prompt", "1+1=", "--max-new-tokens", "2", "--compile"]) == 0
     assert main(["generate", "--model", str(tiny_run), "--prompt", "1+1=", "--max-new-tokens", "2"]) == 0
-    assert seen == [True, False]
+    assert [compiled for _, compiled in engine_constructions] == [True, False]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")

@@ -70,26 +70,15 @@ def test_serve_answers_then_stops_on_ctrl_c(tiny_run):
         process.kill()
 
 
-def test_compile_flag_reaches_the_engine(tiny_run, monkeypatch, capsys):
-    """The compiled step itself is checked against full recompute in tests/infer (slow, and
-    on a GPU); here only that `--compile` asks the served engine for it."""
-    import frugal_lm.infer.engine as engine_module
+def test_compile_flag_reaches_the_engine(tiny_run, engine_constructions, monkeypatch, capsys):
     import frugal_lm.infer.server as server_module
-
-    seen = []
-    original = engine_module.Engine.__init__
-
-    def recording_init(self, *args, **kwargs):
-        seen.append(kwargs.get("compile"))
-        original(self, *args, **{**kwargs, "compile": False})
 
     class NoServer:
         def run(self, sockets):
             pass
 
-    monkeypatch.setattr(engine_module.Engine, "__init__", recording_init)
     monkeypatch.setattr(server_module, "uvicorn_server", lambda *args: NoServer())
     for flags in (["--compile"], []):
         assert main(["serve", "--model", str(tiny_run), "--port", "0", *flags]) == 0
-    assert seen == [True, False]
+    assert [compiled for _, compiled in engine_constructions] == [True, False]
     assert capsys.readouterr().out.count("frugal serve: stopped") == 2

@@ -2,9 +2,9 @@ import json
 
 import pytest
 
+from frugal_lm.data.records import Record
 from frugal_lm.data.synth import write_synthetic
 from frugal_lm.errors import FrugalError
-from frugal_lm.data.records import Record
 from frugal_lm.evals.synthetic import majority_baselines, read_heldout, score_synthetic
 
 

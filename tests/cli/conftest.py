@@ -1,0 +1,19 @@
+import pytest
+
+
+@pytest.fixture
+def engine_constructions(monkeypatch):
+    """Records (model dtype, `compile` asked for) of every Engine a command builds, and
+    builds it uncompiled: the compiled step itself is tested in tests/infer (slow, and on
+    a GPU); the CLI tests only check what a flag asks for."""
+    import frugal_lm.infer.engine as engine_module
+
+    seen = []
+    original = engine_module.Engine.__init__
+
+    def recording_init(self, loaded, *args, **kwargs):
+        seen.append((loaded.model.lm_head.weight.dtype, kwargs.get("compile", False)))
+        original(self, loaded, *args, **{**kwargs, "compile": False})
+
+    monkeypatch.setattr(engine_module.Engine, "__init__", recording_init)
+    return seen
