@@ -11,6 +11,12 @@ Tokens per second count generated tokens (up to and including the last one befor
 over the wall time of the whole generation, prefill included. Both sides must produce
 the same tokens; the script says how many sequences agree exactly (and exits 1 if not all).
 
+It also measures the floor under any engine on this machine: the run's fp32 matmuls
+alone (each prefill and decode step through every Linear of every stack pass, in pass
+order, then the LM head, on the engine's weights). Transformers' time over that floor is
+the most any engine could reach here without fewer or cheaper matmul FLOPs and bytes;
+attention (reading the KV cache) only lowers it further.
+
 The model is randomly initialised (throughput does not depend on training), with a tokenizer
 trained on the synthetic tasks for the prompts.
 
@@ -92,6 +98,44 @@ def run_transformers(model, prompts: list[list[int]], new_tokens: int, eoa: int,
     return outputs, elapsed
 
 
+def matmul_floor_seconds(model, config, rows: int, prompt_len: int, groups: int, decode_steps: int,
+                         repeats: int = 3) -> float:
+    """Best-of-`repeats` seconds of the run's matmuls alone: `groups` prefills of `rows`
+    prompts of `prompt_len` tokens and `decode_steps` steps of `rows` rows, each through
+    every Linear of the HRM's passes (L l_cycles times, then H, per H cycle) and the head
+    (one position per prompt)."""
+    def linears(stack):
+        return [module for module in stack.modules() if isinstance(module, torch.nn.Linear)]
+    trunk = []
+    for _ in range(config.h_cycles):
+        trunk += linears(model.L_module) * config.l_cycles + linears(model.H_module)
+    device = model.lm_head.weight.device
+
+    def inputs(tokens: int) -> dict[int, torch.Tensor]:
+        return {width: torch.randn(tokens, width, device=device)
+                for width in {linear.in_features for linear in (*trunk, model.lm_head)}}
+
+    prefill_inputs, decode_inputs = inputs(rows * prompt_len), inputs(rows)
+
+    def forward(trunk_inputs):
+        for linear in trunk:
+            torch.nn.functional.linear(trunk_inputs[linear.in_features], linear.weight)
+        torch.nn.functional.linear(decode_inputs[model.lm_head.in_features], model.lm_head.weight)
+
+    best = float("inf")
+    with torch.inference_mode():
+        for _ in range(repeats + 1):
+            start = time.perf_counter()
+            for _ in range(groups):
+                forward(prefill_inputs)
+            for _ in range(decode_steps):
+                forward(decode_inputs)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            best = min(best, time.perf_counter() - start)
+    return best
+
+
 def measure(runs: dict, prompts, batch_size: int, repeats: int) -> dict:
     """Best of `repeats` (after a warm-up) per runner of generating for all prompts,
     `batch_size` at a time; runners alternate, so a burst of load on a shared machine
@@ -170,6 +214,15 @@ def main() -> int:
         runs["transformers generate"] = lambda p: run_transformers(hf_model, p, args.new_tokens, eoa, pad)
         results = measure(runs, prompts, batch_size, args.repeats)
         theirs, theirs_rate = results.pop("transformers generate")
+        # Decode forwards of the run (both sides agree on the tokens): per group of prompts,
+        # about as many as its longest output.
+        steps = sum(max(len(output) for output in theirs[first:first + batch_size])
+                    for first in range(0, len(prompts), batch_size))
+        groups = -(-len(prompts) // batch_size)
+        floor = matmul_floor_seconds(model, config, batch_size, args.prompt_len, groups, steps)
+        theirs_seconds = sum(len(output) for output in theirs) / theirs_rate
+        print(f"  fp32 matmul floor: {floor:.3f} s ({groups} prefills, {steps} decode steps); transformers took "
+              f"{theirs_seconds:.3f} s, so no engine can exceed {theirs_seconds / floor:.2f}x here")
         for label, (ours, ours_rate) in results.items():
             agree = sum(a == b for a, b in zip(ours, theirs))
             all_agree &= agree == len(prompts)
