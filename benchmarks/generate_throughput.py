@@ -12,8 +12,8 @@ over the wall time of the whole generation, prefill included. Both sides must pr
 the same tokens; the script says how many sequences agree exactly (and exits 1 if not all).
 
 It also measures the floor under any engine on this machine: the run's fp32 matmuls
-alone (each prefill and decode step through every Linear of every stack pass, in pass
-order, then the LM head, on the engine's weights). Transformers' time over that floor is
+alone (each prefill and decode step through the Linears one forward calls, in call
+order: every stack pass, then the LM head, on the engine's weights). Transformers' time over that floor is
 the most any engine could reach here without fewer or cheaper matmul FLOPs and bytes;
 attention (reading the KV cache) only lowers it further.
 
@@ -40,6 +40,7 @@ from frugal_lm.config import load_model_config
 from frugal_lm.data.synth import generate as synthetic_problems
 from frugal_lm.data.tokenizer import train_tokenizer
 from frugal_lm.infer.engine import Engine, SamplingParams
+from frugal_lm.infer.kv_cache import StaticKVCache
 from frugal_lm.infer.loading import LoadedModel
 from frugal_lm.interop import to_hf_config
 from frugal_lm.model import build_model
@@ -98,29 +99,42 @@ def run_transformers(model, prompts: list[list[int]], new_tokens: int, eoa: int,
     return outputs, elapsed
 
 
+def linears_of_one_forward(model, config) -> list[torch.nn.Linear]:
+    """The Linear modules one decode forward calls, in call order (the net's own pass
+    schedule, recorded with forward hooks on a throwaway one-token cache)."""
+    called: list[torch.nn.Linear] = []
+    hooks = [module.register_forward_hook(lambda module, inputs, output: called.append(module))
+             for module in model.modules() if isinstance(module, torch.nn.Linear)]
+    device = model.lm_head.weight.device
+    cache = StaticKVCache(config, 1, 1, model.lm_head.weight.dtype, device)
+    position = torch.zeros(1, dtype=torch.long, device=device)
+    try:
+        with torch.inference_mode():
+            model(position[:, None], position[:, None], None, kv_cache=cache.decode([0], position))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return called
+
+
 def matmul_floor_seconds(model, config, rows: int, prompt_len: int, groups: int, decode_steps: int,
                          repeats: int = 3) -> float:
     """Best-of-`repeats` seconds of the run's matmuls alone: `groups` prefills of `rows`
     prompts of `prompt_len` tokens and `decode_steps` steps of `rows` rows, each through
-    every Linear of the HRM's passes (L l_cycles times, then H, per H cycle) and the head
-    (one position per prompt)."""
-    def linears(stack):
-        return [module for module in stack.modules() if isinstance(module, torch.nn.Linear)]
-    trunk = []
-    for _ in range(config.h_cycles):
-        trunk += linears(model.L_module) * config.l_cycles + linears(model.H_module)
+    the Linears of one forward in call order (the head at one position per prompt)."""
+    *trunk, head = linears_of_one_forward(model, config)
     device = model.lm_head.weight.device
 
     def inputs(tokens: int) -> dict[int, torch.Tensor]:
         return {width: torch.randn(tokens, width, device=device)
-                for width in {linear.in_features for linear in (*trunk, model.lm_head)}}
+                for width in {linear.in_features for linear in (*trunk, head)}}
 
     prefill_inputs, decode_inputs = inputs(rows * prompt_len), inputs(rows)
 
     def forward(trunk_inputs):
         for linear in trunk:
             torch.nn.functional.linear(trunk_inputs[linear.in_features], linear.weight)
-        torch.nn.functional.linear(decode_inputs[model.lm_head.in_features], model.lm_head.weight)
+        torch.nn.functional.linear(decode_inputs[head.in_features], head.weight)
 
     best = float("inf")
     with torch.inference_mode():
