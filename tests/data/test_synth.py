@@ -4,7 +4,19 @@ import random
 
 import pytest
 
-from frugal_lm.data.synth import FAMILIES, Problem, check, generate, is_heldout, parse_families, write_synthetic
+import re
+
+from frugal_lm.data.synth import (
+    ANSWER_MARKER,
+    FAMILIES,
+    Problem,
+    as_problem,
+    check,
+    generate,
+    is_heldout,
+    parse_families,
+    write_synthetic,
+)
 from frugal_lm.errors import FrugalError
 
 
@@ -12,7 +24,8 @@ from frugal_lm.errors import FrugalError
 def test_every_family_answers_correctly(family):
     rng = random.Random(0)
     for _ in range(50):
-        instruction, response = FAMILIES[family](rng)
+        solution = FAMILIES[family](rng)
+        instruction, response = solution.instruction, solution.answer
         if family == "addition":
             a, b = instruction.removeprefix("What is ").removesuffix("?").split(" + ")
             assert int(response) == int(a) + int(b) and max(len(a), len(b)) <= 6
@@ -47,12 +60,16 @@ def test_splits_never_overlap_and_are_deterministic(tmp_path):
         digest = [hashlib.sha256(paths[split].read_bytes()).hexdigest() for paths in (first, second)]
         assert digest[0] == digest[1]
     record = json.loads(first["train"].read_text().splitlines()[0])
-    assert set(record) == {"instruction", "response", "condition", "category"} and record["condition"] == "direct"
+    assert set(record) == {"instruction", "response", "condition", "category"} and record["condition"] == "cot"
+    assert record["response"].endswith(ANSWER_MARKER + str(eval(record["instruction"].split("is ")[1][:-1])))
 
 
 def test_check_and_family_errors():
     problem = Problem("addition", "What is 1 + 2?", "3")
     assert check(problem, " 3\n") and not check(problem, "4")
+    worked = Problem("addition", "What is 1 + 2?", "1+2+0=3\n#### 3", "cot")
+    assert worked.answer == "3" and check(worked, "1+2+0=3\n#### 3") and check(worked, "junk #### 3 ")
+    assert not check(worked, "3") and not check(worked, "1+2+0=3\n#### 4")  # a missing marker is wrong
     assert parse_families("sorting, reversal") == ["sorting", "reversal"]
     with pytest.raises(FrugalError, match="unknown task family 'division'; allowed: addition"):
         parse_families("addition,division")
@@ -66,3 +83,84 @@ def test_cli_writes_both_splits(tmp_path, capsys):
     assert len((tmp_path / "train.jsonl").read_text().splitlines()) == 20
     assert main(["data", "synth", "--out", str(tmp_path), "--tasks", "nope"]) == 2
     assert "unknown task family 'nope'" in capsys.readouterr().err
+
+
+def _steps(family, seed=0, count=200):
+    rng = random.Random(seed)
+    for _ in range(count):
+        problem = as_problem(family, FAMILIES[family](rng), "cot")
+        assert problem.condition == "cot" and check(problem, problem.response)
+        *lines, last = problem.response.split("\n")
+        assert last == ANSWER_MARKER + problem.answer
+        yield problem, lines
+
+
+def _column_sums(text):
+    """Checks `x+y+c=s` columns against each other: s is the sum, c the carry out of the previous column."""
+    carry, digits = 0, []
+    for x, y, c, total in (map(int, m) for m in re.findall(r"(\d)\+(\d)\+(\d)=(\d+)", text)):
+        assert c == carry and total == x + y + c
+        carry, digits = total // 10, digits + [total % 10]
+    return int("".join(map(str, [carry] * bool(carry) + digits[::-1])))
+
+
+def test_worked_additions_carry_column_by_column():
+    for problem, (line,) in _steps("addition"):
+        a, b = map(int, problem.instruction.removeprefix("What is ").removesuffix("?").split(" + "))
+        assert _column_sums(line) == a + b == int(problem.answer)
+
+
+def test_worked_multiplications_are_partial_products_then_their_sum():
+    for problem, (first, second, total) in _steps("multiplication"):
+        a, b = map(int, problem.instruction.removeprefix("What is ").removesuffix("?").split(" * "))
+        for line, digit in ((first, b % 10), (second, b // 10)):
+            assert line.endswith(f" ={a * digit}") and line.count("*") == 3
+            _columns_add_up(line)
+        left, right = map(int, total.split(":")[0].split("+"))
+        assert (left, right) == (a * (b % 10), a * (b // 10) * 10) and _column_sums(total) == a * b
+
+
+def _columns_add_up(work):
+    """Every column step of a worked operation is right on its own."""
+    for x, y, c, total in (map(int, m) for m in re.findall(r"(?<![\d*])(\d)\+(\d)\+(\d)=(\d+)", work)):
+        assert total == x + y + c
+    for top, y, borrow, digit in (map(int, m) for m in re.findall(r"(1?\d)-(\d)-(\d)=(\d+)", work)):
+        assert digit == top - y - borrow and 0 <= digit <= 9
+    for x, d, c, total in (map(int, m) for m in re.findall(r"(\d)\*(\d)\+(\d)=(\d+)", work)):
+        assert total == x * d + c
+
+
+def test_worked_expressions_take_one_operation_per_step():
+    for problem, lines in _steps("expression"):
+        value = eval(problem.instruction.removeprefix("Evaluate: "), {"__builtins__": {}})
+        worked, rewritten = lines[0::2], lines[1::2]
+        assert len(worked) == 3 and len(rewritten) == 2  # three operators; the last one's rewrite is the answer
+        for line in worked:
+            header, work = line.split(": ", 1)
+            literal, *settled = header.split(" = ")
+            result = int(work.rsplit("=", 1)[1])
+            assert eval(literal, {"__builtins__": {}}) == result
+            assert not settled or eval(settled[0], {"__builtins__": {}}) == result  # signs settled, same value
+            _columns_add_up(work)
+        for line in rewritten:
+            assert eval(line, {"__builtins__": {}}) == value
+
+
+def test_worked_counts_run_over_the_word():
+    for problem, (line,) in _steps("counting"):
+        target, word = problem.instruction.split("'")[1], problem.instruction.split(" in ")[1].removesuffix("?")
+        assert line.split() == [f"{letter}{target}{word[:i + 1].count(target)}" for i, letter in enumerate(word)]
+
+
+@pytest.mark.parametrize("family", ["sorting", "reversal"])
+def test_families_without_worked_steps_stay_direct(family):
+    problem = as_problem(family, FAMILIES[family](random.Random(0)), "cot")
+    assert problem.condition == "direct" and ANSWER_MARKER not in problem.response
+
+
+def test_direct_format_gives_the_answer_alone(tmp_path):
+    paths = write_synthetic(tmp_path, list(FAMILIES), 12, 6, seed=1, answer_format="direct")
+    rows = [json.loads(line) for line in paths["train"].read_text().splitlines()]
+    assert {row["condition"] for row in rows} == {"direct"} and not any(ANSWER_MARKER in r["response"] for r in rows)
+    with pytest.raises(FrugalError, match="unknown answer format 'scratch'"):
+        write_synthetic(tmp_path, list(FAMILIES), 2, 2, seed=1, answer_format="scratch")

@@ -96,16 +96,27 @@ def test_steps_for_budget(seconds_per_step, train_seconds, expected):
     assert steps_for_budget(seconds_per_step, train_seconds).steps == expected
 
 
-def test_compare_trains_both_nets_on_the_same_tokens_with_the_same_parameters(tmp_path, capsys):
+def test_compare_trains_both_nets_at_equal_tokens_and_at_equal_time(tmp_path, capsys, monkeypatch):
+    """Same parameters; the Transformer once on the HRM's tokens, once for the HRM's wall time,
+    which buys it more steps when its step is cheaper (the probe is stood in for: the step time
+    of a 3-step run is noise)."""
+    import frugal_lm.demo.run as demo_run
+
+    monkeypatch.setattr(demo_run, "measure_seconds_per_step", lambda config, scratch: {"hrm": 0.4}.get(
+        config.model.net, 0.2))
     out = tmp_path / "demo"
     summary = run_demo(DemoOptions(out=out, steps=3, compare=True,
                                    data=DataSettings(families=("reversal",), train_rows=60, heldout_rows=6),
                                    overrides=(*TINY_MODEL, "batch_tokens=256")))
-    hrm, transformer = summary.reports
-    assert (hrm.net, transformer.net) == ("hrm", "transformer")
-    assert hrm.parameters == transformer.parameters
-    assert hrm.tokens_seen == transformer.tokens_seen and hrm.steps == transformer.steps == 3
+    hrm, same_tokens, same_time = summary.reports
+    assert [r.net for r in summary.reports] == ["hrm", "transformer", "transformer"]
+    assert [r.label for r in summary.reports] == ["hrm", "transformer, same tokens", "transformer, same time"]
+    assert hrm.parameters == same_tokens.parameters == same_time.parameters
+    assert hrm.tokens_seen == same_tokens.tokens_seen and hrm.steps == same_tokens.steps == 3
+    assert same_time.steps == 6  # twice as fast per step: twice the steps in the same time
     assert [line["tokens"] for line in read_jsonl(out / "run_hrm" / "metrics.jsonl")] == \
            [line["tokens"] for line in read_jsonl(out / "run_transformer" / "metrics.jsonl")]
+    assert len(read_jsonl(out / "run_transformer_same_time" / "metrics.jsonl")) == 6
     table = capsys.readouterr().out
-    assert "hrm" in table and "transformer" in table and summary.export_dir is None
+    assert "transformer, same time" in table and "[10/10] held-out eval transformer, same time" in table
+    assert summary.export_dir is None

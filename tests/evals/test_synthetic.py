@@ -33,7 +33,7 @@ def test_scores_per_family_and_overall(heldout):
     rows = [json.loads(line) for line in heldout.read_text().splitlines()]
     gold = {row["instruction"]: row["response"] for row in rows}
 
-    def answer(prompt):  # right on addition, right on sorting up to whitespace, wrong on reversal
+    def answer(prompt):  # right on addition (a worked solution), sorting up to whitespace, wrong on reversal
         if prompt.startswith("Reverse"):
             return gold[prompt] + "x"
         return f"  {gold[prompt]} \n" if prompt.startswith("Sort") else gold[prompt]
@@ -50,10 +50,23 @@ def test_scores_per_family_and_overall(heldout):
     # stderr of a 0/1 mean: sqrt(p (1 - p) / (n - 1)), the unbiased sample std over sqrt(n)
     assert result.metrics["exact_match"].stderr == pytest.approx((expected * (1 - expected) / 29) ** 0.5)
     # greedy, and the record's own condition tags, as in training
-    assert all(r.sampling.temperature == 0.0 and r.conditions == ("direct",) for r in engine.requests)
+    assert all(r.sampling.temperature == 0.0 for r in engine.requests)
+    assert [r.conditions for r in engine.requests] == [(row["condition"],) for row in rows]
+    assert {row["condition"] for row in rows} == {"cot", "direct"}
+    # a worked solution is scored on its final answer alone, against the final answer
+    addition = next(s for s in result.samples if s.extra["family"] == "addition")
+    assert addition.gold == addition.output.rsplit("#### ", 1)[1] == addition.extracted
     assert [r.prompt for r in engine.requests] == [row["instruction"] for row in rows]
     wrong = next(s for s in result.samples if not s.correct)
     assert wrong.extra["family"] == "reversal" and wrong.output.endswith("x") and wrong.gold != wrong.output
+
+
+def test_a_worked_solution_without_the_marker_is_wrong(heldout):
+    rows = [json.loads(line) for line in heldout.read_text().splitlines()]
+    gold = {row["instruction"]: row["response"] for row in rows}
+    result = score_synthetic(StandInEngine(lambda prompt: gold[prompt].replace("#### ", "")), heldout)
+    assert result.metrics["exact_match/addition"].value == 0.0
+    assert all(s.extracted == "" for s in result.samples if s.extra["family"] == "addition")
 
 
 def test_limit_and_condition_override(heldout):
@@ -76,6 +89,7 @@ def test_majority_baselines_guess_each_familys_most_common_training_answer():
         return [Record(f"q{i}", response, ("direct",), family) for i, response in enumerate(responses)]
 
     train = records("counting", ["2", "3", "2", "2"]) + records("reversal", ["ab", "cd"])
-    heldout = (records("counting", ["2", "3", "3", "2"]) + records("reversal", ["ef"])
+    train += [Record("q", "x1 x2\n#### 3", ("cot",), "counting")] * 3  # worked: its final answer counts
+    heldout = (records("counting", ["3", "3", "3", "2"]) + records("reversal", ["ef"])
                + records("sorting", ["1 2"]))
-    assert majority_baselines(train, heldout) == {"counting": 0.5, "reversal": 0.0, "sorting": 0.0}
+    assert majority_baselines(train, heldout) == {"counting": 0.75, "reversal": 0.0, "sorting": 0.0}

@@ -14,7 +14,8 @@ def _data_synth_command(args: argparse.Namespace) -> int:
 
     if args.rows < 1 or args.heldout_rows < 1:
         raise FrugalError("--rows and --heldout-rows must be >= 1")
-    paths = write_synthetic(args.out, parse_families(args.tasks), args.rows, args.heldout_rows, args.seed)
+    paths = write_synthetic(args.out, parse_families(args.tasks), args.rows, args.heldout_rows, args.seed,
+                            args.answer_format)
     print(f"wrote {args.rows:,} train rows to {paths['train']} and {args.heldout_rows:,} held-out rows to "
           f"{paths['heldout']}")
     return 0
@@ -84,6 +85,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     synth.add_argument("--rows", type=int, default=10000, help="train rows (default 10000)")
     synth.add_argument("--heldout-rows", type=int, default=600, help="held-out rows (default 600)")
     synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--answer-format", choices=["cot", "direct"], default="cot",
+                       help="cot (default): addition, multiplication, expression and counting responses are worked "
+                            "solutions ending in '#### ANSWER' (condition cot); direct: the final answer alone")
     synth.set_defaults(handler=_data_synth_command)
 
     validate = data.add_parser("validate", help="check JSONL/Parquet records; exit 1 if any row is bad",

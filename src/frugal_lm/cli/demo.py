@@ -18,7 +18,7 @@ def _demo_command(args: argparse.Namespace) -> int:
     from frugal_lm.data.synth import parse_families
     from frugal_lm.demo import DataSettings, DemoOptions, run_demo
 
-    data = DataSettings(families=tuple(parse_families(args.tasks)))
+    data = DataSettings(families=tuple(parse_families(args.tasks)), answer_format=args.answer_format, seed=args.seed)
     run_demo(DemoOptions(out=args.out, minutes=args.minutes, net=args.net, compare=args.compare,
                          steps=args.steps, overwrite=args.overwrite, data=data, overrides=tuple(args.overrides)))
     return 0
@@ -41,6 +41,12 @@ def register(commands: argparse._SubParsersAction) -> None:
                       help="train exactly this many steps instead of filling --minutes (reproducible runs)")
     demo.add_argument("--tasks", help="comma-separated task families (default all): addition, multiplication, "
                                       "sorting, reversal, expression, counting")
+    demo.add_argument("--seed", type=int, default=0,
+                      help="draws the problems, the training order and the model's initialisation (default 0); "
+                           "another seed checks that a score is not one lucky draw")
+    demo.add_argument("--answer-format", choices=["cot", "direct"], default="cot",
+                      help="cot (default): worked solutions for the arithmetic families and counting, scored on "
+                           "the final answer after the marker; direct: the final answer alone")
     demo.add_argument("--overwrite", action="store_true",
                       help="replace a previous demo run in --out (never any other directory)")
     demo.add_argument("overrides", nargs="*", metavar="key=value",

@@ -6,7 +6,8 @@ Layout of the demo directory DIR (every stage's output is where the matching com
 would put it, so a user can pick up from any stage by hand):
 
     DIR/data/{train,heldout}.jsonl   DIR/tokenizer/   DIR/tokenized/   DIR/mix/
-    DIR/run/  (or run_hrm/ and run_transformer/ with --compare)   DIR/eval/   DIR/hf/
+    DIR/run/  (with --compare: run_hrm/, run_transformer/ and run_transformer_same_time/)
+    DIR/eval/ (eval_<run>/ likewise)   DIR/hf/
     DIR/demo.json (what was asked; marks the directory as a demo)   DIR/summary.json
 
 Design choices:
@@ -15,9 +16,12 @@ Design choices:
   step time (`budget.py`), so the cosine schedule ends exactly at the last step. `steps`
   pins the count instead (reproducible across machines; the benchmark and tests use it).
 - `--compare` trains HRM and a Transformer with the same parameter count (a Transformer
-  with the HRM's `n_layers` blocks has exactly its parameters) on the same mixed set for
-  the same steps, hence the same tokens in the same order; the HRM's step time sets the
-  step count, so the Transformer (about 2.5x cheaper per token) finishes sooner.
+  with the HRM's `n_layers` blocks has exactly its parameters) on the same mixed set: once
+  for the same steps, hence the same tokens in the same order, and once for the HRM's wall
+  time, when the two step times (both measured) differ. A claim that the HRM learns more per
+  unit of compute must hold at equal time, not only at equal tokens.
+- `--seed` draws the problems, the mix order and the initialisation, so anyone can check a
+  score is not one lucky draw.
 - Never overwrite silently: DIR must be empty or absent; a previous demo run there is
   replaced only with `overwrite=True`, and a directory that is not a demo run never is.
 """
@@ -61,8 +65,11 @@ from frugal_lm.model import count_parameters
 RECIPE = "demo"
 MARKER = "demo.json"
 MIN_RESERVE_SECONDS = 20.0
-RESERVE_FRACTION = 0.12
+RESERVE_FRACTION = 0.06
 """Share of the budget kept for evaluation, samples and export after training."""
+SAME_TIME_TOLERANCE = 0.05
+"""`--compare` trains the Transformer a third time, for the HRM's wall time, only when its
+measured step time differs from the HRM's by more than this; within it, same tokens is same time."""
 
 
 @dataclass(frozen=True)
@@ -113,7 +120,7 @@ class StageDisplay:
 
 
 def _run_config(options: DemoOptions, net: str, data: Path, run_dir: Path, steps: int | None) -> RunConfig:
-    overrides = [f"data={data}", f"out={run_dir}", f"net={net}", *options.overrides]
+    overrides = [f"data={data}", f"out={run_dir}", f"net={net}", f"seed={options.data.seed}", *options.overrides]
     config = resolve_run_config(RECIPE, overrides)
     if steps is not None:
         warmup = min(config.warmup_steps, max(1, steps // 10))
@@ -121,8 +128,8 @@ def _run_config(options: DemoOptions, net: str, data: Path, run_dir: Path, steps
     return config
 
 
-def _train_and_score(config: RunConfig, heldout: Path, eval_dir: Path,
-                     display: StageDisplay, measured: float | None) -> NetReport:
+def _train_and_score(config: RunConfig, heldout: Path, answer_format: str, eval_dir: Path,
+                     display: StageDisplay, measured: float | None, label: str) -> NetReport:
     net = config.model.net
     outcome = {}
 
@@ -133,22 +140,22 @@ def _train_and_score(config: RunConfig, heldout: Path, eval_dir: Path,
         return f"{result.steps:,} steps, {result.tokens:,} tokens, final loss {result.last_loss:.3f} -> {config.out}"
 
     def eval_stage() -> str:
-        outcome["scores"] = result = score_heldout(Path(config.out), heldout, eval_dir)
+        outcome["scores"] = result = score_heldout(Path(config.out), heldout, eval_dir, answer_format)
         families = family_scores(result)
         return (f"mean exact match {result.value:.1%} on {len(result.samples)} held-out problems ("
                 + ", ".join(f"{name} {value:.0%}" for name, value in families.items()) + f") -> {eval_dir}")
 
-    display.run(f"train {net}", train_stage)
-    display.run(f"held-out eval {net}", eval_stage)
+    display.run(f"train {label}", train_stage)
+    display.run(f"held-out eval {label}", eval_stage)
     scores = outcome["scores"]
     first_per_family: dict[str, Sample] = {}
     for record in scores.samples:
         family = record.extra.get("family", "?")
         if family not in first_per_family:
-            first_per_family[family] = Sample(family, record.prompt, record.output.strip(), record.gold,
+            first_per_family[family] = Sample(family, record.prompt, record.extracted, record.gold,
                                               bool(record.correct))
     train_result = outcome["train"]
-    return NetReport(net=net, run_dir=str(config.out), parameters=count_parameters(config.model.model_copy(
+    return NetReport(net=net, label=label, run_dir=str(config.out), parameters=count_parameters(config.model.model_copy(
         update={"vocab_size": _mixed_vocab_size(config.data)})), steps=train_result.steps,
         tokens_seen=train_result.tokens, train_seconds=round(outcome["seconds"], 2),
         seconds_per_step_measured=measured, exact_match=scores.value, family_exact_match=family_scores(scores),
@@ -171,6 +178,56 @@ def _export(run_dir: Path, out: Path, net: str) -> tuple[str | None, str]:
     return str(result.out), f"{result.weights_source.name} -> {result.out}"
 
 
+@dataclass(frozen=True)
+class Arm:
+    """One training run of the demo: which net, for how many steps, under what label."""
+
+    net: str
+    label: str
+    steps: int
+    run_dir: str
+    eval_dir: str
+    seconds_per_step: float | None
+
+
+def _plan_arms(options: DemoOptions, mix_dir: Path, started: float) -> list[Arm]:
+    """The runs to train. One net: as many steps as fit the budget (or `--steps`). `--compare`:
+    the HRM, then the Transformer on the same tokens (same steps) and, when its step time
+    differs, again for the HRM's wall time (as many steps as that time buys it); the budget is
+    shared so that all runs end within `minutes`."""
+    scratch = options.out / "step_time_probe"
+
+    def probe(net: str) -> float:
+        return measure_seconds_per_step(_run_config(options, net, mix_dir, scratch, 1), scratch)
+
+    if not options.compare:
+        measured = None if options.steps is not None else probe(options.net)
+        steps = options.steps or _budget_steps(options, started, [1.0], measured)
+        return [Arm(options.net, options.net, steps, "run", "eval", measured)]
+    hrm, transformer = probe("hrm"), probe("transformer")
+    ratio = transformer / hrm
+    same_time_differs = abs(ratio - 1) > SAME_TIME_TOLERANCE
+    steps = options.steps or _budget_steps(options, started, [1.0, ratio] + [1.0] * same_time_differs, hrm)
+    arms = [Arm("hrm", "hrm", steps, "run_hrm", "eval_hrm", hrm),
+            Arm("transformer", "transformer, same tokens" + ("" if same_time_differs else " and time"), steps,
+                "run_transformer", "eval_transformer", transformer)]
+    if same_time_differs:
+        arms.append(Arm("transformer", "transformer, same time", max(1, round(steps / ratio)),
+                        "run_transformer_same_time", "eval_transformer_same_time", transformer))
+    return arms
+
+
+def _budget_steps(options: DemoOptions, started: float, time_shares: list[float], seconds_per_step: float) -> int:
+    """Steps of the first run such that runs taking `time_shares` times its training time
+    each, plus a reserve for evaluation per run, end within the budget."""
+    reserve = max(MIN_RESERVE_SECONDS, RESERVE_FRACTION * options.minutes * 60) * len(time_shares)
+    train_seconds = (options.minutes * 60 - (time.perf_counter() - started) - reserve) / sum(time_shares)
+    steps = steps_for_budget(seconds_per_step, train_seconds).steps
+    print(f"      budget: {train_seconds:.0f} s of training at {seconds_per_step:.2f} s/step (measured) "
+          f"-> {steps:,} steps", flush=True)
+    return steps
+
+
 def run_demo(options: DemoOptions) -> DemoSummary:
     if options.minutes <= 0:
         raise FrugalError(f"--minutes must be > 0, got {options.minutes:g}")
@@ -184,29 +241,19 @@ def run_demo(options: DemoOptions) -> DemoSummary:
     (out / MARKER).write_text(json.dumps({**asdict(options), "out": str(out), "data": asdict(options.data),
                                           "started": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=1, default=str))
     paths = data_paths(out)
-    display = StageDisplay(total=4 + 2 * len(nets) + (0 if options.compare else 1))
+    display = StageDisplay(total=4 + (4 if options.compare else 3))
     display.run("synthetic tasks", lambda: synthesize(paths, options.data))
     display.run("tokenizer", lambda: build_tokenizer(paths, options.data))
     display.run("tokenize", lambda: tokenize(paths))
     display.run("mix", lambda: build_mix(paths, options.data))
 
-    run_dirs = {net: out / ("run" if len(nets) == 1 else f"run_{net}") for net in nets}
-    steps, measured = options.steps, None
-    if steps is None:
-        probe_config = _run_config(options, nets[0], paths.mix, run_dirs[nets[0]], 1)
-        measured = measure_seconds_per_step(probe_config, out / "step_time_probe")
-        reserve = max(MIN_RESERVE_SECONDS, RESERVE_FRACTION * options.minutes * 60) * len(nets)
-        train_seconds = options.minutes * 60 - (time.perf_counter() - started) - reserve
-        budget = steps_for_budget(measured, train_seconds)
-        steps = budget.steps
-        print(f"      budget: {train_seconds:.0f} s of training at {measured:.2f} s/step (measured) "
-              f"-> {steps:,} steps", flush=True)
-
-    reports = []
-    for net in nets:
-        config = _run_config(options, net, paths.mix, run_dirs[net], steps)
-        eval_dir = out / ("eval" if len(nets) == 1 else f"eval_{net}")
-        reports.append(_train_and_score(config, paths.heldout_jsonl, eval_dir, display, measured))
+    arms = _plan_arms(options, paths.mix, started)
+    display.total = 4 + 2 * len(arms) + (0 if options.compare else 1)
+    reports = [_train_and_score(_run_config(options, arm.net, paths.mix, out / arm.run_dir, arm.steps),
+                                paths.heldout_jsonl, options.data.answer_format, out / arm.eval_dir, display,
+                                arm.seconds_per_step, arm.label)
+               for arm in arms]
+    run_dirs = {arm.net: out / arm.run_dir for arm in arms}
 
     export_dir, export_note = None, "not run with --compare"
     if not options.compare:

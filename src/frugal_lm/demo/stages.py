@@ -39,9 +39,10 @@ from frugal_lm.train.trainer import TrainResult, train
 # 256 byte tokens + the special and condition tokens: no merges, one token per character.
 CHARACTER_VOCAB_SIZE = 256 + len(DEFAULT_SPECIAL_TOKENS) + len(DEFAULT_CONDITION_TOKENS)
 EVAL_BATCH_SIZE = 64
-MAX_ANSWER_TOKENS = 32
-"""The longest synthetic answer (8 sorted two-digit numbers) is 23 characters; an answer that
-runs past this is wrong whatever comes after, so generation stops there."""
+MAX_ANSWER_TOKENS = {"direct": 32, "cot": 176}
+"""Per answer format: the longest synthetic response is 23 characters answered directly (8
+sorted two-digit numbers) and about 150 as a worked multiplication; an answer that runs past
+this is wrong whatever comes after, so generation stops there."""
 
 
 @dataclass(frozen=True)
@@ -49,11 +50,13 @@ class DataSettings:
     """Arguments of the data commands for the demo (`frugal data synth|tokenizer|mix`)."""
 
     families: tuple[str, ...] = tuple(FAMILIES)
+    answer_format: str = "cot"
+    """`cot`: worked solutions for the arithmetic families and counting; `direct`: answers alone."""
     train_rows: int = 50000
     heldout_rows: int = 600
     vocab_size: int = CHARACTER_VOCAB_SIZE
-    context: int = 128
-    """Longest example in tokens; the synthetic tasks need at most ~75 characters."""
+    context: int = 192
+    """Longest example in tokens: a worked multiplication is about 170 with its instruction."""
     mix_epochs: int = 1
     """Epochs of shuffled order written by the mix; training cycles through them as often as
     its step budget needs (`steps=` trains by steps, not epochs)."""
@@ -76,9 +79,11 @@ def data_paths(out: Path) -> DataPaths:
 
 def synthesize(paths: DataPaths, settings: DataSettings) -> str:
     write_synthetic(paths.train_jsonl.parent, list(settings.families), settings.train_rows,
-                    settings.heldout_rows, settings.seed)
+                    settings.heldout_rows, settings.seed, settings.answer_format)
+    answers = ("worked solutions (cot) for arithmetic and counting, answers alone for sorting and reversal"
+               if settings.answer_format == "cot" else "answers alone (direct)")
     return (f"{settings.train_rows:,} train + {settings.heldout_rows:,} held-out problems, "
-            f"{len(settings.families)} families ({', '.join(settings.families)})")
+            f"{len(settings.families)} families ({', '.join(settings.families)}); {answers}")
 
 
 def _texts(path: Path) -> Iterator[str]:
@@ -133,7 +138,7 @@ def train_quietly(config: RunConfig) -> TrainResult:
         return train(config)
 
 
-def score_heldout(run_dir: Path, heldout_jsonl: Path, out: Path) -> TaskResult:
+def score_heldout(run_dir: Path, heldout_jsonl: Path, out: Path, answer_format: str) -> TaskResult:
     """Greedy exact match on the held-out split, exactly as `frugal eval --tasks synthetic`;
     writes results.json, results.md and the per-sample JSONL under `out`."""
     from frugal_lm.evals.synthetic import score_synthetic
@@ -141,7 +146,7 @@ def score_heldout(run_dir: Path, heldout_jsonl: Path, out: Path) -> TaskResult:
     from frugal_lm.infer.loading import load_model
 
     engine = Engine(load_model(run_dir), max_batch_size=EVAL_BATCH_SIZE)
-    result = score_synthetic(engine, heldout_jsonl, max_new_tokens=MAX_ANSWER_TOKENS, progress=True)
+    result = score_synthetic(engine, heldout_jsonl, max_new_tokens=MAX_ANSWER_TOKENS[answer_format], progress=True)
     write_results([result], out)
     return result
 

@@ -35,6 +35,8 @@ class Sample:
 @dataclass
 class NetReport:
     net: str
+    label: str
+    """The net and, with `--compare`, what it is compared on (same tokens or same time)."""
     run_dir: str
     parameters: int
     steps: int
@@ -92,7 +94,7 @@ def render_table(summary: DemoSummary) -> str:
     families = list(reports[0].family_exact_match)
     baseline = summary.family_baseline
     rows: list[tuple[str, list[str]]] = [
-        ("net", [r.net for r in reports] + ["baseline"]),
+        ("net", [r.label for r in reports] + ["baseline"]),
         ("parameters", [f"{r.parameters:,}" for r in reports] + [""]),
         ("training steps", [f"{r.steps:,}" for r in reports] + [""]),
         ("tokens seen", [f"{r.tokens_seen:,}" for r in reports] + [""]),

@@ -17,8 +17,10 @@ Design choices:
   was trained on; `conditions=` overrides the tags for condition ablations.
 - Greedy decoding through the engine's batched `generate`: the engine guarantees a greedy
   result does not depend on the batch, so the score does not depend on `batch_size`.
-- Scoring is the task's own checker (`frugal_lm.data.synth.check`, exact match after trimming
-  whitespace); the "extracted answer" is the whole output, there is nothing to extract.
+- Scoring is the task's own checker (`frugal_lm.data.synth.check`): exact match of the final
+  answer after trimming whitespace. Under the `cot` condition the final answer is what follows
+  the answer marker of the worked solution (a missing marker is wrong), and the gold is the
+  record's final answer, not its worked solution; otherwise it is the whole output.
 - `exact_match` is the mean over all samples (micro); per-family means come beside it as
   `exact_match/<family>`. `frugal eval --tasks synthetic` calls this same function, so it
   reproduces the number the demo reports from the same file and model.
@@ -33,7 +35,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from frugal_lm.data.records import Record, read_rows
-from frugal_lm.data.synth import Problem, check
+from frugal_lm.data.synth import Problem, check, final_answer
 from frugal_lm.errors import FrugalError
 from frugal_lm.evals.results import SampleRecord, TaskResult, mean_metric
 
@@ -60,16 +62,21 @@ def read_heldout(path: Path | str, limit: int | None = None) -> list[Record]:
     return records
 
 
+def as_problem(record: Record) -> Problem:
+    return Problem(record.category or UNCATEGORISED, record.instruction, record.response,
+                   "cot" if "cot" in record.conditions else "direct")
+
+
 def score_outputs(records: list[Record], prompts: list[str], outputs: list[str],
                   task: str = "synthetic") -> TaskResult:
     """Check each output against its record's response; overall and per-family exact match."""
     samples, by_family = [], defaultdict(list)
     for index, (record, prompt, output) in enumerate(zip(records, prompts, outputs, strict=True)):
-        family = record.category or UNCATEGORISED
-        correct = check(Problem(family, record.instruction, record.response), output)
-        samples.append(SampleRecord(index, prompt, output, output.strip(), record.response, correct,
-                                    {"family": family, "conditions": list(record.conditions)}))
-        by_family[family].append(float(correct))
+        problem = as_problem(record)
+        correct = check(problem, output)
+        samples.append(SampleRecord(index, prompt, output, final_answer(problem, output) or "", problem.answer,
+                                    correct, {"family": problem.family, "conditions": list(record.conditions)}))
+        by_family[problem.family].append(float(correct))
     metrics = {"exact_match": mean_metric([float(s.correct) for s in samples])}
     for family in sorted(by_family):
         metrics[f"exact_match/{family}"] = mean_metric(by_family[family])
@@ -93,13 +100,12 @@ def score_synthetic(engine, heldout_path: Path | str, limit: int | None = None,
 
 def majority_baselines(train: list[Record], heldout: list[Record]) -> dict[str, float]:
     """Per family: the held-out exact match of always answering that family's most common
-    training response (0 for a family absent from training)."""
+    training final answer (0 for a family absent from training)."""
     answers: dict[str, Counter] = defaultdict(Counter)
-    for record in train:
-        answers[record.category or UNCATEGORISED][record.response] += 1
+    for problem in map(as_problem, train):
+        answers[problem.family][problem.answer] += 1
     hits: dict[str, list[float]] = defaultdict(list)
-    for record in heldout:
-        family = record.category or UNCATEGORISED
-        guess = answers[family].most_common(1)[0][0] if answers[family] else None
-        hits[family].append(float(record.response == guess))
+    for problem in map(as_problem, heldout):
+        guess = answers[problem.family].most_common(1)[0][0] if answers[problem.family] else None
+        hits[problem.family].append(float(problem.answer == guess))
     return {family: sum(values) / len(values) for family, values in sorted(hits.items())}
