@@ -91,8 +91,8 @@ def test_overwrite_replaces_a_finished_demo_run(tmp_path):
 
 
 @pytest.mark.parametrize("seconds_per_step, train_seconds, expected", [
-    (0.5, 100.0, 200), (0.3, 100.0, 333), (2.0, 10.0, MIN_STEPS), (1.0, -5.0, MIN_STEPS)])
-def test_steps_for_budget(seconds_per_step, train_seconds, expected):
+    (0.5, 100.0, 173), (0.3, 100.0, 289), (2.0, 10.0, MIN_STEPS), (1.0, -5.0, MIN_STEPS)])
+def test_steps_for_budget_leaves_room_for_a_full_runs_slower_steps(seconds_per_step, train_seconds, expected):
     assert steps_for_budget(seconds_per_step, train_seconds).steps == expected
 
 

@@ -29,6 +29,11 @@ from frugal_lm.train.trainer import train
 PROBE_STEPS = 6
 SKIPPED_PROBE_STEPS = 2
 MIN_STEPS = 20
+FULL_RUN_SLOWDOWN = 1.15
+"""A full run's mean step is slower than the probe's: on the 2-core CPU the demo's steps
+varied by +-20% over a run and averaged 11% above the probe's (checkpoints, allocator and
+cache effects a 6-step probe does not see; benchmarks/RESULTS.md). Budgeting with this
+factor keeps the demo inside its minutes."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,7 @@ def measure_seconds_per_step(config: RunConfig, scratch: Path, probe_steps: int 
 
 
 def steps_for_budget(seconds_per_step: float, train_seconds: float, min_steps: int = MIN_STEPS) -> StepBudget:
-    """As many whole steps as fit in `train_seconds`, at least `min_steps`."""
-    steps = max(min_steps, math.floor(train_seconds / max(seconds_per_step, 1e-6)))
+    """As many whole steps as fit in `train_seconds` at `FULL_RUN_SLOWDOWN` times the probe's
+    step time, at least `min_steps`."""
+    steps = max(min_steps, math.floor(train_seconds / max(seconds_per_step * FULL_RUN_SLOWDOWN, 1e-6)))
     return StepBudget(steps, seconds_per_step, train_seconds)

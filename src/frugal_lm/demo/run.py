@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from frugal_lm.config import RunConfig, resolve_run_config
-from frugal_lm.demo.budget import measure_seconds_per_step, steps_for_budget
+from frugal_lm.demo.budget import FULL_RUN_SLOWDOWN, measure_seconds_per_step, steps_for_budget
 from frugal_lm.demo.stages import (
     DataSettings,
     build_mix,
@@ -224,7 +224,7 @@ def _budget_steps(options: DemoOptions, started: float, time_shares: list[float]
     train_seconds = (options.minutes * 60 - (time.perf_counter() - started) - reserve) / sum(time_shares)
     steps = steps_for_budget(seconds_per_step, train_seconds).steps
     print(f"      budget: {train_seconds:.0f} s of training at {seconds_per_step:.2f} s/step (measured) "
-          f"-> {steps:,} steps", flush=True)
+          f"-> {steps:,} steps (planned at {FULL_RUN_SLOWDOWN:g}x the probe's step time)", flush=True)
     return steps
 
 
