@@ -141,6 +141,11 @@ class RunConfig(StrictModel):
     price_per_device_hour: float = 2.0
     """Dollars per device-hour, for the cost shown while training."""
     compile: bool = False
+    time_limit_s: float | None = None
+    """Wall seconds for the training loop. The total step count (`steps` is the first guess)
+    is re-fitted after every step to what the mean step time so far leaves room for, so the
+    LR and bp_steps schedules end on time. Time-budgeted runs (`frugal demo`) use it; their
+    step count then depends on the machine's speed, as a fixed `steps` does not."""
     loggers: list[Literal["tensorboard", "wandb"]] = []
     """Mirror metrics.jsonl to TensorBoard and/or Weights & Biases (extras, installed separately)."""
     precision: Literal["auto", "fp32", "bf16"] = "auto"
@@ -163,6 +168,8 @@ class RunConfig(StrictModel):
         for name in ("batch_tokens", "keep_checkpoints", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
+        if self.time_limit_s is not None and (self.time_limit_s <= 0 or self.steps is None):
+            raise ValueError("time_limit_s must be > 0 and comes with steps= (the first guess of the step count)")
         if self.lr <= 0 or not 0 <= self.lr_floor <= 1 or self.warmup_steps < 0 or self.checkpoint_every < 0:
             raise ValueError("need lr > 0, 0 <= lr_floor <= 1, warmup_steps >= 0, checkpoint_every >= 0")
         return self

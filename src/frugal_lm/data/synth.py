@@ -212,13 +212,14 @@ def _expression(rng: random.Random, operators: int = 3, max_operand: int = 20) -
 
 
 def _counting(rng: random.Random, min_len: int = 5, max_len: int = 12) -> Solution:
-    """The worked solution is a running count: each letter of the word, the target beside it
-    (so the comparison is between neighbouring characters), then how many times the target
-    has appeared up to there."""
+    """The worked solution is a running count: each letter of the word, the target beside it,
+    `=` if they match and `!` if not (a comparison of the two characters just written), then
+    how many times the target has appeared up to there (the previous count, plus one at `=`)."""
     letters = rng.sample(string.ascii_lowercase, 4)  # a small alphabet so letters repeat
     word = "".join(rng.choice(letters) for _ in range(rng.randint(min_len, max_len)))
     target = rng.choice(letters)
-    running = " ".join(f"{letter}{target}{word[:i + 1].count(target)}" for i, letter in enumerate(word))
+    running = " ".join(f"{letter}{target}{'=' if letter == target else '!'}{word[:i + 1].count(target)}"
+                       for i, letter in enumerate(word))
     return Solution(f"How many times does '{target}' appear in {word}?", (running,), str(word.count(target)))
 
 

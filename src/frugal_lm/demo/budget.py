@@ -1,14 +1,16 @@
-"""Turn a wall-clock budget into a step count, so the LR schedule ends exactly on time.
+"""Turn a wall-clock budget into a first guess of the step count.
 
 Design choices:
 - The trainer's schedule (warmup, cosine, `bp_steps` warmup) is a function of the total
-  number of steps, so the budget must be known in steps *before* training starts; cutting a
-  run when the clock runs out would stop the cosine half-way and leave the EMA lagging.
-- The step time is measured, not guessed: a short probe run of the very same config (same
-  model, data, batch, precision) times its steps after the first two (allocator and thread
-  pool warm-up) with `bp_steps` already at its maximum, the most expensive steps of the real
-  run. The real run is therefore slightly under budget, never over (unless the machine
-  gets busier in between, which the summary shows as wall time).
+  number of steps. The demo gives the trainer its training seconds (`time_limit_s`), and the
+  trainer re-fits the total to the clock after every step, so the cosine ends on time even
+  when the machine's speed drifts (on the 2-core CPU a full run's steps averaged 11-21%
+  slower than a short probe's, benchmarks/RESULTS.md). Cutting a run when the clock runs out
+  would stop the cosine half-way and leave the EMA lagging.
+- The first guess (which also sets the warmup length) comes from a measured step time: a
+  short probe run of the very same config (same model, data, batch, precision) times its
+  steps after the first two (allocator and thread pool warm-up) with `bp_steps` already at
+  its maximum, the most expensive steps of the real run.
 - The probe goes through `frugal_lm.train.trainer.train` itself, so there is no second
   training loop to keep in sync; its scratch run directory is deleted afterwards.
 """
@@ -29,11 +31,6 @@ from frugal_lm.train.trainer import train
 PROBE_STEPS = 6
 SKIPPED_PROBE_STEPS = 2
 MIN_STEPS = 20
-FULL_RUN_SLOWDOWN = 1.15
-"""A full run's mean step is slower than the probe's: on the 2-core CPU the demo's steps
-varied by +-20% over a run and averaged 11% above the probe's (checkpoints, allocator and
-cache effects a 6-step probe does not see; benchmarks/RESULTS.md). Budgeting with this
-factor keeps the demo inside its minutes."""
 
 
 @dataclass(frozen=True)
@@ -60,7 +57,6 @@ def measure_seconds_per_step(config: RunConfig, scratch: Path, probe_steps: int 
 
 
 def steps_for_budget(seconds_per_step: float, train_seconds: float, min_steps: int = MIN_STEPS) -> StepBudget:
-    """As many whole steps as fit in `train_seconds` at `FULL_RUN_SLOWDOWN` times the probe's
-    step time, at least `min_steps`."""
-    steps = max(min_steps, math.floor(train_seconds / max(seconds_per_step * FULL_RUN_SLOWDOWN, 1e-6)))
+    """As many whole steps as fit in `train_seconds`, at least `min_steps`."""
+    steps = max(min_steps, math.floor(train_seconds / max(seconds_per_step, 1e-6)))
     return StepBudget(steps, seconds_per_step, train_seconds)

@@ -12,9 +12,10 @@ would put it, so a user can pick up from any stage by hand):
 
 Design choices:
 - Budget: the data stages run first and are timed; the rest of `minutes` minus a reserve
-  for evaluation and export goes to training, converted to whole steps by measuring the
-  step time (`budget.py`), so the cosine schedule ends exactly at the last step. `steps`
-  pins the count instead (reproducible across machines; the benchmark and tests use it).
+  for evaluation and export goes to training (`time_limit_s`): the trainer fits its step
+  count to the clock as it runs, from a first guess measured by a probe (`budget.py`), so
+  the cosine schedule ends on its last step and on time. `steps` pins the count instead
+  (reproducible across machines; the tests use it).
 - `--compare` trains HRM and a Transformer with the same parameter count (a Transformer
   with the HRM's `n_layers` blocks has exactly its parameters) on the same mixed set: once
   for the same steps, hence the same tokens in the same order, and once for the HRM's wall
@@ -36,8 +37,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from frugal_lm.config import RunConfig, resolve_run_config
-from frugal_lm.demo.budget import FULL_RUN_SLOWDOWN, measure_seconds_per_step, steps_for_budget
+from frugal_lm.demo.budget import measure_seconds_per_step, steps_for_budget
 from frugal_lm.demo.stages import (
+    DataPaths,
     DataSettings,
     build_mix,
     build_tokenizer,
@@ -119,12 +121,14 @@ class StageDisplay:
         print(f"      {detail} ({self.seconds[name]:.1f} s)", flush=True)
 
 
-def _run_config(options: DemoOptions, net: str, data: Path, run_dir: Path, steps: int | None) -> RunConfig:
+def _run_config(options: DemoOptions, net: str, data: Path, run_dir: Path, steps: int | None,
+                time_limit_s: float | None = None) -> RunConfig:
     overrides = [f"data={data}", f"out={run_dir}", f"net={net}", f"seed={options.data.seed}", *options.overrides]
     config = resolve_run_config(RECIPE, overrides)
     if steps is not None:
         warmup = min(config.warmup_steps, max(1, steps // 10))
-        config = config.model_copy(update={"steps": steps, "epochs": None, "warmup_steps": warmup})
+        config = config.model_copy(update={"steps": steps, "epochs": None, "warmup_steps": warmup,
+                                           "time_limit_s": time_limit_s})
     return config
 
 
@@ -180,52 +184,72 @@ def _export(run_dir: Path, out: Path, net: str) -> tuple[str | None, str]:
 
 @dataclass(frozen=True)
 class Arm:
-    """One training run of the demo: which net, for how many steps, under what label."""
+    """One training run of the demo: which net, for how long, under what label."""
 
     net: str
     label: str
     steps: int
+    """With a time limit, only the first guess: the trainer fits the count to the clock."""
+    time_limit_s: float | None
     run_dir: str
     eval_dir: str
     seconds_per_step: float | None
 
 
-def _plan_arms(options: DemoOptions, mix_dir: Path, started: float) -> list[Arm]:
-    """The runs to train. One net: as many steps as fit the budget (or `--steps`). `--compare`:
-    the HRM, then the Transformer on the same tokens (same steps) and, when its step time
-    differs, again for the HRM's wall time (as many steps as that time buys it); the budget is
-    shared so that all runs end within `minutes`."""
-    scratch = options.out / "step_time_probe"
+def _train_arms(options: DemoOptions, paths: DataPaths, started: float, display: StageDisplay) -> list[NetReport]:
+    """Train and score each run. One net: for the budget's training seconds (or `--steps`).
+    `--compare`: the HRM, then the Transformer for the HRM's steps (same tokens) and, when
+    the two step times differ, for the HRM's training time (same time); the budget is shared
+    so that all runs end within `minutes`."""
+    out, scratch = options.out, options.out / "step_time_probe"
 
     def probe(net: str) -> float:
-        return measure_seconds_per_step(_run_config(options, net, mix_dir, scratch, 1), scratch)
+        return measure_seconds_per_step(_run_config(options, net, paths.mix, scratch, 1), scratch)
+
+    def train(arm: Arm) -> NetReport:
+        config = _run_config(options, arm.net, paths.mix, out / arm.run_dir, arm.steps, arm.time_limit_s)
+        return _train_and_score(config, paths.heldout_jsonl, options.data.answer_format, out / arm.eval_dir,
+                                display, arm.seconds_per_step, arm.label)
+
+    def first(net: str, label: str, run_dir: str, eval_dir: str, shares: list[float], measured: float) -> Arm:
+        if options.steps is not None:
+            return Arm(net, label, options.steps, None, run_dir, eval_dir, measured)
+        seconds = _training_seconds(options, started, shares)
+        guess = steps_for_budget(measured, seconds).steps
+        print(f"      budget: {seconds:.0f} s of training, about {guess:,} steps at {measured:.2f} s/step "
+              f"(measured; the schedule is fitted to the clock as it runs)", flush=True)
+        return Arm(net, label, guess, seconds, run_dir, eval_dir, measured)
 
     if not options.compare:
-        measured = None if options.steps is not None else probe(options.net)
-        steps = options.steps or _budget_steps(options, started, [1.0], measured)
-        return [Arm(options.net, options.net, steps, "run", "eval", measured)]
-    hrm, transformer = probe("hrm"), probe("transformer")
-    ratio = transformer / hrm
+        display.total = 7
+        measured = probe(options.net) if options.steps is None else None
+        return [train(first(options.net, options.net, "run", "eval", [1.0], measured))]
+    hrm_step, transformer_step = probe("hrm"), probe("transformer")
+    ratio = transformer_step / hrm_step
     same_time_differs = abs(ratio - 1) > SAME_TIME_TOLERANCE
-    steps = options.steps or _budget_steps(options, started, [1.0, ratio] + [1.0] * same_time_differs, hrm)
-    arms = [Arm("hrm", "hrm", steps, "run_hrm", "eval_hrm", hrm),
-            Arm("transformer", "transformer, same tokens" + ("" if same_time_differs else " and time"), steps,
-                "run_transformer", "eval_transformer", transformer)]
+    display.total = 4 + 2 * (2 + same_time_differs)
+    hrm = train(first("hrm", "hrm", "run_hrm", "eval_hrm", [1.0, ratio] + [1.0] * same_time_differs, hrm_step))
+    reports = [hrm, train(Arm("transformer", "transformer, same tokens" + ("" if same_time_differs else " and time"),
+                              hrm.steps, None, "run_transformer", "eval_transformer", transformer_step))]
     if same_time_differs:
-        arms.append(Arm("transformer", "transformer, same time", max(1, round(steps / ratio)),
-                        "run_transformer_same_time", "eval_transformer_same_time", transformer))
-    return arms
+        hrm_seconds = _loop_seconds(out / "run_hrm")
+        reports.append(train(Arm("transformer", "transformer, same time", max(1, round(hrm.steps / ratio)),
+                                 hrm_seconds, "run_transformer_same_time", "eval_transformer_same_time",
+                                 transformer_step)))
+    return reports
 
 
-def _budget_steps(options: DemoOptions, started: float, time_shares: list[float], seconds_per_step: float) -> int:
-    """Steps of the first run such that runs taking `time_shares` times its training time
-    each, plus a reserve for evaluation per run, end within the budget."""
-    reserve = max(MIN_RESERVE_SECONDS, RESERVE_FRACTION * options.minutes * 60) * len(time_shares)
-    train_seconds = (options.minutes * 60 - (time.perf_counter() - started) - reserve) / sum(time_shares)
-    steps = steps_for_budget(seconds_per_step, train_seconds).steps
-    print(f"      budget: {train_seconds:.0f} s of training at {seconds_per_step:.2f} s/step (measured) "
-          f"-> {steps:,} steps (planned at {FULL_RUN_SLOWDOWN:g}x the probe's step time)", flush=True)
-    return steps
+def _training_seconds(options: DemoOptions, started: float, shares: list[float]) -> float:
+    """Training seconds of the first run such that runs taking `shares` times as long, plus a
+    reserve for evaluation after each, end within the budget."""
+    reserve = max(MIN_RESERVE_SECONDS, RESERVE_FRACTION * options.minutes * 60) * len(shares)
+    return max(1.0, (options.minutes * 60 - (time.perf_counter() - started) - reserve) / sum(shares))
+
+
+def _loop_seconds(run_dir: Path) -> float:
+    """How long a finished run's training loop took (its last metrics line)."""
+    last = (run_dir / "metrics.jsonl").read_text().splitlines()[-1]
+    return float(json.loads(last)["elapsed_s"])
 
 
 def run_demo(options: DemoOptions) -> DemoSummary:
@@ -241,19 +265,14 @@ def run_demo(options: DemoOptions) -> DemoSummary:
     (out / MARKER).write_text(json.dumps({**asdict(options), "out": str(out), "data": asdict(options.data),
                                           "started": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=1, default=str))
     paths = data_paths(out)
-    display = StageDisplay(total=4 + (4 if options.compare else 3))
+    display = StageDisplay(total=7)
     display.run("synthetic tasks", lambda: synthesize(paths, options.data))
     display.run("tokenizer", lambda: build_tokenizer(paths, options.data))
     display.run("tokenize", lambda: tokenize(paths))
     display.run("mix", lambda: build_mix(paths, options.data))
 
-    arms = _plan_arms(options, paths.mix, started)
-    display.total = 4 + 2 * len(arms) + (0 if options.compare else 1)
-    reports = [_train_and_score(_run_config(options, arm.net, paths.mix, out / arm.run_dir, arm.steps),
-                                paths.heldout_jsonl, options.data.answer_format, out / arm.eval_dir, display,
-                                arm.seconds_per_step, arm.label)
-               for arm in arms]
-    run_dirs = {arm.net: out / arm.run_dir for arm in arms}
+    reports = _train_arms(options, paths, started, display)
+    run_dirs = {report.net: Path(report.run_dir) for report in reversed(reports)}
 
     export_dir, export_note = None, "not run with --compare"
     if not options.compare:

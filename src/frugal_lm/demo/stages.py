@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from random import Random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,8 +81,8 @@ def data_paths(out: Path) -> DataPaths:
 def synthesize(paths: DataPaths, settings: DataSettings) -> str:
     write_synthetic(paths.train_jsonl.parent, list(settings.families), settings.train_rows,
                     settings.heldout_rows, settings.seed, settings.answer_format)
-    answers = ("worked solutions (cot) for arithmetic and counting, answers alone for sorting and reversal"
-               if settings.answer_format == "cot" else "answers alone (direct)")
+    worked = [f for f in settings.families if settings.answer_format == "cot" and FAMILIES[f](Random(0)).steps]
+    answers = (f"worked solutions (cot) for {', '.join(worked)}" if worked else "answers alone (direct)")
     return (f"{settings.train_rows:,} train + {settings.heldout_rows:,} held-out problems, "
             f"{len(settings.families)} families ({', '.join(settings.families)}); {answers}")
 

@@ -135,6 +135,13 @@ def _model_config_for(config: RunConfig, dataset: MixedDataset) -> ModelConfig:
     return model_config
 
 
+def steps_within(time_limit_s: float, elapsed_s: float, seconds_per_step: float, step: int) -> int:
+    """The run's total step count such that its remaining steps, at `seconds_per_step`, end
+    by `time_limit_s` (`time_limit_s=`: the schedule is stretched or squeezed to the clock
+    and finishes its cosine, whatever the machine's speed does meanwhile)."""
+    return step + max(0, math.floor((time_limit_s - elapsed_s) / max(seconds_per_step, 1e-9)))
+
+
 def _truncate_metrics(path: Path, last_step: int) -> None:
     if path.exists():
         kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= last_step]
@@ -219,7 +226,7 @@ def _train(config: RunConfig, run_dir: Path, device: torch.device, distributed: 
     progress = tqdm(total=total_steps, initial=step, disable=not distributed.is_main, unit="step",
                     dynamic_ncols=True, file=sys.stderr)
     started, start_step, start_tokens = time.perf_counter(), step, tokens_seen
-    last_loss, last_saved, flops_done = math.nan, None, 0.0
+    last_loss, last_saved, flops_done, clock_origin = math.nan, None, 0.0, None
     metrics = (MetricsLogger(run_dir, config.loggers, config.model_dump(mode="json"), config.resume)
                if distributed.is_main else None)
     try:
@@ -242,7 +249,8 @@ def _train(config: RunConfig, run_dir: Path, device: torch.device, distributed: 
             counts = distributed.all_reduce_sum(torch.stack([
                 output.loss_sum, output.label_tokens.float(), output.correct_tokens.float(),
                 output.examples.float(), output.correct_examples.float(),
-                torch.tensor(float(batch.n_tokens), device=device)]))
+                torch.tensor(float(batch.n_tokens), device=device),
+                torch.tensor(time.perf_counter() - started, device=device)]))
             global_label_tokens = counts[1].clamp(min=1)
             # Exactly output.loss when there is one rank; N ranks sum to the single-process gradient.
             (output.loss * (output.label_tokens / global_label_tokens * distributed.world_size)).backward()
@@ -257,6 +265,13 @@ def _train(config: RunConfig, run_dir: Path, device: torch.device, distributed: 
             optimizer.zero_grad(set_to_none=True)
             step += 1
             tokens_seen += int(counts[5])
+            if config.time_limit_s is not None:  # every rank sees the same mean clock, so the same total
+                clock = float(counts[6]) / distributed.world_size
+                if clock_origin is None:  # the first step's warm-up stays out of the mean step time
+                    clock_origin = (clock, step)
+                else:
+                    seconds_per_step = (clock - clock_origin[0]) / (step - clock_origin[1])
+                    total_steps = progress.total = steps_within(config.time_limit_s, clock, seconds_per_step, step)
             last_loss = loss_value
             elapsed = time.perf_counter() - started
             tokens_per_second = (tokens_seen - start_tokens) / max(elapsed, 1e-9)
