@@ -150,7 +150,8 @@ class RunConfig(StrictModel):
     """Mirror metrics.jsonl to TensorBoard and/or Weights & Biases (extras, installed separately)."""
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     """bf16 autocast (fp32 master weights): auto uses it on GPUs and on CPUs with native
-    bf16 instructions, where it measured 2.2x faster (benchmarks/RESULTS.md)."""
+    bf16 instructions, where it measured 2.3x faster at hidden 512 but 1.5x slower at the
+    demo's hidden 128, whose recipe therefore pins fp32 (benchmarks/RESULTS.md)."""
     model: ModelConfig
     _model_keys_given: frozenset[str] = PrivateAttr(default=frozenset())
 

@@ -35,7 +35,7 @@ def test_arrays_decode_back_to_the_records(setup):
     index = {f: np.load(folder / f"{f}.npy", allow_pickle=False) for f in ("inst_start", "inst_len", "resp_start", "resp_len")}
     tokenizer = load_tokenizer(tmp_path / "tok")
     first = json.loads(paths["train"].read_text().splitlines()[0])
-    expected = tokenizer.encode_records([Record(first["instruction"], first["response"], ("direct",))])[0]
+    expected = tokenizer.encode_records([Record(first["instruction"], first["response"], (first["condition"],))])[0]
     s, n = index["inst_start"][0], index["inst_len"][0]
     assert tokens[s:s + n].tolist() == expected[0]
     s, n = index["resp_start"][0], index["resp_len"][0]

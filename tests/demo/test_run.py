@@ -21,6 +21,23 @@ def read_jsonl(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@pytest.fixture
+def steady_trainer_clock(monkeypatch):
+    """The trainer's clock advances one fixed tick per reading, so every step takes the same
+    time whatever the machine's load: a test of the clock-fitted schedule must not depend on
+    timings. The tick is a power of two, exact in the float32 the ranks reduce it in."""
+    import frugal_lm.train.trainer as trainer_module
+
+    class SteadyClock:
+        now = 0.0
+
+        def perf_counter(self):
+            self.now += 2.0 ** -4
+            return self.now
+
+    monkeypatch.setattr(trainer_module, "time", SteadyClock())
+
+
 def cosine_ended(metrics, config):
     """A clock-fitted schedule ends at its floor or one step before it: a last step slower
     than the mean makes the trainer stop one step early."""
@@ -75,7 +92,8 @@ def test_short_demo_learns_reversal_far_above_chance(tmp_path, capsys):
     assert "(baseline: always giving the family's most common training answer)" in shown
 
 
-def test_time_budget_gives_a_schedule_that_ends_on_its_last_step_and_on_time(tmp_path, capsys):
+def test_time_budget_gives_a_schedule_that_ends_on_its_last_step_and_on_time(tmp_path, capsys,
+                                                                            steady_trainer_clock):
     out = tmp_path / "demo"
     summary = run_demo(DemoOptions(
         out=out, minutes=0.5,
@@ -118,7 +136,8 @@ def test_steps_for_budget(seconds_per_step, train_seconds, expected):
     assert steps_for_budget(seconds_per_step, train_seconds).steps == expected
 
 
-def test_compare_trains_both_nets_at_equal_tokens_and_at_equal_time(tmp_path, capsys, monkeypatch):
+def test_compare_trains_both_nets_at_equal_tokens_and_at_equal_time(tmp_path, capsys, monkeypatch,
+                                                                     steady_trainer_clock):
     """Same parameters; the Transformer once on the HRM's tokens, once for the HRM's training
     time. The probes are stood in for (a 3-step run's step time is noise): they only decide
     that the step times differ, so that the same-time run is trained at all."""
