@@ -40,10 +40,6 @@ from frugal_lm.train.trainer import TrainResult, train
 # 256 byte tokens + the special and condition tokens: no merges, one token per character.
 CHARACTER_VOCAB_SIZE = 256 + len(DEFAULT_SPECIAL_TOKENS) + len(DEFAULT_CONDITION_TOKENS)
 EVAL_BATCH_SIZE = 64
-MAX_ANSWER_TOKENS = {"direct": 32, "cot": 176}
-"""Per answer format: the longest synthetic response is 23 characters answered directly (8
-sorted two-digit numbers) and about 150 as a worked multiplication; an answer that runs past
-this is wrong whatever comes after, so generation stops there."""
 
 
 @dataclass(frozen=True)
@@ -139,7 +135,7 @@ def train_quietly(config: RunConfig) -> TrainResult:
         return train(config)
 
 
-def score_heldout(run_dir: Path, heldout_jsonl: Path, out: Path, answer_format: str) -> TaskResult:
+def score_heldout(run_dir: Path, heldout_jsonl: Path, out: Path) -> TaskResult:
     """Greedy exact match on the held-out split, exactly as `frugal eval --tasks synthetic`;
     writes results.json, results.md and the per-sample JSONL under `out`."""
     from frugal_lm.evals.synthetic import score_synthetic
@@ -147,7 +143,7 @@ def score_heldout(run_dir: Path, heldout_jsonl: Path, out: Path, answer_format: 
     from frugal_lm.infer.loading import load_model
 
     engine = Engine(load_model(run_dir), max_batch_size=EVAL_BATCH_SIZE)
-    result = score_synthetic(engine, heldout_jsonl, max_new_tokens=MAX_ANSWER_TOKENS[answer_format], progress=True)
+    result = score_synthetic(engine, heldout_jsonl, progress=True)
     write_results([result], out)
     return result
 

@@ -24,7 +24,7 @@ from frugal_lm.errors import FrugalError
 from frugal_lm.evals.datasets import AnswerItem, ChoiceItem, load_items
 from frugal_lm.evals.loglikelihood import fit_to_context, score_responses
 from frugal_lm.evals.results import SampleRecord, TaskResult, mean_metric
-from frugal_lm.evals.synthetic import DEFAULT_MAX_NEW_TOKENS, score_synthetic
+from frugal_lm.evals.synthetic import score_synthetic
 from frugal_lm.evals.tasks import ALL_TASKS, SYNTHETIC, TASKS, TaskSpec, build_instruction, pick_shots
 from frugal_lm.infer.loading import LoadedModel
 
@@ -119,7 +119,7 @@ class EvalRunner:
             if task == SYNTHETIC:
                 results.append(score_synthetic(
                     self.engine, heldout, self.settings.limit, self.settings.conditions_for(task),
-                    self.settings.max_new_tokens or DEFAULT_MAX_NEW_TOKENS, progress=self.progress))
+                    self.settings.max_new_tokens, progress=self.progress))
                 continue
             spec = TASKS[task]
             items, instructions = inputs[task]

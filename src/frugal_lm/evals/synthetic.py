@@ -39,7 +39,10 @@ from frugal_lm.data.synth import Problem, check, final_answer
 from frugal_lm.errors import FrugalError
 from frugal_lm.evals.results import SampleRecord, TaskResult, mean_metric
 
-DEFAULT_MAX_NEW_TOKENS = 64
+MAX_ANSWER_TOKENS = {"direct": 32, "cot": 176}
+"""Generation limit by answer format: the longest synthetic response is 23 characters answered
+directly (8 sorted two-digit numbers) and about 150 as a worked multiplication; an answer that
+runs past this is wrong whatever comes after, so generation stops there."""
 UNCATEGORISED = "uncategorised"
 
 
@@ -85,12 +88,14 @@ def score_outputs(records: list[Record], prompts: list[str], outputs: list[str],
 
 def score_synthetic(engine, heldout_path: Path | str, limit: int | None = None,
                     conditions: tuple[str, ...] | None = None,
-                    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, progress: bool = False) -> TaskResult:
+                    max_new_tokens: int | None = None, progress: bool = False) -> TaskResult:
     """Greedy-generate an answer for every held-out record with `engine` (a
     `frugal_lm.infer.engine.Engine`) and score it with the synthetic checkers."""
     from frugal_lm.infer.engine import GenerationRequest, SamplingParams
 
     records = read_heldout(heldout_path, limit)
+    if max_new_tokens is None:  # room for the longest answer in the file's formats
+        max_new_tokens = max(MAX_ANSWER_TOKENS[as_problem(record).condition] for record in records)
     sampling = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
     requests = [GenerationRequest(record.instruction, conditions or record.conditions, sampling)
                 for record in records]
