@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from random import Random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from random import Random
 
 from frugal_lm.config import RunConfig
 from frugal_lm.data.mix import mix
