@@ -41,6 +41,7 @@ from torch.distributed.checkpoint.state_dict import (
 from frugal_lm.config import RunConfig
 from frugal_lm.errors import FrugalError
 from frugal_lm.train.optimizer import AdamATan2
+from frugal_lm.train.safetensors_io import checksum_metadata
 
 STEP_DIR = re.compile(r"^step_(\d{8})$")
 # Saving and loading in a single process is intended, not a misconfiguration.
@@ -97,8 +98,8 @@ def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, optimizer:
     dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=partial / "train_state")
     raw, ema = full_weights(model), full_weights(model, optimizer)
     if _is_main():
-        save_file(raw, partial / "model.safetensors")
-        save_file(ema, partial / "ema.safetensors")
+        save_file(raw, partial / "model.safetensors", metadata=checksum_metadata(raw))
+        save_file(ema, partial / "ema.safetensors", metadata=checksum_metadata(ema))
         torch.save(_rng_states(), partial / "rng.pt")
         (partial / "trainer_state.json").write_text(json.dumps({**trainer_state, "step": step}, indent=1))
         (partial / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
