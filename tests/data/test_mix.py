@@ -141,3 +141,12 @@ def test_truncate_and_drop_row_by_row(tokenized, tmp_path):
     got = sorted(zip(np.load(tokenized / "m" / "epoch_0" / "inst_len.npy").tolist(),
                      np.load(tokenized / "m" / "epoch_0" / "resp_len.npy").tolist()))
     assert got == sorted(expected)
+
+
+def test_mix_never_writes_over_its_own_input(tokenized):
+    before = checksum(tokenized / "tokenized")
+    for out in (tokenized / "tokenized", tokenized):  # the input itself, and the folder holding it
+        with pytest.raises(FrugalError, match=f"--out {out}: directory is not empty"):
+            mix(tokenized / "tokenized", out)
+    assert checksum(tokenized / "tokenized") == before
+    assert not (tokenized / "tokenized.partial").exists() and not tokenized.with_name(tokenized.name + ".partial").exists()

@@ -149,7 +149,7 @@ def test_each_bad_row_kind_through_validate_fail_and_skip(setup, capsys, line, r
     arguments = ["data", "tokenize", "--tokenizer", str(tmp_path / "tok"), "--out", str(out), str(source)]
     assert main(arguments) == 1  # --on-error fail is the default
     assert f"{source}:3: {reason}" in capsys.readouterr().err
-    assert sorted(p.name for p in out.iterdir()) == ["tokenizer"]  # no source output, no scratch left behind
+    assert sorted(p.name for p in out.iterdir()) == [".frugal_output.json", "tokenizer"]  # no output, no scratch
 
     assert main([*arguments, "--on-error", "skip"]) == 0
     folder = output_dir_for(out, source)

@@ -33,8 +33,10 @@ def _data_validate_command(args: argparse.Namespace) -> int:
 
 def _data_tokenizer_command(args: argparse.Namespace) -> int:
     from frugal_lm.data.records import read_rows
-    from frugal_lm.data.tokenizer import train_tokenizer
+    from frugal_lm.data.tokenizer import COMMAND, save_tokenizer_dir, train_tokenizer
+    from frugal_lm.files import check_output_dir
 
+    check_output_dir(args.out, COMMAND)  # before training, not after: refuse a foreign --out at once
     skipped = 0
 
     def texts():
@@ -48,7 +50,7 @@ def _data_tokenizer_command(args: argparse.Namespace) -> int:
                 yield result.record.response
 
     tokenizer = train_tokenizer(texts(), args.vocab_size)
-    tokenizer.save(args.out)
+    save_tokenizer_dir(tokenizer, args.out)
     print(f"trained a {tokenizer.vocab_size:,}-token byte-level BPE into {args.out}"
           + (f"; {skipped:,} bad rows ignored (see `frugal data validate`)" if skipped else ""))
     return 0

@@ -32,6 +32,27 @@ def _read_header(handle: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype]:
     return np.lib.format.read_array_header_2_0(handle)
 
 
+def npy_problem(path: Path, length: int) -> str | None:
+    """Why `path` is not a whole 1-D numeric `.npy` of `length` elements (missing, bad
+    header, other length, cut short or padded), or None. Reads the header only."""
+    try:
+        with open(path, "rb") as handle:
+            shape, _, dtype = _read_header(handle)
+            header_bytes = handle.tell()
+    except FileNotFoundError:
+        return f"{path.name} is missing"
+    except (OSError, ValueError, EOFError) as error:
+        return f"{path.name} has no readable .npy header ({error})"
+    if len(shape) != 1 or dtype.hasobject:
+        return f"{path.name} is not a 1-D numeric array (shape {shape}, {dtype})"
+    if shape[0] != length:
+        return f"{path.name} holds {shape[0]:,} elements, meta.json says {length:,}"
+    expected = header_bytes + length * dtype.itemsize
+    if (size := path.stat().st_size) != expected:
+        return f"{path.name} has {size:,} bytes, its header announces {expected:,}"
+    return None
+
+
 def iter_npy_chunks(path: Path, chunk: int = CHUNK_ELEMENTS) -> Iterator[np.ndarray]:
     with open(path, "rb") as handle:
         shape, fortran_order, dtype = _read_header(handle)

@@ -16,6 +16,12 @@ status) and `report.md`. Everything is a function of the inputs and the seed: th
 seed gives the same bytes. Tokens are concatenated chunk by chunk (`frugal_lm.data.arrays`),
 so memory holds the row index, never the token arrays.
 
+Safety: `--out` must be new, empty or an earlier mix (`frugal_lm.files.staged_output`), so
+a mistyped path never deletes data, and never the tokenized input. The mix is built in
+`OUT.partial` and renamed into place; a failure (a damaged source, a full disk) removes it.
+Each tokenized source is checked before use: meta.json readable, every array present, of
+the size its header announces and as long as meta.json's counts say.
+
 Contamination: each source's status comes from the sidecar `<SOURCE>.contamination.json`
 that `frugal data decontaminate` writes beside the record file; the report says "not
 checked" without one and "stale" when it was made from another version of the file than
@@ -32,31 +38,38 @@ from typing import Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-from frugal_lm.data.arrays import NpyWriter, iter_npy_chunks, npy_length
-from frugal_lm.data.tokenize import INDEX_FIELDS
+from frugal_lm.data.arrays import NpyWriter, iter_npy_chunks, npy_length, npy_problem
+from frugal_lm.data.tokenize import COMMAND as TOKENIZE
+from frugal_lm.data.tokenize import INDEX_FIELDS, SCRATCH, output_damage
 from frugal_lm.errors import FrugalError
+from frugal_lm.files import os_errors_as_user_errors, read_output_marker, staged_output
+
+COMMAND = "frugal data mix"
 
 
 class MixRule(BaseModel):
     model_config = ConfigDict(extra="forbid")
     prefix: str = ""
-    max_per_file: int | None = None
-    repeat: int = 1
+    max_per_file: int | None = Field(None, ge=0)
+    repeat: int = Field(1, ge=0)  # 0 leaves the source out; a negative count has no meaning
     long_context: Literal["truncate", "drop"] = "drop"
-    min_response_len: int = 1
+    min_response_len: int = Field(1, ge=0)
 
 
 def read_rules(path: Path | None) -> list[MixRule]:
     if path is None:
         return []
     try:
-        data = yaml.safe_load(Path(path).read_text())
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise FrugalError(f"{path}: no such mix file") from None
-    except yaml.YAMLError as error:
-        raise FrugalError(f"{path}: not valid YAML ({error})") from None
+    except OSError as error:
+        raise FrugalError(f"{path}: cannot read the mix file ({error.strerror})") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        reason = " ".join(str(error).split())  # YAML's messages span lines; the CLI prints one
+        raise FrugalError(f"{path}: not valid YAML ({reason})") from None
     if not isinstance(data, list):
         raise FrugalError(f"{path}: expected a YAML list of rules (- prefix: ...)")
     rules = []
@@ -119,11 +132,35 @@ def contamination_status(meta: dict) -> dict:
 
 
 def _load_source(folder: Path) -> tuple[dict, dict[str, np.ndarray]]:
-    meta = json.loads((folder / "meta.json").read_text())
-    if "vocab_size" not in meta:
-        raise FrugalError(f"{folder / 'meta.json'}: no vocab_size; re-run `frugal data tokenize`")
+    """meta.json and the row index of one tokenized source, each checked; a damaged source
+    is a one-line error that names it (and the file), never a half-built mix."""
+    def damaged(reason: str) -> FrugalError:
+        return FrugalError(f"{folder}: damaged tokenized source: {reason}; re-run `frugal data tokenize`")
+
+    try:
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise damaged(f"meta.json is unreadable ({getattr(error, 'strerror', None) or error})") from None
+    missing = [key for key in ("source", "rows", "tokens", "vocab_size") if key not in meta] \
+        if isinstance(meta, dict) else ["all"]
+    if missing:
+        raise damaged(f"meta.json has no {missing[0]!r}")
+    if "files" in meta:  # sizes recorded by tokenize: catches a missing or cut file at once
+        if (reason := output_damage(folder, meta, checksums=False)) is not None:
+            raise damaged(reason)
+    for name, length in (("tokens", meta["tokens"]), *((f, meta["rows"]) for f in INDEX_FIELDS)):
+        if (reason := npy_problem(folder / f"{name}.npy", length)) is not None:
+            raise damaged(reason)
     index = {f: np.load(folder / f"{f}.npy", allow_pickle=False) for f in INDEX_FIELDS}
     return meta, index
+
+
+def _source_folders(tokenized: Path) -> list[Path]:
+    """The tokenized sources: folders with a meta.json, and those tokenize's marker lists
+    (one of those without meta.json is damaged, an error rather than a source left out)."""
+    marker = read_output_marker(tokenized)
+    listed = set(marker["entries"]) - {SCRATCH, "tokenizer"} if marker and marker["command"] == TOKENIZE else set()
+    return sorted(p for p in tokenized.iterdir() if p.is_dir() and ((p / "meta.json").is_file() or p.name in listed))
 
 
 def _select_rows(meta: dict, index: dict[str, np.ndarray], rule: MixRule, context: int,
@@ -165,13 +202,15 @@ def mix(tokenized: Path, out: Path, rules_path: Path | None = None, epochs: int 
     if epochs < 1 or context < 2:
         raise FrugalError("--epochs must be >= 1 and --context >= 2")
     rules = read_rules(rules_path)
-    folders = sorted(p for p in Path(tokenized).iterdir() if (p / "meta.json").is_file()) \
-        if Path(tokenized).is_dir() else []
+    folders = _source_folders(Path(tokenized)) if Path(tokenized).is_dir() else []
     if not folders:
         raise FrugalError(f"{tokenized}: no tokenized sources (run `frugal data tokenize` first)")
-    staging = out.with_name(out.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    with os_errors_as_user_errors(out), staged_output(out, COMMAND) as staging:
+        return _mix_into(staging, out, folders, Path(tokenized), rules, epochs, context, seed)
+
+
+def _mix_into(staging: Path, out: Path, folders: list[Path], tokenized: Path, rules: list[MixRule], epochs: int,
+              context: int, seed: int) -> MixResult:
     result = MixResult(out, epochs)
     vocab_size, offset = 0, 0
     kept_per_source = []
@@ -206,8 +245,8 @@ def mix(tokenized: Path, out: Path, rules_path: Path | None = None, epochs: int 
         result.tokens_per_epoch.append(int(sum((p["inst_len"] + p["resp_len"]).sum() for p in parts)))
     _concatenate_tokens(folders, staging / "tokens.npy", vocab_size)
     tokenizer_info = {}
-    if (Path(tokenized) / "tokenizer").is_dir():
-        shutil.copytree(Path(tokenized) / "tokenizer", staging / "tokenizer")
+    if (tokenized / "tokenizer").is_dir():
+        shutil.copytree(tokenized / "tokenizer", staging / "tokenizer")
         info_path = staging / "tokenizer" / "tokenizer_info.json"
         tokenizer_info = json.loads(info_path.read_text()) if info_path.is_file() else {}
     metadata = {"vocab_size": -(-vocab_size // 256) * 256, "max_seq_len": context, "epochs": epochs,
@@ -217,8 +256,6 @@ def mix(tokenized: Path, out: Path, rules_path: Path | None = None, epochs: int 
                             for s in result.sources]}
     (staging / "metadata.json").write_text(json.dumps(metadata, indent=1))
     (staging / "report.md").write_text(_report(result, context))
-    shutil.rmtree(out, ignore_errors=True)
-    staging.rename(out)
     return result
 
 

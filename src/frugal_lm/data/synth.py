@@ -31,7 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from frugal_lm.errors import FrugalError
+from frugal_lm.files import os_errors_as_user_errors, staged_output
 
+COMMAND = "frugal data synth"
 HELDOUT_BUCKETS = 10
 
 
@@ -280,15 +282,14 @@ def generate(families: list[str], rows: int, seed: int, heldout: bool,
 
 def write_synthetic(out: Path, families: list[str], rows: int, heldout_rows: int, seed: int,
                     answer_format: str = "cot") -> dict[str, Path]:
-    """Write `train.jsonl` and `heldout.jsonl` under `out`."""
+    """Write `train.jsonl` and `heldout.jsonl` under `out` (new, empty or an earlier synth's
+    output: never a folder of the user's own data, see `frugal_lm.files.staged_output`)."""
     if answer_format not in FORMATS:
         raise FrugalError(f"unknown answer format {answer_format!r}; allowed: {', '.join(FORMATS)}")
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for split, count in (("train", rows), ("heldout", heldout_rows)):
-        path = out / f"{split}.jsonl"
-        with open(path, "w") as handle:
-            for problem in generate(families, count, seed, split == "heldout", answer_format):
-                handle.write(json.dumps(problem.record()) + "\n")
-        paths[split] = path
-    return paths
+    out = Path(out)
+    with os_errors_as_user_errors(out), staged_output(out, COMMAND) as staging:
+        for split, count in (("train", rows), ("heldout", heldout_rows)):
+            with open(staging / f"{split}.jsonl", "w") as handle:
+                for problem in generate(families, count, seed, split == "heldout", answer_format):
+                    handle.write(json.dumps(problem.record()) + "\n")
+    return {split: out / f"{split}.jsonl" for split in ("train", "heldout")}

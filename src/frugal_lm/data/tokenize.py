@@ -20,8 +20,13 @@ fingerprint, row counts, rejected and duplicate counts).
   `"skip"` writes each bad row with its reason to `rejected.jsonl` beside the outputs.
 - Exact duplicates of (instruction, response) within a source are dropped and counted;
   the first occurrence is kept.
-- Incremental: a source whose size, mtime and tokenizer are unchanged is skipped; outputs
-  of sources no longer given are removed. Each output appears by an atomic rename.
+- Incremental: a source whose size, mtime and tokenizer are unchanged, and whose outputs
+  still have the sizes and SHA-256 recorded in meta.json, is skipped (a truncated or
+  damaged output is rebuilt, never trusted); outputs of sources no longer given are removed.
+- OUT is marked as this command's (`frugal_lm.files`): a non-empty OUT it did not write is
+  refused, and it removes only the entries its marker lists. Each output is built in
+  `OUT/.scratch/` and appears by an atomic rename; a run killed half-way leaves its scratch
+  there, and the next run clears it.
 """
 
 from __future__ import annotations
@@ -31,7 +36,6 @@ import json
 import os
 import queue
 import shutil
-import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -46,12 +50,16 @@ from frugal_lm.data.dedup import DuplicateFilter, row_key
 from frugal_lm.data.records import BadRowError, Record, read_rows
 from frugal_lm.data.tokenizer import TextTokenizer, load_tokenizer
 from frugal_lm.errors import FrugalError
+from frugal_lm.files import check_output_dir, os_errors_as_user_errors, record_output, write_atomically
 
 BATCH_ROWS = 4096
 # Encoded text costs ~110 bytes per token until it is laid out (tokenizers' Encoding
 # objects), so batches are capped by characters too: ~1M tokens, ~110 MB, however long the rows.
 BATCH_CHARS = 4_000_000
 INDEX_FIELDS = ("inst_start", "inst_len", "resp_start", "resp_len")
+COMMAND = "frugal data tokenize"
+SCRATCH = ".scratch"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_info.json")
 
 Item = TypeVar("Item")
 
@@ -208,8 +216,32 @@ def encode_layout(tokenizer: TextTokenizer, records: list[Record]) -> tuple[np.n
     return np.array(flat, dtype=np.uint32), inst_len, resp_len
 
 
+def _file_record(path: Path) -> dict:
+    with open(path, "rb") as handle:
+        return {"size": path.stat().st_size, "sha256": hashlib.file_digest(handle, "sha256").hexdigest()}
+
+
+def output_damage(folder: Path, meta: dict, checksums: bool = True) -> str | None:
+    """Why a source's output cannot be trusted (a file missing, of another size or, with
+    `checksums`, other content than meta.json records), or None when it is intact."""
+    files = meta.get("files")
+    if not isinstance(files, dict) or not files:
+        return "meta.json records no file sizes (written by an older frugal-lm)"
+    for name, recorded in files.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if not isinstance(recorded, dict) or path.stat().st_size != recorded.get("size"):
+            return f"{name} has {path.stat().st_size:,} bytes, meta.json records {recorded.get('size')}"
+        if checksums and _file_record(path)["sha256"] != recorded.get("sha256"):
+            return f"{name} has other content than meta.json records"
+    return None
+
+
 def _tokenize_one(source: Path, final: Path, tokenizer: TextTokenizer, stamp: dict, on_error: str) -> SourceResult:
-    scratch = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    scratch = final.parent / SCRATCH / final.name
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
     try:
         counts = _ReadCounts()
         rows = position = 0
@@ -240,8 +272,10 @@ def _tokenize_one(source: Path, final: Path, tokenizer: TextTokenizer, stamp: di
             (scratch / f"{name}.raw").unlink()
         if not counts.rejected:
             (scratch / "rejected.jsonl").unlink()
+        outputs = sorted(path.name for path in scratch.iterdir())
         meta = {**stamp, "rows": rows, "rejected": counts.rejected, "duplicates": counts.duplicates,
-                "tokens": position, "token_dtype": dtype.name, "vocab_size": tokenizer.vocab_size}
+                "tokens": position, "token_dtype": dtype.name, "vocab_size": tokenizer.vocab_size,
+                "files": {name: _file_record(scratch / name) for name in outputs}}
         (scratch / "meta.json").write_text(json.dumps(meta, indent=1))
         if final.exists():
             shutil.rmtree(final)
@@ -251,31 +285,66 @@ def _tokenize_one(source: Path, final: Path, tokenizer: TextTokenizer, stamp: di
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def _unchanged(final: Path, stamp: dict) -> dict | None:
+    """The meta.json of `final` when it was made from this very source and tokenizer and
+    its files are intact (sizes and checksums), else None: the source is tokenized again."""
+    try:
+        meta = json.loads((final / "meta.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict) or any(meta.get(key) != value for key, value in stamp.items()):
+        return None
+    return meta if output_damage(final, meta) is None else None
+
+
+def _copy_tokenizer(tokenizer_dir: Path, destination: Path) -> None:
+    """The tokenizer travels with its tokens: mix and the trainer carry it forward. Nothing to
+    copy when it is already this copy (`--tokenizer OUT/tokenizer`)."""
+    destination.mkdir(exist_ok=True)
+    if destination.resolve() == Path(tokenizer_dir).resolve():
+        return
+    for name in TOKENIZER_FILES:
+        source = Path(tokenizer_dir) / name
+        if source.is_file():
+            write_atomically(destination / name, lambda temporary: shutil.copyfile(source, temporary))
+        else:
+            (destination / name).unlink(missing_ok=True)  # an earlier tokenizer's, which no longer applies
+
+
 def tokenize_sources(tokenizer_dir: Path, out: Path, sources: list[Path], on_error: str = "fail") -> list[SourceResult]:
     if on_error not in ("fail", "skip"):
         raise FrugalError(f"--on-error must be fail or skip, got {on_error!r}")
+    out = Path(out)
     tokenizer = load_tokenizer(tokenizer_dir)
     fingerprint = tokenizer_fingerprint(Path(tokenizer_dir))
-    out.mkdir(parents=True, exist_ok=True)
     for source in sources:
         if not source.is_file():
             raise FrugalError(f"{source}: no such file")
+    written = check_output_dir(out, COMMAND, whole=False)  # refuses an OUT it did not write
     wanted = {output_dir_for(out, source): source for source in sources}
-    for existing in out.iterdir():
-        if existing.is_dir() and (existing / "meta.json").is_file() and existing not in wanted:
-            shutil.rmtree(existing)  # its source is no longer part of the set
-    # The tokenizer travels with its tokens: mix and the trainer carry it forward.
-    shutil.copytree(tokenizer_dir, out / "tokenizer", dirs_exist_ok=True,
-                    ignore=lambda _, names: [n for n in names if n not in ("tokenizer.json", "tokenizer_info.json")])
-    results = []
-    for final, source in wanted.items():
-        stamp = _source_stamp(source, fingerprint)
-        meta_path = final / "meta.json"
-        if meta_path.is_file():
-            meta = json.loads(meta_path.read_text())
-            if all(meta.get(key) == value for key, value in stamp.items()):
-                results.append(SourceResult(source, final, True, meta["rows"], meta["rejected"],
-                                            meta["duplicates"], meta["tokens"]))
-                continue
-        results.append(_tokenize_one(source, final, tokenizer, stamp, on_error))
+    ours = {SCRATCH, "tokenizer", *(final.name for final in wanted)}
+    for name in sorted(ours - written):
+        if (out / name).exists():
+            raise FrugalError(f"--out {out}: holds {name!r}, which `{COMMAND}` did not write; move it away "
+                              f"(nothing was changed)")
+    with os_errors_as_user_errors(out):
+        out.mkdir(parents=True, exist_ok=True)
+        record_output(out, COMMAND, written | ours)  # before writing: the marker lists all it may find
+        shutil.rmtree(out / SCRATCH, ignore_errors=True)  # left by a run that was killed
+        for name in sorted(written - ours):
+            shutil.rmtree(out / name, ignore_errors=True)  # its source is no longer part of the set
+        record_output(out, COMMAND, ours)
+        _copy_tokenizer(Path(tokenizer_dir), out / "tokenizer")
+        results = []
+        try:
+            for final, source in wanted.items():
+                stamp = _source_stamp(source, fingerprint)
+                meta = _unchanged(final, stamp)
+                if meta is not None:
+                    results.append(SourceResult(source, final, True, meta["rows"], meta["rejected"],
+                                                meta["duplicates"], meta["tokens"]))
+                    continue
+                results.append(_tokenize_one(source, final, tokenizer, stamp, on_error))
+        finally:
+            shutil.rmtree(out / SCRATCH, ignore_errors=True)
     return results

@@ -17,6 +17,9 @@ from pathlib import Path
 
 from frugal_lm.data.records import Record
 from frugal_lm.errors import FrugalError
+from frugal_lm.files import os_errors_as_user_errors, staged_output
+
+COMMAND = "frugal data tokenizer"
 
 DEFAULT_SPECIAL_TOKENS = {
     "boq": "<|im_start|>",
@@ -68,6 +71,13 @@ class TextTokenizer:
                 "condition_tokens": {tag: self.tokenizer.id_to_token(i) for tag, i in self.condition_ids.items()},
                 "condition_ids": self.condition_ids, "vocab_size": self.vocab_size}
         (directory / "tokenizer_info.json").write_text(json.dumps(info, indent=1))
+
+
+def save_tokenizer_dir(tokenizer: TextTokenizer, out: Path) -> None:
+    """`frugal data tokenizer --out`: the tokenizer as a whole directory of its own, which
+    replaces only an earlier tokenizer written there (`frugal_lm.files.staged_output`)."""
+    with os_errors_as_user_errors(out), staged_output(out, COMMAND) as staging:
+        tokenizer.save(staging)
 
 
 def _role_ids(tokenizer, tokens: dict[str, str], source: str) -> dict[str, int]:
