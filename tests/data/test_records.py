@@ -17,6 +17,9 @@ GOOD = {"instruction": "What is 1 + 1?", "response": "2"}
     ({**GOOD, "condition": "direct,chatty"}, "unknown condition tag 'chatty'"),
     ({**GOOD, "condition": 3}, "field 'condition' must be a string"),
     ({"instruction": "x" * 101, "response": "y"}, "over the cap of 100"),
+    ({"instruction": "ok \udfff", "response": "y"}, "field 'instruction' holds a lone surrogate '\\udfff' at "
+                                                    "character 4 (not valid Unicode)"),
+    ({**GOOD, "category": "\ud800"}, "field 'category' holds a lone surrogate"),
 ])
 def test_each_bad_row_kind_has_a_reason(row, reason):
     verdict = validate_row(row, max_chars=100)
@@ -65,3 +68,23 @@ def test_unreadable_inputs(tmp_path):
     assert [r.where.rsplit(":", 1)[1] for r in results] == ["1", "2", "3"]
     assert results[1].reason == "not valid UTF-8 (byte 18)"
     assert results[0].record is not None and results[2].record is not None
+
+
+def test_a_byte_order_mark_on_line_one_is_accepted(tmp_path):
+    path = tmp_path / "data.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + (json.dumps(GOOD) + "\n").encode() * 2)  # as Windows editors save it
+    records = [result.record for result in read_rows(path)]
+    assert records[0] is not None and records[0] == records[1]
+
+
+def test_an_unreadable_input_is_a_one_line_error_naming_it(tmp_path, capsys, monkeypatch):
+    path = tmp_path / "data.jsonl"
+    path.write_text(json.dumps(GOOD) + "\n")
+
+    def denied(file, *args, **kwargs):  # as chmod 000 does for anyone but root (tests may run as root)
+        raise PermissionError(13, "Permission denied", str(file))
+
+    monkeypatch.setattr("frugal_lm.data.records.open", denied, raising=False)
+    assert main(["data", "validate", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == f"frugal data: error: {path}: Permission denied\n" and "Traceback" not in captured.out

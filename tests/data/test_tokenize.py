@@ -127,6 +127,8 @@ BAD_ROWS = [
     (b'{"instruction": "q"}', "missing field 'response'"),
     (b'{"instruction": "  ", "response": "a"}', "field 'instruction' is empty"),
     (b'{"instruction": "q", "response": 2}', "field 'response' must be a string, got int"),
+    (b'{"instruction": "\\udfff", "response": "ok"}',  # JSON's escape for a lone surrogate
+     "field 'instruction' holds a lone surrogate '\\udfff' at character 1 (not valid Unicode)"),
     (b'{"instruction": "q", "response": "a", "condition": "direct,chatty"}',
      "unknown condition tag 'chatty'; known: direct, cot, noisy, synth"),
     (b'{"instruction": "q", "response": "a", "condition": 3}',

@@ -57,6 +57,7 @@ def test_cli_trains_from_record_files(tmp_path, capsys):
     paths = write_synthetic(tmp_path / "synth", ["addition", "reversal"], 200, 10, seed=0)
     with open(paths["train"], "a") as handle:
         handle.write("{broken\n")
+        handle.write('{"instruction": "\\udfff", "response": "ok"}\n')  # a lone surrogate: no tokenizer takes it
     assert main(["data", "tokenizer", "--vocab-size", "320", "--out", str(tmp_path / "tok"), str(paths["train"])]) == 0
-    assert "1 bad rows ignored" in capsys.readouterr().out
+    assert "2 bad rows ignored" in capsys.readouterr().out
     assert load_tokenizer(tmp_path / "tok").vocab_size <= 320

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from frugal_lm.errors import FrugalError
+from frugal_lm.files import os_errors_as_user_errors
 
 KNOWN_CONDITIONS = ("direct", "cot", "noisy", "synth")
 DEFAULT_MAX_CHARS = 1_000_000
@@ -59,6 +60,8 @@ def validate_row(row: Any, known_conditions: tuple[str, ...] = KNOWN_CONDITIONS,
             return f"field {field!r} is empty"
         if len(row[field]) > max_chars:
             return f"field {field!r} has {len(row[field]):,} characters, over the cap of {max_chars:,}"
+        if (problem := _not_unicode(row[field])) is not None:
+            return f"field {field!r} {problem}"
     condition = row.get("condition", "direct")
     if condition is None:
         condition = "direct"
@@ -69,16 +72,30 @@ def validate_row(row: Any, known_conditions: tuple[str, ...] = KNOWN_CONDITIONS,
     if unknown:
         return f"unknown condition tag {unknown[0]!r}; known: {', '.join(known_conditions)}"
     category = row.get("category")
+    if isinstance(category, str) and (problem := _not_unicode(category)) is not None:
+        return f"field 'category' {problem}"
     return Record(row["instruction"], row["response"], tags, category if isinstance(category, str) else None)
+
+
+def _not_unicode(text: str) -> str | None:
+    """Why `text` is not valid Unicode, or None. JSON's `\\udfff` escape decodes to a lone
+    surrogate, which no UTF-8 encoder (the tokenizer's included) accepts."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        return (f"holds a lone surrogate {text[error.start]!r} at character {error.start + 1} "
+                f"(not valid Unicode)")
+    return None
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[str, Any, str | None]]:
     # Bytes, decoded line by line: a text-mode reader decodes whole chunks, so a bad byte
     # would be reported on an earlier line and end the file; here it costs only its own row.
-    with open(path, "rb") as handle:
+    with os_errors_as_user_errors(path), open(path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
             try:
-                line = raw.decode("utf-8")
+                # utf-8-sig on line 1: editors on Windows start a file with a byte-order mark.
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
             except UnicodeDecodeError as error:
                 yield f"{path}:{number}", None, f"not valid UTF-8 (byte {error.start + 1})"
                 continue
