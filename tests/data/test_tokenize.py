@@ -1,12 +1,17 @@
+import errno
 import json
 import os
+import signal
+import stat
+import subprocess
+import sys
 import threading
 
 import numpy as np
 import pytest
 
 from frugal_lm.cli import main
-from frugal_lm.data import tokenize
+from frugal_lm.data import arrays, tokenize
 from frugal_lm.data.mix import mix
 from frugal_lm.data.records import Record
 from frugal_lm.data.synth import write_synthetic
@@ -236,3 +241,77 @@ def test_background_reader_stops_when_the_consumer_does():
     with pytest.raises(FrugalError, match="row 2 is bad"):
         with tokenize._Background(failing()) as items:
             list(items)
+
+
+KILL_DURING_ENCODING = """
+import os, signal, sys
+from frugal_lm.cli import main
+from frugal_lm.data import tokenize
+
+def killed(*args):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+tokenize.encode_layout = killed
+main(sys.argv[1:])
+"""
+
+
+def test_a_killed_runs_scratch_is_cleared_by_the_next_run(setup):
+    tmp_path, paths = setup
+    out = tmp_path / "out"
+    arguments = ["data", "tokenize", "--tokenizer", str(tmp_path / "tok"), "--out", str(out), str(paths["train"])]
+    killed = subprocess.run([sys.executable, "-c", KILL_DURING_ENCODING, *arguments], capture_output=True)
+    assert killed.returncode == -signal.SIGKILL
+    assert any(path.is_file() for path in out.rglob("*.raw"))  # what a killed run leaves
+    assert main(arguments) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted([".frugal_output.json", "tokenizer",
+                                                             output_dir_for(out, paths["train"]).name])
+
+
+@pytest.mark.parametrize("damage", ["truncate", "same size"])
+def test_a_damaged_output_is_rebuilt_not_reported_unchanged(setup, damage):
+    tmp_path, paths = setup
+    result, = tokenize_sources(tmp_path / "tok", tmp_path / "out", [paths["train"]])
+    tokens = result.output / "tokens.npy"
+    good = tokens.read_bytes()
+    if damage == "truncate":
+        os.truncate(tokens, len(good) // 2)
+    else:
+        tokens.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
+    again, = tokenize_sources(tmp_path / "tok", tmp_path / "out", [paths["train"]])
+    assert not again.skipped_unchanged and tokens.read_bytes() == good
+    assert tokenize_sources(tmp_path / "tok", tmp_path / "out", [paths["train"]])[0].skipped_unchanged
+
+
+def test_outputs_follow_the_umask(setup):
+    tmp_path, paths = setup
+    previous = os.umask(0o022)
+    try:
+        result, = tokenize_sources(tmp_path / "tok", tmp_path / "out", [paths["train"]])
+    finally:
+        os.umask(previous)
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in [result.output, *result.output.iterdir()]}
+    assert modes.pop(result.output.name) == 0o755 and set(modes.values()) == {0o644}
+
+
+def test_the_tokenizer_copy_in_out_can_be_the_tokenizer(setup, capsys):
+    tmp_path, paths = setup
+    out = tmp_path / "out"
+    tokenize_sources(tmp_path / "tok", out, [paths["train"]])
+    assert main(["data", "tokenize", "--tokenizer", str(out / "tokenizer"), "--out", str(out), str(paths["train"])]) == 0
+    assert ": unchanged," in capsys.readouterr().out
+
+
+def test_a_full_disk_is_a_one_line_error_and_leaves_no_partial_output(setup, capsys, monkeypatch):
+    tmp_path, paths = setup
+    out = tmp_path / "out"
+
+    def disk_full(self, values):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(arrays.NpyWriter, "write", disk_full)
+    code = main(["data", "tokenize", "--tokenizer", str(tmp_path / "tok"), "--out", str(out), str(paths["train"])])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.err.split("\r")[-1] == f"frugal data: error: {out}: No space left on device\n"  # after tqdm's
+    assert "Traceback" not in captured.out + captured.err
+    assert sorted(p.name for p in out.iterdir()) == [".frugal_output.json", "tokenizer"]
