@@ -63,3 +63,16 @@ def test_data_commands_never_write_into_a_folder_they_did_not_write(data_inputs,
     assert main(_data_command(command, data_inputs, str(out))) == 0
     assert main(_data_command(command, data_inputs, str(out))) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "precious"]
+
+
+def test_output_piped_into_a_reader_that_stops_ends_quietly(tmp_path):
+    """`frugal data validate FILE | head -1`: the pipe closes under the writer."""
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"instruction": "q"}\n' * 5000)  # more output than any pipe or stdout buffer holds
+    process = subprocess.Popen([sys.executable, "-m", "frugal_lm", "data", "validate", str(bad)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.readline()
+    process.stdout.close()  # as `head -1` does after its line
+    error = process.stderr.read().decode()
+    assert process.wait() == 1
+    assert "Traceback" not in error and "BrokenPipeError" not in error and "Exception ignored" not in error

@@ -1,9 +1,13 @@
+import errno
 import hashlib
 import json
+import os
 
 import numpy as np
 import pytest
 
+from frugal_lm.cli import main
+from frugal_lm.data import arrays
 from frugal_lm.data.loader import LoaderState, MixedDataset, PackedLoader
 from frugal_lm.data.mix import mix
 from frugal_lm.data.synth import write_synthetic
@@ -150,3 +154,55 @@ def test_mix_never_writes_over_its_own_input(tokenized):
             mix(tokenized / "tokenized", out)
     assert checksum(tokenized / "tokenized") == before
     assert not (tokenized / "tokenized.partial").exists() and not tokenized.with_name(tokenized.name + ".partial").exists()
+
+
+def _source_folder(tokenized):
+    return sorted(p for p in (tokenized / "tokenized").iterdir() if (p / "meta.json").is_file())[0]
+
+
+def _truncate_tokens(folder):
+    os.truncate(folder / "tokens.npy", (folder / "tokens.npy").stat().st_size // 2)
+
+
+DAMAGE = {
+    "truncated tokens.npy": (_truncate_tokens, "tokens.npy has"),
+    "missing index file": (lambda folder: (folder / "resp_len.npy").unlink(), "resp_len.npy is missing"),
+    "bad meta.json": (lambda folder: (folder / "meta.json").write_text("{not json"), "meta.json is unreadable"),
+    "missing meta.json": (lambda folder: (folder / "meta.json").unlink(), "meta.json is unreadable"),
+    "meta.json without counts": (lambda folder: (folder / "meta.json").write_text("{}"), "meta.json has no 'source'"),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_a_damaged_tokenized_source_is_a_one_line_error_and_writes_nothing(tokenized, capsys, damage):
+    action, reason = DAMAGE[damage]
+    folder = _source_folder(tokenized)
+    action(folder)
+    out = tokenized / "m"
+    code = main(["data", "mix", "--tokenized", str(tokenized / "tokenized"), "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.err.count("\n") == 1 and "Traceback" not in captured.out + captured.err
+    assert f"{folder}: damaged tokenized source: {reason}" in captured.err
+    assert not out.exists() and not (tokenized / "m.partial").exists()
+
+
+@pytest.mark.parametrize("rule, key", [("repeat: -1", "repeat"), ("max_per_file: -5", "max_per_file"),
+                                       ("min_response_len: -1", "min_response_len")])
+def test_negative_rule_values_are_named(tokenized, tmp_path, capsys, rule, key):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(f"- prefix: train\n  {rule}\n")
+    code = main(["data", "mix", "--tokenized", str(tokenized / "tokenized"), "--out", str(tokenized / "m"),
+                 "--mix", str(rules)])
+    error = capsys.readouterr().err
+    assert code == 2 and error.count("\n") == 1 and f"{rules}: rule 1: {key}: Input should be greater than or equal to 0" in error
+
+
+def test_a_full_disk_is_a_one_line_error_and_removes_the_partial_mix(tokenized, capsys, monkeypatch):
+    def disk_full(self, values):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(arrays.NpyWriter, "write", disk_full)
+    out = tokenized / "m"
+    code = main(["data", "mix", "--tokenized", str(tokenized / "tokenized"), "--out", str(out)])
+    assert code == 2 and capsys.readouterr().err == f"frugal data: error: {out}: No space left on device\n"
+    assert not out.exists() and not (tokenized / "m.partial").exists()

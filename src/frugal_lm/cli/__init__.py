@@ -9,6 +9,7 @@ exit code; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from frugal_lm import __version__
@@ -29,12 +30,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
-        return args.handler(args)
-    except FrugalError as error:
-        print(f"frugal {args.command}: error: {error}", file=sys.stderr)
-        return error.exit_code
-    except KeyboardInterrupt:
-        print(f"frugal {args.command}: interrupted", file=sys.stderr)
-        return 130
+        args = build_parser().parse_args(argv)
+        try:
+            code = args.handler(args)
+            sys.stdout.flush()  # here, not at exit: a reader that went away is then caught below
+            return code
+        except FrugalError as error:
+            print(f"frugal {args.command}: error: {error}", file=sys.stderr)
+            return error.exit_code
+        except KeyboardInterrupt:
+            print(f"frugal {args.command}: interrupted", file=sys.stderr)
+            return 130
+    except BrokenPipeError:
+        return _reader_went_away()
+
+
+def _reader_went_away() -> int:
+    """`frugal ... | head`: the reader closed the pipe. Stop quietly, as `cat` does. Python
+    flushes stdout once more at exit and would print an error about it, so stdout is first
+    pointed at /dev/null (the recipe of Python's `signal` documentation)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a real file (tests capture it): nothing to flush at exit
+        pass
+    return 1
