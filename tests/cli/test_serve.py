@@ -17,7 +17,9 @@ def test_help_explains_the_options_and_endpoints(capsys):
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
     for expected in ["--model", "--host", "127.0.0.1", "--port", "--max-batch-size", "--max-queue",
-                     "--model-name", "/v1/chat/completions", "/v1/completions", "/health", "condition", "503"]:
+                     "--model-name", "/v1/chat/completions", "/v1/completions", "/health", "condition", "503",
+                     "--max-body-bytes", "--request-timeout", "--keep-alive-timeout", "--max-header-bytes",
+                     "--max-connections", "413"]:
         assert expected in text
 
 
@@ -26,6 +28,9 @@ def test_help_explains_the_options_and_endpoints(capsys):
     (["--model", ".", "--max-batch-size", "0"], "--max-batch-size must be >= 1"),
     (["--model", ".", "--max-queue", "-1"], "--max-queue must be >= 0"),
     (["--model", ".", "--port", "70000"], "--port must be in 0..65535"),
+    (["--model", ".", "--max-body-bytes", "0"], "--max-body-bytes must be > 0"),
+    (["--model", ".", "--request-timeout", "-1"], "--request-timeout must be > 0"),
+    (["--model", ".", "--max-connections", "0"], "--max-connections must be > 0"),
 ])
 def test_bad_arguments_give_one_line_errors(capsys, arguments, message):
     assert main(["serve", *arguments]) == 2
@@ -82,3 +87,34 @@ def test_compile_flag_reaches_the_engine(tiny_run, engine_constructions, monkeyp
         assert main(["serve", "--model", str(tiny_run), "--port", "0", *flags]) == 0
     assert [compiled for _, compiled in engine_constructions] == [True, False]
     assert capsys.readouterr().out.count("frugal serve: stopped") == 2
+
+
+def test_limit_flags_reach_the_app_and_uvicorn(tiny_run, monkeypatch):
+    import frugal_lm.infer.server as server_module
+    from frugal_lm.infer.http_limits import HttpLimits
+
+    seen = {}
+
+    class NoServer:
+        def run(self, sockets):
+            pass
+
+    def recording_server(app, sock, log_level, limits):
+        seen["uvicorn"] = limits
+        return NoServer()
+
+    real_create_app = server_module.create_app
+
+    def recording_create_app(*args, limits, **kwargs):
+        seen["app"] = limits
+        return real_create_app(*args, limits=limits, **kwargs)
+
+    monkeypatch.setattr(server_module, "uvicorn_server", recording_server)
+    monkeypatch.setattr(server_module, "create_app", recording_create_app)
+    assert main(["serve", "--model", str(tiny_run), "--port", "0", "--max-body-bytes", "1000", "--request-timeout",
+                 "2.5", "--keep-alive-timeout", "3", "--max-header-bytes", "8192", "--max-connections", "40"]) == 0
+    expected = HttpLimits(max_body_bytes=1000, request_timeout_s=2.5, keep_alive_s=3, max_header_bytes=8192,
+                          max_connections=40)
+    assert seen["app"] == seen["uvicorn"] == expected
+    assert main(["serve", "--model", str(tiny_run), "--port", "0"]) == 0
+    assert seen["uvicorn"] == HttpLimits()  # the defaults are the documented ones

@@ -5,6 +5,7 @@ streaming and stop strings are checked against an independent path."""
 
 import asyncio
 import json
+import socket
 import threading
 import time
 from contextlib import contextmanager
@@ -15,6 +16,7 @@ import pytest
 
 from frugal_lm.infer.engine import Engine, GenerationRequest, SamplingParams
 from frugal_lm.infer.loading import load_model
+from frugal_lm.infer.http_limits import HttpLimits
 from frugal_lm.infer.server import bind_socket, create_app, uvicorn_server
 
 MODEL = "tiny"
@@ -22,12 +24,12 @@ PROMPTS = ["12+7=", "reverse: abc", "3+4=", "reverse: hello", "99+1=", "x", "rev
 
 
 @contextmanager
-def running_server(loaded, max_batch_size=4, max_queue=32):
+def running_server(loaded, max_batch_size=4, max_queue=32, limits=HttpLimits()):
     """A real uvicorn serving a fresh Engine on 127.0.0.1:<free port>, in a thread."""
     engine = Engine(loaded, max_batch_size=max_batch_size)
-    app = create_app(engine, MODEL, max_queue=max_queue)
+    app = create_app(engine, MODEL, max_queue=max_queue, limits=limits)
     sock = bind_socket("127.0.0.1", 0)
-    server = uvicorn_server(app, sock, log_level="warning")
+    server = uvicorn_server(app, sock, log_level="warning", limits=limits)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -246,6 +248,12 @@ BAD_REQUESTS = [
      "messages"),
     ("/v1/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": "a"}], "tools": [{}]},
      400, "tools"),
+    # A lone surrogate is valid JSON but not Unicode text: no tokenizer takes it.
+    ("/v1/completions", b'{"model": "tiny", "prompt": "a\\udfff"}', 400, "prompt"),
+    ("/v1/completions", b'{"model": "tiny", "prompt": ["a", "\\ud800"]}', 400, "prompt[1]"),
+    ("/v1/completions", b'{"model": "tiny", "prompt": "a", "stop": "\\udfff"}', 400, "stop"),
+    ("/v1/chat/completions", b'{"model": "tiny", "messages": [{"role": "user", "content": "\\udfff"}]}', 400,
+     "messages[0].content"),
 ]
 
 
@@ -309,9 +317,6 @@ def in_thread(call, *args, **kwargs):
 def test_full_queue_answers_503_then_recovers(gated):
     http, state, gate, _ = gated
     request = {"model": MODEL, "prompt": "1+1=", "max_tokens": 3, "temperature": 0}
-    # Capacity is 1 slot + 1 queue place; a request's prompts are admitted all or none.
-    assert http.post("/v1/completions", json={**request, "prompt": ["a", "b", "c"]}).status_code == 503
-    assert http.get("/health").json()["queued"] == 0
     first = in_thread(http.post, "/v1/completions", json=request)
     assert gate.entered.wait(10)                                  # decoding: the one slot is taken
     second = in_thread(http.post, "/v1/completions", json=request)
@@ -407,3 +412,128 @@ def test_prompts_joining_together_are_prefilled_in_one_call_and_a_bad_one_fails_
             failed = http.post("/v1/completions", json={**request, "max_tokens": 2})
             assert failed.status_code == 500 and "simulated bad prompt" in failed.json()["error"]["message"]
             assert http.get("/health").json()["status"] == "ok" and engine.free_slots() == 4
+
+
+def test_a_request_larger_than_the_whole_capacity_is_a_400_not_a_503(gated):
+    http, state, gate, _ = gated
+    # Capacity is 1 slot + 1 queue place: three prompts could never be admitted, retrying is pointless.
+    response = http.post("/v1/completions", json={"model": MODEL, "prompt": ["a", "b", "c"], "max_tokens": 2})
+    assert response.status_code == 400 and "retry-after" not in response.headers
+    error = response.json()["error"]
+    assert error["code"] == "too_many_prompts" and error["param"] == "prompt"
+    assert "at most 2" in error["message"]
+    assert http.get("/health").json()["queued"] == 0
+
+
+def test_token_id_prompts_are_measured_before_they_are_looked_at(http, served, monkeypatch):
+    _, state = served
+
+    def never(*args, **kwargs):
+        raise AssertionError("a prompt longer than the context was tokenized")
+
+    monkeypatch.setattr(state.engine, "encode_prompt", never)
+    # Out-of-vocabulary ids, and more of them than the context: the length is what is reported.
+    response = http.post("/v1/completions", json={"model": MODEL, "prompt": [10**9] * 5000})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "context_length_exceeded"
+
+
+def test_a_client_leaving_a_chat_stream_with_usage_is_no_server_error(loaded, monkeypatch):
+    """Driven as raw ASGI (spec 2.4, as uvicorn's httptools protocol): the response does not
+    watch for the disconnect itself, so only our watcher ends the stream, deterministically."""
+    engine = Engine(loaded, max_batch_size=1)
+    gate = GatedStep(engine)
+    monkeypatch.setattr(engine, "step", gate)
+    app = create_app(engine, MODEL)
+    request = {"model": MODEL, "messages": [{"role": "user", "content": "1+1="}], "max_tokens": 50,
+               "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
+    body = json.dumps(request).encode()
+    scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.4"}, "http_version": "1.1",
+             "method": "POST", "scheme": "http", "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions",
+             "root_path": "", "query_string": b"", "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
+             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]}
+    sent, events = [], []
+
+    async def exchange():
+        gone = asyncio.Event()
+
+        async def receive():
+            if not events:
+                events.append("body")
+                return {"type": "http.request", "body": body, "more_body": False}
+            await gone.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message):
+            sent.append(message)
+            if message["type"] == "http.response.body" and message.get("body"):
+                gone.set()  # the client reads the first event and hangs up
+
+        async with app.router.lifespan_context(app):
+            try:
+                await asyncio.wait_for(app(scope, receive, send), 20)
+            finally:
+                gate.open.set()
+
+    asyncio.run(exchange())
+    assert sent[0]["status"] == 200
+    assert b"usage" not in b"".join(message.get("body", b"") for message in sent[1:])
+
+
+SMALL = HttpLimits(max_body_bytes=2000, request_timeout_s=1.0, keep_alive_s=1, max_header_bytes=4096,
+                   max_connections=50)
+
+
+@pytest.fixture(scope="module")
+def small_limits(loaded):
+    with running_server(loaded, limits=SMALL) as (url, _, _):
+        yield url
+
+
+def test_a_body_over_the_limit_is_a_413_whether_declared_or_streamed(small_limits):
+    request = {"model": MODEL, "prompt": "x" * 3000}
+    with httpx.Client(base_url=small_limits, timeout=10) as http:
+        declared = http.post("/v1/completions", json=request)            # Content-Length says it all
+        streamed = http.post("/v1/completions", content=iter([json.dumps(request).encode()]),
+                             headers={"content-type": "application/json"})  # chunked: counted while read
+        for response in (declared, streamed):
+            assert response.status_code == 413, response.text
+            error = response.json()["error"]
+            assert error["code"] == "request_too_large" and "2,000 bytes" in error["message"]
+        assert http.post("/v1/completions", json={"model": MODEL, "prompt": "1+1=", "max_tokens": 2}).status_code == 200
+
+
+def _raw_connection(url):
+    host, port = url.removeprefix("http://").split(":")
+    connection = socket.create_connection((host, int(port)), timeout=10)
+    return connection
+
+
+def _read_until_closed(connection):
+    chunks = []
+    while chunk := connection.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_slow_clients_are_cut_off(small_limits):
+    # A request head sent a piece at a time never completes: the connection is closed.
+    with _raw_connection(small_limits) as slow_head:
+        slow_head.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n")
+        start = time.monotonic()
+        assert _read_until_closed(slow_head) == b""
+        assert time.monotonic() - start < 5
+    # A body that stops half-way gets a 408 in OpenAI's shape.
+    with _raw_connection(small_limits) as slow_body:
+        slow_body.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                          b"Content-Length: 100\r\n\r\n{\"model\":")
+        reply = _read_until_closed(slow_body)
+        assert reply.startswith(b"HTTP/1.1 408") and b'"code":"request_timeout"' in reply.replace(b" ", b"")
+
+
+def test_uvicorn_gets_the_connection_limits(loaded):
+    app = create_app(Engine(loaded, max_batch_size=1), MODEL, limits=SMALL)
+    with socket.socket() as sock:
+        config = uvicorn_server(app, sock, limits=SMALL).config
+    assert (config.limit_concurrency, config.timeout_keep_alive, config.h11_max_incomplete_event_size) == (50, 1, 4096)
+    assert config.http.__name__ == "HeadTimeoutH11Protocol"

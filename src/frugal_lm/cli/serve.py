@@ -23,8 +23,14 @@ the rest of the context). n, logprobs, penalties and tools are not supported (40
 
 Scheduling: one engine thread decodes up to --max-batch-size requests at once (continuous
 batching: a request joins at the next step); up to --max-queue more wait, beyond that the
-server answers 503 with Retry-After. A client that disconnects frees its slot. Ctrl-C lets
-running requests finish, then exits.
+server answers 503 with Retry-After. A request with more prompts than both together can
+hold is a 400 (it could never be served). A client that disconnects frees its slot. Ctrl-C
+lets running requests finish, then exits.
+
+Limits per client: a body over --max-body-bytes is a 413; a request whose head or body takes
+longer than --request-timeout to arrive is closed (408 for a slow body); idle keep-alive
+connections close after --keep-alive-timeout; headers over --max-header-bytes are a 400;
+beyond --max-connections open connections, new requests get 503 at once.
 """
 
 
@@ -35,10 +41,14 @@ def _serve_command(args: argparse.Namespace) -> int:
         raise FrugalError(f"--max-batch-size must be >= 1, got {args.max_batch_size}")
     if args.max_queue < 0:
         raise FrugalError(f"--max-queue must be >= 0, got {args.max_queue}")
+    for flag in ("max_body_bytes", "max_header_bytes", "max_connections", "request_timeout", "keep_alive_timeout"):
+        if getattr(args, flag) <= 0:
+            raise FrugalError(f"--{flag.replace('_', '-')} must be > 0, got {getattr(args, flag)}")
     if not args.model.is_dir():
         raise FrugalError(f"--model {args.model}: no such directory")
 
     from frugal_lm.infer.engine import Engine
+    from frugal_lm.infer.http_limits import HttpLimits
     from frugal_lm.infer.loading import inference_dtype, load_model
     from frugal_lm.infer.server import bind_socket, create_app, uvicorn_server
     from frugal_lm.train.trainer import resolve_device
@@ -50,14 +60,17 @@ def _serve_command(args: argparse.Namespace) -> int:
         engine = Engine(loaded, max_batch_size=args.max_batch_size, max_seq_len=args.max_seq_len,
                         compile=args.compile)
         model_name = args.model_name or args.model.resolve().name
-        app = create_app(engine, model_name, max_queue=args.max_queue)
+        limits = HttpLimits(max_body_bytes=args.max_body_bytes, request_timeout_s=args.request_timeout,
+                            keep_alive_s=args.keep_alive_timeout, max_header_bytes=args.max_header_bytes,
+                            max_connections=args.max_connections)
+        app = create_app(engine, model_name, max_queue=args.max_queue, limits=limits)
         host, port = sock.getsockname()[:2]
         print(f"serving {model_name!r} ({loaded.weights_path}) on http://{host}:{port}/v1 "
               f"[{device}, {str(loaded.model.lm_head.weight.dtype).removeprefix('torch.')}, batch {args.max_batch_size}, "
               f"queue {args.max_queue}, context {engine.max_seq_len}]",
               flush=True)
         try:
-            uvicorn_server(app, sock, args.log_level).run(sockets=[sock])
+            uvicorn_server(app, sock, args.log_level, limits).run(sockets=[sock])
         except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its graceful shutdown
             pass
     finally:
@@ -67,6 +80,8 @@ def _serve_command(args: argparse.Namespace) -> int:
 
 
 def register(commands: argparse._SubParsersAction) -> None:
+    from frugal_lm.infer.http_limits import HttpLimits  # light: no torch
+
     serve = commands.add_parser("serve", help="OpenAI-compatible HTTP server (completions, chat, streaming)",
                                 description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     serve.add_argument("--model", type=Path, required=True, metavar="DIR",
@@ -82,6 +97,19 @@ def register(commands: argparse._SubParsersAction) -> None:
                        help="requests decoded together; each holds a KV cache of the context (default 8)")
     serve.add_argument("--max-queue", type=int, default=64, metavar="N",
                        help="requests that may wait for a free slot; more get 503 (default 64)")
+    defaults = HttpLimits()
+    serve.add_argument("--max-body-bytes", type=int, default=defaults.max_body_bytes, metavar="N",
+                       help=f"largest request body; larger ones get 413 (default {defaults.max_body_bytes:,})")
+    serve.add_argument("--request-timeout", type=float, default=defaults.request_timeout_s, metavar="S",
+                       help=f"seconds a client has to send a request's head, and again its body "
+                            f"(default {defaults.request_timeout_s:g})")
+    serve.add_argument("--keep-alive-timeout", type=int, default=defaults.keep_alive_s, metavar="S",
+                       help=f"idle keep-alive connections close after S seconds (default {defaults.keep_alive_s})")
+    serve.add_argument("--max-header-bytes", type=int, default=defaults.max_header_bytes, metavar="N",
+                       help=f"largest request head (default {defaults.max_header_bytes:,})")
+    serve.add_argument("--max-connections", type=int, default=defaults.max_connections, metavar="N",
+                       help=f"open connections at once; beyond, new requests get 503 "
+                            f"(default {defaults.max_connections})")
     serve.add_argument("--max-seq-len", type=int, metavar="T",
                        help="context per request, prompt + answer (default: the model's max_seq_len)")
     add_device_arguments(serve)

@@ -10,6 +10,9 @@ Design choices:
   `chat_instruction` documents and implements the one rule turning a message list into an
   instruction (see its docstring). The condition tag (`direct`, `cot`, ...) travels in an
   extra field `condition`, comma-separated as in the data format, default `direct`.
+- Text fields are `Text`: valid Unicode only. JSON may carry a lone surrogate ("\\udfff"),
+  which no tokenizer (and no UTF-8 encoder) accepts; refused here it is a 400 naming the field,
+  not a 500 from deep inside tokenization.
 - Length limits that depend on the model (prompt longer than the context, `max_tokens` beyond
   what is left of it) are checked by the server after tokenization, not here.
 """
@@ -18,11 +21,23 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_serializer
 
 MAX_STOP_STRINGS = 16
 # Below the context (which the server checks); this bound only keeps a typo like 1e12 out.
 MAX_TOKENS_LIMIT = 1 << 20
+
+
+def _valid_unicode(text: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError(f"not valid Unicode text: a lone surrogate U+{ord(text[error.start]):04X} at "
+                         f"character {error.start}") from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(_valid_unicode)]
 
 
 class StrictBody(BaseModel):
@@ -36,17 +51,17 @@ class StreamOptions(StrictBody):
 class SamplingFields(StrictBody):
     """Fields shared by completions and chat completions."""
 
-    model: str
+    model: Text
     max_tokens: Annotated[int, Field(ge=1, le=MAX_TOKENS_LIMIT)] | None = None
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 1.0
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
     top_k: Annotated[int, Field(ge=0)] = 0  # extension (vLLM spelling); 0 = off
     seed: Annotated[int, Field(ge=-(1 << 63), lt=1 << 64)] | None = None  # what torch.Generator takes
-    stop: str | list[str] | None = None
+    stop: Text | list[Text] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    condition: str = "direct"  # extension: comma-separated condition tags
-    user: str | None = None  # accepted for compatibility; only an end-user label
+    condition: Text = "direct"  # extension: comma-separated condition tags
+    user: Text | None = None  # accepted for compatibility; only an end-user label
     # OpenAI fields accepted only at their neutral value (checked in `unsupported_field`).
     n: int = 1
     logprobs: bool | int | None = None
@@ -102,7 +117,7 @@ class CompletionRequest(SamplingFields):
     prompts gives one choice per prompt. OpenAI's four shapes: a string, a list of strings,
     a list of token ids, a list of lists of token ids."""
 
-    prompt: str | Annotated[list[str], Field(min_length=1)] | TokenIds | Annotated[list[TokenIds], Field(min_length=1)]
+    prompt: Text | Annotated[list[Text], Field(min_length=1)] | TokenIds | Annotated[list[TokenIds], Field(min_length=1)]
     echo: bool = False
     best_of: int | None = None
     suffix: str | None = None
@@ -139,13 +154,13 @@ class CompletionRequest(SamplingFields):
 
 class TextPart(StrictBody):
     type: Literal["text"]
-    text: str
+    text: Text
 
 
 class ChatMessage(StrictBody):
     role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart]
-    name: str | None = None
+    content: Text | list[TextPart]
+    name: Text | None = None
 
     @property
     def text(self) -> str:

@@ -6,9 +6,14 @@ Design choices:
   then only await events; nothing here touches the engine's slots.
 - Every failure a client can cause is answered in OpenAI's error shape
   `{"error": {"message", "type", "param", "code"}}`: 400 for malformed JSON, wrong types,
-  unknown fields, unsupported options, prompts that do not fit the context and `max_tokens`
-  beyond what is left of it; 404 for an unknown model or route; 503 with Retry-After when
-  the queue is full. A client's mistake never reaches the engine thread.
+  unknown fields, unsupported options, text that is not valid Unicode, prompts that do not
+  fit the context, `max_tokens` beyond what is left of it and more prompts in one request
+  than the server can ever hold at once; 404 for an unknown model or route; 413 for a body
+  over `--max-body-bytes`, 408 for a request that does not arrive within
+  `--request-timeout` (`http_limits.py`); 503 with Retry-After when the queue is full right
+  now. A client's mistake never reaches the engine thread.
+- Cheap checks come before expensive ones: a request's prompt count and each prompt's length
+  are checked before any token id is looked at or any text tokenized.
 - `max_tokens` defaults to what is left of the context: generation ends at EOA anyway, and
   a short hidden default (OpenAI's 16 for completions) would silently truncate answers.
   `temperature` defaults to 1.0 as in OpenAI's API; send 0 for greedy decoding.
@@ -39,6 +44,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from frugal_lm.errors import FrugalError
 from frugal_lm.infer.engine import Engine, SamplingParams
+from frugal_lm.infer.http_limits import BodyLimit, HttpLimits, RequestRejected, head_timeout_protocol
 from frugal_lm.infer.openai_schema import (
     AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletionChunk, ChatCompletionRequest,
     ChatCompletionResponse, ChatDelta, CompletionChoice, CompletionRequest, CompletionResponse,
@@ -104,6 +110,16 @@ class ServerState:
         unsupported = body.unsupported_field()
         if unsupported is not None:
             raise ApiError(400, unsupported[1], unsupported[0], "unsupported_parameter")
+        capacity = self.scheduler.max_batch_size + self.scheduler.max_queue
+        if len(instructions) > capacity:
+            raise ApiError(400, f"{len(instructions)} prompts in one request; this server holds at most {capacity} "
+                                f"at once ({self.scheduler.max_batch_size} decoding + {self.scheduler.max_queue} "
+                                f"waiting): send them in smaller requests", prompt_field, "too_many_prompts")
+        for instruction in instructions:  # every size check before any tokenizing
+            if isinstance(instruction, list) and len(instruction) + 2 >= self.context:  # + BOQ, EOQ
+                raise self._too_long(f"{len(instruction)} tokens", prompt_field)
+            if isinstance(instruction, str) and len(instruction) > self.max_prompt_chars:
+                raise self._too_long(f"more than {self.max_prompt_chars:,} characters", prompt_field)
         jobs = []
         vocab = self.engine.config.vocab_size
         for instruction in instructions:
@@ -112,8 +128,6 @@ class ServerState:
                 if bad is not None:
                     raise ApiError(400, f"token id {bad} is not in the model's vocabulary (0..{vocab - 1})",
                                    prompt_field, "invalid_token_id")
-            elif len(instruction) > self.max_prompt_chars:
-                raise self._too_long(f"more than {self.max_prompt_chars:,} characters", prompt_field)
             try:
                 prompt_ids = self.engine.encode_prompt(instruction, body.conditions)
             except FrugalError as error:
@@ -198,8 +212,9 @@ async def _sse_stream(group: RequestGroup, chunks) -> AsyncIterator[str]:
     yield "data: [DONE]\n\n"
 
 
-def create_app(engine: Engine, model_name: str, max_queue: int = 64) -> FastAPI:
-    """The ASGI app serving `engine` as `model_name`; the engine thread runs for the app's lifespan."""
+def create_app(engine: Engine, model_name: str, max_queue: int = 64, limits: HttpLimits = HttpLimits()) -> FastAPI:
+    """The ASGI app serving `engine` as `model_name`; the engine thread runs for the app's lifespan.
+    `limits` gives the body size and body timeout (the connection limits are uvicorn's, `uvicorn_server`)."""
     state = ServerState(engine, model_name, max_queue)
 
     @asynccontextmanager
@@ -210,6 +225,7 @@ def create_app(engine: Engine, model_name: str, max_queue: int = 64) -> FastAPI:
 
     app = FastAPI(title="frugal-lm", summary="OpenAI-compatible API for a frugal-lm model", lifespan=lifespan)
     app.state.server = state
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes, timeout_s=limits.request_timeout_s)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, error: ApiError) -> JSONResponse:
@@ -221,7 +237,8 @@ def create_app(engine: Engine, model_name: str, max_queue: int = 64) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code)
+        code = error.code if isinstance(error, RequestRejected) else {
+            404: "not_found", 405: "method_not_allowed"}.get(error.status_code)
         return ApiError(error.status_code, str(error.detail), code=code, headers=error.headers).response()
 
     @app.exception_handler(Exception)
@@ -297,6 +314,7 @@ def create_app(engine: Engine, model_name: str, max_queue: int = 64) -> FastAPI:
 
         if body.stream:
             async def chunks(events: AsyncIterator[TextEvent]) -> AsyncIterator[str]:
+                usage = None  # stays None when the client goes away before the end
                 yield _sse(chunk(ChatDelta(role="assistant", content="")))
                 async for event in events:
                     _raise_if_failed(event)
@@ -305,7 +323,7 @@ def create_app(engine: Engine, model_name: str, max_queue: int = 64) -> FastAPI:
                     if event.finished:
                         yield _sse(chunk(ChatDelta(), event.finish_reason))
                         usage = _usage(event.prompt_tokens, event.completion_tokens)
-                if body.stream_options and body.stream_options.include_usage:
+                if usage is not None and body.stream_options and body.stream_options.include_usage:
                     yield _sse(chunk(None, usage=usage))
             return _event_stream(group, chunks)
 
@@ -335,7 +353,8 @@ def _validation_error(error: RequestValidationError) -> ApiError:
     problems = error.errors()
     if not problems:
         return ApiError(400, "invalid request body")
-    first = problems[0]
+    # A union (`prompt`) reports every member's mismatch; our own validators' messages say more.
+    first = next((problem for problem in problems if problem["type"] == "value_error"), problems[0])
     if first["type"] == "json_invalid":
         reason = first.get("ctx", {}).get("error", "not valid JSON")
         return ApiError(400, f"malformed JSON body: {reason}", code="invalid_json")
@@ -374,13 +393,15 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def uvicorn_server(app: FastAPI, sock: socket.socket, log_level: str = "info"):
+def uvicorn_server(app: FastAPI, sock: socket.socket, log_level: str = "info", limits: HttpLimits = HttpLimits()):
     """A uvicorn server for `app` on `sock`; `.run(sockets=[sock])` blocks until shut down.
     On Ctrl-C/SIGTERM it stops accepting, lets running requests finish (up to 30 s), then the
-    app's lifespan stops the engine thread."""
+    app's lifespan stops the engine thread. `limits` bounds connections, headers and slow clients."""
     import uvicorn
 
     host, port = sock.getsockname()[:2]
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=30,
-                            access_log=log_level == "debug")
+                            access_log=log_level == "debug", http=head_timeout_protocol(limits.request_timeout_s),
+                            h11_max_incomplete_event_size=limits.max_header_bytes,
+                            limit_concurrency=limits.max_connections, timeout_keep_alive=limits.keep_alive_s)
     return uvicorn.Server(config)
