@@ -153,7 +153,8 @@ def test_mix_never_writes_over_its_own_input(tokenized):
         with pytest.raises(FrugalError, match=f"--out {out}: directory is not empty"):
             mix(tokenized / "tokenized", out)
     assert checksum(tokenized / "tokenized") == before
-    assert not (tokenized / "tokenized.partial").exists() and not tokenized.with_name(tokenized.name + ".partial").exists()
+    assert not (tokenized / "tokenized.partial").exists()
+    assert not tokenized.with_name(tokenized.name + ".partial").exists()
 
 
 def _source_folder(tokenized):
@@ -194,7 +195,8 @@ def test_negative_rule_values_are_named(tokenized, tmp_path, capsys, rule, key):
     code = main(["data", "mix", "--tokenized", str(tokenized / "tokenized"), "--out", str(tokenized / "m"),
                  "--mix", str(rules)])
     error = capsys.readouterr().err
-    assert code == 2 and error.count("\n") == 1 and f"{rules}: rule 1: {key}: Input should be greater than or equal to 0" in error
+    assert code == 2 and error.count("\n") == 1
+    assert f"{rules}: rule 1: {key}: Input should be greater than or equal to 0" in error
 
 
 def test_a_full_disk_is_a_one_line_error_and_removes_the_partial_mix(tokenized, capsys, monkeypatch):

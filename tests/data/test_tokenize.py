@@ -298,7 +298,8 @@ def test_the_tokenizer_copy_in_out_can_be_the_tokenizer(setup, capsys):
     tmp_path, paths = setup
     out = tmp_path / "out"
     tokenize_sources(tmp_path / "tok", out, [paths["train"]])
-    assert main(["data", "tokenize", "--tokenizer", str(out / "tokenizer"), "--out", str(out), str(paths["train"])]) == 0
+    arguments = ["data", "tokenize", "--tokenizer", str(out / "tokenizer"), "--out", str(out), str(paths["train"])]
+    assert main(arguments) == 0  # it used to copy the tokenizer onto itself (shutil.Error)
     assert ": unchanged," in capsys.readouterr().out
 
 
@@ -312,6 +313,7 @@ def test_a_full_disk_is_a_one_line_error_and_leaves_no_partial_output(setup, cap
     monkeypatch.setattr(arrays.NpyWriter, "write", disk_full)
     code = main(["data", "tokenize", "--tokenizer", str(tmp_path / "tok"), "--out", str(out), str(paths["train"])])
     captured = capsys.readouterr()
-    assert code == 2 and captured.err.split("\r")[-1] == f"frugal data: error: {out}: No space left on device\n"  # after tqdm's
+    last = captured.err.split("\r")[-1]  # after the progress bar tqdm clears
+    assert code == 2 and last == f"frugal data: error: {out}: No space left on device\n"
     assert "Traceback" not in captured.out + captured.err
     assert sorted(p.name for p in out.iterdir()) == [".frugal_output.json", "tokenizer"]

@@ -8,6 +8,9 @@ from pathlib import Path
 
 from frugal_lm.errors import FrugalError
 
+OUT_HELP = ("new or empty directory, or this command's earlier output there (which is replaced); "
+            "a directory holding anything else is refused")
+
 
 def _data_synth_command(args: argparse.Namespace) -> int:
     from frugal_lm.data.synth import parse_families, write_synthetic
@@ -81,7 +84,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     synth = data.add_parser("synth", help="generate the built-in synthetic reasoning tasks",
                             description="Write OUT/train.jsonl and OUT/heldout.jsonl; the held-out split never "
                                         "shares an instruction with any train split, whatever the seed.")
-    synth.add_argument("--out", type=Path, required=True)
+    synth.add_argument("--out", type=Path, required=True, help=OUT_HELP)
     synth.add_argument("--tasks", help="comma-separated families (default all): addition, multiplication, "
                                        "sorting, reversal, expression, counting")
     synth.add_argument("--rows", type=int, default=10000, help="train rows (default 10000)")
@@ -102,7 +105,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                                 description="Train a byte-level BPE (HuggingFace tokenizers) on the records of "
                                             "SOURCE files; writes OUT/tokenizer.json and tokenizer_info.json.")
     tokenizer.add_argument("--vocab-size", type=int, required=True)
-    tokenizer.add_argument("--out", type=Path, required=True)
+    tokenizer.add_argument("--out", type=Path, required=True, help=OUT_HELP)
     tokenizer.add_argument("sources", nargs="+", type=Path, metavar="SOURCE")
     tokenizer.set_defaults(handler=_data_tokenizer_command)
 
@@ -112,7 +115,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                                            "Streams any input size in bounded memory and encodes on every core. "
                                            "Exit code 1 when --on-error fail stops at a bad row.")
     tokenize.add_argument("--tokenizer", type=Path, required=True, help="directory with tokenizer.json")
-    tokenize.add_argument("--out", type=Path, required=True)
+    tokenize.add_argument("--out", type=Path, required=True,
+                          help="new or empty directory, or an earlier `frugal data tokenize` output there (brought "
+                               "up to date); a directory holding anything else is refused")
     tokenize.add_argument("--on-error", choices=["fail", "skip"], default="fail",
                           help="fail: stop at the first bad row, write nothing; skip: quarantine bad rows in "
                                "rejected.jsonl with their reason")
@@ -126,7 +131,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                                       "the SOURCE.contamination.json that `frugal data decontaminate` writes: "
                                       "counts per benchmark, 'not checked', or 'stale' when the file changed since.")
     mix.add_argument("--tokenized", type=Path, required=True)
-    mix.add_argument("--out", type=Path, required=True)
+    mix.add_argument("--out", type=Path, required=True, help=OUT_HELP)
     mix.add_argument("--mix", type=Path, help="rules YAML")
     mix.add_argument("--epochs", type=int, default=1)
     mix.add_argument("--context", type=int, default=2048, help="max tokens per example (default 2048)")
