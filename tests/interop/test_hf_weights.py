@@ -75,6 +75,12 @@ def _drop_tensor(directory, name):
     save_file(weights, str(directory / "model.safetensors"), metadata={"format": "pt"})
 
 
+def _set_tensor(directory, name, make):
+    weights = load_file(directory / "model.safetensors")
+    weights[name] = make(weights[name])
+    save_file(weights, str(directory / "model.safetensors"), metadata={"format": "pt"})
+
+
 def _add_tensor(directory, name):
     weights = load_file(directory / "model.safetensors")
     weights[name] = torch.zeros(3)
@@ -94,6 +100,23 @@ def _add_tensor(directory, name):
     (lambda d: _add_tensor(d, "model.extra.weight"), "unexpected tensor 'model.extra.weight'"),
     (lambda d: _add_tensor(d, "vision_tower.weight"), "unexpected tensor 'vision_tower.weight'"),
     (lambda d: (d / "model.safetensors").write_bytes(b"not safetensors"), "unreadable safetensors file"),
+    # config.json values of the wrong type or range: one line naming the file and key.
+    (lambda d: _edit_config(d, num_attention_heads=0), "config.json: num_attention_heads must be a positive integer"),
+    (lambda d: _edit_config(d, hidden_size="128"), "config.json: hidden_size must be a positive integer, got '128'"),
+    (lambda d: _edit_config(d, intermediate_size=0), "config.json: intermediate_size must be a positive integer"),
+    (lambda d: _edit_config(d, rms_norm_eps=-1e-5), "config.json: rms_norm_eps must be a positive finite number"),
+    (lambda d: _edit_config(d, max_position_embeddings=10**9),
+     r"config.json: max_position_embeddings=1,000,000,000 is more than frugal-lm accepts \(1,048,576\)"),
+    (lambda d: _edit_config(d, max_position_embeddings=1e9), "max_position_embeddings must be a positive integer"),
+    (lambda d: _edit_config(d, hidden_size=30, head_dim=15, num_attention_heads=2),
+     "config.json: invalid .*must be even for RoPE"),                    # our ModelConfig's check, one line
+    # Tensors that are not usable weights: named with their file.
+    (lambda d: _set_tensor(d, "model.embed_tokens.weight", lambda t: t.to(torch.int8)),
+     "model.safetensors: tensor 'model.embed_tokens.weight' is int8"),
+    (lambda d: _set_tensor(d, "model.embed_tokens.weight", lambda t: t > 0),
+     "model.safetensors: tensor 'model.embed_tokens.weight' is bool"),
+    (lambda d: _set_tensor(d, "model.z_L_init", lambda t: torch.full_like(t, float("nan"))),
+     "model.safetensors: tensor 'model.z_L_init' has .* NaN or infinite values"),
 ])
 def test_clear_errors_for_broken_directories(hf_dir, tmp_path, capsys, break_it, message):
     broken = _copy(hf_dir, tmp_path)
@@ -122,6 +145,40 @@ def test_clear_errors_for_broken_shards(tiny_run, tmp_path, ref):
     (sharded / "model.safetensors.index.json").write_text("[]")
     with pytest.raises(FrugalError, match="not a safetensors index with a weight_map"):
         import_hf(sharded, tmp_path / "out")
+
+
+@pytest.mark.parametrize("outside", ["../elsewhere.safetensors", "/etc/hostname"])
+def test_shard_paths_outside_the_model_directory_are_refused(tiny_run, tmp_path, capsys, ref, outside):
+    sharded = tmp_path / "sharded"
+    ref.make_hf_model(sharded, ref.tokenizer_dir(tiny_run), max_shard_size="20KB")
+    shard = sorted(sharded.glob("model-*.safetensors"))[0]
+    shutil.copyfile(shard, tmp_path / "elsewhere.safetensors")   # a real file is there: only the path is wrong
+    index = json.loads((sharded / "model.safetensors.index.json").read_text())
+    index["weight_map"] = {name: outside if file == shard.name else file for name, file in index["weight_map"].items()}
+    (sharded / "model.safetensors.index.json").write_text(json.dumps(index))
+    capsys.readouterr()  # transformers' progress bar while saving
+    with pytest.raises(FrugalError, match=f"shard '{outside}' is outside the model directory"):
+        import_hf(sharded, tmp_path / "out")
+    assert main(["import", "hf", "--hf-dir", str(sharded), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "is outside the model directory" in err and err.count("\n") == 1
+
+
+def test_exports_and_imports_carry_a_checksum_that_loading_verifies(exported, tmp_path, hf_dir):
+    from frugal_lm.train.safetensors_io import CHECKSUM_KEY
+
+    copy = _copy(exported, tmp_path)
+    with open(copy / "model.safetensors", "rb") as handle:
+        header_size = int.from_bytes(handle.read(8), "little")
+        assert CHECKSUM_KEY.encode() in handle.read(header_size)
+    data = bytearray((copy / "model.safetensors").read_bytes())
+    data[8 + header_size] ^= 0x01      # a low mantissa bit: the value stays finite
+    (copy / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(FrugalError, match="model.safetensors: the tensor data does not match the file's checksum"):
+        load_model(copy)
+    import_hf(hf_dir, tmp_path / "ours")
+    with open(tmp_path / "ours" / "model.safetensors", "rb") as handle:
+        assert CHECKSUM_KEY.encode() in handle.read(8 + int.from_bytes(handle.read(8), "little"))
 
 
 def test_missing_directory(tmp_path):

@@ -14,6 +14,11 @@ Design choices:
   block cannot compute (biases, another activation, scaled RoPE, a causal-only model, a
   head_dim other than hidden / heads, an SwiGLU width our `expansion` cannot reproduce)
   raises a `FrugalError` naming the file and the key.
+- config.json is data someone else wrote: every key we read is checked for its JSON type
+  and range first (`_check_values`), so `"hidden_size": "128"`, `num_attention_heads: 0` or
+  a negative `rms_norm_eps` is a one-line error naming the file and key, never a traceback
+  from the arithmetic below. Sizes that cost memory or time without showing in the weights'
+  shapes (`max_position_embeddings`, layer and cycle counts) have upper bounds.
 - Training-only settings do not travel: HrmTextConfig's `L_bp_cycles` and dropout are
   no-ops at inference, and our `bp_steps_*` schedule has no equivalent there; an import
   gets our defaults for them.
@@ -27,7 +32,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from frugal_lm.config import ModelConfig, round_up
+from frugal_lm.config import ModelConfig, round_up, validate
 from frugal_lm.errors import FrugalError
 
 MODEL_TYPE = "hrm_text"
@@ -40,6 +45,50 @@ HF_DEFAULTS: dict[str, Any] = {
     "initializer_range": 0.02, "rms_norm_eps": 1e-6, "tie_word_embeddings": False, "attention_bias": False,
     "mlp_bias": False, "H_cycles": 2, "L_cycles": 3, "prefix_lm": True, "rope_theta": 10000.0,
 }
+
+
+# The context sizes RoPE tables and every KV cache the engine allocates, and no tensor's shape
+# shows it: 1e9 (a typo, a corrupted file) made `generate` try to allocate terabytes. 2^20
+# tokens is far beyond any released hrm_text model and still a one-line error, not an OOM.
+MAX_POSITIONS = 1 << 20
+# Layers are built before the weights' shapes can be compared, and each cycle is one more pass
+# over a stack for every token: bounds that no real model approaches keep a typo from hanging.
+MAX_LAYERS_PER_STACK = 1024
+MAX_CYCLES = 64
+INT_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_layers_per_stack",
+            "num_attention_heads", "head_dim", "max_position_embeddings", "H_cycles", "L_cycles")
+POSITIVE_NUMBER_KEYS = ("rms_norm_eps", "rope_theta", "initializer_range", "embedding_scale")
+BOOL_KEYS = ("attention_bias", "mlp_bias", "prefix_lm", "tie_word_embeddings")
+UPPER_BOUNDS = {"max_position_embeddings": MAX_POSITIONS, "num_layers_per_stack": MAX_LAYERS_PER_STACK,
+                "H_cycles": MAX_CYCLES, "L_cycles": MAX_CYCLES}
+
+
+def _check_values(data: dict[str, Any], source: str) -> None:
+    """The JSON type and range of every key `from_hf_config` reads (absent keys take HF's defaults)."""
+    rope = data.get("rope_parameters") or data.get("rope_scaling") or {}
+    if not isinstance(rope, dict):
+        raise FrugalError(f"{source}: rope_parameters must be an object, got {rope!r}")
+    values = {**data, "rope_theta": rope.get("rope_theta", data.get("rope_theta"))}
+    for key in INT_KEYS:
+        value = values.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise FrugalError(f"{source}: {key} must be a positive integer, got {value!r}")
+        bound = UPPER_BOUNDS.get(key)
+        if value is not None and bound is not None and value > bound:
+            raise FrugalError(f"{source}: {key}={value:,} is more than frugal-lm accepts ({bound:,}); "
+                              f"it is sized from this value without the weights showing it")
+    for key in POSITIVE_NUMBER_KEYS:
+        value = values.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not math.isfinite(value) or value <= 0):
+            raise FrugalError(f"{source}: {key} must be a positive finite number, got {value!r}")
+    for key in BOOL_KEYS:
+        if values.get(key) is not None and not isinstance(values[key], bool):
+            raise FrugalError(f"{source}: {key} must be true or false, got {values[key]!r}")
+    layers = values.get("num_hidden_layers")
+    if values.get("num_layers_per_stack") is None and layers is not None and layers > MAX_LAYERS_PER_STACK:
+        raise FrugalError(f"{source}: num_hidden_layers={layers:,} is more than frugal-lm accepts "
+                          f"({MAX_LAYERS_PER_STACK:,} per stack)")
 
 
 def embedding_scale(config: ModelConfig) -> float:
@@ -108,6 +157,7 @@ def from_hf_config(data: dict[str, Any], source: str | Path) -> ModelConfig:
     if data.get("model_type") != MODEL_TYPE:
         raise FrugalError(f"{source}: model_type is {data.get('model_type')!r}, expected {MODEL_TYPE!r} "
                           f"(only transformers' HRM-Text models can be imported)")
+    _check_values(data, source)
 
     def get(key: str) -> Any:
         value = data.get(key)
@@ -151,10 +201,7 @@ def from_hf_config(data: dict[str, Any], source: str | Path) -> ModelConfig:
         "init_std": _init_std_for_scale(float(scale)),
         "max_seq_len": get("max_position_embeddings"),
     }
-    try:
-        return ModelConfig.model_validate(values)
-    except ValueError as error:
-        raise FrugalError(f"{source}: not a valid HRM configuration ({error})") from None
+    return validate(ModelConfig, values, source)
 
 
 def tied_embeddings(data: dict[str, Any]) -> bool:

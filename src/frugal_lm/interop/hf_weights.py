@@ -11,7 +11,10 @@ Design choices:
   at the top in both). Concatenation and chunking are exact: export(import(x)) is bitwise x.
 - Safetensors only, never pickle: a directory with only `pytorch_model.bin` is refused with
   a hint to convert it. A sharded checkpoint is read through `model.safetensors.index.json`
-  and checked both ways (every listed tensor is in its shard, no shard is missing).
+  and checked both ways (every listed tensor is in its shard, no shard is missing); a
+  shard path must name a file inside the model directory (no `../`, no absolute path).
+- Every file is read through `train.safetensors_io.read_tensors`: a checksum mismatch (our
+  exports carry one), a non-float or a non-finite tensor is refused, naming file and tensor.
 - Imported weights become fp32, the precision our trainer keeps master weights in
   (bf16 -> fp32 is exact); exports are written as fp32 (what we trained), with the
   `format: pt` metadata transformers expects.
@@ -23,10 +26,10 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from frugal_lm.errors import FrugalError
+from frugal_lm.train.safetensors_io import checksum_metadata, read_tensors
 
 HF_PREFIX = "model."
 HEAD = "lm_head.weight"
@@ -103,26 +106,13 @@ def from_hf_tensors(weights: dict[str, torch.Tensor], tied: bool, source: str) -
     return ours
 
 
-def _read_file(path: Path, names: list[str] | None = None) -> dict[str, torch.Tensor]:
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            available = set(handle.keys())
-            wanted = list(available) if names is None else names
-            missing = [name for name in wanted if name not in available]
-            if missing:
-                raise FrugalError(f"{path}: the index lists {missing[0]!r} in this shard, but it is not there")
-            return {name: handle.get_tensor(name) for name in wanted}
-    except (SafetensorError, OSError) as error:
-        raise FrugalError(f"{path}: unreadable safetensors file ({error})") from None
-
-
 def weight_files(directory: Path) -> list[Path]:
     """The safetensors files holding a transformers model in `directory` (one, or the shards)."""
     single, index = directory / "model.safetensors", directory / INDEX_FILE
     if single.is_file():
         return [single]
     if index.is_file():
-        return sorted({directory / shard for shard in _read_index(index).values()})
+        return sorted({_shard_path(directory, shard, index) for shard in _read_index(index).values()})
     if any(directory.glob("pytorch_model*.bin")):
         raise FrugalError(f"{directory}: only pytorch_model*.bin (pickle) weights; frugal-lm never unpickles. "
                           f"Convert them to safetensors first (save_pretrained(..., safe_serialization=True))")
@@ -134,16 +124,26 @@ def _read_index(index: Path) -> dict[str, str]:
         weight_map = json.loads(index.read_text())["weight_map"]
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
         raise FrugalError(f"{index}: not a safetensors index with a weight_map ({error})") from None
-    if not isinstance(weight_map, dict):
+    if not isinstance(weight_map, dict) or not all(isinstance(shard, str) for shard in weight_map.values()):
         raise FrugalError(f"{index}: weight_map must map tensor names to shard files")
     return weight_map
+
+
+def _shard_path(directory: Path, shard: str, index: Path) -> Path:
+    """`directory / shard`, refused unless it stays inside `directory`: an index is data someone
+    else wrote, and `../x` or `/etc/x` must not make us read files outside the model."""
+    path = directory / shard
+    if Path(shard).is_absolute() or not path.resolve().is_relative_to(directory.resolve()):
+        raise FrugalError(f"{index}: shard {shard!r} is outside the model directory; shard files must lie "
+                          f"inside {directory}")
+    return path
 
 
 def read_hf_weights(directory: Path) -> dict[str, torch.Tensor]:
     """Every tensor of the model in `directory` under its transformers name, as stored (any dtype)."""
     single = directory / "model.safetensors"
     if single.is_file():
-        return _read_file(single)
+        return read_tensors(single)
     weight_files(directory)  # raises the right error when there are no weights at all
     weight_map = _read_index(directory / INDEX_FILE)
     by_shard: dict[str, list[str]] = {}
@@ -151,10 +151,10 @@ def read_hf_weights(directory: Path) -> dict[str, torch.Tensor]:
         by_shard.setdefault(shard, []).append(name)
     weights: dict[str, torch.Tensor] = {}
     for shard, names in sorted(by_shard.items()):
-        path = directory / shard
+        path = _shard_path(directory, shard, directory / INDEX_FILE)
         if not path.is_file():
             raise FrugalError(f"{directory / INDEX_FILE}: shard {shard} is missing")
-        weights.update(_read_file(path, names))
+        weights.update(read_tensors(path, names))
     return weights
 
 
@@ -162,4 +162,4 @@ def write_hf_weights(path: Path, weights: dict[str, torch.Tensor]) -> None:
     """Our weights under transformers' names, contiguous fp32, as one safetensors file."""
     tensors = {name: tensor.detach().to("cpu", torch.float32).contiguous()
                for name, tensor in to_hf_tensors(weights).items()}
-    save_file(tensors, str(path), metadata={"format": "pt"})
+    save_file(tensors, str(path), metadata=checksum_metadata(tensors, {"format": "pt"}))

@@ -35,6 +35,7 @@ from frugal_lm.interop.hf_tokenizer import write_tokenizer_info, load_hf_tokeniz
 from frugal_lm.interop.hf_weights import from_hf_tensors, hf_name, read_hf_weights, weight_files
 from frugal_lm.interop.staging import staged_directory
 from frugal_lm.model import build_model
+from frugal_lm.train.safetensors_io import checksum_metadata
 
 
 @dataclass
@@ -115,7 +116,7 @@ def import_hf(hf_dir: Path | str, out: Path | str, special_tokens_file: Path | s
     provenance = {"frugal_lm_version": __version__, "source": str(hf_dir.resolve()),
                   "source_dtypes": model.source_dtypes}
     with staged_directory(out) as staging:
-        save_file(model.weights, str(staging / "model.safetensors"))
+        save_file(model.weights, str(staging / "model.safetensors"), metadata=checksum_metadata(model.weights))
         (staging / "config.yaml").write_text(yaml.safe_dump(run_config.model_dump(mode="json"), sort_keys=False))
         (staging / "tokenizer").mkdir()
         shutil.copyfile(hf_dir / "tokenizer.json", staging / "tokenizer" / "tokenizer.json")

@@ -3,6 +3,8 @@
 `DIR` may be a training run (its latest checkpoint), a checkpoint directory, or any
 directory with `model.safetensors`. EMA weights (`ema.safetensors`) are preferred when
 present, as the averaged weights are the better model. Only safetensors are read: no pickle.
+Reading goes through `safetensors_io.read_tensors`: a checksum mismatch, a non-float or a
+non-finite tensor is a one-line error, never a model that generates garbage.
 """
 
 from __future__ import annotations
@@ -11,13 +13,12 @@ from pathlib import Path
 
 import torch
 import yaml
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 
 from frugal_lm.config import ModelConfig, RunConfig, validate
 from frugal_lm.errors import FrugalError
 from frugal_lm.model import build_model
 from frugal_lm.train.checkpoint import latest_checkpoint
+from frugal_lm.train.safetensors_io import read_tensors
 
 
 def weights_file(directory: Path | str, prefer_ema: bool = True) -> Path:
@@ -35,10 +36,7 @@ def weights_file(directory: Path | str, prefer_ema: bool = True) -> Path:
 def load_weights(directory: Path | str, config: ModelConfig, prefer_ema: bool = True) -> dict[str, torch.Tensor]:
     """Weights checked against `config`'s shapes, ready for `load_state_dict(strict=True)`."""
     path = weights_file(directory, prefer_ema)
-    try:
-        weights = load_file(path)
-    except (SafetensorError, OSError) as error:
-        raise FrugalError(f"{path}: unreadable safetensors file ({error})") from None
+    weights = read_tensors(path)
     expected = build_model(config, device="meta").state_dict()
     missing = sorted(set(expected) - set(weights))
     unexpected = sorted(set(weights) - set(expected))
