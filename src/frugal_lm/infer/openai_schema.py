@@ -117,7 +117,8 @@ class CompletionRequest(SamplingFields):
     prompts gives one choice per prompt. OpenAI's four shapes: a string, a list of strings,
     a list of token ids, a list of lists of token ids."""
 
-    prompt: Text | Annotated[list[Text], Field(min_length=1)] | TokenIds | Annotated[list[TokenIds], Field(min_length=1)]
+    prompt: (Text | Annotated[list[Text], Field(min_length=1)] | TokenIds
+             | Annotated[list[TokenIds], Field(min_length=1)])
     echo: bool = False
     best_of: int | None = None
     suffix: str | None = None
