@@ -81,6 +81,18 @@ def test_staged_output_replaces_only_its_own_earlier_output(tmp_path):
     assert (out / "notes.md").read_text() == "mine"
 
 
+def test_staged_output_without_replace_own_refuses_even_its_own_earlier_output(tmp_path):
+    out = tmp_path / "out"
+    with staged_output(out, "frugal test", replace_own=False) as staging:
+        _build(staging)
+    assert read_output_marker(out) == {"command": "frugal test", "entries": ["result.txt"]}
+    with pytest.raises(FrugalError, match="already exists and is not empty; `frugal test` replaces nothing"):
+        with staged_output(out, "frugal test", replace_own=False) as staging:
+            _build(staging, "second.txt")
+    assert sorted(p.name for p in out.iterdir()) == [".frugal_output.json", "result.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
 def test_staged_output_leaves_nothing_after_a_failure_and_clears_its_own_crash_leftover(tmp_path):
     out = tmp_path / "out"
     with pytest.raises(OSError):

@@ -10,7 +10,10 @@ empty, or hold that command's own earlier output (its marker), so a mistyped `--
 never deletes a thesis, an input, or another command's output. `staged_output` builds the
 whole directory in `DIR.partial` (marked too, so a crashed run's leftover is recognised and
 cleared) and swaps it in with one rename; it replaces an earlier output only if DIR holds
-nothing the marker does not list.
+nothing the marker does not list. A command whose output is a deliverable (`frugal export
+hf`, `frugal import hf`) passes `replace_own=False` and never replaces anything: its DIR must
+be new or empty. A `DIR.partial` that holds no marker of the command (a user's own folder of
+that name) is refused, never deleted.
 """
 
 from __future__ import annotations
@@ -65,10 +68,11 @@ def read_output_marker(directory: Path) -> dict | None:
     return marker
 
 
-def check_output_dir(out: Path, command: str, whole: bool = True) -> set[str]:
+def check_output_dir(out: Path, command: str, whole: bool = True, replace_own: bool = True) -> set[str]:
     """The entries `command` recorded in `out` (empty when `out` is new or empty); raise a
     FrugalError when `out` is a file or holds anything else. `whole`: the command replaces
-    the directory as a whole, so every entry in it must be one the marker lists."""
+    the directory as a whole, so every entry in it must be one the marker lists.
+    `replace_own=False`: refuse any non-empty `out`, the command's own earlier output too."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise FrugalError(f"--out {out}: exists and is not a directory")
@@ -78,6 +82,9 @@ def check_output_dir(out: Path, command: str, whole: bool = True) -> set[str]:
         raise FrugalError(f"--out {out}: cannot list it ({error.strerror})") from None
     if not names:
         return set()
+    if not replace_own:
+        raise FrugalError(f"--out {out}: already exists and is not empty; `{command}` replaces nothing: "
+                          f"choose another --out or remove it (nothing was changed)")
     marker = read_output_marker(out)
     if marker is None or marker["command"] != command:
         written_by = f"`{marker['command']}`" if marker else "something else"
@@ -98,12 +105,13 @@ def record_output(out: Path, command: str, entries: set[str] | list[str]) -> Non
 
 
 @contextmanager
-def staged_output(out: Path, command: str) -> Iterator[Path]:
+def staged_output(out: Path, command: str, replace_own: bool = True) -> Iterator[Path]:
     """Yield an empty, marked staging folder; when the block succeeds it replaces `out` (new,
-    empty or `command`'s own earlier output, else refused before anything is written); when
-    it fails the staging folder is removed and `out` is left as it was."""
+    empty or, unless `replace_own` is False, `command`'s own earlier output; else refused
+    before anything is written); when it fails the staging folder is removed and `out` is
+    left as it was."""
     out = Path(out)
-    check_output_dir(out, command)
+    check_output_dir(out, command, replace_own=replace_own)
     staging = out.resolve().with_name(out.resolve().name + ".partial")   # also for `--out .`-like paths
     if staging.exists():
         if (read_output_marker(staging) or {}).get("command") != command:

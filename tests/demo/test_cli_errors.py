@@ -5,6 +5,8 @@ import json
 import pytest
 
 from frugal_lm.cli import main
+from frugal_lm.demo.run import prepare_out_dir
+from frugal_lm.files import read_output_marker
 
 
 def run(capsys, *argv):
@@ -35,6 +37,17 @@ def test_names_an_unfinished_demo_run(tmp_path, capsys):
     (tmp_path / "mix").mkdir()
     code, err = run(capsys, "--out", str(tmp_path))
     assert code == 2 and "unfinished demo run" in err
+
+
+def test_a_demo_directory_is_marked_so_other_commands_name_it_when_refusing_it(tmp_path, capsys):
+    out = tmp_path / "demo"
+    prepare_out_dir(out, overwrite=False)
+    assert read_output_marker(out)["command"] == "frugal demo"
+    code, err = run(capsys, "--out", str(out))
+    assert code == 2 and "unfinished demo run" in err
+    assert main(["data", "synth", "--out", str(out), "--rows", "5", "--heldout-rows", "2"]) == 2
+    assert "written by `frugal demo`, not `frugal data synth`" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == [".frugal_output.json"]
 
 
 def test_out_that_is_a_file(tmp_path, capsys):

@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 from frugal_lm.cli import main
 from frugal_lm.data.records import Record
 from frugal_lm.errors import FrugalError
+from frugal_lm.files import read_output_marker
 from frugal_lm.infer.loading import load_model
 from frugal_lm.interop import export_hf
 from frugal_lm.model import AttentionLayout
@@ -149,10 +150,20 @@ def test_refuses_what_hrm_text_cannot_express(tiny_run, tmp_path, capsys):
 
 
 def test_refuses_to_overwrite_and_to_export_an_export(tiny_run, exported, tmp_path):
-    with pytest.raises(FrugalError, match="already exists and is not empty"):
-        export_hf(tiny_run, exported)
+    assert read_output_marker(exported)["command"] == "frugal export hf"
+    with pytest.raises(FrugalError, match="already exists and is not empty; `frugal export hf` replaces nothing"):
+        export_hf(tiny_run, exported)   # not even its own earlier export
     with pytest.raises(FrugalError, match="already a transformers model directory"):
         export_hf(exported, tmp_path / "again")
+
+
+def test_a_users_folder_named_like_the_staging_folder_is_refused_not_deleted(tiny_run, tmp_path):
+    mine = tmp_path / "hf.partial"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    with pytest.raises(FrugalError, match="hf.partial exists and was not left by `frugal export hf`"):
+        export_hf(tiny_run, tmp_path / "hf")
+    assert (mine / "notes.txt").read_text() == "mine" and not (tmp_path / "hf").exists()
 
 
 def test_our_engine_serving_the_export_stops_where_transformers_stops(exported, hf_model, ref):

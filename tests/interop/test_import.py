@@ -47,6 +47,20 @@ def test_sharded_import_equals_single_file_import(hf_random, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[name], b[name]) for name in a)
 
 
+def test_import_writes_only_a_new_or_empty_out_and_never_deletes_a_users_partial_folder(hf_random, tmp_path, capsys):
+    _, single, _ = hf_random
+    import_hf(single, tmp_path / "ours")
+    assert main(["import", "hf", "--hf-dir", str(single), "--out", str(tmp_path / "ours")]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "ours: already exists and is not empty" in error
+    mine = tmp_path / "new.partial"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    with pytest.raises(FrugalError, match="new.partial exists and was not left by `frugal import hf`"):
+        import_hf(single, tmp_path / "new")
+    assert (mine / "notes.txt").read_text() == "mine" and not (tmp_path / "new").exists()
+
+
 def test_export_of_import_reproduces_the_tensors_bitwise(hf_random, tmp_path):
     _, single, _ = hf_random
     import_hf(single, tmp_path / "ours")

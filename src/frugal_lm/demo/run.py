@@ -23,8 +23,9 @@ Design choices:
   only at equal tokens.
 - `--seed` draws the problems, the mix order and the initialisation, so anyone can check a
   score is not one lucky draw.
-- Never overwrite silently: DIR must be empty or absent; a previous demo run there is
-  replaced only with `overwrite=True`, and a directory that is not a demo run never is.
+- Never overwrite silently: DIR must be empty or absent; a previous demo run there (marked by
+  `.frugal_output.json`, or by demo.json before the marker existed) is replaced only with
+  `overwrite=True`, and a directory that is not a demo run never is.
 """
 
 from __future__ import annotations
@@ -62,10 +63,16 @@ from frugal_lm.demo.summary import (
     write_summary,
 )
 from frugal_lm.errors import FrugalError
+from frugal_lm.files import read_output_marker, record_output
 from frugal_lm.model import count_parameters
 
 RECIPE = "demo"
+COMMAND = "frugal demo"
 MARKER = "demo.json"
+DEMO_ENTRIES = ("demo.json", "summary.json", "data", "tokenizer", "tokenized", "mix", "step_time_probe", "run", "eval",
+                "run_hrm", "eval_hrm", "run_transformer", "eval_transformer", "run_transformer_same_time",
+                "eval_transformer_same_time", "hf")
+"""Everything a demo run may write in DIR (its marker lists them from the start)."""
 MIN_RESERVE_SECONDS = 20.0
 RESERVE_FRACTION = 0.06
 """Share of the budget kept for evaluation, samples and export after training."""
@@ -86,11 +93,13 @@ class DemoOptions:
 
 
 def prepare_out_dir(out: Path, overwrite: bool) -> None:
-    """Refuse a non-empty DIR unless it is a demo run and `overwrite` says to replace it."""
+    """Refuse a non-empty DIR unless it is a demo run and `overwrite` says to replace it;
+    then mark DIR as the demo's output (`files.OUTPUT_MARKER`, as every command that writes
+    a directory does), so other commands name it when refusing it."""
     if out.exists() and not out.is_dir():
         raise FrugalError(f"--out {out}: exists and is not a directory")
     if out.is_dir() and any(out.iterdir()):
-        if not (out / MARKER).is_file():
+        if not _is_demo_run(out):
             raise FrugalError(f"--out {out}: directory is not empty and holds no demo run; choose another --out")
         finished = read_summary(out / "summary.json")
         what = (f"a finished demo run (mean held-out exact match {finished['reports'][0]['exact_match']:.1%})"
@@ -100,6 +109,13 @@ def prepare_out_dir(out: Path, overwrite: bool) -> None:
                               f"or --out NEW_DIR for a second one")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
+    record_output(out, COMMAND, DEMO_ENTRIES)
+
+
+def _is_demo_run(out: Path) -> bool:
+    """Marked by `frugal demo`, or (runs from before the marker) holding a demo.json and no other marker."""
+    marker = read_output_marker(out)
+    return marker["command"] == COMMAND if marker else (out / MARKER).is_file()
 
 
 class StageDisplay:

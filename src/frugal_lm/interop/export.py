@@ -1,6 +1,6 @@
 """`frugal export hf`: one of our models -> a directory transformers loads as `hrm_text`.
 
-Output (written atomically, see `staging.py`):
+Output (built in `OUT.partial`, then renamed: `files.staged_output`; OUT must be new or empty):
 - `config.json`: every forward-affecting field (`hf_config.to_hf_config`);
 - `model.safetensors`: EMA weights by default (the averaged weights are the better model),
   the raw ones with `use_ema=False`; fp32, transformers' names;
@@ -26,13 +26,14 @@ from frugal_lm import __version__
 from frugal_lm.config import ModelConfig, RunConfig, validate
 from frugal_lm.data.tokenizer import load_tokenizer
 from frugal_lm.errors import FrugalError
+from frugal_lm.files import staged_output
 from frugal_lm.interop.hf_config import to_hf_config
 from frugal_lm.interop.hf_tokenizer import write_hf_tokenizer
 from frugal_lm.interop.hf_weights import write_hf_weights
-from frugal_lm.interop.staging import staged_directory
 from frugal_lm.train.weights import load_weights, weights_file
 
 
+COMMAND = "frugal export hf"
 DEFAULT_MAX_NEW_TOKENS = 256
 
 
@@ -77,7 +78,7 @@ def export_hf(model_dir: Path | str, out: Path | str, use_ema: bool = True) -> E
                   "max_new_tokens": DEFAULT_MAX_NEW_TOKENS}
     provenance = {"frugal_lm_version": __version__, "source": str(source.resolve()),
                   "weights": "ema" if source.name == "ema.safetensors" else "raw"}
-    with staged_directory(out) as staging:
+    with staged_output(out, COMMAND, replace_own=False) as staging:
         write_hf_weights(staging / "model.safetensors", weights)
         (staging / "config.json").write_text(json.dumps(hf_config, indent=1))
         (staging / "generation_config.json").write_text(json.dumps(generation, indent=1))

@@ -30,12 +30,14 @@ from frugal_lm import __version__
 from frugal_lm.config import ModelConfig, RunConfig
 from frugal_lm.data.tokenizer import TextTokenizer
 from frugal_lm.errors import FrugalError
+from frugal_lm.files import staged_output
 from frugal_lm.interop.hf_config import MODEL_TYPE, from_hf_config, tied_embeddings
 from frugal_lm.interop.hf_tokenizer import write_tokenizer_info, load_hf_tokenizer
 from frugal_lm.interop.hf_weights import from_hf_tensors, hf_name, read_hf_weights, weight_files
-from frugal_lm.interop.staging import staged_directory
 from frugal_lm.model import build_model
 from frugal_lm.train.safetensors_io import checksum_metadata
+
+COMMAND = "frugal import hf"
 
 
 @dataclass
@@ -115,7 +117,7 @@ def import_hf(hf_dir: Path | str, out: Path | str, special_tokens_file: Path | s
     run_config = RunConfig(model=model.config)
     provenance = {"frugal_lm_version": __version__, "source": str(hf_dir.resolve()),
                   "source_dtypes": model.source_dtypes}
-    with staged_directory(out) as staging:
+    with staged_output(out, COMMAND, replace_own=False) as staging:
         save_file(model.weights, str(staging / "model.safetensors"), metadata=checksum_metadata(model.weights))
         (staging / "config.yaml").write_text(yaml.safe_dump(run_config.model_dump(mode="json"), sort_keys=False))
         (staging / "tokenizer").mkdir()
