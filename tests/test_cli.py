@@ -1,5 +1,8 @@
+import errno
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -76,3 +79,58 @@ def test_output_piped_into_a_reader_that_stops_ends_quietly(tmp_path):
     error = process.stderr.read().decode()
     assert process.wait() == 1
     assert "Traceback" not in error and "BrokenPipeError" not in error and "Exception ignored" not in error
+
+
+def _report_run(tmp_path):
+    """A run directory `frugal report` accepts: one logged step."""
+    run = tmp_path / "run"
+    run.mkdir()
+    step = {"step": 1, "tokens": 64, "loss": 2.0, "token_accuracy": 0.1, "exact_accuracy": 0.0, "lr": 1e-3,
+            "elapsed_s": 1.0}
+    (run / "metrics.jsonl").write_text(json.dumps(step) + "\n")
+    return run
+
+
+def test_an_os_error_on_a_users_path_is_one_line_naming_it_for_any_command(tiny_run, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    code = main(["export", "hf", "--model", str(tiny_run), "--out", str(blocker / "hf")])
+    _one_line_error(capsys, code, "frugal export: error: ", f"{blocker}/hf.partial: Not a directory")
+    run = _report_run(tmp_path)
+    (run / "report").write_text("a file where report/ goes")
+    _one_line_error(capsys, main(["report", str(run)]), f"frugal report: error: {run / 'report'}: File exists")
+
+
+def test_an_unreadable_file_is_one_line_naming_it(tmp_path, capsys, monkeypatch):
+    run = _report_run(tmp_path)
+    real_read_text = Path.read_text
+
+    def denied(path, *args, **kwargs):  # chmod 000 does not stop root, so the refusal is simulated
+        if path.name == "metrics.jsonl":
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_read_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", denied)
+    _one_line_error(capsys, main(["report", str(run)]),
+                    f"frugal report: error: {run / 'metrics.jsonl'}: Permission denied")
+
+
+def test_a_full_disk_is_one_line_even_when_python_names_no_file(tmp_path, capsys, monkeypatch):
+    run = _report_run(tmp_path)
+
+    def disk_full(path, *args, **kwargs):  # a write to an open file: the OSError carries no file name
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", disk_full)
+    _one_line_error(capsys, main(["report", str(run)]), "frugal report: error: No space left on device")
+
+
+def test_an_os_error_that_names_no_file_and_is_not_the_machines_keeps_its_traceback(monkeypatch):
+    from frugal_lm.cli import train as train_cli
+
+    def bug(args):
+        raise OSError(errno.EBADF, "Bad file descriptor")
+
+    monkeypatch.setattr(train_cli, "_report_command", bug)
+    with pytest.raises(OSError, match="Bad file descriptor"):
+        main(["report", "anywhere"])

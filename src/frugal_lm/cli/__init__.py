@@ -4,11 +4,19 @@ Each area registers its subcommands from its own module (`cli/data.py`, `cli/tra
 ...), so a command's arguments sit next to the handler that reads them. Every user
 mistake surfaces as a `FrugalError` and is printed as one line on stderr with a non-zero
 exit code; anything else is a bug and keeps its traceback.
+
+The machine's refusals are handled here once, for every command: an `OSError` that names
+a file (permission denied, a file where a directory was expected, a missing parent) is the
+user's path, and an `OSError` without one whose errno is a property of the machine (disk
+full, quota, I/O error, read-only filesystem) is too; both print one line and exit 2. Any
+other `OSError` without a file name (a socket, a bad descriptor, one raised by our own code)
+is treated as a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 
@@ -18,6 +26,9 @@ from frugal_lm.errors import FrugalError
 
 # Order of `frugal --help`: the main job first, then the pipeline left to right.
 AREAS = (demo, data, train, interop, infer, serve, evals, plan)
+MACHINE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG})
+"""OSErrors that are the machine's state, not a bug, even when Python gives no file name
+(a write to an already open file on a full disk)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,8 +53,28 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             print(f"frugal {args.command}: interrupted", file=sys.stderr)
             return 130
+        except BrokenPipeError:
+            raise
+        except OSError as error:
+            message = os_error_line(error)
+            if message is None:
+                raise
+            print(f"frugal {args.command}: error: {message}", file=sys.stderr)
+            return FrugalError.exit_code
     except BrokenPipeError:
         return _reader_went_away()
+
+
+def os_error_line(error: OSError) -> str | None:
+    """`PATH: reason` for an OSError on a user's path or the machine's state; None for one
+    that is probably a bug (no file name, not a machine errno)."""
+    reason = error.strerror or str(error)
+    if error.filename is not None:
+        names = [name for name in (error.filename, error.filename2) if name is not None]
+        return " -> ".join(os.fsdecode(n) if isinstance(n, (str, bytes)) else str(n) for n in names) + f": {reason}"
+    if error.errno in MACHINE_ERRNOS:
+        return reason
+    return None
 
 
 def _reader_went_away() -> int:
