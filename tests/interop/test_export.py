@@ -111,7 +111,10 @@ def test_autotokenizer_encodes_our_ids_and_renders_our_prompt(tiny_run, exported
     ours = load_model(tiny_run).tokenizer
     hf_tokenizer = transformers.AutoTokenizer.from_pretrained(exported)
     for text in ["12+34=46", "reverse hello world please", "  spaces\nand lines ", "<|im_end|> inside"]:
-        assert hf_tokenizer(text)["input_ids"] == ours.tokenizer.encode(text, add_special_tokens=False).ids
+        plain = ours.tokenizer.encode(text, add_special_tokens=False).ids
+        assert hf_tokenizer(text, add_special_tokens=False)["input_ids"] == plain
+        # With special tokens (transformers' default), a text is an instruction under <direct>.
+        assert hf_tokenizer(text)["input_ids"] == ours.encode_records([Record(text, "", ("direct",))])[0][0]
     assert hf_tokenizer.eos_token_id == ours.special_ids["eoa"]
     assert hf_tokenizer.pad_token_id == ours.special_ids["pad"]
     assert hf_tokenizer.bos_token_id == ours.special_ids["boq"]
@@ -123,6 +126,11 @@ def test_autotokenizer_encodes_our_ids_and_renders_our_prompt(tiny_run, exported
                                                 condition=record.conditions[0], tokenize=True)
         assert list(full["input_ids"]) == instruction + response
     assert hf_tokenizer.decode(ours.tokenizer.encode("12+34=46").ids) == "12+34=46"
+    # A pair is the training layout: instruction typed 1, response + EOA typed 0.
+    instruction, response = ours.encode_records([ref.records[0]])[0]
+    pair = hf_tokenizer(ref.records[0].instruction, ref.records[0].response)
+    assert pair["input_ids"] == instruction + response
+    assert pair["token_type_ids"] == [1] * len(instruction) + [0] * len(response)
     several = Record("2+2=", "4", ("cot", "noisy"))
     prompt = hf_tokenizer.apply_chat_template([{"role": "user", "content": several.instruction}],
                                               condition="cot,noisy", tokenize=True)
@@ -187,3 +195,60 @@ def test_our_engine_serving_the_export_stops_where_transformers_stops(exported, 
         stopped = eoa in generated
         assert result.token_ids == (generated[:generated.index(eoa)] if stopped else generated)
         assert result.finish_reason == ("stop" if stopped else "length")
+
+
+PROMPTS = ["12+34=", "reverse hello world please", "7"]
+
+
+def _frugal_generate(model_dir, capsys, *prompts, condition="direct"):
+    """(text, generated token count) per prompt, from the `frugal generate` command line (greedy)."""
+    arguments = [argument for prompt in prompts for argument in ("--prompt", prompt)]
+    assert main(["generate", "--model", str(model_dir), "--max-new-tokens", "24", "--condition", condition,
+                 *arguments]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    return [(row["text"], row["tokens"]) for row in rows]
+
+
+def _answers(hf_tokenizer, inputs, output):
+    """(text, token count) per row of a transformers `generate` output, cut at the first EOA."""
+    answers = []
+    for row in output[:, inputs["input_ids"].shape[1]:].tolist():
+        if hf_tokenizer.eos_token_id in row:
+            row = row[:row.index(hf_tokenizer.eos_token_id)]
+        answers.append((hf_tokenizer.decode(row, skip_special_tokens=True), len(row)))
+    return answers
+
+
+def test_autotokenizer_and_generate_answer_exactly_as_frugal_generate(tiny_run, exported, hf_model, capsys):
+    """The by-the-book transformers path, a padded batch: tok(prompts) marks each instruction with
+    token_type_ids == 1 (PrefixLM), so generate's greedy answers are frugal generate's."""
+    hf_tokenizer = transformers.AutoTokenizer.from_pretrained(exported)
+    inputs = hf_tokenizer(PROMPTS, padding=True, return_tensors="pt")
+    assert inputs["token_type_ids"].tolist() == inputs["attention_mask"].tolist()   # every prompt token: instruction
+    with torch.no_grad():
+        output = hf_model.generate(**inputs, max_new_tokens=24)
+    assert _answers(hf_tokenizer, inputs, output) == _frugal_generate(tiny_run, capsys, *PROMPTS)
+
+
+def test_apply_chat_template_return_dict_answers_as_frugal_generate(exported, hf_model, capsys):
+    """apply_chat_template(..., return_dict=True) feeds generate the instruction mask too, with a condition."""
+    hf_tokenizer = transformers.AutoTokenizer.from_pretrained(exported)
+    for prompt in PROMPTS[:2]:
+        inputs = hf_tokenizer.apply_chat_template([{"role": "user", "content": prompt}], condition="cot",
+                                                  add_generation_prompt=True, return_dict=True,
+                                                  return_tensors="pt")
+        assert inputs["token_type_ids"].bool().all()
+        with torch.no_grad():
+            output = hf_model.generate(**inputs, max_new_tokens=24)
+        assert _answers(hf_tokenizer, inputs, output) == _frugal_generate(exported, capsys, prompt, condition="cot")
+
+
+def test_text_generation_pipeline_answers_as_frugal_generate_given_the_type_ids(exported, capsys):
+    """transformers' text-generation pipeline passes generate only input_ids and attention_mask
+    (5.24), so the instruction's token_type_ids go in as a generate argument (README)."""
+    hf_tokenizer = transformers.AutoTokenizer.from_pretrained(exported)
+    generator = transformers.pipeline("text-generation", model=str(exported), dtype=torch.float32)
+    prompt = PROMPTS[0]
+    types = hf_tokenizer(prompt, return_tensors="pt")["token_type_ids"]
+    answer = generator(prompt, token_type_ids=types, max_new_tokens=24, return_full_text=False)
+    assert answer[0]["generated_text"] == _frugal_generate(exported, capsys, prompt)[0][0]

@@ -4,8 +4,9 @@ Output (built in `OUT.partial`, then renamed: `files.staged_output`; OUT must be
 - `config.json`: every forward-affecting field (`hf_config.to_hf_config`);
 - `model.safetensors`: EMA weights by default (the averaged weights are the better model),
   the raw ones with `use_ema=False`; fp32, transformers' names;
-- `tokenizer.json`, `tokenizer_config.json`, `special_tokens_map.json` for AutoTokenizer,
-  and our `tokenizer_info.json`, so `--model OUT` reloads the roles exactly;
+- `tokenizer.json`, `tokenizer_config.json`, `special_tokens_map.json` for AutoTokenizer
+  (which marks the instruction with `token_type_ids`, see `hf_tokenizer.py`), and our
+  `tokenizer_info.json`, so `--model OUT` reloads the roles exactly;
 - `generation_config.json`: EOA is EOS (and stops `generate`), PAD is our pad token, BOQ is
   BOS; greedy by default, 256 new tokens (our engine's default; transformers' own is 20);
 - `frugal_export.json`: where the weights came from.
@@ -82,6 +83,6 @@ def export_hf(model_dir: Path | str, out: Path | str, use_ema: bool = True) -> E
         write_hf_weights(staging / "model.safetensors", weights)
         (staging / "config.json").write_text(json.dumps(hf_config, indent=1))
         (staging / "generation_config.json").write_text(json.dumps(generation, indent=1))
-        write_hf_tokenizer(tokenizer, tokenizer_dir, staging, config.max_seq_len)
+        write_hf_tokenizer(tokenizer, staging, config.max_seq_len)
         (staging / "frugal_export.json").write_text(json.dumps(provenance, indent=1))
     return ExportResult(out, source, config)

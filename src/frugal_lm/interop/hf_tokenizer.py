@@ -1,17 +1,24 @@
 """Tokenizer files for transformers, and the role mapping back from them.
 
 Design choices:
-- Export keeps `tokenizer.json` byte for byte (a `tokenizers` file is what transformers'
-  fast tokenizer loads), adds `tokenizer_config.json` + `special_tokens_map.json`
-  naming BOQ as BOS, EOA as EOS, our PAD, and EOQ plus the condition tokens as additional
+- Export writes `tokenizer.json` (what transformers' fast tokenizer loads: our vocabulary
+  and merges, plus the post-processor below), `tokenizer_config.json` and
+  `special_tokens_map.json` naming BOQ as BOS, EOA as EOS, our PAD, and EOQ plus the condition tokens as additional
   special tokens, and keeps our `tokenizer_info.json` so we reload the roles ourselves.
   `tokenizer_class` is `PreTrainedTokenizerFast`, which every transformers version maps to
-  its tokenizers-backed class; our tokenizer has no post-processor, so transformers'
-  `add_special_tokens=True` adds nothing and plain text encodes to the same ids as ours.
+  its tokenizers-backed class.
+- PrefixLM needs `token_type_ids == 1` on the instruction, and transformers' tokenizer
+  gives all zeros unless `tokenizer.json` says otherwise. So the exported `tokenizer.json`
+  carries a post-processor (`prefix_lm_post_processor`): `tok(text)` is an instruction
+  (BOQ + <direct> + text + EOQ, type 1 throughout: what `frugal generate --prompt text`
+  feeds the model), `tok(instruction, response)` the training layout (response + EOA, type
+  0). `model_input_names` lists token_type_ids so they are always returned, and padding is
+  on the left as `generate` needs. Our own code encodes with `add_special_tokens=False`,
+  which the post-processor leaves alone (ids unchanged, types 1: harmless to us).
 - A chat template renders our prompt layout (BOQ + condition + text + EOQ; an assistant
-  turn is text + EOA), so `apply_chat_template(..., condition="cot")` gives exactly the
-  ids our engine feeds the model. The tokens before the response are the instruction,
-  to be marked with `token_type_ids == 1` for PrefixLM attention.
+  turn is text + EOA), so `apply_chat_template(..., condition="cot", return_dict=True)`
+  gives exactly the ids our engine feeds the model, all typed 1 by the post-processor
+  (the rendered text is one sequence): right for a prompt, which is all instruction.
 - Import: roles come from, first to last, an explicit mapping file (`--special-tokens`),
   the directory's own `tokenizer_info.json`, or the HRM-Text defaults (which match the
   released HRM-Text tokenizer). A role token missing from the vocabulary is an error.
@@ -24,6 +31,7 @@ import shutil
 from pathlib import Path
 
 import yaml
+from tokenizers import Tokenizer, processors
 
 from frugal_lm.data.tokenizer import DEFAULT_CONDITION_TOKENS, DEFAULT_SPECIAL_TOKENS, TextTokenizer, load_tokenizer
 from frugal_lm.errors import FrugalError
@@ -49,18 +57,29 @@ def chat_template(tokens: dict[str, str], conditions: dict[str, str]) -> str:
             "{%- endif -%}{%- endfor -%}")
 
 
-def write_hf_tokenizer(tokenizer: TextTokenizer, source_dir: Path, out: Path, max_length: int) -> None:
-    """transformers' tokenizer files, plus ours, for `tokenizer` (stored in `source_dir`) into `out`."""
+def prefix_lm_post_processor(tokenizer: TextTokenizer) -> processors.TemplateProcessing:
+    """One text -> our instruction under the default condition (BOQ <direct> text EOQ, all type 1);
+    two texts -> instruction (type 1) + response + EOA (type 0): the layout the model was trained on."""
+    ids = {**tokenizer.special_ids, "direct": tokenizer.condition_ids["direct"]}
+    name = {role: tokenizer.tokenizer.id_to_token(i) for role, i in ids.items()}
+    instruction = f"{name['boq']}:1 {name['direct']}:1 $A:1 {name['eoq']}:1"
+    return processors.TemplateProcessing(single=instruction, pair=f"{instruction} $B:0 {name['eoa']}:0",
+                                         special_tokens=[(name[r], ids[r]) for r in ("boq", "direct", "eoq", "eoa")])
+
+
+def write_hf_tokenizer(tokenizer: TextTokenizer, out: Path, max_length: int) -> None:
+    """transformers' tokenizer files, plus ours, for `tokenizer` into `out`."""
     tokens = {role: tokenizer.tokenizer.id_to_token(i) for role, i in tokenizer.special_ids.items()}
     conditions = {tag: tokenizer.tokenizer.id_to_token(i) for tag, i in tokenizer.condition_ids.items()}
-    if (source_dir / "tokenizer.json").is_file():
-        shutil.copyfile(source_dir / "tokenizer.json", out / "tokenizer.json")
-    else:
-        tokenizer.tokenizer.save(str(out / "tokenizer.json"))
+    # A copy, so the post-processor does not leak into the caller's tokenizer.
+    hf_tokenizer = Tokenizer.from_str(tokenizer.tokenizer.to_str())
+    hf_tokenizer.post_processor = prefix_lm_post_processor(tokenizer)
+    hf_tokenizer.save(str(out / "tokenizer.json"))
     write_tokenizer_info(tokenizer, out)
     special_map = {"bos_token": tokens["boq"], "eos_token": tokens["eoa"], "pad_token": tokens["pad"],
                    "additional_special_tokens": [tokens["eoq"], *conditions.values()]}
     config = {"tokenizer_class": "PreTrainedTokenizerFast", **special_map, "model_max_length": max_length,
+              "model_input_names": ["input_ids", "token_type_ids", "attention_mask"], "padding_side": "left",
               "clean_up_tokenization_spaces": False, "chat_template": chat_template(tokens, conditions)}
     (out / "tokenizer_config.json").write_text(json.dumps(config, indent=1))
     (out / "special_tokens_map.json").write_text(json.dumps(special_map, indent=1))
