@@ -33,7 +33,7 @@ def test_derived_sizes():
 
 @pytest.mark.parametrize("overrides, message", [
     (["model.hiden_size=3"], "unknown key 'model.hiden_size'; allowed: attention_backend"),
-    (["lrate=1"], "unknown key 'lrate'; allowed: batch_tokens"),
+    (["lrate=1"], "unknown key 'lrate'; allowed: activation_checkpointing, batch_tokens"),
     (["lr=fast"], "bad value for 'lr' \\('fast'\\)"),
     (["model.attention_backend=xformers"], "bad value for 'model.attention_backend'.*'auto', 'sdpa', 'flex' or 'fa3'"),
     (["preset=XS"], "unknown preset 'XS'; allowed: B, L, XL, XXL, tiny"),

@@ -27,6 +27,11 @@ NetName = Literal["hrm", "transformer", "universal"]
 AttentionBackendName = Literal["auto", "sdpa", "flex", "fa3"]
 
 
+# Longest context a model may declare: RoPE tables and KV caches are sized from it before any
+# weight is read, so a typo (1e9) would otherwise try to allocate terabytes.
+MAX_SEQ_LEN = 1 << 20
+
+
 def round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
@@ -77,6 +82,13 @@ class ModelConfig(StrictModel):
             raise ValueError(f"head_dim (hidden_size / n_heads = {self.head_dim}) must be even for RoPE")
         if self.net == "hrm" and self.n_layers % 2:
             raise ValueError(f"net=hrm splits n_layers into two stacks: n_layers must be even, got {self.n_layers}")
+        if self.max_seq_len > MAX_SEQ_LEN:
+            raise ValueError(f"max_seq_len must be <= {MAX_SEQ_LEN:,} (it sizes RoPE tables and KV caches), "
+                             f"got {self.max_seq_len:,}")
+        for name in ("expansion", "norm_eps", "rope_theta", "init_std"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {value}")
         if self.bp_steps_start > self.bp_steps_end:
             raise ValueError("bp_steps_start must be <= bp_steps_end")
         if not 0.0 <= self.bp_warmup_fraction <= 1.0:
@@ -140,7 +152,11 @@ class RunConfig(StrictModel):
     log_every: int = 10
     price_per_device_hour: float = 2.0
     """Dollars per device-hour, for the cost shown while training."""
-    compile: bool = False
+    compile: bool | Literal["auto"] = "auto"
+    """Compile each block with torch.compile. `auto`: on CUDA only (on CPU the compiled
+    blocks measured slower than eager, benchmarks/RESULTS.md)."""
+    activation_checkpointing: bool = False
+    """Recompute each block's activations in the backward pass: less memory, ~1/3 more compute."""
     time_limit_s: float | None = None
     """Wall seconds for the training loop. The total step count (`steps` is the first guess)
     is re-fitted after every step to what the mean step time so far leaves room for, so the
@@ -166,12 +182,23 @@ class RunConfig(StrictModel):
     def _check_training(self) -> RunConfig:
         if self.epochs is not None and self.steps is not None:
             raise ValueError("give epochs or steps, not both")
+        for name in ("epochs", "steps"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1 (leave it out for one epoch of the data)")
+        if not all(0 <= beta < 1 for beta in self.betas):
+            raise ValueError(f"betas must each be in [0, 1), got {list(self.betas)}")
+        if self.ema_decay is not None and not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1) or null (no EMA), got {self.ema_decay}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(f"grad_clip must be > 0 or null (no clipping), got {self.grad_clip}")
+        if self.weight_decay < 0 or self.price_per_device_hour < 0:
+            raise ValueError("weight_decay and price_per_device_hour must be >= 0")
         for name in ("batch_tokens", "keep_checkpoints", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         if self.time_limit_s is not None and (self.time_limit_s <= 0 or self.steps is None):
             raise ValueError("time_limit_s must be > 0 and comes with steps= (the first guess of the step count)")
-        if self.lr <= 0 or not 0 <= self.lr_floor <= 1 or self.warmup_steps < 0 or self.checkpoint_every < 0:
+        if not (math.isfinite(self.lr) and self.lr > 0) or not 0 <= self.lr_floor <= 1 or self.warmup_steps < 0 or self.checkpoint_every < 0:
             raise ValueError("need lr > 0, 0 <= lr_floor <= 1, warmup_steps >= 0, checkpoint_every >= 0")
         return self
 

@@ -25,6 +25,7 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from frugal_lm.config import ModelConfig
 from frugal_lm.model.attention import AttentionLayout, prefix_lm_attention
@@ -123,9 +124,15 @@ class Stack(nn.Module):
         super().__init__()
         self.eps = config.norm_eps
         self.layers = nn.ModuleList(Block(config) for _ in range(n_blocks))
+        self.checkpoint_blocks = False
+        """Recompute each block's activations in the backward pass (activation checkpointing)."""
 
     def forward(self, x_BTC, rotary, layout: AttentionLayout | None, backend: str,
                 cache: AttentionCache | None = None, first_slot: int = 0) -> torch.Tensor:
+        recompute = self.checkpoint_blocks and cache is None and torch.is_grad_enabled()
         for index, block in enumerate(self.layers):
-            x_BTC = block(x_BTC, rotary, layout, backend, cache, first_slot + index)
+            if recompute:
+                x_BTC = checkpoint(block, x_BTC, rotary, layout, backend, use_reentrant=False)
+            else:
+                x_BTC = block(x_BTC, rotary, layout, backend, cache, first_slot + index)
         return rms_norm(x_BTC, self.eps)

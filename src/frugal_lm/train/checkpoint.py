@@ -12,8 +12,9 @@
 Atomicity: everything is written into `step_X.partial`, then renamed to `step_X` in one
 `os.replace`. A run killed mid-write leaves only a `.partial` directory, which is ignored
 and cleaned up next time; a directory named `step_X` is always complete. Distributed
-Checkpoint's metadata file is a pickle: resume only from checkpoints your own runs wrote
-(weights for sharing travel as safetensors).
+Checkpoint's metadata file is a pickle and its non-tensor entries are `torch.save` bytes;
+both are read without executing code (`safe_dcp`): a run directory copied from elsewhere
+can be resumed safely.
 """
 
 from __future__ import annotations
@@ -38,9 +39,10 @@ from torch.distributed.checkpoint.state_dict import (
     set_state_dict,
 )
 
-from frugal_lm.config import RunConfig
+from frugal_lm.config import RunConfig, validate
 from frugal_lm.errors import FrugalError
 from frugal_lm.train.optimizer import AdamATan2
+from frugal_lm.train.safe_dcp import SafeFileSystemReader, SafeLoadPlanner
 from frugal_lm.train.safetensors_io import checksum_metadata
 
 STEP_DIR = re.compile(r"^step_(\d{8})$")
@@ -123,7 +125,8 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: AdamATan2) ->
     """Restore model, optimizer and RNG states in place; return the trainer state."""
     model_state, optimizer_state = get_state_dict(model, optimizer)
     state = {"model": model_state, "optimizer": optimizer_state}
-    dcp.load(state, checkpoint_id=Path(path) / "train_state")
+    folder = Path(path) / "train_state"
+    dcp.load(state, storage_reader=SafeFileSystemReader(folder), planner=SafeLoadPlanner())
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
     _set_rng_states(torch.load(Path(path) / "rng.pt", weights_only=True))
     return json.loads((Path(path) / "trainer_state.json").read_text())
@@ -155,6 +158,18 @@ def _fsync_directory(folder: Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+def read_run_config(checkpoint: Path) -> RunConfig:
+    """The resolved config a checkpoint (or a run directory) was written with."""
+    path = Path(checkpoint) / "config.yaml"
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise FrugalError(f"{path}: unreadable run config ({error})") from None
+    if not isinstance(data, dict):
+        raise FrugalError(f"{path}: not a run config (expected a mapping of keys to values)")
+    return validate(RunConfig, data, str(path))
 
 
 def require_checkpoint(run_dir: Path) -> Path:

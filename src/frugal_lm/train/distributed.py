@@ -45,15 +45,15 @@ def init_distributed(device_type: str) -> Distributed:
     return Distributed(dist.get_rank(), dist.get_world_size(), local_rank)
 
 
-def shard_model(model: torch.nn.Module, device_type: str) -> torch.nn.Module:
+def shard_model(model: torch.nn.Module, bf16: bool) -> torch.nn.Module:
     """FSDP2: one `fully_shard` per block, then the root."""
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     policy = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-              if device_type == "cuda" else MixedPrecisionPolicy())
+              if bf16 else MixedPrecisionPolicy())
     for module in model.modules():
         if isinstance(module, Block):
-            fully_shard(module, mp_policy=policy)
+            fully_shard(module, mp_policy=policy, reshard_after_forward=False)
     fully_shard(model, mp_policy=policy)
     return model
 

@@ -38,30 +38,45 @@ class AdamATan2(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            beta1, beta2 = group["betas"]
-            for param in group["params"]:
-                if param.grad is None:
-                    continue
-                state = self.state[param]
-                if not state:
-                    state["step"] = torch.zeros((), dtype=torch.float32)
-                    state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-                    if group["ema_decay"] is not None:
-                        state["ema"] = param.detach().clone()
-                state["step"] += 1
-                step = state["step"].item()
-                grad = param.grad
-                exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-                exp_avg.lerp_(grad, 1 - beta1)
-                exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-                param.mul_(1 - group["lr"] * group["weight_decay"])
-                denominator = (exp_avg_sq / (1 - beta2 ** step)).sqrt_().mul_(group["b"])
-                update = torch.atan2(exp_avg / (1 - beta1 ** step), denominator)
-                param.add_(update, alpha=-group["lr"] * group["a"])
-                if "ema" in state:
-                    state["ema"].lerp_(param, 1 - group["ema_decay"])
+            params = [param for param in group["params"] if param.grad is not None]
+            if params:
+                self._update(group, params)
         return loss
+
+    def _update(self, group: dict, params: list[torch.Tensor]) -> None:
+        """One step for `params`, as multi-tensor (foreach) kernels: a handful of launches per
+        group instead of ~10 per parameter, with the same arithmetic as the formula above."""
+        beta1, beta2 = group["betas"]
+        lr, states = group["lr"], [self._state_of(param, group) for param in params]
+        for state in states:
+            state["step"] += 1
+        # Step counts live on the CPU, so reading them costs no device sync.
+        steps = [state["step"].item() for state in states]
+        grads = [param.grad for param in params]
+        exp_avgs = [state["exp_avg"] for state in states]
+        exp_avg_sqs = [state["exp_avg_sq"] for state in states]
+        torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+        torch._foreach_mul_(exp_avg_sqs, beta2)
+        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
+        torch._foreach_mul_(params, 1 - lr * group["weight_decay"])
+        denominators = torch._foreach_div(exp_avg_sqs, [1 - beta2 ** step for step in steps])
+        torch._foreach_sqrt_(denominators)
+        torch._foreach_mul_(denominators, group["b"])
+        numerators = torch._foreach_div(exp_avgs, [1 - beta1 ** step for step in steps])
+        updates = [torch.atan2(numerator, denominator) for numerator, denominator in zip(numerators, denominators)]
+        torch._foreach_add_(params, updates, alpha=-lr * group["a"])
+        if group["ema_decay"] is not None:
+            torch._foreach_lerp_([state["ema"] for state in states], params, 1 - group["ema_decay"])
+
+    def _state_of(self, param: torch.Tensor, group: dict) -> dict:
+        state = self.state[param]
+        if not state:
+            state["step"] = torch.zeros((), dtype=torch.float32)
+            state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+            if group["ema_decay"] is not None:
+                state["ema"] = param.detach().clone()
+        return state
 
     def ema_tensors(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(parameter, its EMA) for every parameter that has taken a step."""

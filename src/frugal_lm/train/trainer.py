@@ -1,14 +1,17 @@
 """The training loop: one code path for one CPU, one GPU, or `torchrun` with FSDP2.
 
-Per step: set the scheduled LR and `bp_steps`, run the packed batch, normalise the loss by
-the *global* number of label tokens (so N ranks compute exactly the gradient of one process
-holding the whole batch), clip, step AdamATan2 (which also updates the EMA), log one line
-to `RUN_DIR/metrics.jsonl`, and checkpoint every `checkpoint_every` steps and at each epoch
-end. A non-finite loss stops the run before the bad update is checkpointed.
+`train` runs named phases: build the model and optimizer, restore a checkpoint
+(`resume=true`), plan the run, then loop over batches: one `TrainStep` (train/step.py:
+forward at the run's precision, loss normalised by the *global* label-token count, clip,
+AdamATan2 + EMA), one metrics line to `RUN_DIR/metrics.jsonl`, and a checkpoint every
+`checkpoint_every` steps and at the end. A non-finite loss stops the run before the bad
+update is applied or checkpointed.
 
-Resume (`resume=true`) restores model, optimizer+EMA, RNG and the loader position from the
-latest complete checkpoint and drops metrics lines logged after it, so the metrics file of a
-killed-and-resumed run equals that of an uninterrupted one.
+Resume restores model, optimizer+EMA, RNG and the loader position from the latest complete
+checkpoint and drops metrics lines logged after it, so the metrics file of a killed-and-
+resumed run equals that of an uninterrupted one. It refuses other data or other settings
+that shape the run (`_check_resumable`); only the length of the run and how it is run
+(device, precision, logging, checkpointing) may change.
 
 Fine-tuning (`init_from=DIR`) takes DIR's architecture and vocabulary from its config.yaml
 (an imported model needs no restated sizes; model.* keys set to other than the preset's
@@ -22,7 +25,6 @@ import math
 import platform
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,28 +33,26 @@ import yaml
 from tqdm import tqdm
 
 from frugal_lm.config import ModelConfig, RunConfig, validate
-from frugal_lm.data.loader import LoaderState, MixedDataset, PackedLoader
+from frugal_lm.data.batch import PackedBatch
+from frugal_lm.data.loader import MixedDataset, PackedLoader
 from frugal_lm.errors import FrugalError
-from frugal_lm.model import bp_steps_at, build_model, language_model_loss
-from frugal_lm.plan.budget import plan_run, read_data_profile
-from frugal_lm.plan.devices import device_running_here
+from frugal_lm.model import bp_steps_at, build_model
+from frugal_lm.plan.budget import TrainingPlan, plan_run, read_data_profile
+from frugal_lm.plan.devices import Device, device_running_here
 from frugal_lm.plan.flops import training_flops_per_token
-from frugal_lm.train.checkpoint import (
-    latest_checkpoint,
-    load_checkpoint,
-    remove_partial_checkpoints,
-    require_checkpoint,
-    save_checkpoint,
-)
-from frugal_lm.train.loggers import MetricsLogger, check_available
+from frugal_lm.runtime import resolve_device, uses_bf16
+from frugal_lm.train.checkpoint import latest_checkpoint, remove_partial_checkpoints, save_checkpoint
 from frugal_lm.train.distributed import Distributed, init_distributed, shard_model, shutdown
+from frugal_lm.train.loggers import MetricsLogger, check_available
 from frugal_lm.train.optimizer import AdamATan2
+from frugal_lm.train.resume import Progress, data_fingerprint, resume
 from frugal_lm.train.schedules import learning_rate
+from frugal_lm.train.step import StepResult, TrainStep, checkpoint_activations, compile_blocks
 from frugal_lm.train.weights import load_weights, read_model_config, weights_file
 
+__all__ = ["TrainResult", "resolve_device", "steps_within", "train"]
+
 UNBOUNDED_EPOCHS = 1 << 30
-
-
 @dataclass
 class TrainResult:
     run_dir: Path
@@ -60,41 +60,6 @@ class TrainResult:
     tokens: int
     last_loss: float
     checkpoint: Path | None
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto`, `cpu` or `cuda` (the `device=` key and every command's `--device`) -> a device."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise FrugalError("device cuda was asked for, but PyTorch sees no CUDA GPU; use cpu or auto")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
-
-
-def cpu_has_native_bf16() -> bool:
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def uses_bf16(precision: str, device: torch.device) -> bool:
-    return precision == "bf16" or (precision == "auto" and (device.type == "cuda" or cpu_has_native_bf16()))
-
-
-def autocast_for(precision: str, device: torch.device):
-    return torch.autocast(device.type, dtype=torch.bfloat16) if uses_bf16(precision, device) else nullcontext()
-
-
-def _check_same_tokenizer(saved: Path, current: Path) -> None:
-    """Resuming on data made with another tokenizer would train on mismatched ids."""
-    def read(folder: Path) -> bytes | None:
-        return (folder / "tokenizer.json").read_bytes() if (folder / "tokenizer.json").is_file() else None
-
-    if read(saved) is not None and read(current) is not None and read(saved) != read(current):
-        raise FrugalError(f"the data's tokenizer ({current}) differs from the one this run was trained with "
-                          f"({saved}); resume with the same data, or start a new run (init_from=) instead")
 
 
 # Keys that shape the weights or the forward pass. With init_from=DIR they come from DIR's model
@@ -142,12 +107,6 @@ def steps_within(time_limit_s: float, elapsed_s: float, seconds_per_step: float,
     return step + max(0, math.floor((time_limit_s - elapsed_s) / max(seconds_per_step, 1e-9)))
 
 
-def _truncate_metrics(path: Path, last_step: int) -> None:
-    if path.exists():
-        kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= last_step]
-        path.write_text("".join(line + "\n" for line in kept))
-
-
 def _describe(config: RunConfig, distributed: Distributed, device: torch.device, parameters: int) -> str:
     environment = (f"# frugal-lm on {platform.node()}: python {sys.version.split()[0]}, torch {torch.__version__}, "
                    f"device {device}, world size {distributed.world_size}, {parameters:,} parameters")
@@ -171,154 +130,191 @@ def train(config: RunConfig) -> TrainResult:
         shutdown(distributed)
 
 
+def _build(config: RunConfig, device: torch.device, distributed: Distributed, bf16: bool):
+    """Model (initialised from `seed`, or init_from's weights) and optimizer, compiled,
+    checkpointed and sharded as the config says."""
+    torch.manual_seed(config.seed)
+    model = build_model(config.model).to(device)
+    if config.init_from is not None and not config.resume:
+        model.load_state_dict(load_weights(config.init_from, config.model), strict=True)
+    if config.activation_checkpointing:
+        checkpoint_activations(model)
+    if config.compile is True or (config.compile == "auto" and device.type == "cuda"):
+        compile_blocks(model)
+    if distributed.world_size > 1:
+        model = shard_model(model, bf16)
+    optimizer = AdamATan2(model.parameters(), lr=config.lr, betas=config.betas,
+                          weight_decay=config.weight_decay, ema_decay=config.ema_decay)
+    return model, optimizer
+
+
+def _plan(config: RunConfig, total_steps: int, progress: Progress, distributed: Distributed,
+          device: torch.device, bf16: bool) -> tuple[TrainingPlan, Device]:
+    data_profile = read_data_profile(Path(config.data))
+    hardware = device_running_here(device.type, device.index or 0, bf16)
+    plan = plan_run(config.model, config.preset, float(total_steps * config.batch_tokens * distributed.world_size),
+                    distributed.world_size, hardware, price_per_gpu_hour=config.price_per_device_hour,
+                    label_fraction=data_profile.label_fraction, lengths=data_profile.lengths,
+                    batch_tokens=config.batch_tokens)
+    if distributed.is_main:
+        print(f"plan: {total_steps - progress.step:,} steps, ~{plan.processed_tokens:,.0f} token slots, "
+              f"{plan.flops_per_token / 1e9:.2f} GFLOP/token, ~{plan.wall_hours * 60:.1f} min and "
+              f"${plan.dollars:.2f} at {plan.mfu:.0%} MFU of {hardware.description} "
+              f"({hardware.peak_flops / 1e12:.2f} TFLOP/s peak)", file=sys.stderr)
+    return plan, hardware
+
+
+def _check_token_ids(batch: PackedBatch, vocab_size: int, dataset: MixedDataset) -> None:
+    largest = int(batch.input_ids.max()) if batch.input_ids.numel() else 0
+    if largest >= vocab_size:
+        raise FrugalError(f"data={dataset.directory} holds token id {largest}, but the model's vocabulary has "
+                          f"{vocab_size} ids (its metadata.json vocab_size, or init_from's model); "
+                          f"tokenize and mix the data again with the model's tokenizer")
+
+
 def _train(config: RunConfig, run_dir: Path, device: torch.device, distributed: Distributed) -> TrainResult:
     dataset = MixedDataset(config.data)
-    model_config = _model_config_for(config, dataset)
-    config = config.model_copy(update={"model": model_config})
-    row_len = config.row_len or int(dataset.metadata.get("max_seq_len", model_config.max_seq_len))
+    config = config.model_copy(update={"model": _model_config_for(config, dataset)})
+    row_len = config.row_len or int(dataset.metadata.get("max_seq_len", config.model.max_seq_len))
     rows_per_rank = config.batch_tokens // row_len
     if rows_per_rank < 1:
         raise FrugalError(f"batch_tokens={config.batch_tokens} is smaller than one row of {row_len} tokens")
-
-    torch.manual_seed(config.seed)
-    model = build_model(model_config).to(device)
-    if config.init_from is not None and not config.resume:
-        model.load_state_dict(load_weights(config.init_from, model_config), strict=True)
-    if distributed.world_size > 1:
-        model = shard_model(model, device.type)
-    optimizer = AdamATan2(model.parameters(), lr=config.lr, betas=config.betas,
-                          weight_decay=config.weight_decay, ema_decay=config.ema_decay)
-    forward = torch.compile(model) if config.compile else model
+    bf16 = uses_bf16(config.precision, device, config.model.hidden_size)
+    model, optimizer = _build(config, device, distributed, bf16)
     loader = PackedLoader(dataset, row_len, rows_per_rank, distributed.rank, distributed.world_size,
                           config.instruction_loss)
     epochs = config.epochs or (UNBOUNDED_EPOCHS if config.steps else 1)
     total_steps = config.steps or sum(loader.steps_in(epoch) for epoch in range(epochs))
 
-    step, tokens_seen, state = 0, 0, LoaderState()
-    metrics_path = run_dir / "metrics.jsonl"
+    progress = Progress()
     if config.resume:
-        checkpoint = require_checkpoint(run_dir)
-        _check_same_tokenizer(checkpoint / "tokenizer", dataset.directory / "tokenizer")
-        trainer_state = load_checkpoint(checkpoint, model, optimizer)
-        step, tokens_seen = trainer_state["step"], trainer_state["tokens"]
-        state = LoaderState(**trainer_state["loader"])
-        if distributed.is_main:
-            _truncate_metrics(metrics_path, step)
+        progress = resume(config, run_dir, model, optimizer, dataset, distributed)
     remove_partial_checkpoints(run_dir)
     if distributed.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        description = _describe(config, distributed, device, sum(p.numel() for p in model.parameters()))
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
-        print(description, file=sys.stderr)
+        print(_describe(config, distributed, device, sum(p.numel() for p in model.parameters())), file=sys.stderr)
+    plan, hardware = _plan(config, total_steps, progress, distributed, device, bf16)
+    loop = _Loop(config, run_dir, distributed, dataset, loader, TrainStep(model, optimizer, distributed, bf16,
+                                                                           config.grad_clip), hardware)
+    start = Progress(progress.step, progress.tokens, progress.loader)
+    last_saved = loop.run(progress, total_steps, epochs, device)
+    if distributed.is_main and progress.step > start.step:
+        _report_plan_vs_actual(run_dir, plan, loop, progress, start, total_steps, config, distributed, hardware)
+    return TrainResult(run_dir, progress.step, progress.tokens, loop.last_loss, last_saved or latest_checkpoint(run_dir))
 
-    data_profile = read_data_profile(Path(config.data))
-    hardware = device_running_here(device.type, device.index or 0, uses_bf16(config.precision, device))
-    plan = plan_run(model_config, config.preset, float(total_steps * config.batch_tokens * distributed.world_size),
-                    distributed.world_size, hardware, price_per_gpu_hour=config.price_per_device_hour,
-                    label_fraction=data_profile.label_fraction, lengths=data_profile.lengths,
-                    batch_tokens=config.batch_tokens)
-    if distributed.is_main:
-        print(f"plan: {total_steps - step:,} steps, ~{plan.processed_tokens:,.0f} token slots, "
-              f"{plan.flops_per_token / 1e9:.2f} GFLOP/token, ~{plan.wall_hours * 60:.1f} min and "
-              f"${plan.dollars:.2f} at {plan.mfu:.0%} MFU of {hardware.description} "
-              f"({hardware.peak_flops / 1e12:.2f} TFLOP/s peak)", file=sys.stderr)
 
-    progress = tqdm(total=total_steps, initial=step, disable=not distributed.is_main, unit="step",
-                    dynamic_ncols=True, file=sys.stderr)
-    started, start_step, start_tokens = time.perf_counter(), step, tokens_seen
-    last_loss, last_saved, flops_done, clock_origin = math.nan, None, 0.0, None
-    metrics = (MetricsLogger(run_dir, config.loggers, config.model_dump(mode="json"), config.resume)
-               if distributed.is_main else None)
-    try:
-        reported_epoch = -1
-        for batch, next_state in loader.batches(state, epochs):
-            if step >= total_steps:
-                break
-            if state.epoch != reported_epoch and distributed.is_main:
-                reported_epoch = state.epoch
-                plan_of_epoch = loader.plan(state.epoch)
-                progress.write(f"epoch {state.epoch}: {plan_of_epoch.n_steps:,} steps, packing fills "
-                               f"{plan_of_epoch.slot_use:.2%} of row slots", file=sys.stderr)
-            lr = learning_rate(step, total_steps, config.lr, config.warmup_steps, config.lr_floor)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            bp_steps = bp_steps_at(model_config, step, total_steps)
-            batch = batch.to(device)
-            with autocast_for(config.precision, device):
-                output = language_model_loss(forward, batch, bp_steps)
-            counts = distributed.all_reduce_sum(torch.stack([
-                output.loss_sum, output.label_tokens.float(), output.correct_tokens.float(),
-                output.examples.float(), output.correct_examples.float(),
-                torch.tensor(float(batch.n_tokens), device=device),
-                torch.tensor(time.perf_counter() - started, device=device)]))
-            global_label_tokens = counts[1].clamp(min=1)
-            # Exactly output.loss when there is one rank; N ranks sum to the single-process gradient.
-            (output.loss * (output.label_tokens / global_label_tokens * distributed.world_size)).backward()
-            grad_norm = (torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                         if config.grad_clip else None)
-            loss_value = float(counts[0] / global_label_tokens)
-            if not math.isfinite(loss_value):
-                kept = latest_checkpoint(run_dir)
-                raise FrugalError(f"loss became {loss_value} at step {step + 1}; stopped before applying that "
-                                  f"update. Last good checkpoint: {kept or 'none yet'}")
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            tokens_seen += int(counts[5])
-            if config.time_limit_s is not None:  # every rank sees the same mean clock, so the same total
-                clock = float(counts[6]) / distributed.world_size
-                if clock_origin is None:  # the first step's warm-up stays out of the mean step time
-                    clock_origin = (clock, step)
-                else:
-                    seconds_per_step = (clock - clock_origin[0]) / (step - clock_origin[1])
-                    total_steps = progress.total = steps_within(config.time_limit_s, clock, seconds_per_step, step)
-            last_loss = loss_value
-            elapsed = time.perf_counter() - started
-            tokens_per_second = (tokens_seen - start_tokens) / max(elapsed, 1e-9)
-            flops_done += int(counts[5]) * training_flops_per_token(model_config, bp_steps, data_profile.label_fraction,
-                                                                    data_profile.lengths)
-            mfu = flops_done / max(elapsed, 1e-9) / (hardware.peak_flops * distributed.world_size)
-            record = {
-                "step": step, "epoch": state.epoch, "loss": loss_value,
-                "slot_use": loader.plan(state.epoch).slot_use,
-                "token_accuracy": float(counts[2] / global_label_tokens),
-                "exact_accuracy": float(counts[4] / counts[3].clamp(min=1)),
-                "lr": lr, "bp_steps": bp_steps, "tokens": tokens_seen,
-                "grad_norm": None if grad_norm is None else float(grad_norm.full_tensor()
-                                                                   if hasattr(grad_norm, "full_tensor")
-                                                                   else grad_norm),
-                "elapsed_s": round(elapsed, 3),
-                "tokens_per_second": tokens_per_second,
-                "mfu": mfu,
-                "dollars": elapsed / 3600 * distributed.world_size * config.price_per_device_hour,
-            }
+class _Loop:
+    """The step loop with its clock, metrics and checkpoints."""
+
+    def __init__(self, config: RunConfig, run_dir: Path, distributed: Distributed, dataset: MixedDataset,
+                 loader: PackedLoader, train_step: TrainStep, hardware: Device):
+        self.config, self.run_dir, self.distributed = config, run_dir, distributed
+        self.dataset, self.loader, self.train_step, self.hardware = dataset, loader, train_step, hardware
+        self.data_profile = read_data_profile(Path(config.data))
+        self.last_loss, self.flops_done = math.nan, 0.0
+        self.clock_origin: tuple[float, int] | None = None
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.train_step.started
+
+    def run(self, progress: Progress, total_steps: int, epochs: int, device: torch.device) -> Path | None:
+        config, distributed = self.config, self.distributed
+        bar = tqdm(total=total_steps, initial=progress.step, disable=not distributed.is_main, unit="step",
+                   dynamic_ncols=True, file=sys.stderr)
+        self.train_step.started, self.start_tokens = time.perf_counter(), progress.tokens
+        metrics = (MetricsLogger(self.run_dir, config.loggers, config.model_dump(mode="json"), config.resume)
+                   if distributed.is_main else None)
+        last_saved, reported_epoch = None, -1
+        try:
+            for batch, next_state in self.loader.batches(progress.loader, epochs):
+                if progress.step >= total_steps:
+                    break
+                if progress.loader.epoch != reported_epoch and distributed.is_main:
+                    reported_epoch = progress.loader.epoch
+                    epoch_plan = self.loader.plan(reported_epoch)
+                    bar.write(f"epoch {reported_epoch}: {epoch_plan.n_steps:,} steps, packing fills "
+                              f"{epoch_plan.slot_use:.2%} of row slots", file=sys.stderr)
+                _check_token_ids(batch, config.model.vocab_size, self.dataset)
+                lr = learning_rate(progress.step, total_steps, config.lr, config.warmup_steps, config.lr_floor)
+                bp_steps = bp_steps_at(config.model, progress.step, total_steps)
+                result = self.train_step(batch.to(device), lr, bp_steps)
+                if not result.applied:
+                    raise FrugalError(f"loss became {result.stats.loss} at step {progress.step + 1}; stopped before "
+                                      f"applying that update. Last good checkpoint: "
+                                      f"{latest_checkpoint(self.run_dir) or 'none yet'}")
+                progress.step += 1
+                progress.tokens += int(result.stats.tokens)
+                total_steps = bar.total = self._fit_to_clock(result, progress.step, total_steps)
+                record = self._record(result, progress, lr, bp_steps)
+                if metrics is not None:
+                    metrics.log(record)
+                bar.update(1)
+                if progress.step % config.log_every == 0 or progress.step == total_steps:
+                    bar.set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record['token_accuracy']:.3f}",
+                                    tok_s=f"{record['tokens_per_second']:,.0f}", mfu=f"{record['mfu']:.1%}",
+                                    usd=f"{record['dollars']:.3f}")
+                progress.loader = next_state
+                if self._checkpoint_due(progress, total_steps):
+                    last_saved = self._save(progress)
+        finally:
+            bar.close()
             if metrics is not None:
-                metrics.log(record)
-            progress.update(1)
-            if step % config.log_every == 0 or step == total_steps:
-                progress.set_postfix(loss=f"{loss_value:.4f}", acc=f"{record['token_accuracy']:.3f}",
-                                     tok_s=f"{tokens_per_second:,.0f}", mfu=f"{mfu:.1%}",
-                                     usd=f"{record['dollars']:.3f}")
-            epoch_ends = next_state.step >= loader.steps_in(next_state.epoch)
-            if (config.checkpoint_every and step % config.checkpoint_every == 0) or epoch_ends or step == total_steps:
-                last_saved = save_checkpoint(run_dir, step, model, optimizer,
-                                             {"tokens": tokens_seen, "loader": next_state.to_dict(), "loss": loss_value},
-                                             config, config.keep_checkpoints, dataset.directory / "tokenizer")
-            state = next_state
-    finally:
-        progress.close()
-        if metrics is not None:
-            metrics.close()
-    if distributed.is_main and step > start_step:
-        elapsed = time.perf_counter() - started
-        actual = {"wall_hours": elapsed / 3600, "tokens_per_second": (tokens_seen - start_tokens) / elapsed,
-                  "mfu": flops_done / elapsed / (hardware.peak_flops * distributed.world_size),
-                  "dollars": elapsed / 3600 * distributed.world_size * config.price_per_device_hour,
-                  "steps": step - start_step}
-        fraction = (step - start_step) / max(1, total_steps)
-        predicted = {"wall_hours": plan.wall_hours * fraction, "tokens_per_second": plan.tokens_per_second,
-                     "mfu": plan.mfu, "dollars": plan.dollars * fraction}
-        (run_dir / "plan_vs_actual.json").write_text(json.dumps({"plan": predicted, "actual": actual}, indent=1))
-        print("plan vs actual: " + ", ".join(
-            f"{key} {predicted[key]:.4g} / {actual[key]:.4g}" for key in predicted), file=sys.stderr)
-    return TrainResult(run_dir, step, tokens_seen, last_loss, last_saved or latest_checkpoint(run_dir))
+                metrics.close()
+        return last_saved
+
+    def _fit_to_clock(self, result: StepResult, step: int, total_steps: int) -> int:
+        """With time_limit_s, the total step count the clock leaves room for (every rank sees
+        the same mean clock, so the same total); the first step's warm-up stays out of it."""
+        if self.config.time_limit_s is None:
+            return total_steps
+        clock = float(result.stats.clock_s) / self.distributed.world_size
+        if self.clock_origin is None:
+            self.clock_origin = (clock, step)
+            return total_steps
+        seconds_per_step = (clock - self.clock_origin[0]) / (step - self.clock_origin[1])
+        return steps_within(self.config.time_limit_s, clock, seconds_per_step, step)
+
+    def _record(self, result: StepResult, progress: Progress, lr: float, bp_steps: int) -> dict:
+        stats, world_size = result.stats, self.distributed.world_size
+        elapsed = self.elapsed
+        self.last_loss = stats.loss
+        self.flops_done += int(stats.tokens) * training_flops_per_token(
+            self.config.model, bp_steps, self.data_profile.label_fraction, self.data_profile.lengths)
+        return {
+            "step": progress.step, "epoch": progress.loader.epoch, "loss": stats.loss,
+            "slot_use": self.loader.plan(progress.loader.epoch).slot_use,
+            "token_accuracy": stats.token_accuracy, "exact_accuracy": stats.exact_accuracy,
+            "lr": lr, "bp_steps": bp_steps, "tokens": progress.tokens, "grad_norm": result.grad_norm,
+            "elapsed_s": round(elapsed, 3),
+            "tokens_per_second": (progress.tokens - self.start_tokens) / max(elapsed, 1e-9),
+            "mfu": self.flops_done / max(elapsed, 1e-9) / (self.hardware.peak_flops * world_size),
+            "dollars": elapsed / 3600 * world_size * self.config.price_per_device_hour,
+        }
+
+    def _checkpoint_due(self, progress: Progress, total_steps: int) -> bool:
+        every = self.config.checkpoint_every
+        epoch_ends = progress.loader.step >= self.loader.steps_in(progress.loader.epoch)
+        return bool(every and progress.step % every == 0) or epoch_ends or progress.step == total_steps
+
+    def _save(self, progress: Progress) -> Path:
+        state = {"tokens": progress.tokens, "loader": progress.loader.to_dict(), "loss": self.last_loss,
+                 "data_fingerprint": data_fingerprint(self.dataset)}
+        return save_checkpoint(self.run_dir, progress.step, self.train_step.model, self.train_step.optimizer, state,
+                               self.config, self.config.keep_checkpoints, self.dataset.directory / "tokenizer")
+
+
+def _report_plan_vs_actual(run_dir: Path, plan: TrainingPlan, loop: _Loop, progress: Progress, start: Progress,
+                           total_steps: int, config: RunConfig, distributed: Distributed, hardware: Device) -> None:
+    elapsed = loop.elapsed
+    actual = {"wall_hours": elapsed / 3600, "tokens_per_second": (progress.tokens - start.tokens) / elapsed,
+              "mfu": loop.flops_done / elapsed / (hardware.peak_flops * distributed.world_size),
+              "dollars": elapsed / 3600 * distributed.world_size * config.price_per_device_hour,
+              "steps": progress.step - start.step}
+    fraction = (progress.step - start.step) / max(1, total_steps)
+    predicted = {"wall_hours": plan.wall_hours * fraction, "tokens_per_second": plan.tokens_per_second,
+                 "mfu": plan.mfu, "dollars": plan.dollars * fraction}
+    (run_dir / "plan_vs_actual.json").write_text(json.dumps({"plan": predicted, "actual": actual}, indent=1))
+    print("plan vs actual: " + ", ".join(
+        f"{key} {predicted[key]:.4g} / {actual[key]:.4g}" for key in predicted), file=sys.stderr)

@@ -12,12 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import yaml
 
-from frugal_lm.config import ModelConfig, RunConfig, validate
+from frugal_lm.config import ModelConfig
 from frugal_lm.errors import FrugalError
 from frugal_lm.model import build_model
-from frugal_lm.train.checkpoint import latest_checkpoint
+from frugal_lm.train.checkpoint import latest_checkpoint, read_run_config
 from frugal_lm.train.safetensors_io import read_tensors
 
 
@@ -50,9 +49,4 @@ def load_weights(directory: Path | str, config: ModelConfig, prefer_ema: bool = 
 
 
 def read_model_config(checkpoint: Path) -> ModelConfig:
-    path = checkpoint / "config.yaml"
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as error:
-        raise FrugalError(f"{path}: unreadable run config ({error})") from None
-    return validate(RunConfig, data, str(path)).model
+    return read_run_config(checkpoint).model

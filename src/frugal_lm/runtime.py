@@ -1,0 +1,44 @@
+"""Where the code runs: the device, and the precision training computes in.
+
+Below every stage that runs a model (train, infer, evals), so serving never imports the
+training loop to find its device.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from frugal_lm.errors import FrugalError
+
+# Narrower than this, bf16 matmuls on a CPU with native bf16 instructions lose to fp32
+# (their kernels are tuned for large tiles); at this width and above bf16 wins
+# (benchmarks/RESULTS.md, "Training throughput": 2.3x at hidden 512, 0.6x at hidden 128).
+CPU_BF16_MIN_HIDDEN = 512
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto`, `cpu` or `cuda` (the `device=` key and every command's `--device`) -> a device."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise FrugalError("device cuda was asked for, but PyTorch sees no CUDA GPU; use cpu or auto")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def cpu_has_native_bf16() -> bool:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            flags = handle.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def uses_bf16(precision: str, device: torch.device, hidden_size: int) -> bool:
+    """Whether training computes in bf16 (fp32 master weights): `precision=bf16`, or `auto`
+    on a GPU, or on a CPU with native bf16 instructions for a model wide enough to gain."""
+    if precision != "auto":
+        return precision == "bf16"
+    if device.type == "cuda":
+        return True
+    return cpu_has_native_bf16() and hidden_size >= CPU_BF16_MIN_HIDDEN

@@ -1,0 +1,109 @@
+"""Resuming a run: restore its checkpoint, and refuse to continue it as another run.
+
+`resume=true` restores model, optimizer+EMA, RNG and the loader position from the latest
+complete checkpoint and drops the metrics lines logged after it. Other data (another
+tokenizer, another mixed set) or other settings that shape the run would apply the saved
+loader position and optimizer state to a different run, so they are refused, naming what
+differs; only how long the run goes and how it is run may change (`RESUMABLE_CHANGES`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from frugal_lm.config import RunConfig
+from frugal_lm.data.loader import LoaderState, MixedDataset
+from frugal_lm.errors import FrugalError
+from frugal_lm.train.checkpoint import load_checkpoint, read_run_config, require_checkpoint
+from frugal_lm.train.distributed import Distributed
+
+# Keys that may differ between a run and its resumption: how long it runs and how it is run.
+RESUMABLE_CHANGES = frozenset({"steps", "epochs", "time_limit_s", "resume", "init_from", "device", "precision",
+                               "compile", "activation_checkpointing", "loggers", "log_every", "checkpoint_every",
+                               "keep_checkpoints", "price_per_device_hour", "out", "data"})
+
+
+@dataclass
+class Progress:
+    """Where the run is: what a checkpoint saves besides the weights and optimizer."""
+
+    step: int = 0
+    tokens: int = 0
+    loader: LoaderState = field(default_factory=LoaderState)
+
+
+def check_same_tokenizer(saved: Path, current: Path) -> None:
+    """Resuming on data made with another tokenizer would train on mismatched ids."""
+    def read(folder: Path) -> bytes | None:
+        return (folder / "tokenizer.json").read_bytes() if (folder / "tokenizer.json").is_file() else None
+
+    if read(saved) is not None and read(current) is not None and read(saved) != read(current):
+        raise FrugalError(f"the data's tokenizer ({current}) differs from the one this run was trained with "
+                          f"({saved}); resume with the same data, or start a new run (init_from=) instead")
+
+
+
+
+def truncate_metrics(path: Path, last_step: int) -> None:
+    """Keep the lines up to `last_step`; a torn last line (a crash mid-write) is dropped."""
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines()
+    kept = []
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines):
+                break
+            raise FrugalError(f"{path}:{number}: not a JSON metrics line; the file was edited or damaged") from None
+        if record["step"] <= last_step:
+            kept.append(line)
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+def data_fingerprint(dataset: MixedDataset) -> str:
+    return hashlib.sha256((dataset.directory / "metadata.json").read_bytes()).hexdigest()
+
+
+def check_resumable(config: RunConfig, checkpoint: Path, saved_state: dict, dataset: MixedDataset) -> None:
+    """Resuming with other data or other run-shaping settings would apply the saved loader
+    position and optimizer state to a different run: refuse, naming what differs."""
+    saved = read_run_config(checkpoint)
+    now, then = config.model_dump(mode="json"), saved.model_dump(mode="json")
+    differing = [key for key in now if key not in RESUMABLE_CHANGES and key != "model" and now[key] != then[key]]
+    differing += [f"model.{key}" for key in now["model"]
+                  if key != "attention_backend" and now["model"][key] != then["model"][key]]
+    if differing:
+        shown = ", ".join(f"{key}={_value_at(now, key)} (the run has {_value_at(then, key)})" for key in differing)
+        raise FrugalError(f"resume=true with settings other than the run's: {shown}; resume with the settings in "
+                          f"{checkpoint / 'config.yaml'}, or start a new run (another out=, init_from= to fine-tune)")
+    fingerprint = saved_state.get("data_fingerprint")
+    if fingerprint is not None and fingerprint != data_fingerprint(dataset):
+        raise FrugalError(f"data={dataset.directory} is not the mixed set this run was trained on (its "
+                          f"metadata.json differs); resume with that data, or start a new run")
+
+
+def _value_at(tree: dict, dotted: str):
+    for part in dotted.split("."):
+        tree = tree[part]
+    return tree
+
+
+
+
+def resume(config: RunConfig, run_dir: Path, model, optimizer, dataset: MixedDataset,
+            distributed: Distributed) -> Progress:
+    checkpoint = require_checkpoint(run_dir)
+    check_same_tokenizer(checkpoint / "tokenizer", dataset.directory / "tokenizer")
+    saved_state = json.loads((checkpoint / "trainer_state.json").read_text())
+    check_resumable(config, checkpoint, saved_state, dataset)
+    trainer_state = load_checkpoint(checkpoint, model, optimizer)
+    if distributed.is_main:
+        truncate_metrics(run_dir / "metrics.jsonl", trainer_state["step"])
+        print(f"resuming {run_dir} from step {trainer_state['step']:,} ({checkpoint.name})", file=sys.stderr)
+    return Progress(trainer_state["step"], trainer_state["tokens"], LoaderState(**trainer_state["loader"]))

@@ -1,0 +1,71 @@
+"""Distributed Checkpoint, read without executing code from the checkpoint.
+
+DCP's file reader unpickles `train_state/.metadata`, and its default planner loads
+non-tensor entries (the optimizer's hyperparameters) with `torch.load(weights_only=False)`.
+A run directory handed over by someone else could therefore run code on `resume=true`.
+Here the metadata is unpickled with only the classes DCP's metadata is made of (plain data:
+no callable can be reached), and the byte entries go through `weights_only=True`.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from typing import Any
+
+import torch
+from torch.distributed.checkpoint import DefaultLoadPlanner, FileSystemReader
+from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
+
+from frugal_lm.errors import FrugalError
+
+_METADATA_CLASSES = {
+    "torch.distributed.checkpoint.metadata": {
+        "Metadata", "MetadataIndex", "StorageMeta", "TensorProperties", "TensorStorageMetadata",
+        "BytesStorageMetadata", "ChunkStorageMetadata", "_MEM_FORMAT_ENCODING"},
+    "torch.distributed.checkpoint.filesystem": {"_StorageInfo"},
+    "torch.serialization": {"_get_layout"},  # maps a layout's name to the layout
+    "torch": {"Size"},
+    "pathlib": {"PosixPath", "WindowsPath", "PurePosixPath", "PureWindowsPath", "Path"},
+    "collections": {"OrderedDict"},
+    "builtins": {"set", "frozenset", "slice"},
+}
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if name in _METADATA_CLASSES.get(module, ()) or (module == "torch" and isinstance(
+                getattr(torch, name, None), torch.dtype)):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"{module}.{name} is not part of a checkpoint's metadata")
+
+
+class SafeFileSystemReader(FileSystemReader):
+    def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
+        rank = kwargs.get("rank")
+        path = self.fs.concat_path(self.path, ".metadata" if rank is None else f"__{rank}.metadata")
+        try:
+            with self.fs.create_stream(path, "rb") as stream:
+                metadata = _MetadataUnpickler(stream).load()
+        except (pickle.UnpicklingError, EOFError, AttributeError, ValueError, TypeError) as error:
+            raise FrugalError(f"{path}: not a checkpoint metadata file this version can read safely "
+                              f"({error}); it was not loaded") from None
+        if not isinstance(metadata, Metadata):
+            raise FrugalError(f"{path}: holds a {type(metadata).__name__}, not checkpoint metadata")
+        if getattr(metadata, "storage_meta", None) is None:
+            metadata.storage_meta = StorageMeta()
+        metadata.storage_meta.load_id = self.load_id
+        return metadata
+
+
+class SafeLoadPlanner(DefaultLoadPlanner):
+    def load_bytes(self, read_item: Any, value: io.BytesIO) -> None:
+        try:
+            loaded = torch.load(value, weights_only=True)
+        except pickle.UnpicklingError as error:
+            raise FrugalError(f"checkpoint entry {read_item.dest_index.fqn}: refused to load "
+                              f"({str(error).splitlines()[0]})") from None
+        value = io.BytesIO()
+        torch.save(loaded, value)
+        value.seek(0)
+        super().load_bytes(read_item, value)

@@ -1,0 +1,124 @@
+"""One training step: forward at the run's precision, backward, clip, AdamATan2 + EMA.
+
+Precision. fp32 runs the model as it is. bf16 computes in bf16 with fp32 master weights,
+casting each weight once per step, not once per stack pass (the HRM runs its stacks up to
+8 times a step, and autocast casts a weight at every use): one process calls the model
+with a bf16 copy of its parameters (`torch.func.functional_call`; the copy's gradient
+flows back to the fp32 parameter through the cast), and under FSDP2 the sharding policy
+gathers the weights in bf16 once per step (`distributed.shard_model`).
+
+Compilation (`compile=true`) compiles each block on its own, as torchtitan does: every
+stack pass of every layer reuses one compiled graph (two: with and without gradients),
+where compiling the whole model would unroll passes x layers into one graph.
+
+The step's counts (loss, label tokens, accuracy, tokens, clock) are summed across ranks in
+one all-reduce, as named `StepStats`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch.func import functional_call
+
+from frugal_lm.data.batch import PackedBatch
+from frugal_lm.model import language_model_loss
+from frugal_lm.model.layers import Block, Stack
+from frugal_lm.train.distributed import Distributed
+from frugal_lm.train.optimizer import AdamATan2
+
+
+@dataclass
+class StepStats:
+    """Sums over the step's batch (over every rank once `all_reduced`)."""
+
+    loss_sum: torch.Tensor
+    label_tokens: torch.Tensor
+    correct_tokens: torch.Tensor
+    examples: torch.Tensor
+    correct_examples: torch.Tensor
+    tokens: torch.Tensor
+    clock_s: torch.Tensor
+    """Seconds since the loop started (summed over ranks: divide by the world size)."""
+
+    def all_reduced(self, distributed: Distributed) -> StepStats:
+        fields = dataclasses.fields(self)
+        summed = distributed.all_reduce_sum(torch.stack([getattr(self, field.name).float() for field in fields]))
+        return StepStats(*summed.unbind())
+
+    @property
+    def loss(self) -> float:
+        return float(self.loss_sum / self.label_tokens.clamp(min=1))
+
+    @property
+    def token_accuracy(self) -> float:
+        return float(self.correct_tokens / self.label_tokens.clamp(min=1))
+
+    @property
+    def exact_accuracy(self) -> float:
+        return float(self.correct_examples / self.examples.clamp(min=1))
+
+
+@dataclass
+class StepResult:
+    stats: StepStats            # all-reduced
+    grad_norm: float | None     # before clipping; None without grad_clip
+    applied: bool               # False when the loss was not finite: no update was made
+
+
+def compile_blocks(model: torch.nn.Module) -> None:
+    """Compile every block in place (its parameters and state-dict keys stay as they were)."""
+    for module in model.modules():
+        if isinstance(module, Block):
+            module.compile(dynamic=False)
+
+
+def checkpoint_activations(model: torch.nn.Module) -> None:
+    """Recompute each block's activations in the backward pass instead of keeping them."""
+    for module in model.modules():
+        if isinstance(module, Stack):
+            module.checkpoint_blocks = True
+
+
+class TrainStep:
+    def __init__(self, model: torch.nn.Module, optimizer: AdamATan2, distributed: Distributed,
+                 bf16: bool, grad_clip: float | None, clock: Callable[[], float] = time.perf_counter):
+        self.model, self.optimizer, self.distributed = model, optimizer, distributed
+        # Under FSDP2 the sharding policy already gathers bf16 weights (distributed.shard_model).
+        self.cast_weights = bf16 and distributed.world_size == 1
+        self.grad_clip = grad_clip
+        self.clock, self.started = clock, clock()
+
+    def forward_model(self) -> Callable:
+        if not self.cast_weights:
+            return self.model
+        weights = {name: param.to(torch.bfloat16) for name, param in self.model.named_parameters()}
+        return lambda *args, **kwargs: functional_call(self.model, weights, args, kwargs)
+
+    def __call__(self, batch: PackedBatch, lr: float, bp_steps: int) -> StepResult:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        output = language_model_loss(self.forward_model(), batch, bp_steps)
+        device = output.loss_sum.device
+        stats = StepStats(output.loss_sum, output.label_tokens, output.correct_tokens, output.examples,
+                          output.correct_examples, torch.tensor(float(batch.n_tokens), device=device),
+                          torch.tensor(self.clock() - self.started, device=device)).all_reduced(self.distributed)
+        world_size = self.distributed.world_size
+        # Exactly output.loss with one rank; N ranks' gradients sum to the single-process one.
+        (output.loss * (output.label_tokens / stats.label_tokens.clamp(min=1) * world_size)).backward()
+        grad_norm = (torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+                     if self.grad_clip else None)
+        applied = math.isfinite(stats.loss)
+        if applied:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return StepResult(stats, None if grad_norm is None else _as_float(grad_norm), applied)
+
+
+def _as_float(norm: torch.Tensor) -> float:
+    return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
