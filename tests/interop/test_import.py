@@ -151,3 +151,53 @@ def test_model_keys_given_with_init_from_still_win(hf_random, tiny_run, tmp_path
                                              "model.l_cycles=4", "precision=fp32"]))
     config = read_model_config(result.checkpoint)
     assert (config.l_cycles, config.h_cycles, config.rope_theta, config.hidden_size) == (4, 2, 5e4, 32)
+
+
+def _transformers_tokenizer(tiny_run, directory, **declared):
+    """A tokenizer saved by transformers (tokenizer.json + tokenizer_config.json declaring `declared`)
+    whose vocabulary has its own bos/eos/pad strings and none of HRM-Text's for those roles."""
+    from frugal_lm.data.tokenizer import train_tokenizer
+
+    rows = [json.loads(line) for line in (tiny_run.parent / "synth" / "train.jsonl").read_text().splitlines()]
+    ours = train_tokenizer((text for row in rows for text in (row["instruction"], row["response"])), vocab_size=300,
+                           special_tokens={"boq": "<s>", "eoq": "<|im_end|>", "eoa": "</s>", "pad": "<pad>"})
+    transformers.PreTrainedTokenizerFast(tokenizer_object=ours.tokenizer, **declared).save_pretrained(directory)
+    return ours
+
+
+def test_import_reads_the_special_tokens_the_model_declares(tiny_run, tmp_path, ref, capsys):
+    """bos/eos/pad declared by a directory transformers wrote become BOQ/EOA/PAD; EOQ and the
+    conditions (which transformers cannot name) keep the HRM-Text defaults."""
+    declared = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"}
+    ours = _transformers_tokenizer(tiny_run, tmp_path / "tok", **declared)
+    model_dir = tmp_path / "model"
+    ref.make_hf_model(model_dir, tmp_path / "tok", bos_token_id=ours.special_ids["boq"],
+                      eos_token_id=ours.special_ids["eoa"], pad_token_id=ours.special_ids["pad"])
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        if (tmp_path / "tok" / name).is_file():
+            (model_dir / name).write_bytes((tmp_path / "tok" / name).read_bytes())
+    assert main(["import", "hf", "--hf-dir", str(model_dir), "--out", str(tmp_path / "imported")]) == 0
+    imported = load_model(tmp_path / "imported").tokenizer
+    assert imported.special_ids == ours.special_ids
+    assert imported.condition_ids == ours.condition_ids
+    # Declared only as ids in config.json (the tokenizer files name no pad): the id is looked up.
+    config = json.loads((model_dir / "tokenizer_config.json").read_text())
+    config.pop("pad_token")
+    (model_dir / "tokenizer_config.json").write_text(json.dumps(config))
+    (model_dir / "special_tokens_map.json").unlink(missing_ok=True)
+    import_hf(model_dir, tmp_path / "from_ids")
+    assert load_model(tmp_path / "from_ids").tokenizer.special_ids["pad"] == ours.special_ids["pad"]
+
+
+def test_import_refuses_declared_roles_that_share_a_token(tiny_run, tmp_path, ref, capsys):
+    """A GPT-2-style declaration (one token for bos and eos) would make BOQ and EOA the same token."""
+    ours = _transformers_tokenizer(tiny_run, tmp_path / "tok", bos_token="</s>", eos_token="</s>", pad_token="<pad>")
+    ref.make_hf_model(tmp_path / "model", tmp_path / "tok")
+    (tmp_path / "model" / "tokenizer_config.json").write_bytes((tmp_path / "tok" / "tokenizer_config.json").read_bytes())
+    assert ours.special_ids["eoa"] != ours.special_ids["boq"]
+    capsys.readouterr()
+    assert main(["import", "hf", "--hf-dir", str(tmp_path / "model"), "--out", str(tmp_path / "x")]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1
+    assert ("roles boq (declared in tokenizer_config.json bos_token) and eoa (declared in tokenizer_config.json "
+            "eos_token) are both '</s>'") in error and "--special-tokens FILE" in error

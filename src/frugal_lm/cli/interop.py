@@ -51,8 +51,10 @@ def register(commands: argparse._SubParsersAction) -> None:
         description="Read HF_DIR (config.json, model.safetensors or sharded model-*.safetensors with "
                     "model.safetensors.index.json, tokenizer.json) without network access and write OUT, a "
                     "model directory for --model OUT, init_from=OUT (fine-tuning) and `frugal export hf`. "
-                    "Special tokens default to HRM-Text's (<|im_start|> BOQ, <|im_end|> EOQ, <|box_end|> EOA, "
-                    "<|endoftext|> pad, <|object_ref_start|> direct, ...); --special-tokens maps other strings.")
+                    "Special tokens: the ones the model declares (bos_token = BOQ, eos_token = EOA, pad_token "
+                    "= pad, in tokenizer_config.json, special_tokens_map.json or config.json's ids), else HRM-Text's "
+                    "(<|im_start|> BOQ, <|im_end|> EOQ, <|box_end|> EOA, <|endoftext|> pad, <|object_ref_start|> "
+                    "direct, ...); --special-tokens maps other strings.")
     hf.add_argument("--hf-dir", type=Path, required=True, help="local transformers model directory")
     hf.add_argument("--out", type=Path, required=True, help="new directory (refused if it exists and is not empty)")
     hf.add_argument("--special-tokens", type=Path, metavar="FILE",

@@ -20,8 +20,14 @@ Design choices:
   gives exactly the ids our engine feeds the model, all typed 1 by the post-processor
   (the rendered text is one sequence): right for a prompt, which is all instruction.
 - Import: roles come from, first to last, an explicit mapping file (`--special-tokens`),
-  the directory's own `tokenizer_info.json`, or the HRM-Text defaults (which match the
-  released HRM-Text tokenizer). A role token missing from the vocabulary is an error.
+  the directory's own `tokenizer_info.json` (our export: every role), the special tokens
+  the directory declares (transformers' bos -> BOQ, eos -> EOA, pad -> PAD, as our export
+  declares them; read from tokenizer_config.json, special_tokens_map.json, then the ids in
+  config.json and generation_config.json), and the HRM-Text defaults (the released HRM-Text
+  tokenizer's strings) only for roles still unset: EOQ and the condition tokens have no
+  transformers name. A role token missing from the vocabulary is an error naming where the
+  role came from; so are BOQ, EOQ and EOA sharing a token (a GPT-2-style tokenizer declares
+  one token for bos and eos), which would make prompts and answers indistinguishable.
 """
 
 from __future__ import annotations
@@ -96,7 +102,8 @@ def write_tokenizer_info(tokenizer: TextTokenizer, out: Path) -> None:
 def read_role_mapping(path: Path) -> tuple[dict[str, str], dict[str, str] | None]:
     """(special tokens by role, condition tokens by tag or None) from a JSON/YAML mapping file:
     `{"special_tokens": {"boq": ..., "eoq": ..., "eoa": ..., "pad": ...}, "condition_tokens": {"direct": ...}}`.
-    Roles left out keep the HRM-Text defaults; condition tags, when given, are exactly those listed."""
+    Roles left out come from the model's declarations or the defaults; condition tags, when given,
+    are exactly those listed."""
     try:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
@@ -115,17 +122,86 @@ def read_role_mapping(path: Path) -> tuple[dict[str, str], dict[str, str] | None
         raise FrugalError(f"{path}: unknown role {sorted(unknown)[0]!r} in special_tokens; roles: {', '.join(ROLES)}")
     if conditions is not None and "direct" not in conditions:
         raise FrugalError(f"{path}: condition_tokens must include 'direct' (the default condition)")
-    return {**DEFAULT_SPECIAL_TOKENS, **special}, conditions
+    return special, conditions
+
+
+DECLARED_ROLES = {"bos": "boq", "eos": "eoa", "pad": "pad"}
+"""transformers' special-token names -> our roles, the way our export declares them."""
+
+
+def _json_object(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise FrugalError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
+    if not isinstance(data, dict):
+        raise FrugalError(f"{path}: expected a JSON object")
+    return data
+
+
+def declared_special_tokens(directory: Path, tokenizer: Tokenizer) -> dict[str, tuple[str, str]]:
+    """{role: (token, where it is declared)} for the roles a transformers directory declares.
+    Token strings (tokenizer_config.json, special_tokens_map.json) win over ids (config.json,
+    generation_config.json), earlier files over later ones."""
+    found: dict[str, tuple[str, str]] = {}
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        data = _json_object(directory / name)
+        for hf_name, role in DECLARED_ROLES.items():
+            value = data.get(f"{hf_name}_token")
+            value = value.get("content") if isinstance(value, dict) else value   # a serialised AddedToken
+            if isinstance(value, str) and role not in found:
+                found[role] = (value, f"{name} {hf_name}_token")
+    for name in ("config.json", "generation_config.json"):
+        data = _json_object(directory / name)
+        for hf_name, role in DECLARED_ROLES.items():
+            key = f"{hf_name}_token_id"
+            value = data.get(key)
+            value = value[0] if isinstance(value, list) and value else value   # several EOS ids: the first
+            if role in found or not isinstance(value, int) or isinstance(value, bool):
+                continue
+            token = tokenizer.id_to_token(value)
+            if token is None:
+                raise FrugalError(f"{directory / name}: {key} {value} is not in tokenizer.json's vocabulary")
+            found[role] = (token, f"{name} {key}")
+    return found
 
 
 def load_hf_tokenizer(directory: Path, mapping_file: Path | None = None) -> TextTokenizer:
     """The tokenizer of a transformers model directory with our roles (see module docstring)."""
-    if not (directory / "tokenizer.json").is_file():
+    path = directory / "tokenizer.json"
+    if not path.is_file():
         raise FrugalError(f"{directory}: no tokenizer.json (a transformers fast tokenizer file is needed; "
                           f"save one with AutoTokenizer.from_pretrained(...).save_pretrained(DIR))")
-    special, conditions = read_role_mapping(mapping_file) if mapping_file is not None else (None, None)
+    if mapping_file is None and (directory / "tokenizer_info.json").is_file():
+        return load_tokenizer(directory)   # one of our exports: every role recorded
+    explicit, conditions = read_role_mapping(mapping_file) if mapping_file is not None else ({}, None)
     try:
-        return load_tokenizer(directory, special, conditions or (DEFAULT_CONDITION_TOKENS if special else None))
+        vocabulary = Tokenizer.from_file(str(path))
+    except Exception as error:  # tokenizers raises a bare Exception for a malformed file
+        raise FrugalError(f"{path}: not a valid tokenizers file ({error})") from None
+    declared = declared_special_tokens(directory, vocabulary)
+    special, source = {}, {}
+    for role in ROLES:
+        if role in explicit:
+            special[role], source[role] = explicit[role], f"from {mapping_file}"
+        elif role in declared:
+            special[role], source[role] = declared[role][0], f"declared in {declared[role][1]}"
+        else:
+            special[role], source[role] = DEFAULT_SPECIAL_TOKENS[role], "the HRM-Text default"
+    hint = "" if mapping_file is not None else "; give the tokenizer's own strings with --special-tokens FILE"
+    for role, token in special.items():
+        if vocabulary.token_to_id(token) is None:
+            raise FrugalError(f"{path}: special token {token!r} (role {role}) is not in the vocabulary "
+                              f"({source[role]}){hint}")
+    layout = ("boq", "eoq", "eoa")
+    for index, first in enumerate(layout):
+        for second in layout[index + 1:]:
+            if special[first] == special[second]:
+                raise FrugalError(f"{directory}: roles {first} ({source[first]}) and {second} ({source[second]}) "
+                                  f"are both {special[first]!r}; prompts need distinct tokens{hint}")
+    try:
+        return load_tokenizer(directory, special, conditions or DEFAULT_CONDITION_TOKENS)
     except FrugalError as error:
-        hint = "" if mapping_file is not None else "; give the tokenizer's own strings with --special-tokens FILE"
         raise FrugalError(f"{error}{hint}") from None
