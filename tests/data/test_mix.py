@@ -208,3 +208,24 @@ def test_a_full_disk_is_a_one_line_error_and_removes_the_partial_mix(tokenized, 
     code = main(["data", "mix", "--tokenized", str(tokenized / "tokenized"), "--out", str(out)])
     assert code == 2 and capsys.readouterr().err == f"frugal data: error: {out}: No space left on device\n"
     assert not out.exists() and not (tokenized / "m.partial").exists()
+
+
+def test_a_context_that_drops_every_row_fails_at_mix_naming_the_context_needed(tokenized, capsys):
+    out = tokenized / "m"
+    code = main(["data", "mix", "--tokenized", str(tokenized / "tokenized"), "--out", str(out), "--context", "10"])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.err.count("\n") == 1 and "Tokens per epoch" not in captured.out
+    assert "the mix would hold no rows: of 140 rows, 140 longer than --context 10 (the shortest needs --context" \
+        in captured.err
+    assert not out.exists() and not (tokenized / "m.partial").exists()
+    shortest = int(captured.err.split("the shortest needs --context ")[1].split(";")[0])
+    assert main(["data", "mix", "--tokenized", str(tokenized / "tokenized"), "--out", str(out),
+                 "--context", str(shortest)]) == 0   # the number given is enough for one row
+
+
+def test_rules_that_leave_no_rows_are_refused(tokenized, tmp_path, capsys):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("- prefix: ''\n  repeat: 0\n")
+    code = main(["data", "mix", "--tokenized", str(tokenized / "tokenized"), "--out", str(tokenized / "m"),
+                 "--mix", str(rules)])
+    assert code == 2 and "of 140 rows, 140 left out by the rules' repeat or max_per_file" in capsys.readouterr().err

@@ -212,13 +212,16 @@ def mix(tokenized: Path, out: Path, rules_path: Path | None = None, epochs: int 
 def _mix_into(staging: Path, out: Path, folders: list[Path], tokenized: Path, rules: list[MixRule], epochs: int,
               context: int, seed: int) -> MixResult:
     result = MixResult(out, epochs)
-    vocab_size, offset = 0, 0
+    vocab_size, offset, shortest = 0, 0, None
     kept_per_source = []
     for folder in folders:
         meta, index = _load_source(folder)
         source_name = Path(meta["source"]).name
         rule = next((r for r in rules if source_name.startswith(r.prefix)), MixRule())
         kept, stats = _select_rows(meta, index, rule, context, offset)
+        if len(index["inst_len"]):
+            needed = int((index["inst_len"] + index["resp_len"]).min()) - 1   # the length rule of _select_rows
+            shortest = needed if shortest is None else min(shortest, needed)
         stats.contamination = contamination_status(meta)
         kept_per_source.append((kept, rule, stats))
         offset += npy_length(folder / "tokens.npy")
@@ -238,6 +241,8 @@ def _mix_into(staging: Path, out: Path, folders: list[Path], tokenized: Path, ru
                 stats.tokens_per_epoch = int((kept["inst_len"][rows] + kept["resp_len"][rows]).sum())
                 stats.unique_tokens = int((kept["inst_len"][np.unique(rows)] + kept["resp_len"][np.unique(rows)]).sum())
         order = rng.permutation(sum(len(p["inst_len"]) for p in parts))
+        if len(order) == 0:
+            raise _empty_mix_error(result.sources, shortest, context)
         folder = staging / f"epoch_{epoch}"
         folder.mkdir()
         for name in INDEX_FIELDS:
@@ -257,6 +262,21 @@ def _mix_into(staging: Path, out: Path, folders: list[Path], tokenized: Path, ru
     (staging / "metadata.json").write_text(json.dumps(metadata, indent=1))
     (staging / "report.md").write_text(_report(result, context))
     return result
+
+
+def _empty_mix_error(sources: list[SourceStats], shortest: int | None, context: int) -> FrugalError:
+    """Why no row is left: training on an empty mix would fail later, far from the cause."""
+    available = sum(s.rows_available for s in sources)
+    long, short = sum(s.dropped_long for s in sources), sum(s.dropped_short for s in sources)
+    reasons = []
+    if long:
+        reasons.append(f"{long:,} longer than --context {context} (the shortest needs --context {shortest:,}; "
+                       f"a rule with long_context: truncate keeps rows whose instruction fits)")
+    if short:
+        reasons.append(f"{short:,} with a response shorter than min_response_len")
+    if available - long - short:
+        reasons.append(f"{available - long - short:,} left out by the rules' repeat or max_per_file")
+    return FrugalError(f"the mix would hold no rows: of {available:,} rows, " + "; ".join(reasons or ["none exist"]))
 
 
 def _contamination_cell(status: dict) -> str:
