@@ -76,3 +76,16 @@ def test_chat_max_tokens_spellings():
     assert both.unsupported_field()[0] == "max_completion_tokens"
     with pytest.raises(ValidationError, match="last message"):
         ChatCompletionRequest.model_validate({**base, "messages": [{"role": "system", "content": "s"}]})
+
+
+def test_fields_openai_clients_send_by_default_are_accepted_and_change_nothing():
+    body = {"model": "m", "messages": [{"role": "user", "content": "2+2="}], "parallel_tool_calls": True,
+            "metadata": {"run": "a"}, "store": False, "service_tier": "auto", "tool_choice": "none",
+            "top_logprobs": 0, "prompt_cache_key": "k", "safety_identifier": "u1"}
+    request = ChatCompletionRequest.model_validate(body)
+    assert request.unsupported_field() is None and request.instruction == "2+2="
+    completion = CompletionRequest.model_validate({"model": "m", "prompt": "2+2=", "metadata": {}, "store": True})
+    assert completion.unsupported_field() is None
+    assert ChatCompletionRequest.model_validate({**body, "top_logprobs": 3}).unsupported_field()[0] == "top_logprobs"
+    with pytest.raises(ValidationError):
+        ChatCompletionRequest.model_validate({**body, "tool_choice": "required"})

@@ -62,6 +62,13 @@ class SamplingFields(StrictBody):
     stream_options: StreamOptions | None = None
     condition: Text = "direct"  # extension: comma-separated condition tags
     user: Text | None = None  # accepted for compatibility; only an end-user label
+    # Sent by common OpenAI clients by default; they label or route a request and change no
+    # token, so they are accepted and ignored rather than refused.
+    metadata: dict[str, Text] | None = None
+    store: bool | None = None
+    service_tier: Text | None = None
+    prompt_cache_key: Text | None = None
+    safety_identifier: Text | None = None
     # OpenAI fields accepted only at their neutral value (checked in `unsupported_field`).
     n: int = 1
     logprobs: bool | int | None = None
@@ -177,6 +184,9 @@ class ChatCompletionRequest(SamplingFields):
     max_completion_tokens: Annotated[int, Field(ge=1, le=MAX_TOKENS_LIMIT)] | None = None
     tools: list[dict] | None = None
     response_format: dict | None = None
+    parallel_tool_calls: bool | None = None  # no tools are ever called, so it changes nothing
+    tool_choice: Literal["none", "auto"] | None = None   # "required" or a named tool cannot be honoured
+    top_logprobs: Annotated[int, Field(ge=0)] | None = None   # neutral at 0 (checked below)
 
     @field_validator("messages")
     @classmethod
@@ -194,6 +204,8 @@ class ChatCompletionRequest(SamplingFields):
             return "max_completion_tokens", "give max_tokens or max_completion_tokens, not both"
         if self.tools:
             return "tools", "tool calls are not supported"
+        if self.top_logprobs:
+            return "top_logprobs", "logprobs are not supported"
         if self.response_format and self.response_format.get("type") != "text":
             return "response_format", "only response_format {'type': 'text'} is supported"
         return super().unsupported_field()
