@@ -59,3 +59,22 @@ def test_bf16_model_has_rounded_weights_fp32_rope_and_close_logits(tiny_run):
         got = bf16.model(tokens, torch.arange(20)[None], layout)
     assert got.dtype == torch.bfloat16
     torch.testing.assert_close(got.float(), expected, atol=0.1, rtol=0.05)
+
+
+def test_a_demo_directory_loads_its_run_and_serves_under_the_demo_name(tiny_run, tmp_path, capsys):
+    """`frugal eval --model runs/demo ...` as the README writes it: the demo's run/ is the model."""
+    import json
+    import shutil
+
+    from frugal_lm.cli import main
+    from frugal_lm.infer.loading import default_model_name
+
+    demo = tmp_path / "demo"
+    shutil.copytree(tiny_run, demo / "run", ignore=shutil.ignore_patterns("train_state"))
+    assert load_model(demo).weights_path == load_model(demo / "run").weights_path
+    assert main(["eval", "--model", str(demo), "--tasks", "synthetic", "--data-dir", str(tiny_run.parent / "synth"),
+                 "--limit", "2", "--out", str(tmp_path / "eval")]) == 0
+    assert json.loads((tmp_path / "eval" / "results.json").read_text())["config"]["weights"].startswith(str(demo / "run"))
+    assert default_model_name(demo) == default_model_name(demo / "run") == "demo"
+    assert default_model_name(latest_checkpoint(demo / "run")) == f"demo-step{int(latest_checkpoint(tiny_run).name[5:])}"
+    assert default_model_name(tiny_run) == tiny_run.parent.name

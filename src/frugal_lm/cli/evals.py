@@ -83,7 +83,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                     "score each option as the response under the PrefixLM mask (acc, acc_norm); GSM8K, MATH and "
                     "DROP generate greedily and extract the answer. Writes OUT/results.json, OUT/results.md and "
                     "OUT/samples_<task>.jsonl (prompt, output, extracted answer, gold, correct).")
-    evaluate.add_argument("--model", type=Path, required=True, help="training run, checkpoint or exported model dir")
+    evaluate.add_argument("--model", type=Path, required=True, help="training run, checkpoint, exported model or `frugal demo` dir")
     evaluate.add_argument("--tasks", required=True, help=TASK_HELP)
     evaluate.add_argument("--data-dir", type=Path, required=True, help=DATA_DIR_HELP)
     evaluate.add_argument("--limit", type=int, help="score only the first N items of each task")

@@ -49,7 +49,7 @@ def _serve_command(args: argparse.Namespace) -> int:
 
     from frugal_lm.infer.engine import Engine
     from frugal_lm.infer.http_limits import HttpLimits
-    from frugal_lm.infer.loading import inference_dtype, load_model
+    from frugal_lm.infer.loading import default_model_name, inference_dtype, load_model
     from frugal_lm.infer.server import bind_socket, create_app, uvicorn_server
     from frugal_lm.train.trainer import resolve_device
 
@@ -59,7 +59,7 @@ def _serve_command(args: argparse.Namespace) -> int:
         loaded = load_model(args.model, device=device, dtype=inference_dtype(args.dtype, device))
         engine = Engine(loaded, max_batch_size=args.max_batch_size, max_seq_len=args.max_seq_len,
                         compile=args.compile)
-        model_name = args.model_name or args.model.resolve().name
+        model_name = args.model_name or default_model_name(args.model)
         limits = HttpLimits(max_body_bytes=args.max_body_bytes, request_timeout_s=args.request_timeout,
                             keep_alive_s=args.keep_alive_timeout, max_header_bytes=args.max_header_bytes,
                             max_connections=args.max_connections)
@@ -92,7 +92,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                             "the server to the network, without authentication)")
     serve.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0 picks a free one)")
     serve.add_argument("--model-name", metavar="NAME",
-                       help="the name clients pass as `model` (default: the model directory's name)")
+                       help="the name clients pass as `model` (default: the model directory's name; a run named run takes its parent's, a checkpoint is RUN-stepN)")
     serve.add_argument("--max-batch-size", type=int, default=8, metavar="N",
                        help="requests decoded together; each holds a KV cache of the context (default 8)")
     serve.add_argument("--max-queue", type=int, default=64, metavar="N",

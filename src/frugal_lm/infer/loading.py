@@ -3,7 +3,8 @@
 DIR may be (DESIGN.md):
 - a training run directory: its latest complete checkpoint;
 - one checkpoint directory (`checkpoints/step_00001234/`);
-- an exported model directory (`frugal export hf`), read through `frugal_lm.interop`.
+- an exported model directory (`frugal export hf`), read through `frugal_lm.interop`;
+- a `frugal demo` directory: its `run/` (the README's `--model runs/demo`).
 
 EMA weights are used when present (`prefer_ema=False` for the raw weights): the averaged
 weights are the better model. Only safetensors and YAML/JSON are read, never pickle.
@@ -44,10 +45,29 @@ class LoadedModel:
         return self.model.lm_head.weight.device
 
 
+def model_directory(directory: Path) -> Path:
+    """DIR itself, or the training run inside a `frugal demo` directory (DIR/run)."""
+    if (directory.is_dir() and not (directory / "config.yaml").is_file() and latest_checkpoint(directory) is None
+            and not is_hf_model_directory(directory) and latest_checkpoint(directory / "run") is not None):
+        return directory / "run"
+    return directory
+
+
+def default_model_name(directory: Path | str) -> str:
+    """A name for the model in DIR that says which model it is: the directory's name, except a
+    run named `run` (the demo's) is called after its parent, and a checkpoint after its run
+    and step (`mine-step1200`)."""
+    path = model_directory(Path(directory)).resolve()
+    if path.name.startswith("step_") and path.parent.name == "checkpoints":
+        return f"{default_model_name(path.parent.parent)}-step{int(path.name.removeprefix('step_') or 0)}"
+    return path.parent.name if path.name == "run" and path.parent.name else path.name
+
+
 def checkpoint_folder(directory: Path) -> Path:
     """The checkpoint DIR stands for: itself, or a run's latest checkpoint."""
     if not directory.is_dir():
         raise FrugalError(f"{directory}: no such model directory")
+    directory = model_directory(directory)
     if (directory / "config.yaml").is_file() and (directory / "model.safetensors").is_file():
         return directory
     checkpoint = latest_checkpoint(directory)
