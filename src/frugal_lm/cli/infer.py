@@ -89,10 +89,18 @@ def _chat_command(args: argparse.Namespace) -> int:
     from frugal_lm.infer.chat import ChatSession
     from frugal_lm.infer.engine import Engine
 
+    from frugal_lm.infer.loading import default_model_name
+
+    try:
+        import readline  # noqa: F401  (input() gains line editing and history: arrows, Ctrl-R)
+    except ImportError:  # Windows has no readline; plain input() still works
+        pass
     conditions = _conditions(args.condition)
-    engine = Engine(_load(args), max_batch_size=1)
+    loaded = _load(args)
+    engine = Engine(loaded, max_batch_size=1)
     engine.encode_prompt("", conditions)  # a bad --condition is a startup error
-    return ChatSession(engine, _sampling(args), conditions).run()
+    model = f"{default_model_name(args.model)} ({loaded.weights_path})"
+    return ChatSession(engine, _sampling(args), conditions, model=model).run()
 
 
 def _load(args: argparse.Namespace):
@@ -149,9 +157,11 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     chat = commands.add_parser(
         "chat", help="talk to a trained model in the terminal",
-        description="Interactive session: each message is answered as one instruction, streamed as it is "
-                    "generated. Commands: /condition cot, /temperature T, /top-p P, /top-k K, "
-                    "/max-new-tokens N, /seed S, /settings, /help, /quit. Ctrl-C while the model answers "
-                    "cancels that answer; Ctrl-C or Ctrl-D at the prompt leaves.")
+        description="Interactive session: each message is answered, streamed as it is generated, with the "
+                    "earlier turns folded into the instruction as `frugal serve` folds a chat (/reset starts "
+                    "over). Line editing and history where Python has readline. Commands: /condition cot, "
+                    "/temperature T, /top-p P, /top-k K, /max-new-tokens N, /seed S, /settings, /reset, /help, "
+                    "/quit. Ctrl-C while the model answers cancels that answer; Ctrl-C or Ctrl-D at the prompt "
+                    "leaves.")
     _add_common(chat, max_new_tokens=512)
     chat.set_defaults(handler=_chat_command)

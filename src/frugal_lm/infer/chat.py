@@ -1,9 +1,12 @@
 """`frugal chat`: an interactive terminal session over the engine, streaming each answer.
 
 Design choices:
-- Every message is answered on its own (a fresh instruction): the HRM-Text recipe trains
-  on single instruction -> response pairs, so there is no multi-turn format to feed
-  earlier turns into. Settings (condition tags, sampling) persist across messages.
+- The HRM-Text recipe trains on single instruction -> response pairs, so earlier turns are
+  folded into one instruction exactly as the server folds a chat request
+  (`openai_schema.chat_instruction`: `User: ...` / `Assistant: ...` turns): `frugal chat`
+  and `frugal serve` answer the same conversation the same way. `/reset` starts over; when
+  the folded conversation no longer fits the context, the oldest turns are left out.
+  Settings (condition tags, sampling) persist across messages.
 - Commands start with "/" (`/condition cot`, `/temperature 0.7`, `/help`, `/quit`); a
   mistyped command or value prints a one-line error and the session goes on.
 - Ctrl-C while typing (or end of input) ends the session cleanly; Ctrl-C while an answer
@@ -23,6 +26,7 @@ from typing import TextIO
 
 from frugal_lm.errors import FrugalError
 from frugal_lm.infer.engine import Engine, SamplingParams
+from frugal_lm.infer.openai_schema import ChatMessage, chat_instruction
 
 HELP = """commands:
   /condition TAGS       condition tags for the next answers, comma-separated (e.g. cot or direct,noisy)
@@ -31,9 +35,11 @@ HELP = """commands:
   /max-new-tokens N     answer length limit
   /seed S               seed for sampling (`/seed none` for a fresh one per answer)
   /settings             show the current settings
+  /reset                forget the conversation so far (the next message starts a new one)
   /help                 this text
   /quit                 leave (so do Ctrl-C at the prompt and Ctrl-D)
-Anything else is sent to the model as one instruction; Ctrl-C while it answers cancels the answer."""
+Anything else is sent to the model, with the earlier turns folded into the instruction as `frugal serve`
+does; Ctrl-C while it answers cancels the answer."""
 
 
 def stream_tokens(engine: Engine, prompt_ids: list[int], sampling: SamplingParams) -> Iterator[int | str]:
@@ -61,16 +67,19 @@ def _slot_stream(engine: Engine, slot: int) -> Iterator[int | str]:
 
 class ChatSession:
     def __init__(self, engine: Engine, sampling: SamplingParams, conditions: tuple[str, ...] = ("direct",),
-                 read_line: Callable[[str], str] = input, out: TextIO | None = None):
+                 read_line: Callable[[str], str] = input, out: TextIO | None = None, model: str | None = None):
         self.engine, self.sampling, self.conditions = engine, sampling, conditions
         self.read_line = read_line
         self.out = out or sys.stdout
+        self.model = model                       # named in the banner
+        self.turns: list[tuple[str, str]] = []   # (user message, answer) so far
 
     def say(self, text: str = "", end: str = "\n") -> None:
         print(text, end=end, file=self.out, flush=True)
 
     def run(self) -> int:
-        self.say("frugal chat: type a message, /help for commands, /quit to leave")
+        loaded = f" with {self.model}" if self.model else ""
+        self.say(f"frugal chat{loaded}: type a message, /help for commands, /quit to leave")
         while True:
             try:
                 line = self.read_line("> ")
@@ -86,12 +95,26 @@ class ChatSession:
                 continue
             self.answer(line)
 
+    def instruction(self, message: str, turns: list[tuple[str, str]]) -> str:
+        """The conversation as the server folds it: earlier turns, then `message`."""
+        messages = [ChatMessage(role=role, content=text) for user, answer in turns
+                    for role, text in (("user", user), ("assistant", answer))]
+        return chat_instruction([*messages, ChatMessage(role="user", content=message)])
+
+    def _prompt_ids(self, message: str) -> list[int]:
+        """The folded prompt's ids, leaving out the oldest turns while it does not fit the
+        context (the engine refuses a message that does not fit alone)."""
+        for first in range(len(self.turns) + 1):
+            ids = self.engine.encode_prompt(self.instruction(message, self.turns[first:]), self.conditions)
+            if len(ids) <= self.engine.max_seq_len:
+                break
+        return ids
+
     def answer(self, message: str) -> None:
         stream = None
         try:
             try:
-                stream = stream_tokens(self.engine, self.engine.encode_prompt(message, self.conditions),
-                                       self.sampling)
+                stream = stream_tokens(self.engine, self._prompt_ids(message), self.sampling)
             except FrugalError as error:
                 self.say(f"error: {error}")
                 return
@@ -102,6 +125,7 @@ class ChatSession:
                 if isinstance(item, str):
                     rest = text[len(shown):] if text.startswith(shown) else ""
                     self.say(rest + ("" if item == "stop" else " [length limit]"))
+                    self.turns.append((message, text))
                     return
                 tokens.append(item)
                 # Hold back a trailing replacement character: the rest of a multi-byte
@@ -126,6 +150,9 @@ class ChatSession:
                 self.say(HELP)
             elif name == "/settings":
                 self.say(self.describe())
+            elif name == "/reset":
+                self.turns = []
+                self.say("conversation reset")
             elif name == "/condition":
                 tags = tuple(tag.strip() for tag in value.split(",") if tag.strip())
                 self.engine.encode_prompt("", tags)  # validates the tags
@@ -142,7 +169,9 @@ class ChatSession:
         except FrugalError as error:
             self.say(f"error: {error}")
         except ValueError:
-            self.say(f"error: {name} needs a value, e.g. {EXAMPLES.get(name, name + ' 1')}")
+            kind = "a whole number" if SETTINGS[name][1] is not float else "a number"
+            problem = f"{value!r} is not {kind}" if value else "needs a value"
+            self.say(f"error: {name} {problem}, e.g. {EXAMPLES.get(name, name + ' 1')}")
         return True
 
     def describe(self) -> str:
