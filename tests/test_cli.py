@@ -134,3 +134,22 @@ def test_an_os_error_that_names_no_file_and_is_not_the_machines_keeps_its_traceb
     monkeypatch.setattr(train_cli, "_report_command", bug)
     with pytest.raises(OSError, match="Bad file descriptor"):
         main(["report", "anywhere"])
+
+
+def test_a_bad_flag_on_a_subcommand_prints_that_subcommands_usage(capsys):
+    for argv, usage in ((["train", "--bogus"], "usage: frugal train"),
+                        (["import", "hf", "--hf-dir", "x", "--out", "y", "--bogus"], "usage: frugal import hf"),
+                        (["data", "mix", "--tokenized", "t", "--out", "o", "--bogus"], "usage: frugal data mix")):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        error = capsys.readouterr().err
+        assert exit_.value.code == 2 and error.startswith(usage), error
+        assert f"{usage.removeprefix('usage: ')}: error: unrecognized arguments: --bogus" in error
+
+
+def test_the_top_level_help_speaks_to_users():
+    from frugal_lm.cli import build_parser
+
+    text = build_parser().format_help()
+    assert "Train your own language model" in text and "frugal demo" in text
+    assert "parse, call the package" not in text

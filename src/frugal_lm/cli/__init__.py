@@ -1,4 +1,4 @@
-"""The `frugal` command: parse, call the package, print. No logic of its own.
+"""The `frugal` command line: parse, call the package, print. No logic of its own.
 
 Each area registers its subcommands from its own module (`cli/data.py`, `cli/train.py`,
 ...), so a command's arguments sit next to the handler that reads them. Every user
@@ -31,8 +31,24 @@ MACHINE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, 
 (a write to an already open file on a full disk)."""
 
 
+DESCRIPTION = ("Train your own language model on instruction -> response data, on a budget you can name "
+               "before you start: prepare data, plan the cost, train, evaluate, chat, serve and export it. "
+               "New here? `frugal demo` trains a small reasoning model on this machine in about 10 minutes.")
+
+
+class _Parser(argparse.ArgumentParser):
+    """A subcommand's parser reports an unknown argument with its own usage line
+    (argparse leaves that to the top-level parser, whose usage does not help)."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras and self.prog != "frugal":
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="frugal", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="frugal", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"frugal-lm {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for area in AREAS:

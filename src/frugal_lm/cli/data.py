@@ -54,7 +54,12 @@ def _data_tokenizer_command(args: argparse.Namespace) -> int:
 
     tokenizer = train_tokenizer(texts(), args.vocab_size)
     save_tokenizer_dir(tokenizer, args.out)
-    print(f"trained a {tokenizer.vocab_size:,}-token byte-level BPE into {args.out}"
+    # BPE stops early when every word of the data is already one token: say so, or a
+    # smaller vocabulary than asked for looks like a bug.
+    saturated = (f" (asked for {args.vocab_size:,}: every word in the data is already a single token, so "
+                 f"nothing is left to merge; more data gives a larger vocabulary)"
+                 if tokenizer.vocab_size < args.vocab_size else "")
+    print(f"trained a {tokenizer.vocab_size:,}-token byte-level BPE into {args.out}{saturated}"
           + (f"; {skipped:,} bad rows ignored (see `frugal data validate`)" if skipped else ""))
     return 0
 
