@@ -76,3 +76,23 @@ def test_packaged_recipes_resolve_by_name():
     assert (sft.lr, sft.ema_decay, sft.model.bp_warmup_fraction) == (3e-5, 0.999, 0.0)
     pretrain = resolve_run_config("pretrain")
     assert pretrain.preset == "XL" and pretrain.model.hidden_size == 1536
+
+
+@pytest.mark.parametrize("override, named", [
+    ("steps=0", "steps must be >= 1"),
+    ("epochs=0", "epochs must be >= 1"),
+    ("betas=[2,3]", "betas must each be in [0, 1)"),
+    ("ema_decay=5", "ema_decay must be in [0, 1)"),
+    ("weight_decay=-5", "weight_decay and price_per_device_hour must be >= 0"),
+    ("grad_clip=-1", "grad_clip must be > 0"),
+    ("model.expansion=0", "expansion must be a finite number > 0"),
+    ("model.norm_eps=-1", "norm_eps must be a finite number > 0"),
+    ("model.max_seq_len=1000000000", "max_seq_len must be <= 1,048,576"),
+    ("lr=.nan", "need lr > 0"),
+])
+def test_training_settings_out_of_range_are_one_line_errors(override, named, capsys):
+    from frugal_lm.cli import main
+
+    assert main(["config", override]) == 2
+    error = capsys.readouterr().err
+    assert named in error and len(error.strip().splitlines()) == 1 and "Traceback" not in error

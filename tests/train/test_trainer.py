@@ -113,10 +113,10 @@ def test_a_failed_checkpoint_write_leaves_the_previous_one_valid(tmp_path, write
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(checkpoint_module, "save_file", disk_full)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(FrugalError, match=r"could not write the checkpoint .*step_00000006 \(\[Errno 28\] No space"):
         train(resolve_run_config(None, run_args(data, run_dir, "steps=8", "checkpoint_every=2", "resume=true")))
-    assert list_checkpoints(run_dir) == before  # the partial write is not a checkpoint
-    assert any(p.name.endswith(".partial") for p in (run_dir / "checkpoints").iterdir())
+    assert list_checkpoints(run_dir) == before  # the failed write is not a checkpoint, and is gone
+    assert not any(p.name.endswith(".partial") for p in (run_dir / "checkpoints").iterdir())
     monkeypatch.undo()
     resumed = train(resolve_run_config(None, run_args(data, run_dir, "steps=8", "checkpoint_every=2", "resume=true")))
     assert resumed.steps == 8
@@ -203,3 +203,14 @@ def test_bf16_training_on_gpu_learns_with_the_default_gpu_attention(tmp_path, wr
     run_losses = losses(tmp_path / "run")
     assert all(torch.isfinite(torch.tensor(run_losses)))
     assert sum(run_losses[-10:]) / 10 < 0.8 * sum(run_losses[:10]) / 10
+
+
+def test_token_ids_beyond_the_vocabulary_are_a_one_line_error(tmp_path, write_mixed_set, capsys):
+    from frugal_lm.cli import main
+
+    data = write_mixed_set(tmp_path / "mix", n_examples=60)
+    metadata = json.loads((data / "metadata.json").read_text())
+    (data / "metadata.json").write_text(json.dumps({**metadata, "vocab_size": 256}))  # ids go up to 1059
+    assert main(["train", *run_args(data, tmp_path / "run", "steps=2")]) == 2
+    error = capsys.readouterr().err
+    assert "holds token id" in error and "vocabulary has 256 ids" in error and "Traceback" not in error

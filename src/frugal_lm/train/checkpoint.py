@@ -31,7 +31,9 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 import yaml
+from safetensors import SafetensorError
 from safetensors.torch import save_file
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
@@ -42,7 +44,7 @@ from torch.distributed.checkpoint.state_dict import (
 from frugal_lm.config import RunConfig, validate
 from frugal_lm.errors import FrugalError
 from frugal_lm.train.optimizer import AdamATan2
-from frugal_lm.train.safe_dcp import SafeFileSystemReader, SafeLoadPlanner
+from frugal_lm.train.safe_dcp import SafeFileSystemReader, SafeLoadPlanner, read_metadata_safely
 from frugal_lm.train.safetensors_io import checksum_metadata
 
 STEP_DIR = re.compile(r"^step_(\d{8})$")
@@ -96,21 +98,16 @@ def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, optimizer:
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
     _barrier()
-    model_state, optimizer_state = get_state_dict(model, optimizer)
-    dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=partial / "train_state")
-    raw, ema = full_weights(model), full_weights(model, optimizer)
+    try:
+        _write_partial(partial, step, model, optimizer, trainer_state, config, tokenizer_dir)
+    except (OSError, RuntimeError, SafetensorError, CheckpointException) as error:
+        # A full disk surfaces as any of these (DCP, safetensors and torch.save wrap it).
+        if _is_main():
+            shutil.rmtree(partial, ignore_errors=True)
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise FrugalError(f"could not write the checkpoint {final} ({reason}); it was removed and the earlier "
+                          f"checkpoints are intact: free disk space, then resume=true") from None
     if _is_main():
-        save_file(raw, partial / "model.safetensors", metadata=checksum_metadata(raw))
-        save_file(ema, partial / "ema.safetensors", metadata=checksum_metadata(ema))
-        torch.save(_rng_states(), partial / "rng.pt")
-        (partial / "trainer_state.json").write_text(json.dumps({**trainer_state, "step": step}, indent=1))
-        (partial / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
-        if tokenizer_dir is not None and Path(tokenizer_dir).is_dir():
-            shutil.copytree(tokenizer_dir, partial / "tokenizer")
-        for file in partial.rglob("*"):
-            if file.is_file():
-                with open(file, "rb") as handle:
-                    os.fsync(handle.fileno())
         if final.exists():  # the same step saved again (e.g. epoch end == checkpoint_every)
             shutil.rmtree(final)
         os.replace(partial, final)
@@ -121,11 +118,32 @@ def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, optimizer:
     return final
 
 
+def _write_partial(partial: Path, step: int, model: torch.nn.Module, optimizer: AdamATan2,
+                   trainer_state: dict[str, Any], config: RunConfig, tokenizer_dir: Path | None) -> None:
+    model_state, optimizer_state = get_state_dict(model, optimizer)
+    dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=partial / "train_state")
+    raw, ema = full_weights(model), full_weights(model, optimizer)
+    if not _is_main():
+        return
+    save_file(raw, partial / "model.safetensors", metadata=checksum_metadata(raw))
+    save_file(ema, partial / "ema.safetensors", metadata=checksum_metadata(ema))
+    torch.save(_rng_states(), partial / "rng.pt")
+    (partial / "trainer_state.json").write_text(json.dumps({**trainer_state, "step": step}, indent=1))
+    (partial / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    if tokenizer_dir is not None and Path(tokenizer_dir).is_dir():
+        shutil.copytree(tokenizer_dir, partial / "tokenizer")
+    for file in partial.rglob("*"):
+        if file.is_file():
+            with open(file, "rb") as handle:
+                os.fsync(handle.fileno())
+
+
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: AdamATan2) -> dict[str, Any]:
     """Restore model, optimizer and RNG states in place; return the trainer state."""
     model_state, optimizer_state = get_state_dict(model, optimizer)
     state = {"model": model_state, "optimizer": optimizer_state}
     folder = Path(path) / "train_state"
+    read_metadata_safely(folder / ".metadata")
     dcp.load(state, storage_reader=SafeFileSystemReader(folder), planner=SafeLoadPlanner())
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
     _set_rng_states(torch.load(Path(path) / "rng.pt", weights_only=True))

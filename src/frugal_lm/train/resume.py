@@ -21,6 +21,7 @@ from frugal_lm.errors import FrugalError
 from frugal_lm.train.checkpoint import load_checkpoint, read_run_config, require_checkpoint
 from frugal_lm.train.distributed import Distributed
 
+_ENDS = 1 << 20
 # Keys that may differ between a run and its resumption: how long it runs and how it is run.
 RESUMABLE_CHANGES = frozenset({"steps", "epochs", "time_limit_s", "resume", "init_from", "device", "precision",
                                "compile", "activation_checkpointing", "loggers", "log_every", "checkpoint_every",
@@ -67,7 +68,18 @@ def truncate_metrics(path: Path, last_step: int) -> None:
 
 
 def data_fingerprint(dataset: MixedDataset) -> str:
-    return hashlib.sha256((dataset.directory / "metadata.json").read_bytes()).hexdigest()
+    """Identifies a mixed set cheaply at any size: every file's name and size, and the first
+    and last MiB of each (a different mix, order or epoch count changes at least one)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in dataset.directory.rglob("*.npy") if p.is_file()) + [
+            dataset.directory / "metadata.json"]:
+        size = path.stat().st_size
+        digest.update(f"{path.relative_to(dataset.directory)}:{size}".encode())
+        with open(path, "rb") as handle:
+            digest.update(handle.read(_ENDS))
+            handle.seek(max(0, size - _ENDS))
+            digest.update(handle.read(_ENDS))
+    return digest.hexdigest()
 
 
 def check_resumable(config: RunConfig, checkpoint: Path, saved_state: dict, dataset: MixedDataset) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import pickle
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -40,18 +41,27 @@ class _MetadataUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"{module}.{name} is not part of a checkpoint's metadata")
 
 
+def read_metadata_safely(path: Path) -> Metadata:
+    """DCP metadata from `path`, unpickled with only the classes metadata is made of."""
+    try:
+        with open(path, "rb") as stream:
+            metadata = _MetadataUnpickler(stream).load()
+    except (pickle.UnpicklingError, EOFError, AttributeError, ValueError, TypeError, IndexError) as error:
+        raise FrugalError(f"{path}: not checkpoint metadata this version can read safely ({error}); "
+                          f"nothing in it was run") from None
+    if not isinstance(metadata, Metadata):
+        raise FrugalError(f"{path}: holds a {type(metadata).__name__}, not checkpoint metadata")
+    return metadata
+
+
 class SafeFileSystemReader(FileSystemReader):
+    """DCP's file reader with `read_metadata_safely`. DCP swallows a failure to read the global
+    metadata file and looks for per-rank files instead, so callers check the global file with
+    `read_metadata_safely` first, to report a refusal as it is."""
+
     def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
         rank = kwargs.get("rank")
-        path = self.fs.concat_path(self.path, ".metadata" if rank is None else f"__{rank}.metadata")
-        try:
-            with self.fs.create_stream(path, "rb") as stream:
-                metadata = _MetadataUnpickler(stream).load()
-        except (pickle.UnpicklingError, EOFError, AttributeError, ValueError, TypeError) as error:
-            raise FrugalError(f"{path}: not a checkpoint metadata file this version can read safely "
-                              f"({error}); it was not loaded") from None
-        if not isinstance(metadata, Metadata):
-            raise FrugalError(f"{path}: holds a {type(metadata).__name__}, not checkpoint metadata")
+        metadata = read_metadata_safely(Path(self.path) / (".metadata" if rank is None else f"__{rank}.metadata"))
         if getattr(metadata, "storage_meta", None) is None:
             metadata.storage_meta = StorageMeta()
         metadata.storage_meta.load_id = self.load_id
