@@ -30,7 +30,9 @@ assumptions:
           (20 B/param) sharded by FSDP over --gpus; one block (+ prefetch) and the
           embedding/head gathered in bf16; activations of the bp_steps=5 passes with gradients
           for --batch-tokens tokens, LM-head logits in fp32; +10% for allocator and buffers.
-  devices dense bf16 peak FLOP/s (no sparsity); cpu: measured with a short matmul benchmark.
+  devices dense bf16 peak FLOP/s (no sparsity); cpu: measured with a short matmul benchmark in
+          the precision `frugal train` uses there (bf16 on CPUs with native bf16 at hidden >= 512).
+  vocab   the preset's, or the mix's (metadata.json) with --data, as `frugal train` builds it.
   compare 'dense 6ND' is what a plain Transformer of the same parameters would spend."""
 
 
@@ -50,6 +52,55 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget-usd", type=float, help="reverse question: what can I train for this much ...")
     parser.add_argument("--hours", type=float, help="... in this many hours (with --budget-usd)")
     parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+    moe = parser.add_argument_group("mixture of experts (checks an 'N parameters for $X' claim: 6 x active "
+                                    "parameters x tokens; --tokens, --gpu, --gpus, --mfu, --price apply)")
+    moe.add_argument("--experts", type=int, metavar="E", help="routed experts (turns on the MoE question)")
+    moe.add_argument("--top-k", type=int, metavar="K", help="routed experts each token runs (with --experts)")
+    moe.add_argument("--parameters", type=float, metavar="N", help="total parameters, e.g. 1e12 (with --experts)")
+    moe.add_argument("--shared-experts", type=int, default=0, metavar="S",
+                     help="experts every token runs besides the routed ones (default 0)")
+    moe.add_argument("--expert-fraction", type=float, default=0.95, metavar="F",
+                     help="share of the parameters in the experts (default 0.95; large MoE LLMs: 0.9-0.97)")
+
+
+def _duration(hours: float) -> str:
+    """Wall time in the unit that shows it: seconds, minutes, or hours and days."""
+    if hours < 1 / 60:
+        return f"{hours * 3600:.0f} s"
+    if hours < 1:
+        return f"{hours * 60:.1f} min"
+    return f"{hours:,.1f} h ({hours / 24:.1f} days)"
+
+
+def _moe_plan(args: argparse.Namespace, device) -> int:
+    """The MoE question: what `--tokens` cost a model of `--parameters` with E experts, top-K."""
+    from frugal_lm.plan.budget import dense_training_dollars, moe_parameters
+
+    if args.top_k is None or args.parameters is None:
+        raise FrugalError("--experts needs --top-k and --parameters (e.g. --parameters 1e12 --experts 384 --top-k 8)")
+    tokens = (args.tokens if args.tokens is not None else 60e9) * (args.epochs or 1)
+    moe = moe_parameters(args.parameters, args.expert_fraction, args.experts, args.top_k, args.shared_experts)
+    dollars = dense_training_dollars(moe.active, tokens, device, args.mfu, args.price)
+    gpu_hours = dollars / args.price
+    result = {"parameters": moe.total, "active_parameters": moe.active, "processed_tokens": tokens,
+              "flops": 6.0 * moe.active * tokens, "gpu_hours": gpu_hours, "wall_hours": gpu_hours / args.gpus,
+              "dollars": dollars}
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    shared = f" + {args.shared_experts} shared" if args.shared_experts else ""
+    rows = [("model", f"{_human(moe.total)} parameters, {args.experts} experts{shared}, top-{args.top_k}, "
+                      f"{args.expert_fraction:.0%} in experts"),
+            ("active", f"{_human(moe.active)} parameters per token"),
+            ("tokens", f"{_human(tokens)} processed"),
+            ("total FLOPs", f"{result['flops']:.3g}  (6 x active x tokens: a floor, no attention or recurrence)"),
+            ("hardware", f"{args.gpus} x {device.description} at {args.mfu:.0%} MFU"),
+            ("wall time", _duration(result["wall_hours"])),
+            ("GPU-hours", f"{gpu_hours:,.0f}"),
+            ("cost", f"${dollars:,.0f} at ${args.price:g}/GPU-hour")]
+    for name, value in rows:
+        print(f"{name:>14}  {value}")
+    return 0
 
 
 def _human(value: float, unit: str = "") -> str:
@@ -59,12 +110,29 @@ def _human(value: float, unit: str = "") -> str:
     return f"{value:.3g} {unit}"
 
 
+def mix_vocab_size(directory: Path) -> int | None:
+    """The vocabulary a model trained on this mix has (metadata.json, as `frugal train` reads
+    it); None for a directory with only the epoch arrays (the preset's vocabulary stays)."""
+    path = directory / "metadata.json"
+    if not path.exists():
+        return None
+    try:
+        vocab = json.loads(path.read_text())["vocab_size"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise FrugalError(f"{path}: cannot read vocab_size ({error}); expected a `frugal data mix` output") from None
+    if not isinstance(vocab, int) or vocab < 1:
+        raise FrugalError(f"{path}: vocab_size must be a positive integer, got {vocab!r}")
+    return vocab
+
+
 def run_plan(args: argparse.Namespace) -> int:
     """Answer `frugal plan` (heavy imports here, so building the parser stays fast)."""
     from frugal_lm.config import load_model_config
     from frugal_lm.plan.budget import affordable_runs, plan_run, read_data_profile
 
     device = get_device(args.gpu)
+    if args.experts is not None:
+        return _moe_plan(args, device)
     if (args.budget_usd is None) != (args.hours is None):
         raise FrugalError("--budget-usd and --hours go together")
     if args.budget_usd is not None:
@@ -80,8 +148,19 @@ def run_plan(args: argparse.Namespace) -> int:
             print(f"  {a.preset:<7}{_human(a.parameters):>10}{_human(a.processed_tokens):>12}{a.tokens_per_parameter:>14.0f}")
         return 0
     config = load_model_config(args.preset, args.net)
+    if device.name == "cpu":
+        # Measured in the precision `frugal train` would compute in on this CPU, so the
+        # plan's peak (and MFU) is the one the run reports.
+        import torch
+
+        from frugal_lm.plan.devices import device_running_here
+        from frugal_lm.runtime import uses_bf16
+
+        device = device_running_here("cpu", bf16=uses_bf16("auto", torch.device("cpu"), config.hidden_size))
     label_fraction, lengths = DEFAULT_LABEL_FRACTION, None
     if args.data is not None:
+        if (vocab := mix_vocab_size(args.data)) is not None:
+            config = config.model_copy(update={"vocab_size": vocab})
         profile = read_data_profile(args.data)
         tokens, epochs = profile.tokens_per_epoch, args.epochs or profile.epochs
         label_fraction, lengths = profile.label_fraction, profile.lengths
@@ -103,7 +182,7 @@ def run_plan(args: argparse.Namespace) -> int:
         ("total FLOPs", f"{plan.total_flops:.3g}  (dense 6ND: {plan.dense_6nd_flops:.3g}, "
                         f"x{plan.total_flops / plan.dense_6nd_flops:.2f})"),
         ("throughput", f"{_human(plan.tokens_per_second, 'tokens/s')} at {plan.mfu:.0%} MFU"),
-        ("wall time", f"{plan.wall_hours:,.1f} h ({plan.wall_hours / 24:.1f} days)"),
+        ("wall time", _duration(plan.wall_hours)),
         ("GPU-hours", f"{plan.gpu_hours:,.0f}"),
         ("cost", f"${plan.dollars:,.0f} at ${plan.price_per_gpu_hour:g}/GPU-hour"),
         ("memory/device", f"{memory.total / 1e9:.1f} GB of {plan.device_memory_bytes / 1e9:.0f} GB "
