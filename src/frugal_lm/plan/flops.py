@@ -145,6 +145,13 @@ def training_flops_per_token(config: ModelConfig, bp_steps: float | None = None,
     return flop_breakdown(config, bp_steps, label_fraction, profile).total
 
 
+def reference_flops_per_token(config: ModelConfig, bp_steps: float) -> float:
+    """HRM-Text's own count, to compare MFU with its published runs: 2N per forward stack pass
+    and 4N per backward one, N the parameters of one stack pass; no attention, no LM head."""
+    stack_parameters = matmul_flops_per_pass(config) / 2
+    return 2 * stack_parameters * config.stack_passes + 4 * stack_parameters * min(bp_steps, config.stack_passes)
+
+
 def dense_transformer_flops_per_token(parameters: int) -> float:
     """The usual 6N: what a dense Transformer of `parameters` spends per token, for comparison."""
     return 6.0 * parameters
