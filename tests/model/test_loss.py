@@ -5,6 +5,7 @@ import torch
 from frugal_lm.config import load_model_config
 from frugal_lm.data.batch import IGNORE_INDEX, Example, PackedBatch, pack_rows
 from frugal_lm.model import build_model, language_model_loss
+from frugal_lm.model.head import head_loss, logits_loss
 from frugal_lm.model.loss import global_example_ids
 
 
@@ -15,8 +16,8 @@ class FixedLogits(torch.nn.Module):
         super().__init__()
         self.logits = logits_BTV
 
-    def forward(self, input_ids, position_ids, layout, bp_steps=None, logits_at_BT=None):
-        return self.logits[logits_at_BT]
+    def forward(self, input_ids, position_ids, layout, bp_steps=None, logits_at_BT=None, targets_N=None):
+        return logits_loss(self.logits[logits_at_BT], targets_N)
 
 
 def test_loss_and_accuracies_by_hand():
@@ -84,3 +85,20 @@ def test_tiny_hrm_overfits_32_examples():
 
 def test_tiny_transformer_overfits_32_examples():
     assert overfit("transformer", steps=300)[-1] == 1.0
+
+
+def test_the_chunked_head_gives_the_unchunked_loss_and_gradients():
+    torch.manual_seed(0)
+    hidden_NC = torch.randn(37, 16, requires_grad=True)
+    weight_VC = torch.randn(50, 16, requires_grad=True)
+    targets_N = torch.randint(0, 50, (37,))
+    whole = head_loss(hidden_NC, weight_VC, targets_N)
+    whole.loss_sum.backward()
+    grads = hidden_NC.grad.clone(), weight_VC.grad.clone()
+    hidden_NC.grad = weight_VC.grad = None
+    chunked = head_loss(hidden_NC, weight_VC, targets_N, chunk_logits=50 * 8)  # 5 chunks of 8 tokens
+    chunked.loss_sum.backward()
+    assert torch.equal(chunked.correct_N, whole.correct_N)
+    torch.testing.assert_close(chunked.loss_sum, whole.loss_sum)
+    torch.testing.assert_close(hidden_NC.grad, grads[0])
+    torch.testing.assert_close(weight_VC.grad, grads[1])

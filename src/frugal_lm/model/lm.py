@@ -30,6 +30,7 @@ from torch import nn
 
 from frugal_lm.config import ModelConfig
 from frugal_lm.model.attention import AttentionLayout, select_backend
+from frugal_lm.model.head import head_loss
 from frugal_lm.model.layers import AttentionCache, RotaryEmbedding, Stack
 
 # Std of a standard normal truncated to [-2, 2]; dividing by it makes the truncated std exact.
@@ -104,13 +105,18 @@ class LanguageModel(nn.Module, abc.ABC):
 
     def forward(self, input_ids_BT: torch.Tensor, position_ids_BT: torch.Tensor, layout: AttentionLayout | None,
                 bp_steps: int | None = None, logits_at_BT: torch.Tensor | None = None,
-                kv_cache: AttentionCache | None = None) -> torch.Tensor:
+                kv_cache: AttentionCache | None = None, targets_N: torch.Tensor | None = None):
         """Logits (B, T, V); with a boolean `logits_at_BT`, only at those positions (N, V),
         which is how the loss skips the LM head on unlabelled tokens (and the engine all
-        but the last prompt token). Calling the model (not `hidden_states`) is what lets
-        FSDP2's root hooks gather the embedding and head."""
+        but the last prompt token). With `targets_N` (one per selected position), the
+        head's cross-entropy instead (`head.HeadLoss`, chunked when the logits would be
+        large). Calling the model (not `hidden_states`) is what lets FSDP2's root hooks
+        gather the embedding and head, and `functional_call` swap in bf16 weights."""
         hidden_BTC = self.hidden_states(input_ids_BT, position_ids_BT, layout, bp_steps, kv_cache)
-        return self.lm_head(hidden_BTC if logits_at_BT is None else hidden_BTC[logits_at_BT])
+        selected = hidden_BTC if logits_at_BT is None else hidden_BTC[logits_at_BT]
+        if targets_N is not None:
+            return head_loss(selected, self.lm_head.weight, targets_N)
+        return self.lm_head(selected)
 
 
 def bp_steps_at(config: ModelConfig, step: int, total_steps: int) -> int:

@@ -2,7 +2,7 @@
 
 The LM head runs only on positions that carry a label (responses, unless the batch was
 packed with instruction loss), which saves its FLOPs and the (T, vocab) logits memory on
-instruction tokens. Counts are returned as tensors, not Python numbers, so the trainer can
+instruction tokens, and in chunks when even those logits would be large (`head.py`). Counts are returned as tensors, not Python numbers, so the trainer can
 sum them across ranks and steps without a device sync per step.
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from frugal_lm.data.batch import IGNORE_INDEX, PackedBatch
 from frugal_lm.model.attention import AttentionLayout
@@ -48,11 +47,10 @@ def language_model_loss(model: LanguageModel, batch: PackedBatch, bp_steps: int 
     layout = AttentionLayout(batch.segment_ids, batch.prefix_mask)
     has_label_BT = batch.labels != IGNORE_INDEX
     targets_N = batch.labels[has_label_BT]
-    logits_NV = model(batch.input_ids, batch.position_ids, layout, bp_steps, logits_at_BT=has_label_BT).float()
-    loss_sum = F.cross_entropy(logits_NV, targets_N, reduction="sum")
+    head = model(batch.input_ids, batch.position_ids, layout, bp_steps, logits_at_BT=has_label_BT, targets_N=targets_N)
+    loss_sum, correct_N = head.loss_sum, head.correct_N
     label_tokens = has_label_BT.sum()
     with torch.no_grad():
-        correct_N = logits_NV.argmax(-1) == targets_N
         example_N = global_example_ids(batch.segment_ids)[has_label_BT]
         n_examples = int(example_N.max()) + 1 if example_N.numel() else 0
         wrong_per_example = torch.zeros(n_examples, device=correct_N.device).index_add_(
