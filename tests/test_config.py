@@ -48,7 +48,7 @@ def test_bad_keys_and_values_are_named(overrides, message):
 
 
 def test_bad_recipe_files(tmp_path):
-    with pytest.raises(FrugalError, match="config file not found"):
+    with pytest.raises(FrugalError, match="missing.yaml: no such file, nor a packaged recipe"):
         resolve_run_config(tmp_path / "missing.yaml")
     broken = tmp_path / "broken.yaml"
     broken.write_text("lr: 1\nmodel: [\n")
@@ -96,3 +96,33 @@ def test_training_settings_out_of_range_are_one_line_errors(override, named, cap
     assert main(["config", override]) == 2
     error = capsys.readouterr().err
     assert named in error and len(error.strip().splitlines()) == 1 and "Traceback" not in error
+
+
+def test_the_command_lines_run_length_replaces_the_recipes():
+    assert resolve_run_config("sft", ["steps=5"]).steps == 5
+    assert resolve_run_config("sft", ["steps=5"]).epochs is None
+
+
+def test_an_unknown_recipe_lists_the_packaged_ones():
+    with pytest.raises(FrugalError, match=r"--config nope: no such file, nor a packaged recipe \(recipes: demo, "):
+        resolve_run_config("nope", [])
+
+
+def test_one_logger_needs_no_list():
+    assert resolve_run_config(None, ["loggers=tensorboard"]).loggers == ["tensorboard"]
+
+
+def test_config_counts_parameters_on_the_datas_vocabulary(tmp_path, write_mixed_set, capsys):
+    from frugal_lm.cli import main
+
+    data = write_mixed_set(tmp_path / "mix")  # vocab 1280
+    assert main(["config", "preset=tiny", f"data={data}"]) == 0
+    assert "vocab_size: 1280" in capsys.readouterr().out
+
+
+def test_train_help_lists_every_packaged_recipe(capsys):
+    from frugal_lm.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "demo, pretrain, sft" in " ".join(capsys.readouterr().out.split())

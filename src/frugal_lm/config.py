@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, field_validator, model_validator
 
 from frugal_lm.errors import FrugalError
 
@@ -178,6 +178,11 @@ class RunConfig(StrictModel):
         architecture and the others come from DIR. Empty for a config built in code."""
         return self._model_keys_given
 
+    @field_validator("loggers", mode="before")
+    @classmethod
+    def _one_logger_as_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value  # loggers=tensorboard
+
     @model_validator(mode="after")
     def _check_training(self) -> RunConfig:
         if self.epochs is not None and self.steps is not None:
@@ -313,8 +318,11 @@ def recipe_names() -> list[str]:
 def _recipe_file(config_file: Path | str) -> Path | Any:
     """A path, or the name of a packaged recipe (`--config sft`)."""
     path = Path(config_file)
-    if not path.exists() and str(config_file) in recipe_names():
-        return resources.files("frugal_lm") / "presets" / "recipes" / f"{config_file}.yaml"
+    if not path.exists():
+        if str(config_file) in recipe_names():
+            return resources.files("frugal_lm") / "presets" / "recipes" / f"{config_file}.yaml"
+        raise FrugalError(f"--config {config_file}: no such file, nor a packaged recipe "
+                          f"(recipes: {', '.join(recipe_names())})")
     return path
 
 
@@ -323,6 +331,10 @@ def resolve_run_config(config_file: Path | str | None = None, overrides: list[st
     `key=value` overrides, validated as one `RunConfig`."""
     file_layer = _read_yaml(_recipe_file(config_file), "config file") if config_file else {}
     command_layer = parse_overrides(overrides or [])
+    # A run's length given on the command line replaces the recipe's, in either unit.
+    for given, replaced in (("steps", "epochs"), ("epochs", "steps")):
+        if given in command_layer and replaced not in command_layer:
+            file_layer.pop(replaced, None)
     chosen = _merge(file_layer, command_layer)
     preset = chosen.get("preset", RunConfig.model_fields["preset"].default)
     net = chosen.get("net", RunConfig.model_fields["net"].default)

@@ -61,3 +61,21 @@ def test_cli_trains_from_record_files(tmp_path, capsys):
     assert main(["data", "tokenizer", "--vocab-size", "320", "--out", str(tmp_path / "tok"), str(paths["train"])]) == 0
     assert "2 bad rows ignored" in capsys.readouterr().out
     assert load_tokenizer(tmp_path / "tok").vocab_size <= 320
+
+
+def test_tokenizers_that_give_the_same_ids_count_as_the_same(tmp_path):
+    from frugal_lm.data.tokenizer import encodes_alike
+
+    train_tokenizer(corpus(), vocab_size=300).save(tmp_path / "a")
+    original = json.loads((tmp_path / "a" / "tokenizer.json").read_text())
+    (tmp_path / "b").mkdir()
+    exported = {**original, "post_processor": {"type": "TemplateProcessing", "single": [], "pair": [],
+                                               "special_tokens": {}}}  # what an export adds
+    (tmp_path / "b" / "tokenizer.json").write_text(json.dumps(exported))
+    assert encodes_alike(tmp_path / "a" / "tokenizer.json", tmp_path / "b" / "tokenizer.json")
+    vocab = dict(original["model"]["vocab"])
+    first = next(iter(vocab))
+    vocab[first + "x"] = vocab.pop(first)
+    (tmp_path / "b" / "tokenizer.json").write_text(json.dumps({**original, "model": {**original["model"],
+                                                                                      "vocab": vocab}}))
+    assert not encodes_alike(tmp_path / "a" / "tokenizer.json", tmp_path / "b" / "tokenizer.json")

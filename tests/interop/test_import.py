@@ -108,7 +108,10 @@ def test_data_from_another_tokenizer_is_refused_when_fine_tuning(hf_random, tiny
     _, single, _ = hf_random
     import_hf(single, tmp_path / "imported")
     tokenizer = tmp_path / "imported" / "tokenizer" / "tokenizer.json"
-    tokenizer.write_bytes(tokenizer.read_bytes() + b"\n")   # another file than the data's tokenizer
+    content = json.loads(tokenizer.read_text())
+    vocab = content["model"]["vocab"]
+    vocab["another token"] = vocab.pop(next(iter(vocab)))   # another mapping of text to ids than the data's
+    tokenizer.write_text(json.dumps(content))
     with pytest.raises(FrugalError, match="the data's tokenizer .* differs from init_from's"):
         train(resolve_run_config(None, [f"data={tiny_run.parent / 'mix'}", f"out={tmp_path / 'run'}",
                                         f"init_from={tmp_path / 'imported'}", "steps=1"]))

@@ -12,11 +12,24 @@ TRAIN_KEYS = ("Keys: data=DIR out=RUN_DIR preset=tiny|B|L|XL|XXL net=hrm|transfo
               "and nested model.* keys. Run `frugal config ...` to see every key with its resolved value.")
 
 
+def _recipe_help() -> str:
+    from frugal_lm.config import recipe_names
+
+    return f"recipe YAML file, or a packaged recipe: {', '.join(recipe_names())} (the recipe's keys, then key=value)"
+
+
+RECIPE_HELP = _recipe_help()
+
+
 def _config_command(args: argparse.Namespace) -> int:
     from frugal_lm.config import resolve_run_config
     from frugal_lm.model import count_parameters
 
+    from frugal_lm.plan.report import mix_vocab_size
+
     config = resolve_run_config(args.config, args.overrides)
+    if config.data is not None and (vocab := mix_vocab_size(Path(config.data))) is not None:
+        config.model = config.model.model_copy(update={"vocab_size": vocab})  # as `frugal train` builds it
     print(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), end="")
     print(f"# parameters: {count_parameters(config.model):,}")
     return 0
@@ -44,7 +57,7 @@ def _report_command(args: argparse.Namespace) -> int:
 def register(commands: argparse._SubParsersAction) -> None:
     train = commands.add_parser("train", help="train a model on a mixed training set (also under torchrun)",
                                 description="Train with the HRM-Text recipe. " + TRAIN_KEYS)
-    train.add_argument("--config", help="recipe YAML file, or a packaged recipe: pretrain, sft")
+    train.add_argument("--config", help=RECIPE_HELP)
     train.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. data=mix out=runs/a steps=100")
     train.set_defaults(handler=_train_command)
 
@@ -58,7 +71,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "config", help="print the resolved run configuration and parameter count",
         description="Resolve presets, a recipe file and key=value overrides exactly as `frugal train` "
                     "would, and print the result as YAML.")
-    config.add_argument("--config", help="recipe YAML file, or a packaged recipe: pretrain, sft")
+    config.add_argument("--config", help=RECIPE_HELP)
     config.add_argument("overrides", nargs="*", metavar="key=value",
                         help="e.g. preset=XL net=hrm lr=3e-4 model.vocab_size=65536")
     config.set_defaults(handler=_config_command)

@@ -131,3 +131,18 @@ def load_tokenizer(directory: Path | str, special_tokens: dict[str, str] | None 
         special_tokens, condition_tokens = info["special_tokens"], info["condition_tokens"]
     return TextTokenizer(tokenizer, _role_ids(tokenizer, special_tokens or DEFAULT_SPECIAL_TOKENS, str(path)),
                          _role_ids(tokenizer, condition_tokens or DEFAULT_CONDITION_TOKENS, str(path)))
+
+
+def encodes_alike(first: Path, second: Path) -> bool:
+    """Whether two `tokenizer.json` files map text to the same ids: the same vocabulary,
+    merges, special tokens, normalisation and pre-tokenisation. How a file adds special
+    tokens around a text (the post-processor an export adds), padding and truncation do
+    not change the ids the data was tokenized into."""
+    def identity(path: Path) -> dict:
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise FrugalError(f"{path}: unreadable tokenizer ({error})") from None
+        return {key: data.get(key) for key in ("model", "added_tokens", "normalizer", "pre_tokenizer")}
+
+    return identity(first) == identity(second)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from frugal_lm.config import RunConfig
 from frugal_lm.data.loader import LoaderState, MixedDataset
+from frugal_lm.data.tokenizer import encodes_alike
 from frugal_lm.errors import FrugalError
 from frugal_lm.train.checkpoint import load_checkpoint, read_run_config, require_checkpoint
 from frugal_lm.train.distributed import Distributed
@@ -39,14 +40,10 @@ class Progress:
 
 def check_same_tokenizer(saved: Path, current: Path) -> None:
     """Resuming on data made with another tokenizer would train on mismatched ids."""
-    def read(folder: Path) -> bytes | None:
-        return (folder / "tokenizer.json").read_bytes() if (folder / "tokenizer.json").is_file() else None
-
-    if read(saved) is not None and read(current) is not None and read(saved) != read(current):
+    saved_file, current_file = saved / "tokenizer.json", current / "tokenizer.json"
+    if saved_file.is_file() and current_file.is_file() and not encodes_alike(saved_file, current_file):
         raise FrugalError(f"the data's tokenizer ({current}) differs from the one this run was trained with "
                           f"({saved}); resume with the same data, or start a new run (init_from=) instead")
-
-
 
 
 def truncate_metrics(path: Path, last_step: int) -> None:

@@ -35,6 +35,7 @@ from tqdm import tqdm
 from frugal_lm.config import ModelConfig, RunConfig, validate
 from frugal_lm.data.batch import PackedBatch
 from frugal_lm.data.loader import MixedDataset, PackedLoader
+from frugal_lm.data.tokenizer import encodes_alike
 from frugal_lm.errors import FrugalError
 from frugal_lm.model import bp_steps_at, build_model
 from frugal_lm.plan.budget import TrainingPlan, plan_run, read_data_profile
@@ -90,7 +91,7 @@ def _model_config_for(config: RunConfig, dataset: MixedDataset) -> ModelConfig:
     saved_tokenizer = source / "tokenizer" / "tokenizer.json"
     data_tokenizer = dataset.directory / "tokenizer" / "tokenizer.json"
     if saved_tokenizer.is_file() and data_tokenizer.is_file():
-        if saved_tokenizer.read_bytes() != data_tokenizer.read_bytes():
+        if not encodes_alike(saved_tokenizer, data_tokenizer):
             raise FrugalError(f"the data's tokenizer ({data_tokenizer.parent}) differs from init_from's "
                               f"({saved_tokenizer.parent}); tokenize the data with `frugal data tokenize "
                               f"--tokenizer {saved_tokenizer.parent}`")
