@@ -76,13 +76,13 @@ def test_serve_answers_then_stops_on_ctrl_c(tiny_run):
 
 
 def test_compile_flag_reaches_the_engine(tiny_run, engine_constructions, monkeypatch, capsys):
-    import frugal_lm.infer.server as server_module
+    import frugal_lm.infer.http_server as http_server
 
     class NoServer:
         def run(self, sockets):
             pass
 
-    monkeypatch.setattr(server_module, "uvicorn_server", lambda *args: NoServer())
+    monkeypatch.setattr(http_server, "uvicorn_server", lambda *args: NoServer())
     for flags in (["--compile"], []):
         assert main(["serve", "--model", str(tiny_run), "--port", "0", *flags]) == 0
     assert [compiled for _, compiled in engine_constructions] == [True, False]
@@ -90,6 +90,7 @@ def test_compile_flag_reaches_the_engine(tiny_run, engine_constructions, monkeyp
 
 
 def test_limit_flags_reach_the_app_and_uvicorn(tiny_run, monkeypatch):
+    import frugal_lm.infer.http_server as http_server
     import frugal_lm.infer.server as server_module
     from frugal_lm.infer.http_limits import HttpLimits
 
@@ -109,7 +110,7 @@ def test_limit_flags_reach_the_app_and_uvicorn(tiny_run, monkeypatch):
         seen["app"] = limits
         return real_create_app(*args, limits=limits, **kwargs)
 
-    monkeypatch.setattr(server_module, "uvicorn_server", recording_server)
+    monkeypatch.setattr(http_server, "uvicorn_server", recording_server)
     monkeypatch.setattr(server_module, "create_app", recording_create_app)
     assert main(["serve", "--model", str(tiny_run), "--port", "0", "--max-body-bytes", "1000", "--request-timeout",
                  "2.5", "--keep-alive-timeout", "3", "--max-header-bytes", "8192", "--max-connections", "40"]) == 0

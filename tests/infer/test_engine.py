@@ -146,10 +146,12 @@ def test_stop_at_eoa_and_length_limits(loaded):
     engine.eoa_id = first.token_ids[0]
     stopped = engine.generate([GenerationRequest(PROMPTS[0], sampling=greedy(5))])[0]
     assert stopped.token_ids == [] and stopped.text == "" and stopped.finish_reason == "stop"
-    # The context limit also ends a sequence with "length".
+    # The context limit also ends a sequence with "length" (no token plays EOA here): the
+    # prompt's P tokens, 3 fed answer tokens, and a 4th chosen with the context full.
     short = Engine(loaded, max_batch_size=1, max_seq_len=len(engine.encode_prompt(PROMPTS[1])) + 3)
+    short.eoa_id = -1
     result = short.generate([GenerationRequest(PROMPTS[1], sampling=greedy(50))])[0]
-    assert len(result.token_ids) <= 4 and result.finish_reason in ("length", "stop")
+    assert len(result.token_ids) == 4 and result.finish_reason == "length"
 
 
 def test_user_mistakes_raise_frugal_errors(loaded):
@@ -177,9 +179,9 @@ def test_bf16_engine_keeps_a_bf16_cache_and_tracks_the_fp32_logits(tiny_run, dev
         assert engine.add_many(prompts, [greedy(), greedy()]) == [0, 1]
     for _ in range(8):  # both engines are fed the fp32 engine's greedy tokens
         torch.testing.assert_close(half.next_logits_NV.float(), full.next_logits_NV, atol=0.1, rtol=0.05)
-        tokens = full._choose_tokens([0, 1])
+        tokens = full.next_logits_NV.argmax(dim=-1).tolist()
         for engine in (half, full):
-            engine._decode([0, 1], tokens)
+            engine.feed([0, 1], tokens)
 
 @pytest.mark.slow  # compiles a decode graph: minutes on a busy CPU
 def test_compiled_decode_step_gives_the_tokens_of_full_recompute(loaded):

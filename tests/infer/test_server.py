@@ -17,7 +17,8 @@ import pytest
 from frugal_lm.infer.engine import Engine, GenerationRequest, SamplingParams
 from frugal_lm.infer.loading import load_model
 from frugal_lm.infer.http_limits import HttpLimits
-from frugal_lm.infer.server import bind_socket, create_app, uvicorn_server
+from frugal_lm.infer.http_server import bind_socket, uvicorn_server
+from frugal_lm.infer.server import create_app
 
 MODEL = "tiny"
 PROMPTS = ["12+7=", "reverse: abc", "3+4=", "reverse: hello", "99+1=", "x", "reverse: ab", "5+5="]

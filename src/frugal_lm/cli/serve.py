@@ -50,7 +50,8 @@ def _serve_command(args: argparse.Namespace) -> int:
     from frugal_lm.infer.engine import Engine
     from frugal_lm.infer.http_limits import HttpLimits
     from frugal_lm.infer.loading import default_model_name, inference_dtype, load_model
-    from frugal_lm.infer.server import bind_socket, create_app, uvicorn_server
+    from frugal_lm.infer.http_server import bind_socket, uvicorn_server
+    from frugal_lm.infer.server import create_app
     from frugal_lm.train.trainer import resolve_device
 
     device = resolve_device(args.device)

@@ -11,9 +11,9 @@ Design choices:
   mistyped command or value prints a one-line error and the session goes on.
 - Ctrl-C while typing (or end of input) ends the session cleanly; Ctrl-C while an answer
   streams cancels that answer only and frees its engine slot.
-- Text streams as the tokens come: the whole answer is re-decoded each token and only the
-  new suffix printed, holding back a trailing partial character (byte-level BPE), so the
-  printed answer is exactly the decoded answer.
+- Text streams as the tokens come, through the server's incremental detokenizer
+  (`text_stream.TextStream`): a partial UTF-8 character is held back until it completes, so
+  the printed answer is exactly the decoded answer.
 - Input and output are injectable (`read_line`, `out`), which is how the tests feed it lines.
 """
 
@@ -27,6 +27,7 @@ from typing import TextIO
 from frugal_lm.errors import FrugalError
 from frugal_lm.infer.engine import Engine, SamplingParams
 from frugal_lm.infer.openai_schema import ChatMessage, chat_instruction
+from frugal_lm.infer.text_stream import TextStream
 
 HELP = """commands:
   /condition TAGS       condition tags for the next answers, comma-separated (e.g. cot or direct,noisy)
@@ -118,22 +119,13 @@ class ChatSession:
             except FrugalError as error:
                 self.say(f"error: {error}")
                 return
-            tokens: list[int] = []
-            shown = ""
+            text = TextStream(self.engine.tokenizer.decode)
             for item in stream:
-                text = self.engine.tokenizer.decode(tokens)
-                if isinstance(item, str):
-                    rest = text[len(shown):] if text.startswith(shown) else ""
-                    self.say(rest + ("" if item == "stop" else " [length limit]"))
-                    self.turns.append((message, text))
+                if isinstance(item, str):  # the finish reason
+                    self.say(text.flush() + ("" if item == "stop" else " [length limit]"))
+                    self.turns.append((message, text.text))
                     return
-                tokens.append(item)
-                # Hold back a trailing replacement character: the rest of a multi-byte
-                # character may come with the next token.
-                text = self.engine.tokenizer.decode(tokens).rstrip("\ufffd")
-                if text.startswith(shown):
-                    self.say(text[len(shown):], end="")
-                    shown = text
+                self.say(text.push(item), end="")
         except KeyboardInterrupt:
             if stream is not None:
                 stream.close()  # frees the slot

@@ -21,18 +21,18 @@ Design:
   the model's dtype, on the model's device (CPU or GPU).
 - On CPU the engine stores every Linear weight input-major (the (out, in) parameter is
   a transposed view of a contiguous (in, out) tensor): `x @ weight.T` then reads the
-  weight in the order the BLAS kernel wants. Same values, same parameter objects; at
-  decode sizes (1-8 rows) this alone made the matmuls 1.2-1.7x faster (measured,
-  benchmarks/RESULTS.md). Training never sees it: the engine is inference-only.
+  weight in the order the BLAS kernel wants: with (out, in) storage the BLAS library takes
+  a slow path at decode sizes (benchmarks/RESULTS.md, "Generation throughput", session 2).
+  Same values, same parameter objects; training never sees it: the engine is inference-only.
 - `compile=True` runs each decode step through `torch.compile` (inductor), which fuses
   the many small ops of a step (RMSNorm, RoPE, gates, cache writes, the mask) that
   otherwise dominate CPU decoding. Compiled graphs need fixed shapes, so every step runs
   one row per slot, in slot order (idle rows compute and are ignored) over an attended
   context rounded up to a power of two (>= 128, masked): one graph per context bucket,
   compiled the first time it is met (dynamic shapes instead were slower per step and to
-  compile, measured). Few graphs matter more than padding waste: one
-  compile of the unrolled recurrence takes minutes on a busy 2-core CPU. Off by default
-  for that reason; it pays off only over many tokens. On a GPU the compiled step also
+  compile, measured). Few graphs matter more than padding waste: compiling the unrolled
+  recurrence is slow on a CPU (benchmarks/RESULTS.md). Off by default for that reason; it
+  pays off only over many tokens. On a GPU the compiled step also
   runs as a CUDA graph (one launch per step instead of hundreds of kernel launches).
 """
 
@@ -49,11 +49,15 @@ from frugal_lm.infer.kv_cache import StaticKVCache
 from frugal_lm.infer.loading import LoadedModel
 from frugal_lm.infer.sampling import SamplingParams, request_generator, sample_token
 
-__all__ = ["Engine", "GenerationRequest", "GenerationResult", "SamplingParams", "TokenEvent"]
+__all__ = ["Engine", "GenerationRequest", "GenerationResult", "InvalidTokenId", "SamplingParams", "TokenEvent"]
 
 FinishReason = Literal["stop", "length"]
 MIN_CONTEXT_BUCKET = 128
 """Smallest context a compiled decode step attends over (more buckets: more compiles)."""
+
+
+class InvalidTokenId(FrugalError):
+    """A prompt holds a token id outside the model's vocabulary."""
 
 
 @dataclass
@@ -134,11 +138,17 @@ class Engine:
             text_ids = self.tokenizer.tokenizer.encode(prompt, add_special_tokens=False).ids
         else:
             text_ids = list(prompt)
-            vocab = self.config.vocab_size
-            if any(not 0 <= token < vocab for token in text_ids):
-                raise FrugalError(f"prompt token ids must be in 0..{vocab - 1}")
+            self._check_token_ids(text_ids)
         special = self.tokenizer.special_ids
         return [special["boq"], *(known[tag] for tag in conditions), *text_ids, special["eoq"]]
+
+    def _check_token_ids(self, token_ids: list[int]) -> None:
+        """Refuse an id outside the model's vocabulary (`InvalidTokenId`, naming the first)."""
+        vocab = self.config.vocab_size
+        bad = next((token for token in token_ids if not 0 <= token < vocab), None)
+        if bad is not None:
+            raise InvalidTokenId(f"token id {bad} is not in the model's vocabulary: prompt token ids must be in "
+                                 f"0..{vocab - 1}")
 
     # ---- continuous batching primitives ---------------------------------------------
 
@@ -156,15 +166,13 @@ class Engine:
         prompt is refused."""
         if len(prompts) != len(samplings):
             raise ValueError(f"{len(prompts)} prompts but {len(samplings)} sampling settings")
-        vocab = self.config.vocab_size
         for prompt_ids, sampling in zip(prompts, samplings):
             sampling.validate()
             if not prompt_ids:
                 raise FrugalError("empty prompt: it needs at least BOQ and EOQ")
             if len(prompt_ids) > self.max_seq_len:
                 raise FrugalError(f"prompt has {len(prompt_ids)} tokens, more than the context of {self.max_seq_len}")
-            if min(prompt_ids) < 0 or max(prompt_ids) >= vocab:
-                raise FrugalError(f"prompt token ids must be in 0..{vocab - 1}")
+            self._check_token_ids(prompt_ids)
         if len(prompts) > self.free_slots():
             raise RuntimeError(f"{len(prompts)} prompts but {self.free_slots()} free slots: call release() "
                                f"or add fewer")
@@ -207,7 +215,7 @@ class Engine:
                 feed_slots.append(index)
                 feed_tokens.append(token)
         if feed_slots:
-            self._decode(feed_slots, feed_tokens)
+            self.feed(feed_slots, feed_tokens)
         return events
 
     def release(self, slot: int) -> None:
@@ -229,7 +237,15 @@ class Engine:
                 tokens[index] = sample_token(self.next_logits_NV[index], slot.sampling, slot.generator)
         return [tokens[index] for index in running]
 
-    def _decode(self, slot_indices: list[int], token_ids: list[int]) -> None:
+    @torch.inference_mode()
+    def feed(self, slot_indices: list[int], token_ids: list[int]) -> None:
+        """Append one given token to each of `slot_indices` in one decode forward, leaving the
+        next logits in `next_logits_NV`. `step` feeds the tokens it chose; a caller may feed its
+        own (teacher forcing, e.g. to compare two engines on the same sequence)."""
+        for index in slot_indices:
+            slot = self.slots[index]
+            if slot is None or slot.finished or slot.length >= self.max_seq_len:
+                raise ValueError(f"slot {index} is not running or its context is full")
         positions = [self.slots[index].length for index in slot_indices]
         if self.compiled_step is not None:
             logits_BV = self._compiled_decode(slot_indices, token_ids, positions)

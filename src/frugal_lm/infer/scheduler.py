@@ -11,8 +11,8 @@ Design choices:
   Retry-After) instead of letting latency and memory grow without limit. A multi-prompt
   request is admitted whole or not at all.
 - Text, not tokens, crosses the thread boundary: the engine thread detokenizes incrementally
-  (`TextStream`: a sliding decode window, holding back incomplete UTF-8 and anything that may
-  still become a stop string) and cuts stop strings, so a stop string frees the slot at once.
+  (`TextStream`, holding back incomplete UTF-8 and anything that may still become a stop
+  string) and cuts stop strings, so a stop string frees the slot at once.
   Events reach the request's asyncio queue via `loop.call_soon_threadsafe`.
 - Cancelling (client gone) is cheap and safe from the event loop: a waiting request leaves
   the queue immediately, a running one is flagged and its slot released before the next step.
@@ -27,6 +27,8 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from frugal_lm.infer.text_stream import TextStream
 
 if TYPE_CHECKING:
     from frugal_lm.infer.engine import Engine, SamplingParams, TokenEvent
@@ -53,74 +55,6 @@ class TextEvent:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     error: str | None = None        # set when generation failed (finished is then True)
-
-
-class TextStream:
-    """Incremental detokenization with stop strings, for one generated sequence.
-
-    Decoding only a window of recent tokens (`prefix_start:`) keeps each step O(window)
-    rather than O(length); a byte-level BPE decodes a window independently of what precedes
-    it. Text ending in U+FFFD is an incomplete UTF-8 character and is held back until the
-    next token completes it.
-    """
-
-    def __init__(self, decode: Callable[[list[int]], str], stop_strings: list[str]):
-        self.decode = decode
-        self.stop_strings = stop_strings
-        self.token_ids: list[int] = []
-        self.prefix_start = 0   # window start for decoding
-        self.read_end = 0       # tokens before this are already in `text`
-        self.text = ""          # all text so far (cut at a stop string once one appears)
-        self.emitted = 0        # characters of `text` already handed out
-        self.stopped = False    # a stop string was found
-
-    def push(self, token_id: int) -> str:
-        """Add one token; the text that is now safe to hand out."""
-        self.token_ids.append(token_id)
-        self._absorb(final=False)
-        return self._release(final=self.stopped)
-
-    def flush(self) -> str:
-        """At the end of generation: everything not handed out yet, including a held-back
-        incomplete character (as U+FFFD: the sequence ended inside it)."""
-        if not self.stopped:
-            self._absorb(final=True)
-        return self._release(final=True)
-
-    def _absorb(self, final: bool) -> None:
-        """Move the decoded text of the pending tokens into `text`, then cut at a stop string."""
-        before = self.decode(self.token_ids[self.prefix_start:self.read_end])
-        after = self.decode(self.token_ids[self.prefix_start:])
-        if not final and (after.endswith("\ufffd") or len(after) <= len(before)):
-            return
-        searched_from = len(self.text)
-        self.text += after[len(before):]
-        self.prefix_start, self.read_end = self.read_end, len(self.token_ids)
-        self._cut_stop_string(searched_from)
-
-    def _cut_stop_string(self, searched_from: int) -> None:
-        longest = max((len(s) for s in self.stop_strings), default=0)
-        start = max(0, searched_from - longest + 1)
-        hits = [p for p in (self.text.find(s, start) for s in self.stop_strings) if p >= 0]
-        if hits:
-            self.text = self.text[:min(hits)]
-            self.stopped = True
-
-    def _release(self, final: bool) -> str:
-        end = len(self.text) if final else len(self.text) - self._possible_stop_prefix()
-        end = max(end, self.emitted)
-        released, self.emitted = self.text[self.emitted:end], end
-        return released
-
-    def _possible_stop_prefix(self) -> int:
-        """Length of the longest end of `text` that a stop string starts with."""
-        best = 0
-        for stop in self.stop_strings:
-            for size in range(min(len(stop) - 1, len(self.text)), best, -1):
-                if self.text.endswith(stop[:size]):
-                    best = size
-                    break
-        return best
 
 
 @dataclass

@@ -4,7 +4,7 @@ Design choices:
 - The app is a thin layer over `Scheduler` (one engine thread, continuous batching, bounded
   queue). Handlers validate, tokenize (in the threadpool, off the event loop), submit and
   then only await events; nothing here touches the engine's slots.
-- Every failure a client can cause is answered in OpenAI's error shape
+- Every failure a client can cause is answered in OpenAI's error shape (`api_errors.py`)
   `{"error": {"message", "type", "param", "code"}}`: 400 for malformed JSON, wrong types,
   unknown fields, unsupported options, text that is not valid Unicode, prompts that do not
   fit the context, `max_tokens` beyond what is left of it and more prompts in one request
@@ -20,6 +20,8 @@ Design choices:
 - A client that disconnects, while waiting or while streaming, cancels its request: a
   watcher task per request listens for `http.disconnect` and the scheduler frees the slot
   before the next decode step.
+- The routes, error handlers and SSE chunkers are module-level functions that read the
+  shared `ServerState` from `app.state.server`; `create_app` only wires them together.
 - Streaming is Server-Sent Events in OpenAI's chunk format, ending with `data: [DONE]`; an
   error after the stream started is sent as an `{"error": ...}` event before `[DONE]`.
 """
@@ -27,46 +29,34 @@ Design choices:
 from __future__ import annotations
 
 import asyncio
-import errno
 import json
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from frugal_lm.errors import FrugalError
-from frugal_lm.infer.engine import Engine, SamplingParams
-from frugal_lm.infer.http_limits import BodyLimit, HttpLimits, RequestRejected, head_timeout_protocol
+from frugal_lm.infer.api_errors import EXCEPTION_HANDLERS, ApiError
+from frugal_lm.infer.engine import Engine, InvalidTokenId, SamplingParams
+from frugal_lm.infer.http_limits import BodyLimit, HttpLimits
+from frugal_lm.infer.http_server import bind_socket, uvicorn_server
 from frugal_lm.infer.openai_schema import (
     AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletionChunk, ChatCompletionRequest,
     ChatCompletionResponse, ChatDelta, CompletionChoice, CompletionRequest, CompletionResponse,
-    ErrorBody, ErrorDetail, ModelCard, ModelList, SamplingFields, Usage,
+    ModelCard, ModelList, SamplingFields, Usage,
 )
 from frugal_lm.infer.scheduler import PromptJob, QueueFull, RequestGroup, Scheduler, SchedulerClosed, TextEvent
 
+# bind_socket and uvicorn_server live in http_server; re-exported for benchmarks/serve_throughput.py.
+__all__ = ["ApiError", "ServerState", "bind_socket", "create_app", "uvicorn_server"]
+
 RETRY_AFTER_SECONDS = 1
-
-
-class ApiError(Exception):
-    """An error answered to the client in OpenAI's shape."""
-
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
-                 kind: str = "invalid_request_error", headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status, self.message, self.param, self.code, self.kind = status, message, param, code, kind
-        self.headers = headers
-
-    def response(self) -> JSONResponse:
-        body = ErrorBody(error=ErrorDetail(message=self.message, type=self.kind, param=self.param, code=self.code))
-        return JSONResponse(body.model_dump(), status_code=self.status, headers=self.headers)
 
 
 @dataclass
@@ -121,15 +111,11 @@ class ServerState:
             if isinstance(instruction, str) and len(instruction) > self.max_prompt_chars:
                 raise self._too_long(f"more than {self.max_prompt_chars:,} characters", prompt_field)
         jobs = []
-        vocab = self.engine.config.vocab_size
         for instruction in instructions:
-            if isinstance(instruction, list):
-                bad = next((token for token in instruction if not 0 <= token < vocab), None)
-                if bad is not None:
-                    raise ApiError(400, f"token id {bad} is not in the model's vocabulary (0..{vocab - 1})",
-                                   prompt_field, "invalid_token_id")
             try:
                 prompt_ids = self.engine.encode_prompt(instruction, body.conditions)
+            except InvalidTokenId as error:
+                raise ApiError(400, str(error), prompt_field, "invalid_token_id") from None
             except FrugalError as error:
                 raise ApiError(400, str(error), "condition", "invalid_condition") from None
             room = self.context - len(prompt_ids)
@@ -226,116 +212,140 @@ def create_app(engine: Engine, model_name: str, max_queue: int = 64, limits: Htt
     app = FastAPI(title="frugal-lm", summary="OpenAI-compatible API for a frugal-lm model", lifespan=lifespan)
     app.state.server = state
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes, timeout_s=limits.request_timeout_s)
-
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Request, error: ApiError) -> JSONResponse:
-        return error.response()
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid_body(request: Request, error: RequestValidationError) -> JSONResponse:
-        return _validation_error(error).response()
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
-        code = error.code if isinstance(error, RequestRejected) else {
-            404: "not_found", 405: "method_not_allowed"}.get(error.status_code)
-        return ApiError(error.status_code, str(error.detail), code=code, headers=error.headers).response()
-
-    @app.exception_handler(Exception)
-    async def _bug(request: Request, error: Exception) -> JSONResponse:
-        return ApiError(500, f"internal error: {type(error).__name__}: {error}", kind="server_error").response()
-
-    @app.get("/health")
-    async def health() -> JSONResponse:
-        """Liveness plus load: requests decoding and waiting, and capacity."""
-        scheduler = state.scheduler
-        active, queued = scheduler.load()
-        body = {"status": "ok" if scheduler.alive else "error", "model": state.model_name,
-                "active": active, "queued": queued, "max_batch_size": scheduler.max_batch_size,
-                "max_queue": scheduler.max_queue, "context": state.context}
-        return JSONResponse(body, status_code=200 if scheduler.alive else 503)
-
-    def model_card() -> ModelCard:
-        return ModelCard(id=state.model_name, created=state.created, max_model_len=state.context)
-
-    @app.get("/v1/models")
-    async def list_models() -> ModelList:
-        return ModelList(data=[model_card()])
-
-    @app.get("/v1/models/{model_id:path}")
-    async def get_model(model_id: str) -> ModelCard:
-        state.check_model(model_id)
-        return model_card()
-
-    @app.post("/v1/completions", response_model=None)
-    async def completions(body: CompletionRequest, request: Request) -> Response:
-        jobs = await run_in_threadpool(state.prepare, body, body.prompts, body.max_tokens, "prompt")
-        group = state.submit(jobs, request)
-        request_id, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
-
-        def chunk(index: int, text: str, reason: str | None) -> dict:
-            choice = CompletionChoice(index=index, text=text, finish_reason=reason)
-            return CompletionResponse(id=request_id, created=created, model=state.model_name,
-                                      choices=[choice]).model_dump(exclude={"usage"})
-
-        if body.stream:
-            async def chunks(events: AsyncIterator[TextEvent]) -> AsyncIterator[str]:
-                prompt_tokens = completion_tokens = 0
-                async for event in events:
-                    _raise_if_failed(event)
-                    if event.text or event.finished:
-                        yield _sse(chunk(event.index, event.text, event.finish_reason))
-                    prompt_tokens += event.prompt_tokens
-                    completion_tokens += event.completion_tokens
-                if body.stream_options and body.stream_options.include_usage:
-                    yield _sse({**chunk(0, "", None), "choices": [],
-                                "usage": _usage(prompt_tokens, completion_tokens).model_dump()})
-            return _event_stream(group, chunks)
-
-        results = await _collect(group)
-        return JSONResponse(CompletionResponse(
-            id=request_id, created=created, model=state.model_name,
-            choices=[CompletionChoice(index=i, text=r.text, finish_reason=r.finish_reason)
-                     for i, r in enumerate(results)],
-            usage=_usage(sum(r.prompt_tokens for r in results), sum(r.completion_tokens for r in results)),
-        ).model_dump())
-
-    @app.post("/v1/chat/completions", response_model=None)
-    async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
-        jobs = await run_in_threadpool(state.prepare, body, [body.instruction], body.requested_max_tokens,
-                                       "messages")
-        group = state.submit(jobs, request)
-        request_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-
-        def chunk(delta: ChatDelta | None, reason: str | None = None, usage: Usage | None = None) -> dict:
-            choices = [] if delta is None else [ChatChunkChoice(index=0, delta=delta, finish_reason=reason)]
-            return ChatCompletionChunk(id=request_id, created=created, model=state.model_name, choices=choices,
-                                       usage=usage).model_dump(exclude={"usage"} if usage is None else None)
-
-        if body.stream:
-            async def chunks(events: AsyncIterator[TextEvent]) -> AsyncIterator[str]:
-                usage = None  # stays None when the client goes away before the end
-                yield _sse(chunk(ChatDelta(role="assistant", content="")))
-                async for event in events:
-                    _raise_if_failed(event)
-                    if event.text:
-                        yield _sse(chunk(ChatDelta(content=event.text)))
-                    if event.finished:
-                        yield _sse(chunk(ChatDelta(), event.finish_reason))
-                        usage = _usage(event.prompt_tokens, event.completion_tokens)
-                if usage is not None and body.stream_options and body.stream_options.include_usage:
-                    yield _sse(chunk(None, usage=usage))
-            return _event_stream(group, chunks)
-
-        (result,) = await _collect(group)
-        return JSONResponse(ChatCompletionResponse(
-            id=request_id, created=created, model=state.model_name,
-            choices=[ChatChoice(index=0, message=AssistantMessage(content=result.text),
-                                finish_reason=result.finish_reason)],
-            usage=_usage(result.prompt_tokens, result.completion_tokens),
-        ).model_dump())
-
+    for kind, handler in EXCEPTION_HANDLERS:
+        app.add_exception_handler(kind, handler)
+    app.add_api_route("/health", health, methods=["GET"])
+    app.add_api_route("/v1/models", list_models, methods=["GET"])
+    app.add_api_route("/v1/models/{model_id:path}", get_model, methods=["GET"])
+    app.add_api_route("/v1/completions", completions, methods=["POST"], response_model=None)
+    app.add_api_route("/v1/chat/completions", chat_completions, methods=["POST"], response_model=None)
     return app
+
+
+def _state(request: Request) -> ServerState:
+    return request.app.state.server
+
+
+# ---- routes --------------------------------------------------------------------------------------
+
+async def health(request: Request) -> JSONResponse:
+    """Liveness plus load: requests decoding and waiting, and capacity."""
+    state = _state(request)
+    scheduler = state.scheduler
+    active, queued = scheduler.load()
+    body = {"status": "ok" if scheduler.alive else "error", "model": state.model_name,
+            "active": active, "queued": queued, "max_batch_size": scheduler.max_batch_size,
+            "max_queue": scheduler.max_queue, "context": state.context}
+    return JSONResponse(body, status_code=200 if scheduler.alive else 503)
+
+
+def _model_card(state: ServerState) -> ModelCard:
+    return ModelCard(id=state.model_name, created=state.created, max_model_len=state.context)
+
+
+async def list_models(request: Request) -> ModelList:
+    return ModelList(data=[_model_card(_state(request))])
+
+
+async def get_model(model_id: str, request: Request) -> ModelCard:
+    state = _state(request)
+    state.check_model(model_id)
+    return _model_card(state)
+
+
+@dataclass(frozen=True)
+class _Reply:
+    """What every chunk and response of one request repeats."""
+
+    id: str
+    created: int
+    model: str
+
+    @classmethod
+    def new(cls, prefix: str, model: str) -> _Reply:
+        return cls(f"{prefix}-{uuid.uuid4().hex}", int(time.time()), model)
+
+
+async def completions(body: CompletionRequest, request: Request) -> Response:
+    state = _state(request)
+    jobs = await run_in_threadpool(state.prepare, body, body.prompts, body.max_tokens, "prompt")
+    group = state.submit(jobs, request)
+    reply = _Reply.new("cmpl", state.model_name)
+    if body.stream:
+        return _event_stream(group, partial(_completion_chunks, reply=reply, include_usage=_wants_usage(body)))
+    results = await _collect(group)
+    return JSONResponse(CompletionResponse(
+        id=reply.id, created=reply.created, model=reply.model,
+        choices=[CompletionChoice(index=i, text=r.text, finish_reason=r.finish_reason)
+                 for i, r in enumerate(results)],
+        usage=_usage(sum(r.prompt_tokens for r in results), sum(r.completion_tokens for r in results)),
+    ).model_dump())
+
+
+async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
+    state = _state(request)
+    jobs = await run_in_threadpool(state.prepare, body, [body.instruction], body.requested_max_tokens, "messages")
+    group = state.submit(jobs, request)
+    reply = _Reply.new("chatcmpl", state.model_name)
+    if body.stream:
+        return _event_stream(group, partial(_chat_chunks, reply=reply, include_usage=_wants_usage(body)))
+    (result,) = await _collect(group)
+    return JSONResponse(ChatCompletionResponse(
+        id=reply.id, created=reply.created, model=reply.model,
+        choices=[ChatChoice(index=0, message=AssistantMessage(content=result.text),
+                            finish_reason=result.finish_reason)],
+        usage=_usage(result.prompt_tokens, result.completion_tokens),
+    ).model_dump())
+
+
+# ---- streaming -----------------------------------------------------------------------------------
+
+def _wants_usage(body: SamplingFields) -> bool:
+    return bool(body.stream_options and body.stream_options.include_usage)
+
+
+def _completion_chunk(reply: _Reply, index: int, text: str, reason: str | None) -> dict:
+    choice = CompletionChoice(index=index, text=text, finish_reason=reason)
+    return CompletionResponse(id=reply.id, created=reply.created, model=reply.model,
+                              choices=[choice]).model_dump(exclude={"usage"})
+
+
+async def _completion_chunks(events: AsyncIterator[TextEvent], reply: _Reply,
+                             include_usage: bool) -> AsyncIterator[str]:
+    """/v1/completions events as SSE chunks: one per piece of text, usage over all prompts last."""
+    prompt_tokens = completion_tokens = 0
+    async for event in events:
+        _raise_if_failed(event)
+        if event.text or event.finished:
+            yield _sse(_completion_chunk(reply, event.index, event.text, event.finish_reason))
+        prompt_tokens += event.prompt_tokens
+        completion_tokens += event.completion_tokens
+    if include_usage:
+        yield _sse({**_completion_chunk(reply, 0, "", None), "choices": [],
+                    "usage": _usage(prompt_tokens, completion_tokens).model_dump()})
+
+
+def _chat_chunk(reply: _Reply, delta: ChatDelta | None, reason: str | None = None,
+                usage: Usage | None = None) -> dict:
+    choices = [] if delta is None else [ChatChunkChoice(index=0, delta=delta, finish_reason=reason)]
+    return ChatCompletionChunk(id=reply.id, created=reply.created, model=reply.model, choices=choices,
+                               usage=usage).model_dump(exclude={"usage"} if usage is None else None)
+
+
+async def _chat_chunks(events: AsyncIterator[TextEvent], reply: _Reply, include_usage: bool) -> AsyncIterator[str]:
+    """/v1/chat/completions events as SSE chunks: the role first, then content deltas, the
+    finish reason, and usage when asked for and the answer finished."""
+    usage = None  # stays None when the client goes away before the end
+    yield _sse(_chat_chunk(reply, ChatDelta(role="assistant", content="")))
+    async for event in events:
+        _raise_if_failed(event)
+        if event.text:
+            yield _sse(_chat_chunk(reply, ChatDelta(content=event.text)))
+        if event.finished:
+            yield _sse(_chat_chunk(reply, ChatDelta(), event.finish_reason))
+            usage = _usage(event.prompt_tokens, event.completion_tokens)
+    if usage is not None and include_usage:
+        yield _sse(_chat_chunk(reply, None, usage=usage))
 
 
 def _raise_if_failed(event: TextEvent) -> None:
@@ -346,62 +356,3 @@ def _raise_if_failed(event: TextEvent) -> None:
 def _event_stream(group: RequestGroup, chunks) -> StreamingResponse:
     return StreamingResponse(_sse_stream(group, chunks), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-
-
-def _validation_error(error: RequestValidationError) -> ApiError:
-    """The first problem of a rejected body, as a one-line 400 naming the field."""
-    problems = error.errors()
-    if not problems:
-        return ApiError(400, "invalid request body")
-    # A union (`prompt`) reports every member's mismatch; our own validators' messages say more.
-    first = next((problem for problem in problems if problem["type"] == "value_error"), problems[0])
-    if first["type"] == "json_invalid":
-        reason = first.get("ctx", {}).get("error", "not valid JSON")
-        return ApiError(400, f"malformed JSON body: {reason}", code="invalid_json")
-    location = [part for part in first["loc"] if part != "body"]
-    # Union members add their type name to the location (e.g. 'str', 'list[str]'): drop it.
-    location = [part for part in location if not (isinstance(part, str) and ("[" in part or part in
-                                                                             ("str", "int", "float", "bool")))]
-    param = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in location).lstrip(".")
-    if first["type"] == "missing" and not param:
-        return ApiError(400, "the request needs a JSON object body", code="invalid_json")
-    if first["type"] == "model_attributes_type" and not param:
-        return ApiError(400, "the request body must be a JSON object (Content-Type: application/json)",
-                        code="invalid_json")
-    message = first["msg"].removeprefix("Value error, ")
-    return ApiError(400, f"{param or 'body'}: {message}", param or None, "invalid_value")
-
-
-def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening socket, bound before uvicorn starts so a taken port is a one-line FrugalError
-    (and port 0 picks a free one; the chosen port is `sock.getsockname()[1]`)."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as error:
-        raise FrugalError(f"--host {host}: cannot resolve ({error.strerror})") from None
-    family, kind, proto, _, address = infos[0]
-    sock = socket.socket(family, kind, proto)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind(address)
-    except OSError as error:
-        sock.close()
-        reason = "address already in use" if error.errno == errno.EADDRINUSE else error.strerror
-        raise FrugalError(f"cannot listen on {host}:{port}: {reason}") from None
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
-
-
-def uvicorn_server(app: FastAPI, sock: socket.socket, log_level: str = "info", limits: HttpLimits = HttpLimits()):
-    """A uvicorn server for `app` on `sock`; `.run(sockets=[sock])` blocks until shut down.
-    On Ctrl-C/SIGTERM it stops accepting, lets running requests finish (up to 30 s), then the
-    app's lifespan stops the engine thread. `limits` bounds connections, headers and slow clients."""
-    import uvicorn
-
-    host, port = sock.getsockname()[:2]
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=30,
-                            access_log=log_level == "debug", http=head_timeout_protocol(limits.request_timeout_s),
-                            h11_max_incomplete_event_size=limits.max_header_bytes,
-                            limit_concurrency=limits.max_connections, timeout_keep_alive=limits.keep_alive_s)
-    return uvicorn.Server(config)

@@ -8,7 +8,7 @@ import pytest
 
 from frugal_lm.data.tokenizer import load_tokenizer
 from frugal_lm.infer.loading import checkpoint_folder
-from frugal_lm.infer.scheduler import TextStream
+from frugal_lm.infer.text_stream import TextStream
 
 TEXTS = ["héllo wörld ✓ 日本語 done", "12+7=19 and 3+4=7", "reverse: abc -> cba", "emoji 🙂🙃 end", "ab" * 30]
 STOPS = [[], ["="], ["wörld"], ["7 and", "cba"], ["🙃"], ["babab"], ["not there"], ["日本語 d", "本"]]
