@@ -162,6 +162,10 @@ class RunConfig(StrictModel):
     is re-fitted after every step to what the mean step time so far leaves room for, so the
     LR and bp_steps schedules end on time. Time-budgeted runs (`frugal demo`) use it; their
     step count then depends on the machine's speed, as a fixed `steps` does not."""
+    max_hours: float | None = None
+    """Stop cleanly, with a checkpoint, once the run (all its sessions) has trained this long."""
+    max_dollars: float | None = None
+    """Stop cleanly, with a checkpoint, once the run has cost this much at price_per_device_hour."""
     loggers: list[Literal["tensorboard", "wandb"]] = []
     """Mirror metrics.jsonl to TensorBoard and/or Weights & Biases (extras, installed separately)."""
     precision: Literal["auto", "fp32", "bf16"] = "auto"
@@ -196,6 +200,9 @@ class RunConfig(StrictModel):
             raise ValueError(f"ema_decay must be in [0, 1) or null (no EMA), got {self.ema_decay}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"grad_clip must be > 0 or null (no clipping), got {self.grad_clip}")
+        for name in ("max_hours", "max_dollars"):
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0 or null (no limit), got {getattr(self, name)}")
         if self.weight_decay < 0 or self.price_per_device_hour < 0:
             raise ValueError("weight_decay and price_per_device_hour must be >= 0")
         for name in ("batch_tokens", "keep_checkpoints", "log_every"):

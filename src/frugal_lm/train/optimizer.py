@@ -8,7 +8,7 @@ correction, for each parameter p with gradient g at step t:
     m = beta1 * m + (1 - beta1) * g          v = beta2 * v + (1 - beta2) * g^2
     p = p * (1 - lr * weight_decay)          (decoupled, as AdamW)
     p = p - lr * a * atan2(m / (1 - beta1^t), b * sqrt(v / (1 - beta2^t)))
-    ema = ema_decay * ema + (1 - ema_decay) * p
+    ema = d * ema + (1 - d) * p,   d = min(ema_decay, (1 + t) / (10 + t))
 
 The EMA lives in each parameter's optimizer state (key `ema`), so it is sharded, saved and
 resumed exactly like the moments, under FSDP2 and Distributed Checkpoint alike.
@@ -20,6 +20,13 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 import torch
+
+
+def ema_decay_at(ema_decay: float, step: float) -> float:
+    """The EMA's decay after `step` updates: (1 + t) / (10 + t), capped at `ema_decay`. A fixed
+    0.9999 would keep a 40-step run's EMA at its random init; warming the decay up makes the
+    EMA average over about the last tenth of any run until the cap is reached."""
+    return min(ema_decay, (1 + step) / (10 + step))
 
 
 class AdamATan2(torch.optim.Optimizer):
@@ -66,7 +73,8 @@ class AdamATan2(torch.optim.Optimizer):
         updates = [torch.atan2(numerator, denominator) for numerator, denominator in zip(numerators, denominators)]
         torch._foreach_add_(params, updates, alpha=-lr * group["a"])
         if group["ema_decay"] is not None:
-            torch._foreach_lerp_([state["ema"] for state in states], params, 1 - group["ema_decay"])
+            weights = [1 - ema_decay_at(group["ema_decay"], step) for step in steps]
+            torch._foreach_lerp_([state["ema"] for state in states], params, weights)
 
     def _state_of(self, param: torch.Tensor, group: dict) -> dict:
         state = self.state[param]

@@ -24,9 +24,11 @@ from frugal_lm.train.distributed import Distributed
 
 _ENDS = 1 << 20
 # Keys that may differ between a run and its resumption: how long it runs and how it is run.
-RESUMABLE_CHANGES = frozenset({"steps", "epochs", "time_limit_s", "resume", "init_from", "device", "precision",
-                               "compile", "activation_checkpointing", "loggers", "log_every", "checkpoint_every",
-                               "keep_checkpoints", "price_per_device_hour", "out", "data"})
+# The warmup is fitted to the run's length (trainer._fit_warmup), so it changes with it.
+RESUMABLE_CHANGES = frozenset({
+    "steps", "epochs", "time_limit_s", "max_hours", "max_dollars", "warmup_steps", "resume", "init_from", "device",
+    "precision", "compile", "activation_checkpointing", "loggers", "log_every", "checkpoint_every",
+    "keep_checkpoints", "price_per_device_hour", "out", "data"})
 
 
 @dataclass
@@ -36,6 +38,8 @@ class Progress:
     step: int = 0
     tokens: int = 0
     loader: LoaderState = field(default_factory=LoaderState)
+    seconds: float = 0.0
+    """Training-loop seconds over every session of the run (what max_hours and max_dollars count)."""
 
 
 def check_same_tokenizer(saved: Path, current: Path) -> None:
@@ -115,4 +119,5 @@ def resume(config: RunConfig, run_dir: Path, model, optimizer, dataset: MixedDat
     if distributed.is_main:
         truncate_metrics(run_dir / "metrics.jsonl", trainer_state["step"])
         print(f"resuming {run_dir} from step {trainer_state['step']:,} ({checkpoint.name})", file=sys.stderr)
-    return Progress(trainer_state["step"], trainer_state["tokens"], LoaderState(**trainer_state["loader"]))
+    return Progress(trainer_state["step"], trainer_state["tokens"], LoaderState(**trainer_state["loader"]),
+                    trainer_state.get("train_seconds", 0.0))

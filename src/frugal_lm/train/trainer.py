@@ -165,6 +165,18 @@ def _plan(config: RunConfig, total_steps: int, progress: Progress, distributed: 
     return plan, hardware
 
 
+def _fit_warmup(config: RunConfig, total_steps: int, distributed: Distributed) -> RunConfig:
+    """A warmup longer than a fifth of the run would keep the LR below its peak for most of
+    it (the default 100 steps in a 40-step run never reach it): cut it to a tenth, and say so."""
+    if config.warmup_steps <= total_steps // 5:
+        return config
+    warmup = total_steps // 10
+    if distributed.is_main:
+        print(f"note: warmup_steps={config.warmup_steps} is more than a fifth of this run's {total_steps:,} steps; "
+              f"warming up over {warmup:,} steps instead", file=sys.stderr)
+    return config.model_copy(update={"warmup_steps": warmup})
+
+
 def _check_token_ids(batch: PackedBatch, vocab_size: int, dataset: MixedDataset) -> None:
     largest = int(batch.input_ids.max()) if batch.input_ids.numel() else 0
     if largest >= vocab_size:
@@ -184,8 +196,10 @@ def _train(config: RunConfig, run_dir: Path, device: torch.device, distributed: 
     model, optimizer = _build(config, device, distributed, bf16)
     loader = PackedLoader(dataset, row_len, rows_per_rank, distributed.rank, distributed.world_size,
                           config.instruction_loss)
-    epochs = config.epochs or (UNBOUNDED_EPOCHS if config.steps else 1)
+    # Without steps=, a run makes the passes the mix was made with (`frugal data mix --epochs`).
+    epochs = config.epochs or (UNBOUNDED_EPOCHS if config.steps else dataset.n_epochs)
     total_steps = config.steps or sum(loader.steps_in(epoch) for epoch in range(epochs))
+    config = _fit_warmup(config, total_steps, distributed)
 
     progress = Progress()
     if config.resume:
@@ -198,7 +212,7 @@ def _train(config: RunConfig, run_dir: Path, device: torch.device, distributed: 
     plan, hardware = _plan(config, total_steps, progress, distributed, device, bf16)
     loop = _Loop(config, run_dir, distributed, dataset, loader, TrainStep(model, optimizer, distributed, bf16,
                                                                            config.grad_clip), hardware)
-    start = Progress(progress.step, progress.tokens, progress.loader)
+    start = Progress(progress.step, progress.tokens, progress.loader, progress.seconds)
     last_saved = loop.run(progress, total_steps, epochs, device)
     if distributed.is_main and progress.step > start.step:
         _report_plan_vs_actual(run_dir, plan, loop, progress, start, total_steps, config, distributed, hardware)
@@ -222,21 +236,18 @@ class _Loop:
 
     def run(self, progress: Progress, total_steps: int, epochs: int, device: torch.device) -> Path | None:
         config, distributed = self.config, self.distributed
+        if distributed.is_main:
+            print(f"packing fills {self.loader.plan(progress.loader.epoch).slot_use:.2%} of row slots", file=sys.stderr)
         bar = tqdm(total=total_steps, initial=progress.step, disable=not distributed.is_main, unit="step",
                    dynamic_ncols=True, file=sys.stderr)
-        self.train_step.started, self.start_tokens = time.perf_counter(), progress.tokens
+        self.train_step.started, self.start_tokens, self.prior_seconds = time.perf_counter(), progress.tokens, progress.seconds
         metrics = (MetricsLogger(self.run_dir, config.loggers, config.model_dump(mode="json"), config.resume)
                    if distributed.is_main else None)
-        last_saved, reported_epoch = None, -1
+        last_saved = None
         try:
             for batch, next_state in self.loader.batches(progress.loader, epochs):
                 if progress.step >= total_steps:
                     break
-                if progress.loader.epoch != reported_epoch and distributed.is_main:
-                    reported_epoch = progress.loader.epoch
-                    epoch_plan = self.loader.plan(reported_epoch)
-                    bar.write(f"epoch {reported_epoch}: {epoch_plan.n_steps:,} steps, packing fills "
-                              f"{epoch_plan.slot_use:.2%} of row slots", file=sys.stderr)
                 _check_token_ids(batch, config.model.vocab_size, self.dataset)
                 lr = learning_rate(progress.step, total_steps, config.lr, config.warmup_steps, config.lr_floor)
                 bp_steps = bp_steps_at(config.model, progress.step, total_steps)
@@ -247,23 +258,46 @@ class _Loop:
                                       f"{latest_checkpoint(self.run_dir) or 'none yet'}")
                 progress.step += 1
                 progress.tokens += int(result.stats.tokens)
+                progress.loader = next_state
+                progress.seconds = self.prior_seconds + float(result.stats.clock_s) / distributed.world_size
                 total_steps = bar.total = self._fit_to_clock(result, progress.step, total_steps)
                 record = self._record(result, progress, lr, bp_steps)
                 if metrics is not None:
                     metrics.log(record)
                 bar.update(1)
                 if progress.step % config.log_every == 0 or progress.step == total_steps:
-                    bar.set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record['token_accuracy']:.3f}",
-                                    tok_s=f"{record['tokens_per_second']:,.0f}", mfu=f"{record['mfu']:.1%}",
-                                    usd=f"{record['dollars']:.3f}")
-                progress.loader = next_state
-                if self._checkpoint_due(progress, total_steps):
+                    bar.set_postfix(ep=record["epoch"], loss=f"{record['loss']:.4f}",
+                                    acc=f"{record['token_accuracy']:.3f}", tok_s=f"{record['tokens_per_second']:,.0f}",
+                                    mfu=f"{record['mfu']:.1%}", usd=f"{record['dollars']:.3f}")
+                budget_spent = self._budget_spent(progress)
+                if self._checkpoint_due(progress, total_steps) or budget_spent:
                     last_saved = self._save(progress)
+                if budget_spent:
+                    bar.write(f"stopped at step {progress.step:,}: {budget_spent}; checkpoint {last_saved}. "
+                              f"To go on, resume=true with a larger budget", file=sys.stderr)
+                    break
+        except KeyboardInterrupt:
+            if distributed.is_main:
+                bar.write(f"interrupted at step {progress.step:,}; the last checkpoint is "
+                          f"{latest_checkpoint(self.run_dir) or 'none yet'}; continue with resume=true", file=sys.stderr)
+            raise
         finally:
             bar.close()
             if metrics is not None:
                 metrics.close()
         return last_saved
+
+    def _budget_spent(self, progress: Progress) -> str | None:
+        """Which of max_hours / max_dollars this run (all its sessions) has reached, if any.
+        Every rank reads the same all-reduced clock, so all stop at the same step."""
+        config, hours = self.config, progress.seconds / 3600
+        dollars = hours * self.distributed.world_size * config.price_per_device_hour
+        if config.max_hours is not None and hours >= config.max_hours:
+            return f"max_hours={config.max_hours:g} reached ({hours:.2f} h trained)"
+        if config.max_dollars is not None and dollars >= config.max_dollars:
+            return f"max_dollars={config.max_dollars:g} reached (${dollars:.2f} at ${config.price_per_device_hour:g} " \
+                   f"per device-hour)"
+        return None
 
     def _fit_to_clock(self, result: StepResult, step: int, total_steps: int) -> int:
         """With time_limit_s, the total step count the clock leaves room for (every rank sees
@@ -291,17 +325,16 @@ class _Loop:
             "elapsed_s": round(elapsed, 3),
             "tokens_per_second": (progress.tokens - self.start_tokens) / max(elapsed, 1e-9),
             "mfu": self.flops_done / max(elapsed, 1e-9) / (self.hardware.peak_flops * world_size),
-            "dollars": elapsed / 3600 * world_size * self.config.price_per_device_hour,
+            "dollars": progress.seconds / 3600 * world_size * self.config.price_per_device_hour,
         }
 
     def _checkpoint_due(self, progress: Progress, total_steps: int) -> bool:
         every = self.config.checkpoint_every
-        epoch_ends = progress.loader.step >= self.loader.steps_in(progress.loader.epoch)
-        return bool(every and progress.step % every == 0) or epoch_ends or progress.step == total_steps
+        return bool(every and progress.step % every == 0) or progress.step == total_steps
 
     def _save(self, progress: Progress) -> Path:
         state = {"tokens": progress.tokens, "loader": progress.loader.to_dict(), "loss": self.last_loss,
-                 "data_fingerprint": data_fingerprint(self.dataset)}
+                 "train_seconds": progress.seconds, "data_fingerprint": data_fingerprint(self.dataset)}
         return save_checkpoint(self.run_dir, progress.step, self.train_step.model, self.train_step.optimizer, state,
                                self.config, self.config.keep_checkpoints, self.dataset.directory / "tokenizer")
 
