@@ -7,7 +7,7 @@ import pytest
 
 
 def _write_mixed_set(directory, n_examples=40, n_epochs=2, seed=0):
-    """A mixed set in DESIGN.md's layout: example k is instruction [k]*a, response [1000+k]*b."""
+    """A mixed set in ARCHITECTURE.md's layout: example k is instruction [k]*a, response [1000+k]*b."""
     rng = np.random.default_rng(seed)
     tokens, inst_start, inst_len, resp_start, resp_len = [], [], [], [], []
     for k in range(n_examples):
@@ -30,7 +30,7 @@ def _write_mixed_set(directory, n_examples=40, n_epochs=2, seed=0):
 
 @pytest.fixture
 def write_mixed_set():
-    """Writes a mixed training set in DESIGN.md's layout; example k is instruction [k]*a,
+    """Writes a mixed training set in ARCHITECTURE.md's layout; example k is instruction [k]*a,
     response [1000+k]*b, so tests can tell examples apart by their tokens."""
     return _write_mixed_set
 

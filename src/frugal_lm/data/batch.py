@@ -1,4 +1,4 @@
-"""Packed PrefixLM batches: examples laid into fixed-length rows, as DESIGN.md fixes.
+"""Packed PrefixLM batches: examples laid into fixed-length rows, as ARCHITECTURE.md describes.
 
 One example is an instruction `i` (P tokens: BOQ, condition tags, text, EOQ) and a
 response `o` (R tokens ending in EOA). Packed, it contributes P + R - 1 positions:

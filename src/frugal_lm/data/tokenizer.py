@@ -1,6 +1,6 @@
 """Byte-level BPE tokenizer (HuggingFace `tokenizers`) with HRM-Text's special tokens.
 
-Token layout of one example (DESIGN.md, as in HRM-Text so its released tokenizer works):
+Token layout of one example (ARCHITECTURE.md, as in HRM-Text so its released tokenizer works):
     instruction = [BOQ] + condition tokens + tokens(instruction) + [EOQ]
     response    = tokens(response) + [EOA]
 The special-token strings and ids live in `tokenizer_info.json` beside `tokenizer.json`,

@@ -1,6 +1,6 @@
 """`--model DIR`: find a model's config, weights and tokenizer, and build it for inference.
 
-DIR may be (DESIGN.md):
+DIR may be (ARCHITECTURE.md, "Model directories"):
 - a training run directory: its latest complete checkpoint;
 - one checkpoint directory (`checkpoints/step_00001234/`);
 - an exported model directory (`frugal export hf`), read through `frugal_lm.interop`;
