@@ -68,7 +68,7 @@ def test_truncate_versus_drop_and_rules(tokenized, tmp_path):
 def test_bad_rules_are_named(tokenized, tmp_path):
     rules = tmp_path / "bad.yaml"
     rules.write_text("- prefix: train\n  long_context: squeeze\n")
-    with pytest.raises(FrugalError, match="rule 1: long_context"):
+    with pytest.raises(FrugalError, match="rule 1: bad value for 'long_context'"):
         mix(tokenized / "tokenized", tokenized / "m", rules)
     with pytest.raises(FrugalError, match="no tokenized sources"):
         mix(tmp_path / "nothing", tokenized / "m")
@@ -168,9 +168,12 @@ def _truncate_tokens(folder):
 DAMAGE = {
     "truncated tokens.npy": (_truncate_tokens, "tokens.npy has"),
     "missing index file": (lambda folder: (folder / "resp_len.npy").unlink(), "resp_len.npy is missing"),
-    "bad meta.json": (lambda folder: (folder / "meta.json").write_text("{not json"), "meta.json is unreadable"),
-    "missing meta.json": (lambda folder: (folder / "meta.json").unlink(), "meta.json is unreadable"),
-    "meta.json without counts": (lambda folder: (folder / "meta.json").write_text("{}"), "meta.json has no 'source'"),
+    "bad meta.json": (lambda folder: (folder / "meta.json").write_text("{not json"), "meta.json:1: not valid JSON"),
+    "missing meta.json": (lambda folder: (folder / "meta.json").unlink(), "meta.json: no such file"),
+    "meta.json without counts": (lambda folder: (folder / "meta.json").write_text("{}"),
+                                 "meta.json: missing required key 'source'"),
+    "meta.json with a negative count": (lambda folder: (folder / "meta.json").write_text(
+        json.dumps({**json.loads((folder / "meta.json").read_text()), "rows": -1})), "meta.json: bad value for 'rows'"),
 }
 
 
@@ -196,7 +199,7 @@ def test_negative_rule_values_are_named(tokenized, tmp_path, capsys, rule, key):
                  "--mix", str(rules)])
     error = capsys.readouterr().err
     assert code == 2 and error.count("\n") == 1
-    assert f"{rules}: rule 1: {key}: Input should be greater than or equal to 0" in error
+    assert f"{rules}: rule 1: bad value for '{key}'" in error and "greater than or equal to 0" in error
 
 
 def test_a_full_disk_is_a_one_line_error_and_removes_the_partial_mix(tokenized, capsys, monkeypatch):

@@ -1,15 +1,14 @@
 """Packed PrefixLM batches from a mixed training set, resumable at any step.
 
-A mixed set (written by `frugal data mix`, see DESIGN.md) is `tokens.npy` (memory-mapped),
+A mixed set (written by `frugal data mix`, see ARCHITECTURE.md) is `tokens.npy` (memory-mapped),
 `epoch_K/{inst_start,inst_len,resp_start,resp_len}.npy` with each epoch's shuffled order,
-and `metadata.json`. Every rank plans the same epoch with `plan_epoch` and takes its own
+and `metadata.json` (`metadata.MixMetadata`). Every rank plans the same epoch with `plan_epoch` and takes its own
 rows, so ranks agree without talking. The loader hands back its position with every
 batch (as nanochat does), so a checkpoint can never be out of step with the data.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from functools import cache
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from frugal_lm.data.batch import Example, PackedBatch, pack_rows
+from frugal_lm.data.metadata import read_mix_metadata
 from frugal_lm.data.packing import EpochPlan, plan_epoch
 from frugal_lm.data.tokenize import INDEX_FIELDS
 from frugal_lm.errors import FrugalError
@@ -37,14 +37,10 @@ class LoaderState:
 class MixedDataset:
     def __init__(self, directory: Path | str):
         self.directory = Path(directory)
-        metadata_path = self.directory / "metadata.json"
-        if not metadata_path.is_file():
-            raise FrugalError(f"{self.directory}: not a mixed training set (no metadata.json); "
-                              f"build one with `frugal data mix`")
-        try:
-            self.metadata = json.loads(metadata_path.read_text())
-        except json.JSONDecodeError as error:
-            raise FrugalError(f"{metadata_path}:{error.lineno}: not valid JSON ({error.msg})") from None
+        self.info = read_mix_metadata(self.directory)
+        # A plain-dict view for callers that predate `info` (train/trainer.py reads max_seq_len
+        # from it); to be removed once they read `info`.
+        self.metadata = self.info.model_dump(mode="json")
         self.tokens = self._load(self.directory / "tokens.npy", mmap=True)
         self.epoch_dirs = sorted((p for p in self.directory.glob("epoch_*") if p.is_dir()),
                                  key=lambda p: int(p.name.removeprefix("epoch_")))
@@ -66,7 +62,12 @@ class MixedDataset:
 
     @property
     def vocab_size(self) -> int:
-        return int(self.metadata["vocab_size"])
+        return self.info.vocab_size
+
+    @property
+    def max_seq_len(self) -> int:
+        """The context every example fits (the mix's --context)."""
+        return self.info.max_seq_len
 
     @cache
     def epoch(self, epoch: int) -> dict[str, np.ndarray]:
@@ -83,7 +84,7 @@ class MixedDataset:
         return arrays
 
     def lengths(self, epoch: int) -> np.ndarray:
-        """Packed length of each example: instruction + response - 1 (DESIGN.md)."""
+        """Packed length of each example: instruction + response - 1 (ARCHITECTURE.md)."""
         arrays = self.epoch(epoch)
         return arrays["inst_len"] + arrays["resp_len"] - 1
 

@@ -9,10 +9,10 @@ starts the source's file name applies (a source no rule matches is used whole, o
       long_context: truncate # rows longer than the context: truncate the response, or drop
       min_response_len: 2    # drop rows whose response (with EOA) is shorter
 
-Output (DESIGN.md): `tokens.npy` (all sources concatenated), `epoch_K/{inst_start,inst_len,
-resp_start,resp_len}.npy`, `metadata.json` (vocab size rounded up to a multiple of 256,
-max sequence length, tokens per epoch, tokenizer info, per-source counts and contamination
-status) and `report.md`. Everything is a function of the inputs and the seed: the same
+Output (ARCHITECTURE.md): `tokens.npy` (all sources concatenated), `epoch_K/{inst_start,inst_len,
+resp_start,resp_len}.npy`, `metadata.json` (`metadata.MixMetadata`: vocab size rounded up to
+a multiple of 256, max sequence length, tokens per epoch, tokenizer info, per-source counts
+and contamination status) and `report.md`. Everything is a function of the inputs and the seed: the same
 seed gives the same bytes. Tokens are concatenated chunk by chunk (`frugal_lm.data.arrays`),
 so memory holds the row index, never the token arrays.
 
@@ -38,9 +38,11 @@ from typing import Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from frugal_lm.config import StrictModel, validate
 from frugal_lm.data.arrays import NpyWriter, iter_npy_chunks, npy_length, npy_problem
+from frugal_lm.data.metadata import MixMetadata, MixSource, SourceMeta, read_source_meta, write_mix_metadata
 from frugal_lm.data.tokenize import COMMAND as TOKENIZE
 from frugal_lm.data.tokenize import INDEX_FIELDS, SCRATCH, output_damage
 from frugal_lm.errors import FrugalError
@@ -49,8 +51,7 @@ from frugal_lm.files import os_errors_as_user_errors, read_output_marker, staged
 COMMAND = "frugal data mix"
 
 
-class MixRule(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class MixRule(StrictModel):
     prefix: str = ""
     max_per_file: int | None = Field(None, ge=0)
     repeat: int = Field(1, ge=0)  # 0 leaves the source out; a negative count has no meaning
@@ -70,17 +71,10 @@ def read_rules(path: Path | None) -> list[MixRule]:
     except (yaml.YAMLError, UnicodeDecodeError) as error:
         reason = " ".join(str(error).split())  # YAML's messages span lines; the CLI prints one
         raise FrugalError(f"{path}: not valid YAML ({reason})") from None
-    if not isinstance(data, list):
+    if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
         raise FrugalError(f"{path}: expected a YAML list of rules (- prefix: ...)")
-    rules = []
-    for number, item in enumerate(data, start=1):
-        try:
-            rules.append(MixRule.model_validate(item))
-        except Exception as error:
-            first = getattr(error, "errors", lambda: [{"loc": (), "msg": str(error)}])()[0]
-            key = ".".join(map(str, first["loc"])) or "rule"
-            raise FrugalError(f"{path}: rule {number}: {key}: {first['msg']}") from None
-    return rules
+    # Errors in config's one-line format, each naming the rule: "PATH: rule 2: bad value for 'repeat' ...".
+    return [validate(MixRule, item, f"{path}: rule {number}") for number, item in enumerate(data, start=1)]
 
 
 @dataclass
@@ -105,13 +99,13 @@ class MixResult:
     sources: list[SourceStats] = field(default_factory=list)
 
 
-def contamination_status(meta: dict) -> dict:
+def contamination_status(meta: SourceMeta) -> dict:
     """The decontamination check of a tokenized source, from the sidecar
     `<SOURCE>.contamination.json` that `frugal data decontaminate` writes beside the record
     file: `{"status": "not checked"}`, or the sidecar's counts with status "checked", or
     "stale" when the sidecar describes another version of the file than the one tokenized
     (its size or mtime differ from meta.json's)."""
-    sidecar = Path(f"{meta['source']}.contamination.json")
+    sidecar = Path(f"{meta.source}.contamination.json")
     if not sidecar.is_file():
         return {"status": "not checked"}
     try:
@@ -124,31 +118,27 @@ def contamination_status(meta: dict) -> dict:
                    "contaminated_rows": int(check["contaminated_rows"]), "rows": int(check["rows"])}
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as error:
         raise FrugalError(f"{sidecar}: not a contamination report ({type(error).__name__}: {error}); "
-                          f"re-run `frugal data decontaminate` on {meta['source']}") from None
+                          f"re-run `frugal data decontaminate` on {meta.source}") from None
     # mtime travels as float seconds in the sidecar and as integer ns in meta.json: equal
     # up to float rounding (~0.2 microseconds at today's epoch seconds).
-    fresh = size == meta.get("size") and abs(mtime - meta.get("mtime_ns", 0) / 1e9) < 1e-6
+    fresh = size == meta.size and abs(mtime - (meta.mtime_ns or 0) / 1e9) < 1e-6
     return {"status": "checked" if fresh else "stale", **summary}
 
 
-def _load_source(folder: Path) -> tuple[dict, dict[str, np.ndarray]]:
+def _load_source(folder: Path) -> tuple[SourceMeta, dict[str, np.ndarray]]:
     """meta.json and the row index of one tokenized source, each checked; a damaged source
     is a one-line error that names it (and the file), never a half-built mix."""
     def damaged(reason: str) -> FrugalError:
         return FrugalError(f"{folder}: damaged tokenized source: {reason}; re-run `frugal data tokenize`")
 
     try:
-        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise damaged(f"meta.json is unreadable ({getattr(error, 'strerror', None) or error})") from None
-    missing = [key for key in ("source", "rows", "tokens", "vocab_size") if key not in meta] \
-        if isinstance(meta, dict) else ["all"]
-    if missing:
-        raise damaged(f"meta.json has no {missing[0]!r}")
-    if "files" in meta:  # sizes recorded by tokenize: catches a missing or cut file at once
+        meta = read_source_meta(folder, label="meta.json")
+    except FrugalError as error:
+        raise damaged(str(error)) from None
+    if meta.files is not None:  # sizes recorded by tokenize: catches a missing or cut file at once
         if (reason := output_damage(folder, meta, checksums=False)) is not None:
             raise damaged(reason)
-    for name, length in (("tokens", meta["tokens"]), *((f, meta["rows"]) for f in INDEX_FIELDS)):
+    for name, length in (("tokens", meta.tokens), *((f, meta.rows) for f in INDEX_FIELDS)):
         if (reason := npy_problem(folder / f"{name}.npy", length)) is not None:
             raise damaged(reason)
     index = {f: np.load(folder / f"{f}.npy", allow_pickle=False) for f in INDEX_FIELDS}
@@ -163,12 +153,12 @@ def _source_folders(tokenized: Path) -> list[Path]:
     return sorted(p for p in tokenized.iterdir() if p.is_dir() and ((p / "meta.json").is_file() or p.name in listed))
 
 
-def _select_rows(meta: dict, index: dict[str, np.ndarray], rule: MixRule, context: int,
+def _select_rows(meta: SourceMeta, index: dict[str, np.ndarray], rule: MixRule, context: int,
                  offset: int) -> tuple[dict[str, np.ndarray], SourceStats]:
     """The rows of one source the rule keeps (index shifted by the source's `offset` in the
     concatenated tokens) and its counts."""
     inst_len, resp_len = index["inst_len"].copy(), index["resp_len"].copy()
-    stats = SourceStats(Path(meta["source"]).name, Path(meta["source"]).stem, len(inst_len))
+    stats = SourceStats(Path(meta.source).name, Path(meta.source).stem, len(inst_len))
     too_short = resp_len < rule.min_response_len
     too_long = inst_len + resp_len - 1 > context
     fits_by_truncation = too_long & (inst_len < context)
@@ -216,7 +206,7 @@ def _mix_into(staging: Path, out: Path, folders: list[Path], tokenized: Path, ru
     kept_per_source = []
     for folder in folders:
         meta, index = _load_source(folder)
-        source_name = Path(meta["source"]).name
+        source_name = Path(meta.source).name
         rule = next((r for r in rules if source_name.startswith(r.prefix)), MixRule())
         kept, stats = _select_rows(meta, index, rule, context, offset)
         if len(index["inst_len"]):
@@ -225,7 +215,7 @@ def _mix_into(staging: Path, out: Path, folders: list[Path], tokenized: Path, ru
         stats.contamination = contamination_status(meta)
         kept_per_source.append((kept, rule, stats))
         offset += npy_length(folder / "tokens.npy")
-        vocab_size = max(vocab_size, int(meta["vocab_size"]))
+        vocab_size = max(vocab_size, meta.vocab_size)
         result.sources.append(stats)
     rng = np.random.default_rng(seed)
     for epoch in range(epochs):
@@ -254,12 +244,12 @@ def _mix_into(staging: Path, out: Path, folders: list[Path], tokenized: Path, ru
         shutil.copytree(tokenized / "tokenizer", staging / "tokenizer")
         info_path = staging / "tokenizer" / "tokenizer_info.json"
         tokenizer_info = json.loads(info_path.read_text()) if info_path.is_file() else {}
-    metadata = {"vocab_size": -(-vocab_size // 256) * 256, "max_seq_len": context, "epochs": epochs,
-                "tokens_per_epoch": result.tokens_per_epoch, "seed": seed, "tokenizer_info": tokenizer_info,
-                "sources": [{"name": s.name, "rows_available": s.rows_available, "rows_per_epoch": s.rows_per_epoch,
-                             "tokens_per_epoch": s.tokens_per_epoch, "contamination": s.contamination}
-                            for s in result.sources]}
-    (staging / "metadata.json").write_text(json.dumps(metadata, indent=1))
+    write_mix_metadata(staging, MixMetadata(
+        vocab_size=-(-vocab_size // 256) * 256, max_seq_len=context, epochs=epochs,
+        tokens_per_epoch=result.tokens_per_epoch, seed=seed, tokenizer_info=tokenizer_info,
+        sources=[MixSource(name=s.name, rows_available=s.rows_available, rows_per_epoch=s.rows_per_epoch,
+                           tokens_per_epoch=s.tokens_per_epoch, contamination=s.contamination)
+                 for s in result.sources]))
     (staging / "report.md").write_text(_report(result, context))
     return result
 

@@ -2,8 +2,9 @@
 
 Each source file gets its own directory `OUT/<file stem>-<8 hex of its path>/` with
 `tokens.npy` (uint16 when every id fits, else uint32), `inst_start`, `inst_len`,
-`resp_start`, `resp_len` (int64) and `meta.json` (source path, size, mtime, tokenizer
-fingerprint, row counts, rejected and duplicate counts).
+`resp_start`, `resp_len` (int64) and `meta.json` (`metadata.SourceMeta`: source path, size,
+mtime, tokenizer fingerprint, row counts, rejected and duplicate counts, each output's size
+and sha256).
 
 - Streaming, bounded memory: rows are read and encoded in batches of at most `BATCH_ROWS`
   rows and `BATCH_CHARS` characters; tokens and index entries go to scratch files on disk
@@ -47,6 +48,7 @@ from tqdm import tqdm
 
 from frugal_lm.data.arrays import raw_to_npy
 from frugal_lm.data.dedup import DuplicateFilter, row_key
+from frugal_lm.data.metadata import FileRecord, SourceMeta, read_source_meta, write_source_meta
 from frugal_lm.data.records import BadRowError, Record, read_rows
 from frugal_lm.data.tokenizer import TextTokenizer, load_tokenizer
 from frugal_lm.errors import FrugalError
@@ -216,24 +218,23 @@ def encode_layout(tokenizer: TextTokenizer, records: list[Record]) -> tuple[np.n
     return np.array(flat, dtype=np.uint32), inst_len, resp_len
 
 
-def _file_record(path: Path) -> dict:
+def _file_record(path: Path) -> FileRecord:
     with open(path, "rb") as handle:
-        return {"size": path.stat().st_size, "sha256": hashlib.file_digest(handle, "sha256").hexdigest()}
+        return FileRecord(size=path.stat().st_size, sha256=hashlib.file_digest(handle, "sha256").hexdigest())
 
 
-def output_damage(folder: Path, meta: dict, checksums: bool = True) -> str | None:
+def output_damage(folder: Path, meta: SourceMeta, checksums: bool = True) -> str | None:
     """Why a source's output cannot be trusted (a file missing, of another size or, with
     `checksums`, other content than meta.json records), or None when it is intact."""
-    files = meta.get("files")
-    if not isinstance(files, dict) or not files:
+    if not meta.files:
         return "meta.json records no file sizes (written by an older frugal-lm)"
-    for name, recorded in files.items():
+    for name, recorded in meta.files.items():
         path = folder / name
         if not path.is_file():
             return f"{name} is missing"
-        if not isinstance(recorded, dict) or path.stat().st_size != recorded.get("size"):
-            return f"{name} has {path.stat().st_size:,} bytes, meta.json records {recorded.get('size')}"
-        if checksums and _file_record(path)["sha256"] != recorded.get("sha256"):
+        if path.stat().st_size != recorded.size:
+            return f"{name} has {path.stat().st_size:,} bytes, meta.json records {recorded.size}"
+        if checksums and _file_record(path).sha256 != recorded.sha256:
             return f"{name} has other content than meta.json records"
     return None
 
@@ -273,10 +274,10 @@ def _tokenize_one(source: Path, final: Path, tokenizer: TextTokenizer, stamp: di
         if not counts.rejected:
             (scratch / "rejected.jsonl").unlink()
         outputs = sorted(path.name for path in scratch.iterdir())
-        meta = {**stamp, "rows": rows, "rejected": counts.rejected, "duplicates": counts.duplicates,
-                "tokens": position, "token_dtype": dtype.name, "vocab_size": tokenizer.vocab_size,
-                "files": {name: _file_record(scratch / name) for name in outputs}}
-        (scratch / "meta.json").write_text(json.dumps(meta, indent=1))
+        write_source_meta(scratch, SourceMeta(
+            **stamp, rows=rows, rejected=counts.rejected, duplicates=counts.duplicates, tokens=position,
+            token_dtype=dtype.name, vocab_size=tokenizer.vocab_size,
+            files={name: _file_record(scratch / name) for name in outputs}))
         if final.exists():
             shutil.rmtree(final)
         os.replace(scratch, final)
@@ -285,14 +286,14 @@ def _tokenize_one(source: Path, final: Path, tokenizer: TextTokenizer, stamp: di
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _unchanged(final: Path, stamp: dict) -> dict | None:
+def _unchanged(final: Path, stamp: dict) -> SourceMeta | None:
     """The meta.json of `final` when it was made from this very source and tokenizer and
     its files are intact (sizes and checksums), else None: the source is tokenized again."""
     try:
-        meta = json.loads((final / "meta.json").read_text())
-    except (OSError, ValueError):
+        meta = read_source_meta(final)
+    except FrugalError:
         return None
-    if not isinstance(meta, dict) or any(meta.get(key) != value for key, value in stamp.items()):
+    if any(getattr(meta, key) != value for key, value in stamp.items()):
         return None
     return meta if output_damage(final, meta) is None else None
 
@@ -341,8 +342,8 @@ def tokenize_sources(tokenizer_dir: Path, out: Path, sources: list[Path], on_err
                 stamp = _source_stamp(source, fingerprint)
                 meta = _unchanged(final, stamp)
                 if meta is not None:
-                    results.append(SourceResult(source, final, True, meta["rows"], meta["rejected"],
-                                                meta["duplicates"], meta["tokens"]))
+                    results.append(SourceResult(source, final, True, meta.rows, meta.rejected, meta.duplicates,
+                                                meta.tokens))
                     continue
                 results.append(_tokenize_one(source, final, tokenizer, stamp, on_error))
         finally:

@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from frugal_lm.config import RunConfig, resolve_run_config
+from frugal_lm.data.metadata import read_mix_metadata
 from frugal_lm.demo.budget import measure_seconds_per_step, steps_for_budget
 from frugal_lm.demo.stages import (
     DataPaths,
@@ -180,7 +181,7 @@ def _train_and_score(config: RunConfig, heldout: Path, eval_dir: Path,
 
 
 def _mixed_vocab_size(mix_dir: Path | None) -> int:
-    return int(json.loads((Path(mix_dir) / "metadata.json").read_text())["vocab_size"])
+    return read_mix_metadata(Path(mix_dir)).vocab_size
 
 
 def _export(run_dir: Path, out: Path, net: str) -> tuple[str | None, str]:

@@ -113,16 +113,11 @@ def _human(value: float, unit: str = "") -> str:
 def mix_vocab_size(directory: Path) -> int | None:
     """The vocabulary a model trained on this mix has (metadata.json, as `frugal train` reads
     it); None for a directory with only the epoch arrays (the preset's vocabulary stays)."""
-    path = directory / "metadata.json"
-    if not path.exists():
+    from frugal_lm.data.metadata import MIX_METADATA, read_mix_metadata
+
+    if not (Path(directory) / MIX_METADATA).exists():
         return None
-    try:
-        vocab = json.loads(path.read_text())["vocab_size"]
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise FrugalError(f"{path}: cannot read vocab_size ({error}); expected a `frugal data mix` output") from None
-    if not isinstance(vocab, int) or vocab < 1:
-        raise FrugalError(f"{path}: vocab_size must be a positive integer, got {vocab!r}")
-    return vocab
+    return read_mix_metadata(directory).vocab_size
 
 
 def run_plan(args: argparse.Namespace) -> int:
