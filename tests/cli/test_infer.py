@@ -98,3 +98,28 @@ def test_device_cuda_without_a_gpu_is_one_line_error(tiny_run, command, capsys):
     assert main([*command, "--model", str(tiny_run), "--device", "cuda"]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "no CUDA GPU" in error
+
+
+@pytest.mark.parametrize("flags, weights", [([], "ema.safetensors"), (["--no-ema"], "model.safetensors")])
+def test_no_ema_picks_the_raw_weights_for_every_inference_command(tiny_run, monkeypatch, capsys, flags, weights):
+    import frugal_lm.infer.engine as engine_module
+
+    loaded_from = []
+    original = engine_module.Engine.__init__
+
+    def recording_init(self, loaded, *args, **kwargs):
+        loaded_from.append(loaded.weights_path.name)
+        original(self, loaded, *args, **kwargs)
+
+    monkeypatch.setattr(engine_module.Engine, "__init__", recording_init)
+    assert main(["generate", "--model", str(tiny_run), "--prompt", "1+1=", "--max-new-tokens", "2", *flags]) == 0
+    monkeypatch.setattr("sys.stdin", io.StringIO("/quit\n"))
+    assert main(["chat", "--model", str(tiny_run), *flags]) == 0
+    assert loaded_from == [weights, weights]
+
+
+def test_eval_no_ema_scores_the_raw_weights(tiny_run, tmp_path):
+    for flags, weights in (([], "ema.safetensors"), (["--no-ema"], "model.safetensors")):
+        assert main(["eval", "--model", str(tiny_run), "--tasks", "synthetic", "--data-dir",
+                     str(tiny_run.parent / "synth"), "--limit", "1", "--out", str(tmp_path / "eval"), *flags]) == 0
+        assert json.loads((tmp_path / "eval" / "results.json").read_text())["config"]["weights"].endswith(weights)

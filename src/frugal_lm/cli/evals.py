@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from frugal_lm.cli.infer import add_weights_argument
 from frugal_lm.errors import FrugalError
 
 TASK_HELP = ("comma-separated: gsm8k, math, drop, mmlu, arc_challenge, arc_easy, hellaswag, winogrande, "
@@ -19,7 +20,7 @@ def _eval_command(args: argparse.Namespace) -> int:
     from frugal_lm.evals.results import markdown_table, write_results
     from frugal_lm.evals.runner import EvalRunner, EvalSettings, parse_conditions, parse_tasks
     from frugal_lm.infer.loading import load_model
-    from frugal_lm.train.trainer import resolve_device
+    from frugal_lm.runtime import resolve_device
 
     tasks = parse_tasks(args.tasks)
     for name, value in (("--limit", args.limit), ("--batch-size", args.batch_size),
@@ -32,7 +33,7 @@ def _eval_command(args: argparse.Namespace) -> int:
         raise FrugalError(f"--data-dir {args.data_dir}: no such directory")
     settings = EvalSettings(tasks, args.data_dir, args.limit, args.shots, parse_conditions(args.condition, tasks),
                             args.batch_size, args.max_new_tokens)
-    loaded = load_model(args.model, resolve_device(args.device))
+    loaded = load_model(args.model, resolve_device(args.device), prefer_ema=not args.no_ema)
     results = EvalRunner(loaded, settings, progress=True).run()
     replaced = (args.out / "results.json").exists()
     paths = write_results(results, args.out, {
@@ -98,4 +99,5 @@ def register(commands: argparse._SubParsersAction) -> None:
                           help="generation budget (default per task: gsm8k 256, math 512, drop 64, synthetic 64)")
     evaluate.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                           help="where the model runs (default: cuda when available)")
+    add_weights_argument(evaluate)
     evaluate.set_defaults(handler=_eval_command)

@@ -105,18 +105,24 @@ def _chat_command(args: argparse.Namespace) -> int:
 
 def _load(args: argparse.Namespace):
     from frugal_lm.infer.loading import inference_dtype, load_model
-    from frugal_lm.train.trainer import resolve_device
+    from frugal_lm.runtime import resolve_device
 
     device = resolve_device(args.device)
-    return load_model(args.model, device=device, dtype=inference_dtype(args.dtype, device))
+    return load_model(args.model, device=device, prefer_ema=not args.no_ema, dtype=inference_dtype(args.dtype, device))
 
 
 def add_device_arguments(parser: argparse.ArgumentParser) -> None:
-    """`--device` and `--dtype`, shared by generate, chat and serve."""
+    """`--device`, `--dtype` and `--no-ema`, shared by generate, chat and serve."""
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="where the model runs (default: cuda when available)")
     parser.add_argument("--dtype", choices=("auto", "fp32", "bf16"), default="auto",
                         help="weights and KV cache (default auto: bf16 on a GPU, fp32 on CPU)")
+    add_weights_argument(parser)
+
+
+def add_weights_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-ema", action="store_true",
+                        help="use a run's raw weights instead of their EMA (the default, usually the better model)")
 
 
 def _add_common(parser: argparse.ArgumentParser, max_new_tokens: int) -> None:

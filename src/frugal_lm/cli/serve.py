@@ -52,12 +52,13 @@ def _serve_command(args: argparse.Namespace) -> int:
     from frugal_lm.infer.loading import default_model_name, inference_dtype, load_model
     from frugal_lm.infer.http_server import bind_socket, uvicorn_server
     from frugal_lm.infer.server import create_app
-    from frugal_lm.train.trainer import resolve_device
+    from frugal_lm.runtime import resolve_device
 
     device = resolve_device(args.device)
     sock = bind_socket(args.host, args.port)  # before loading: a taken port fails fast
     try:
-        loaded = load_model(args.model, device=device, dtype=inference_dtype(args.dtype, device))
+        loaded = load_model(args.model, device=device, prefer_ema=not args.no_ema,
+                            dtype=inference_dtype(args.dtype, device))
         engine = Engine(loaded, max_batch_size=args.max_batch_size, max_seq_len=args.max_seq_len,
                         compile=args.compile)
         model_name = args.model_name or default_model_name(args.model)
