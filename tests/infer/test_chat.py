@@ -115,7 +115,7 @@ def test_a_conversation_longer_than_the_context_leaves_out_the_oldest_turns(engi
     session = ChatSession(engine, SamplingParams(max_new_tokens=2), out=io.StringIO())
     session.turns = [("x" * 400, "y")] * 3 + [("recent", "answer")]   # each old turn alone overflows 64 tokens
     prompt = engine.encode_prompt(session.instruction("now?", session.turns[-1:]), ("direct",))
-    assert session._prompt_ids("now?") == prompt
+    assert session.prompt_ids("now?") == prompt
 
 
 def test_whole_number_settings_say_so(engine):

@@ -65,10 +65,10 @@ def test_incremental_decoding_matches_full_recompute(net):
 def test_hrm_cache_has_a_slot_per_stack_pass_and_block():
     model, config = tiny_model("hrm")
     cache = StaticKVCache(config, n_slots=1, max_seq_len=CONTEXT, dtype=torch.float32, device="cpu")
-    assert cache.keys_SNHLD.shape[0] == 8 * config.layers_per_stack  # 2 x (3 + 1) passes
+    assert torch.stack(cache.keys).shape[0] == 8 * config.layers_per_stack  # 2 x (3 + 1) passes
     model(torch.tensor([[1, 2, 3]]), torch.arange(3)[None], None, kv_cache=cache.prefill(0))
     # Every pass wrote its own keys; a pass's keys differ from every other pass's.
-    written = cache.keys_SNHLD[:, 0, :, :3]
+    written = torch.stack(cache.keys)[:, 0, :, :3]
     assert bool((written.abs().sum(dim=(1, 2, 3)) > 0).all())
     flat = written.flatten(1)
     assert torch.cdist(flat, flat).add(torch.eye(len(flat))).min() > 0

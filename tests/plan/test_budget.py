@@ -4,10 +4,16 @@ import pytest
 from frugal_lm.config import load_model_config
 from frugal_lm.errors import FrugalError
 from frugal_lm.plan.budget import (DEFAULT_MFU, REFERENCE_RUNS, affordable_runs, dense_training_dollars,
-                                   implied_mfu, moe_parameters, plan_run, read_data_profile)
+                                   moe_parameters, plan_run, read_data_profile)
 from frugal_lm.plan.devices import DEVICES, get_device
 
 H100 = DEVICES["h100"]
+
+
+def implied_mfu(run, device):
+    """The MFU at which our FLOP model reproduces a published run's GPU-hours."""
+    plan = plan_run(load_model_config(run.preset, "hrm"), run.preset, run.processed_tokens, run.gpus, device, mfu=1.0)
+    return plan.wall_hours / run.hours
 
 
 def test_paper_runs_imply_plausible_mfu_and_one_mfu_predicts_both():

@@ -102,7 +102,7 @@ class ChatSession:
                     for role, text in (("user", user), ("assistant", answer))]
         return chat_instruction([*messages, ChatMessage(role="user", content=message)])
 
-    def _prompt_ids(self, message: str) -> list[int]:
+    def prompt_ids(self, message: str) -> list[int]:
         """The folded prompt's ids, leaving out the oldest turns while it does not fit the
         context (the engine refuses a message that does not fit alone)."""
         for first in range(len(self.turns) + 1):
@@ -115,7 +115,7 @@ class ChatSession:
         stream = None
         try:
             try:
-                stream = stream_tokens(self.engine, self._prompt_ids(message), self.sampling)
+                stream = stream_tokens(self.engine, self.prompt_ids(message), self.sampling)
             except FrugalError as error:
                 self.say(f"error: {error}")
                 return

@@ -52,15 +52,6 @@ class StaticKVCache:
         self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layer_slots)]
         self.max_seq_len = max_seq_len
 
-    @property
-    def keys_SNHLD(self) -> torch.Tensor:
-        """All keys as one (copied) tensor, for inspection."""
-        return torch.stack(self.keys)
-
-    @property
-    def n_bytes(self) -> int:
-        return 2 * sum(keys.numel() * keys.element_size() for keys in self.keys)
-
     def prefill(self, slot: int) -> PrefillView:
         return PrefillView(self, [slot], None)
 

@@ -152,13 +152,6 @@ def plan_run(config: ModelConfig, preset: str, processed_tokens: float, gpus: in
     return plan
 
 
-def implied_mfu(run: ReferenceRun, device: Device, **plan_options) -> float:
-    """The MFU at which our FLOP model reproduces a published run's GPU-hours."""
-    config = load_model_config(run.preset, "hrm")
-    plan = plan_run(config, run.preset, run.processed_tokens, run.gpus, device, mfu=1.0, **plan_options)
-    return plan.wall_hours / run.hours
-
-
 @dataclass
 class Affordable:
     """One answer to "what can I train for $X in T hours"."""
@@ -196,10 +189,6 @@ def affordable_runs(budget_usd: float, hours: float, device: Device, net: str = 
 class MoeParameters:
     total: float
     active: float
-
-    @property
-    def active_fraction(self) -> float:
-        return self.active / self.total
 
 
 def moe_parameters(total: float, expert_fraction: float, experts: int, top_k: int,

@@ -22,9 +22,6 @@ class Device:
     memory_bytes: float
     description: str
 
-
-GIB = 1024**3
-
 DEVICES: dict[str, Device] = {device.name: device for device in (
     Device("h100", 989.5e12, 80e9, "NVIDIA H100 SXM 80 GB"),
     Device("h200", 989.5e12, 141e9, "NVIDIA H200 SXM 141 GB"),
