@@ -162,6 +162,14 @@ class RunConfig(StrictModel):
     is re-fitted after every step to what the mean step time so far leaves room for, so the
     LR and bp_steps schedules end on time. Time-budgeted runs (`frugal demo`) use it; their
     step count then depends on the machine's speed, as a fixed `steps` does not."""
+    val_data: Path | None = None
+    """A mixed set of held-out examples (same tokenizer): its loss is logged as `val_loss`."""
+    val_every: int | None = None
+    """Steps between validations; default: ten per run (and always at the end)."""
+    val_batches: int = 8
+    """Batches of val_data each validation scores (the same ones every time)."""
+    val_samples: int = 3
+    """Held-out instructions answered greedily at each validation (RUN_DIR/samples.jsonl)."""
     max_hours: float | None = None
     """Stop cleanly, with a checkpoint, once the run (all its sessions) has trained this long."""
     max_dollars: float | None = None
@@ -200,12 +208,14 @@ class RunConfig(StrictModel):
             raise ValueError(f"ema_decay must be in [0, 1) or null (no EMA), got {self.ema_decay}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"grad_clip must be > 0 or null (no clipping), got {self.grad_clip}")
+        if self.val_every is not None and self.val_every < 1 or self.val_samples < 0:
+            raise ValueError("val_every must be >= 1 (or null: ten validations per run) and val_samples >= 0")
         for name in ("max_hours", "max_dollars"):
             if getattr(self, name) is not None and not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0 or null (no limit), got {getattr(self, name)}")
         if self.weight_decay < 0 or self.price_per_device_hour < 0:
             raise ValueError("weight_decay and price_per_device_hour must be >= 0")
-        for name in ("batch_tokens", "keep_checkpoints", "log_every"):
+        for name in ("batch_tokens", "keep_checkpoints", "log_every", "val_batches"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         if self.time_limit_s is not None and (self.time_limit_s <= 0 or self.steps is None):

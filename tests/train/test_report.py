@@ -31,3 +31,12 @@ def test_report_errors_are_one_line(tmp_path, capsys):
     (tmp_path / "metrics.jsonl").write_text('{"step": 1}\nnot json\n{"step": 3}\n')
     assert main(["report", str(tmp_path)]) == 2
     assert "metrics.jsonl:2: not valid JSON" in capsys.readouterr().err
+
+
+def test_smoothing_follows_the_trend_and_damps_the_noise():
+    from frugal_lm.train.report import smoothed
+
+    noisy = [10 - 0.01 * step + (1 if step % 2 else -1) for step in range(500)]  # a trend plus +-1 noise
+    averaged = smoothed(noisy)
+    assert averaged[0] == noisy[0]  # bias-corrected: no pull towards zero at the start
+    assert all(abs(a - (10 - 0.01 * step)) < 0.3 for step, a in enumerate(averaged) if step > 50)

@@ -13,12 +13,26 @@ from pathlib import Path
 from frugal_lm.errors import FrugalError
 
 PLOTS = {
-    "loss": ("loss", "training loss"),
+    "loss": ("loss", "training loss (validation loss dotted)"),
     "accuracy": ("token_accuracy", "token accuracy"),
     "exact": ("exact_accuracy", "exact-sequence accuracy"),
     "lr": ("lr", "learning rate"),
     "throughput": ("tokens_per_second", "tokens / second"),
 }
+
+
+# Per-step batch metrics are noisy: these are drawn faint, with an exponential average on top.
+SMOOTHED = ("loss", "token_accuracy", "exact_accuracy")
+
+
+def smoothed(values, points_per_window: int = 50) -> list[float]:
+    """Bias-corrected exponential moving average spanning ~1/50 of the run (at least 1 step)."""
+    decay = 1 - 2 / (max(1, len(values) // points_per_window) + 1)
+    average, weight, out = 0.0, 0.0, []
+    for value in values:
+        average, weight = decay * average + (1 - decay) * value, decay * weight + (1 - decay)
+        out.append(average / weight)
+    return out
 
 
 @dataclass
@@ -65,7 +79,17 @@ def write_report(run_dir: Path) -> Report:
         if not points:
             continue
         figure, axis = plt.subplots(figsize=(7, 4))
-        axis.plot(*zip(*points), linewidth=1.2)
+        x, y = zip(*points)
+        if key in SMOOTHED:
+            axis.plot(x, y, linewidth=0.8, alpha=0.3, color="C0")
+            axis.plot(x, smoothed(y), linewidth=1.6, color="C0", label="smoothed")
+        else:
+            axis.plot(x, y, linewidth=1.2)
+        validation = [(s, r["val_loss"]) for s, r in zip(steps, records) if key == "loss" and "val_loss" in r]
+        if validation:
+            axis.plot(*zip(*validation), "o:", color="C1", markersize=3, label="validation")
+        if key in SMOOTHED or validation:
+            axis.legend()
         axis.set_xlabel("step")
         axis.set_title(title)
         if key == "loss":

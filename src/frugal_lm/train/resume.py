@@ -28,7 +28,7 @@ _ENDS = 1 << 20
 RESUMABLE_CHANGES = frozenset({
     "steps", "epochs", "time_limit_s", "max_hours", "max_dollars", "warmup_steps", "resume", "init_from", "device",
     "precision", "compile", "activation_checkpointing", "loggers", "log_every", "checkpoint_every",
-    "keep_checkpoints", "price_per_device_hour", "out", "data"})
+    "keep_checkpoints", "price_per_device_hour", "out", "data", "val_data", "val_every", "val_batches", "val_samples"})
 
 
 @dataclass
@@ -117,7 +117,8 @@ def resume(config: RunConfig, run_dir: Path, model, optimizer, dataset: MixedDat
     check_resumable(config, checkpoint, saved_state, dataset)
     trainer_state = load_checkpoint(checkpoint, model, optimizer)
     if distributed.is_main:
-        truncate_metrics(run_dir / "metrics.jsonl", trainer_state["step"])
+        for log in ("metrics.jsonl", "samples.jsonl"):
+            truncate_metrics(run_dir / log, trainer_state["step"])
         print(f"resuming {run_dir} from step {trainer_state['step']:,} ({checkpoint.name})", file=sys.stderr)
     return Progress(trainer_state["step"], trainer_state["tokens"], LoaderState(**trainer_state["loader"]),
                     trainer_state.get("train_seconds", 0.0))

@@ -49,6 +49,7 @@ from frugal_lm.train.optimizer import AdamATan2
 from frugal_lm.train.resume import Progress, data_fingerprint, resume
 from frugal_lm.train.schedules import learning_rate
 from frugal_lm.train.step import StepResult, TrainStep, checkpoint_activations, compile_blocks
+from frugal_lm.train.validate import Validator, log_samples
 from frugal_lm.train.weights import load_weights, read_model_config, weights_file
 
 __all__ = ["TrainResult", "resolve_device", "steps_within", "train"]
@@ -210,8 +211,10 @@ def _train(config: RunConfig, run_dir: Path, device: torch.device, distributed: 
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
         print(_describe(config, distributed, device, sum(p.numel() for p in model.parameters())), file=sys.stderr)
     plan, hardware = _plan(config, total_steps, progress, distributed, device, bf16)
+    validator = (Validator(config.val_data, dataset, config.model.vocab_size, row_len, rows_per_rank, distributed,
+                           config.val_batches, config.val_samples) if config.val_data is not None else None)
     loop = _Loop(config, run_dir, distributed, dataset, loader, TrainStep(model, optimizer, distributed, bf16,
-                                                                           config.grad_clip), hardware)
+                                                                           config.grad_clip), hardware, validator)
     start = Progress(progress.step, progress.tokens, progress.loader, progress.seconds)
     last_saved = loop.run(progress, total_steps, epochs, device)
     if distributed.is_main and progress.step > start.step:
@@ -223,8 +226,8 @@ class _Loop:
     """The step loop with its clock, metrics and checkpoints."""
 
     def __init__(self, config: RunConfig, run_dir: Path, distributed: Distributed, dataset: MixedDataset,
-                 loader: PackedLoader, train_step: TrainStep, hardware: Device):
-        self.config, self.run_dir, self.distributed = config, run_dir, distributed
+                 loader: PackedLoader, train_step: TrainStep, hardware: Device, validator: Validator | None = None):
+        self.config, self.run_dir, self.distributed, self.validator = config, run_dir, distributed, validator
         self.dataset, self.loader, self.train_step, self.hardware = dataset, loader, train_step, hardware
         self.data_profile = read_data_profile(Path(config.data))
         self.last_loss, self.flops_done = math.nan, 0.0
@@ -262,6 +265,8 @@ class _Loop:
                 progress.seconds = self.prior_seconds + float(result.stats.clock_s) / distributed.world_size
                 total_steps = bar.total = self._fit_to_clock(result, progress.step, total_steps)
                 record = self._record(result, progress, lr, bp_steps)
+                if self._validation_due(progress.step, total_steps):
+                    record.update(self._validate(progress.step, device, bar))
                 if metrics is not None:
                     metrics.log(record)
                 bar.update(1)
@@ -286,6 +291,22 @@ class _Loop:
             if metrics is not None:
                 metrics.close()
         return last_saved
+
+    def _validation_due(self, step: int, total_steps: int) -> bool:
+        if self.validator is None:
+            return False
+        every = self.config.val_every or max(1, total_steps // 10)
+        return step % every == 0 or step == total_steps
+
+    def _validate(self, step: int, device: torch.device, bar: tqdm) -> dict[str, float]:
+        forward = self.train_step.forward_model()
+        scores = self.validator.loss(forward, device)
+        samples = self.validator.samples(forward, device, step)
+        if self.distributed.is_main:
+            log_samples(self.run_dir, samples)
+            shown = f"; e.g. {samples[0]['prompt']!r} -> {samples[0]['answer']!r}" if samples else ""
+            bar.write(f"step {step:,}: val_loss {scores['val_loss']:.4f}{shown}", file=sys.stderr)
+        return scores
 
     def _budget_spent(self, progress: Progress) -> str | None:
         """Which of max_hours / max_dollars this run (all its sessions) has reached, if any.
