@@ -34,7 +34,8 @@ from frugal_lm.data.synth import generate as synthetic_problems
 from frugal_lm.data.tokenizer import train_tokenizer
 from frugal_lm.infer.engine import Engine, GenerationRequest, SamplingParams
 from frugal_lm.infer.loading import LoadedModel
-from frugal_lm.infer.server import bind_socket, create_app, uvicorn_server
+from frugal_lm.infer.http_server import bind_socket, uvicorn_server
+from frugal_lm.infer.server import create_app
 from frugal_lm.model import build_model
 
 

@@ -122,7 +122,7 @@ class ModelConfig(StrictModel):
 
 
 class RunConfig(StrictModel):
-    """Everything `frugal train` needs. The top-level keys are the recipe keys of DESIGN.md."""
+    """Everything `frugal train` needs: the keys of a recipe file (ARCHITECTURE.md, "Training")."""
 
     preset: str = "tiny"
     net: NetName = "hrm"
@@ -177,9 +177,8 @@ class RunConfig(StrictModel):
     loggers: list[Literal["tensorboard", "wandb"]] = []
     """Mirror metrics.jsonl to TensorBoard and/or Weights & Biases (extras, installed separately)."""
     precision: Literal["auto", "fp32", "bf16"] = "auto"
-    """bf16 autocast (fp32 master weights): auto uses it on GPUs and on CPUs with native
-    bf16 instructions, where it measured 2.3x faster at hidden 512 but 1.5x slower at the
-    demo's hidden 128, whose recipe therefore pins fp32 (benchmarks/RESULTS.md)."""
+    """bf16 compute with fp32 master weights (train/step.py). auto: on GPUs, and on CPUs with
+    native bf16 instructions for models wide enough to gain from it (runtime.uses_bf16)."""
     model: ModelConfig
     _model_keys_given: frozenset[str] = PrivateAttr(default=frozenset())
 
@@ -230,15 +229,25 @@ def preset_names() -> list[str]:
     return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
-def _read_yaml(path: Path | Any, what: str) -> dict[str, Any]:
+def read_yaml(path: Path | Any, what: str) -> Any:
+    """A YAML file's content; a missing, unreadable or invalid file is one line naming it."""
     try:
-        data = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise FrugalError(f"{what} not found: {path}") from None
+    except OSError as error:
+        raise FrugalError(f"{path}: cannot read the {what} ({error.strerror})") from None
+    except UnicodeDecodeError as error:
+        raise FrugalError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
-        raise FrugalError(f"{path}{where}: not valid YAML ({getattr(error, 'problem', error)})") from None
+        reason = " ".join(str(getattr(error, "problem", None) or error).split())  # one line
+        raise FrugalError(f"{path}{where}: not valid YAML ({reason})") from None
+
+
+def _read_yaml(path: Path | Any, what: str) -> dict[str, Any]:
+    data = read_yaml(path, what)
     if data is None:
         return {}
     if not isinstance(data, dict):

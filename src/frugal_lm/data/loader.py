@@ -38,9 +38,6 @@ class MixedDataset:
     def __init__(self, directory: Path | str):
         self.directory = Path(directory)
         self.info = read_mix_metadata(self.directory)
-        # A plain-dict view for callers that predate `info` (train/trainer.py reads max_seq_len
-        # from it); to be removed once they read `info`.
-        self.metadata = self.info.model_dump(mode="json")
         self.tokens = self._load(self.directory / "tokens.npy", mmap=True)
         self.epoch_dirs = sorted((p for p in self.directory.glob("epoch_*") if p.is_dir()),
                                  key=lambda p: int(p.name.removeprefix("epoch_")))

@@ -37,10 +37,9 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import yaml
 from pydantic import Field
 
-from frugal_lm.config import StrictModel, validate
+from frugal_lm.config import StrictModel, read_yaml, validate
 from frugal_lm.data.arrays import NpyWriter, iter_npy_chunks, npy_length, npy_problem
 from frugal_lm.data.metadata import MixMetadata, MixSource, SourceMeta, read_source_meta, write_mix_metadata
 from frugal_lm.data.tokenize import COMMAND as TOKENIZE
@@ -62,15 +61,7 @@ class MixRule(StrictModel):
 def read_rules(path: Path | None) -> list[MixRule]:
     if path is None:
         return []
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FrugalError(f"{path}: no such mix file") from None
-    except OSError as error:
-        raise FrugalError(f"{path}: cannot read the mix file ({error.strerror})") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
-        reason = " ".join(str(error).split())  # YAML's messages span lines; the CLI prints one
-        raise FrugalError(f"{path}: not valid YAML ({reason})") from None
+    data = read_yaml(Path(path), "mix file")
     if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
         raise FrugalError(f"{path}: expected a YAML list of rules (- prefix: ...)")
     # Errors in config's one-line format, each naming the rule: "PATH: rule 2: bad value for 'repeat' ...".

@@ -45,7 +45,6 @@ from frugal_lm.errors import FrugalError
 from frugal_lm.infer.api_errors import EXCEPTION_HANDLERS, ApiError
 from frugal_lm.infer.engine import Engine, InvalidTokenId, SamplingParams
 from frugal_lm.infer.http_limits import BodyLimit, HttpLimits
-from frugal_lm.infer.http_server import bind_socket, uvicorn_server
 from frugal_lm.infer.openai_schema import (
     AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletionChunk, ChatCompletionRequest,
     ChatCompletionResponse, ChatDelta, CompletionChoice, CompletionRequest, CompletionResponse,
@@ -53,8 +52,7 @@ from frugal_lm.infer.openai_schema import (
 )
 from frugal_lm.infer.scheduler import PromptJob, QueueFull, RequestGroup, Scheduler, SchedulerClosed, TextEvent
 
-# bind_socket and uvicorn_server live in http_server; re-exported for benchmarks/serve_throughput.py.
-__all__ = ["ApiError", "ServerState", "bind_socket", "create_app", "uvicorn_server"]
+__all__ = ["ApiError", "ServerState", "create_app"]
 
 RETRY_AFTER_SECONDS = 1
 

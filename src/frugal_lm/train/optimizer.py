@@ -17,7 +17,6 @@ resumed exactly like the moments, under FSDP2 and Distributed Checkpoint alike.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 
 import torch
 
@@ -92,15 +91,3 @@ class AdamATan2(torch.optim.Optimizer):
             for param in group["params"]:
                 if "ema" in self.state.get(param, {}):
                     yield param, self.state[param]["ema"]
-
-    @contextmanager
-    def ema_weights(self):
-        """Swap the EMA into the parameters for the duration (evaluation, export)."""
-        pairs = list(self.ema_tensors())
-        for param, ema in pairs:
-            param.data, self.state[param]["ema"] = ema, param.data
-        try:
-            yield
-        finally:
-            for param, _ in pairs:
-                param.data, self.state[param]["ema"] = self.state[param]["ema"], param.data

@@ -189,7 +189,7 @@ def _check_token_ids(batch: PackedBatch, vocab_size: int, dataset: MixedDataset)
 def _train(config: RunConfig, run_dir: Path, device: torch.device, distributed: Distributed) -> TrainResult:
     dataset = MixedDataset(config.data)
     config = config.model_copy(update={"model": _model_config_for(config, dataset)})
-    row_len = config.row_len or int(dataset.metadata.get("max_seq_len", config.model.max_seq_len))
+    row_len = config.row_len or dataset.max_seq_len
     rows_per_rank = config.batch_tokens // row_len
     if rows_per_rank < 1:
         raise FrugalError(f"batch_tokens={config.batch_tokens} is smaller than one row of {row_len} tokens")
