@@ -38,9 +38,9 @@ class AttentionCache(Protocol):
 
 
 def rms_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
-    # Normalise in fp32 even under bf16 autocast: the recurrence feeds states back many times.
-    x_fp32 = x.float()
-    return (x_fp32 * torch.rsqrt(x_fp32.pow(2).mean(-1, keepdim=True) + eps)).type_as(x)
+    # Normalise in fp32 even when computing in bf16: the recurrence feeds states back many
+    # times. PyTorch's fused kernel: one pass forward and one backward instead of six ops.
+    return F.rms_norm(x.float(), (x.shape[-1],), eps=eps).type_as(x)
 
 
 class RotaryEmbedding(nn.Module):
