@@ -4,8 +4,9 @@ Checks out REF into a temporary git worktree, makes one synthetic mixed set with
 then runs `frugal train preset=PRESET steps=N` alternately with REF's code and this tree's
 (REF, this, REF, this, ...) on that same data, as a user would run it (the precision each
 tree picks by itself, `precision=auto`), and again with `precision=fp32` pinned in both (the
-step's own speed, like for like). Tokens/s is measured from step 3 to the last step, out of
-each run's metrics.jsonl, so start-up and the first steps' warm-up are left out.
+step's own speed, like for like). Tokens/s is measured from step `--skip` to the last step, out of
+each run's metrics.jsonl, so start-up and the first steps' warm-up (and compiling) are left
+out. The compiled run (`compile=true`, per-block torch.compile) is this tree's only.
 
     python benchmarks/train_speed_vs_commit.py --ref 7692247 [--preset tiny] [--steps 25] [--repeats 2]
 
@@ -55,6 +56,7 @@ def main() -> None:
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--skip", type=int, default=4, help="first steps left out (warm-up, and compiling)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as temporary:
@@ -66,17 +68,24 @@ def main() -> None:
             data = make_data(scratch)
             print(f"load average at start: {os.getloadavg()[0]:.2f}; {os.cpu_count()} cores; preset {args.preset}, "
                   f"{args.steps} steps; reference {args.ref}")
-            for precision in ("auto", "fp32"):
-                speeds: dict[str, list[float]] = {"ref": [], "this": []}
+            # (settings, the runs compared): as a user runs it; the step like for like; this tree compiled.
+            for settings, labels in ((["precision=auto"], ("ref", "this")), (["precision=fp32"], ("ref", "this")),
+                                     (["precision=auto", "compile=true"], ("this",))):
+                speeds: dict[str, list[float]] = {label: [] for label in labels}
                 for repeat in range(args.repeats):
-                    for label, source in (("ref", reference), ("this", ROOT)):
-                        out = scratch / f"run-{precision}-{label}-{repeat}"
-                        frugal(source, "train", f"data={data}", f"out={out}", f"preset={args.preset}",
-                               f"steps={args.steps}", f"precision={precision}", "log_every=1", cwd=scratch)
-                        speeds[label].append(tokens_per_second(out))
-                ref, this = statistics.median(speeds["ref"]), statistics.median(speeds["this"])
-                print(f"precision={precision}: {args.ref} {ref:,.0f} tokens/s {[round(s) for s in speeds['ref']]}, "
-                      f"this tree {this:,.0f} {[round(s) for s in speeds['this']]}: {this / ref:.2f}x")
+                    for label in labels:
+                        out = scratch / f"run-{'-'.join(settings)}-{label}-{repeat}"
+                        frugal(reference if label == "ref" else ROOT, "train", f"data={data}", f"out={out}",
+                               f"preset={args.preset}", f"steps={args.steps}", *settings, "log_every=1", cwd=scratch)
+                        speeds[label].append(tokens_per_second(out, skip=args.skip))
+                medians = {label: statistics.median(values) for label, values in speeds.items()}
+                shown = ", ".join(f"{args.ref if label == 'ref' else 'this tree'} {medians[label]:,.0f} tokens/s "
+                                  f"{[round(s) for s in speeds[label]]}" for label in labels)
+                if settings == ["precision=auto"]:
+                    baseline = medians["ref"]  # what a user of REF got
+                like_for_like = f"{medians['this'] / medians['ref']:.2f}x like for like, " if "ref" in medians else ""
+                print(f"{' '.join(settings)}: {shown}: {like_for_like}"
+                      f"{medians['this'] / baseline:.2f}x {args.ref} at precision=auto")
             print(f"load average at end: {os.getloadavg()[0]:.2f}")
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(reference)], check=False)

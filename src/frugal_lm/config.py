@@ -153,8 +153,8 @@ class RunConfig(StrictModel):
     price_per_device_hour: float = 2.0
     """Dollars per device-hour, for the cost shown while training."""
     compile: bool | Literal["auto"] = "auto"
-    """Compile each block with torch.compile. `auto`: on CUDA only (on CPU the compiled
-    blocks measured slower than eager, benchmarks/RESULTS.md)."""
+    """Compile each block with torch.compile. `auto`: on CUDA. On a CPU it also pays off in a
+    long run, after some seconds of compiling (benchmarks/RESULTS.md); it needs a C++ compiler."""
     activation_checkpointing: bool = False
     """Recompute each block's activations in the backward pass: less memory, ~1/3 more compute."""
     time_limit_s: float | None = None

@@ -6,6 +6,9 @@ training loop to find its device.
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import torch
 
 from frugal_lm.errors import FrugalError
@@ -42,3 +45,11 @@ def uses_bf16(precision: str, device: torch.device, hidden_size: int) -> bool:
     if device.type == "cuda":
         return True
     return cpu_has_native_bf16() and hidden_size >= CPU_BF16_MIN_HIDDEN
+
+
+def check_can_compile(device: torch.device) -> None:
+    """torch.compile on a CPU generates C++: say so up front instead of failing mid-run."""
+    compilers = (os.environ.get("CXX", ""), "g++", "clang++", "c++")
+    if device.type == "cpu" and not any(name and shutil.which(name) for name in compilers):
+        raise FrugalError("compile=true on a CPU needs a C++ compiler (g++ or clang++, or CXX=...); install one, "
+                          "or train with compile=false")

@@ -107,3 +107,14 @@ def test_compiled_blocks_do_not_recompile_after_step_two(tmp_path, write_mixed_s
         graphs.append(counters["stats"]["unique_graphs"])
     assert graphs[1] > 0
     assert graphs[-1] == graphs[1], graphs
+
+
+def test_compiling_on_a_cpu_without_a_cpp_compiler_is_a_one_line_error(monkeypatch):
+    from frugal_lm.errors import FrugalError
+    from frugal_lm.runtime import check_can_compile
+
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    monkeypatch.delenv("CXX", raising=False)
+    with pytest.raises(FrugalError, match="needs a C.. compiler"):
+        check_can_compile(torch.device("cpu"))
+    check_can_compile(torch.device("cuda"))  # Triton brings its own

@@ -41,7 +41,7 @@ from frugal_lm.model import bp_steps_at, build_model
 from frugal_lm.plan.budget import TrainingPlan, plan_run, read_data_profile
 from frugal_lm.plan.devices import Device, device_running_here
 from frugal_lm.plan.flops import training_flops_per_token
-from frugal_lm.runtime import resolve_device, uses_bf16
+from frugal_lm.runtime import check_can_compile, resolve_device, uses_bf16
 from frugal_lm.train.checkpoint import latest_checkpoint, remove_partial_checkpoints, save_checkpoint
 from frugal_lm.train.distributed import Distributed, init_distributed, shard_model, shutdown
 from frugal_lm.train.loggers import MetricsLogger, check_available
@@ -142,6 +142,7 @@ def _build(config: RunConfig, device: torch.device, distributed: Distributed, bf
     if config.activation_checkpointing:
         checkpoint_activations(model)
     if config.compile is True or (config.compile == "auto" and device.type == "cuda"):
+        check_can_compile(device)
         compile_blocks(model)
     if distributed.world_size > 1:
         model = shard_model(model, bf16)
