@@ -29,7 +29,7 @@ from frugal_lm.errors import FrugalError
 from frugal_lm.interop import is_hf_model_directory, read_hf_model
 from frugal_lm.model import LanguageModel, build_model
 from frugal_lm.model.layers import RotaryEmbedding
-from frugal_lm.train.checkpoint import latest_checkpoint
+from frugal_lm.train.checkpoint import checkpoint_of, latest_checkpoint
 from frugal_lm.train.weights import load_weights, read_model_config, weights_file
 
 
@@ -64,17 +64,8 @@ def default_model_name(directory: Path | str) -> str:
 
 
 def checkpoint_folder(directory: Path) -> Path:
-    """The checkpoint DIR stands for: itself, or a run's latest checkpoint."""
-    if not directory.is_dir():
-        raise FrugalError(f"{directory}: no such model directory")
-    directory = model_directory(directory)
-    if (directory / "config.yaml").is_file() and (directory / "model.safetensors").is_file():
-        return directory
-    checkpoint = latest_checkpoint(directory)
-    if checkpoint is None:
-        raise FrugalError(f"{directory}: not a model directory (expected a training run with checkpoints/, "
-                          f"a checkpoint with config.yaml and model.safetensors, or an exported model)")
-    return checkpoint
+    """The checkpoint DIR stands for (`checkpoint_of`), after a demo directory's run."""
+    return checkpoint_of(model_directory(directory))
 
 
 INFERENCE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}

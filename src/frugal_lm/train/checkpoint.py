@@ -25,12 +25,12 @@ import re
 import shutil
 import warnings
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 import yaml
+from pydantic import BaseModel, ConfigDict, Field
 from safetensors import SafetensorError
 from safetensors.torch import save_file
 from torch.distributed.checkpoint.api import CheckpointException
@@ -42,6 +42,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from frugal_lm.config import RunConfig, validate
+from frugal_lm.data.loader import LoaderState
 from frugal_lm.errors import FrugalError
 from frugal_lm.train.optimizer import AdamATan2
 from frugal_lm.train.safe_dcp import SafeFileSystemReader, SafeLoadPlanner, read_metadata_safely
@@ -74,6 +75,22 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return checkpoints[-1] if checkpoints else None
 
 
+def checkpoint_of(directory: Path | str) -> Path:
+    """The checkpoint a model directory stands for, the one rule every command uses: a
+    training run's latest complete checkpoint, or DIR itself when it holds the weights (one
+    checkpoint, or an imported model)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FrugalError(f"{directory}: no such model directory")
+    checkpoint = latest_checkpoint(directory)
+    if checkpoint is not None:
+        return checkpoint
+    if (directory / "model.safetensors").is_file() or (directory / "ema.safetensors").is_file():
+        return directory
+    raise FrugalError(f"{directory}: not a model directory (expected a training run with checkpoints/, "
+                      f"a checkpoint with model.safetensors, or an imported or exported model)")
+
+
 def full_weights(model: torch.nn.Module, optimizer: AdamATan2 | None = None) -> dict[str, torch.Tensor]:
     """Unsharded CPU weights of `model`, or of its EMA when `optimizer` is given. Collective
     under FSDP2: every rank must call it."""
@@ -88,73 +105,113 @@ def full_weights(model: torch.nn.Module, optimizer: AdamATan2 | None = None) -> 
     return {name: tensor.contiguous() for name, tensor in weights.items()}
 
 
-def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, optimizer: AdamATan2,
-                    trainer_state: dict[str, Any], config: RunConfig, keep: int,
-                    tokenizer_dir: Path | None = None) -> Path:
-    folder = Path(run_dir) / "checkpoints"
-    final = folder / f"step_{step:08d}"
-    partial = folder / f"step_{step:08d}.partial"
-    if _is_main():
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-    _barrier()
-    try:
-        _write_partial(partial, step, model, optimizer, trainer_state, config, tokenizer_dir)
-    except (OSError, RuntimeError, SafetensorError, CheckpointException) as error:
-        # A full disk surfaces as any of these (DCP, safetensors and torch.save wrap it).
+class TrainerState(BaseModel):
+    """Where a run is, besides its weights and optimizer: `trainer_state.json` of a checkpoint."""
+
+    model_config = ConfigDict(validate_assignment=True)
+
+    step: int = 0
+    tokens: int = 0
+    loader: LoaderState = Field(default_factory=LoaderState)
+    train_seconds: float = 0.0
+    """Training-loop seconds over every session of the run (what max_hours and max_dollars count)."""
+    loss: float | None = None
+    data_fingerprint: str | None = None
+    """Identifies the mixed set trained on (`resume.data_fingerprint`); None in older checkpoints."""
+
+    @classmethod
+    def read(cls, checkpoint: Path) -> TrainerState:
+        path = Path(checkpoint) / "trainer_state.json"
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            raise FrugalError(f"{path}: unreadable trainer state ({error})") from None
+        return validate(cls, data, str(path))
+
+    def write(self, checkpoint: Path) -> None:
+        (Path(checkpoint) / "trainer_state.json").write_text(self.model_dump_json(indent=1))
+
+
+class Checkpointer:
+    """A run's checkpoints under `RUN_DIR/checkpoints`: written atomically, restored exactly,
+    the last `keep` kept. Collective under FSDP2: every rank calls `save` and `load`."""
+
+    def __init__(self, run_dir: Path, keep: int = 3, tokenizer_dir: Path | None = None):
+        self.run_dir, self.keep, self.tokenizer_dir = Path(run_dir), keep, tokenizer_dir
+        self.folder = self.run_dir / "checkpoints"
+
+    def latest(self) -> Path | None:
+        return latest_checkpoint(self.run_dir)
+
+    def require_latest(self) -> Path:
+        checkpoint = self.latest()
+        if checkpoint is None:
+            raise FrugalError(f"resume=true but {self.folder} holds no complete checkpoint")
+        return checkpoint
+
+    def remove_partial(self) -> None:
+        """A killed run's half-written checkpoint is never complete: clear it."""
+        if _is_main() and self.folder.is_dir():
+            for partial in self.folder.glob("*.partial"):
+                shutil.rmtree(partial, ignore_errors=True)
+
+    def save(self, model: torch.nn.Module, optimizer: AdamATan2, state: TrainerState, config: RunConfig) -> Path:
+        final = self.folder / f"step_{state.step:08d}"
+        partial = self.folder / f"step_{state.step:08d}.partial"
         if _is_main():
             shutil.rmtree(partial, ignore_errors=True)
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise FrugalError(f"could not write the checkpoint {final} ({reason}); it was removed and the earlier "
-                          f"checkpoints are intact: free disk space, then resume=true") from None
-    if _is_main():
-        if final.exists():  # the same step saved again (e.g. epoch end == checkpoint_every)
-            shutil.rmtree(final)
-        os.replace(partial, final)
-        _fsync_directory(folder)
-        for old in list_checkpoints(run_dir)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
-    _barrier()
-    return final
+            partial.mkdir(parents=True)
+        _barrier()
+        try:
+            self._write(partial, model, optimizer, state, config)
+        except (OSError, RuntimeError, SafetensorError, CheckpointException) as error:
+            # A full disk surfaces as any of these (DCP, safetensors and torch.save wrap it).
+            if _is_main():
+                shutil.rmtree(partial, ignore_errors=True)
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise FrugalError(f"could not write the checkpoint {final} ({reason}); it was removed and the earlier "
+                              f"checkpoints are intact: free disk space, then resume=true") from None
+        if _is_main():
+            if final.exists():  # the same step saved again
+                shutil.rmtree(final)
+            os.replace(partial, final)
+            _fsync_directory(self.folder)
+            for old in list_checkpoints(self.run_dir)[:-self.keep]:
+                shutil.rmtree(old, ignore_errors=True)
+        _barrier()
+        return final
 
+    def _write(self, partial: Path, model: torch.nn.Module, optimizer: AdamATan2, state: TrainerState,
+               config: RunConfig) -> None:
+        model_state, optimizer_state = get_state_dict(model, optimizer)
+        dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=partial / "train_state")
+        raw, ema = full_weights(model), full_weights(model, optimizer)
+        if not _is_main():
+            return
+        save_file(raw, partial / "model.safetensors", metadata=checksum_metadata(raw))
+        save_file(ema, partial / "ema.safetensors", metadata=checksum_metadata(ema))
+        torch.save(_rng_states(), partial / "rng.pt")
+        state.write(partial)
+        (partial / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+        if self.tokenizer_dir is not None and Path(self.tokenizer_dir).is_dir():
+            shutil.copytree(self.tokenizer_dir, partial / "tokenizer")
+        for file in partial.rglob("*"):
+            if file.is_file():
+                with open(file, "rb") as handle:
+                    os.fsync(handle.fileno())
 
-def _write_partial(partial: Path, step: int, model: torch.nn.Module, optimizer: AdamATan2,
-                   trainer_state: dict[str, Any], config: RunConfig, tokenizer_dir: Path | None) -> None:
-    model_state, optimizer_state = get_state_dict(model, optimizer)
-    dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=partial / "train_state")
-    raw, ema = full_weights(model), full_weights(model, optimizer)
-    if not _is_main():
-        return
-    save_file(raw, partial / "model.safetensors", metadata=checksum_metadata(raw))
-    save_file(ema, partial / "ema.safetensors", metadata=checksum_metadata(ema))
-    torch.save(_rng_states(), partial / "rng.pt")
-    (partial / "trainer_state.json").write_text(json.dumps({**trainer_state, "step": step}, indent=1))
-    (partial / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
-    if tokenizer_dir is not None and Path(tokenizer_dir).is_dir():
-        shutil.copytree(tokenizer_dir, partial / "tokenizer")
-    for file in partial.rglob("*"):
-        if file.is_file():
-            with open(file, "rb") as handle:
-                os.fsync(handle.fileno())
-
-
-def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: AdamATan2) -> dict[str, Any]:
-    """Restore model, optimizer and RNG states in place; return the trainer state."""
-    model_state, optimizer_state = get_state_dict(model, optimizer)
-    state = {"model": model_state, "optimizer": optimizer_state}
-    folder = Path(path) / "train_state"
-    read_metadata_safely(folder / ".metadata")
-    dcp.load(state, storage_reader=SafeFileSystemReader(folder), planner=SafeLoadPlanner())
-    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
-    _set_rng_states(torch.load(Path(path) / "rng.pt", weights_only=True))
-    return json.loads((Path(path) / "trainer_state.json").read_text())
-
-
-def remove_partial_checkpoints(run_dir: Path) -> None:
-    folder = Path(run_dir) / "checkpoints"
-    if _is_main() and folder.is_dir():
-        for partial in folder.glob("*.partial"):
-            shutil.rmtree(partial, ignore_errors=True)
+    @staticmethod
+    def load(checkpoint: Path, model: torch.nn.Module, optimizer: AdamATan2) -> TrainerState:
+        """Restore model, optimizer and RNG states in place; return the trainer state."""
+        state = TrainerState.read(checkpoint)
+        model_state, optimizer_state = get_state_dict(model, optimizer)
+        states = {"model": model_state, "optimizer": optimizer_state}
+        folder = Path(checkpoint) / "train_state"
+        read_metadata_safely(folder / ".metadata")
+        dcp.load(states, storage_reader=SafeFileSystemReader(folder), planner=SafeLoadPlanner())
+        set_state_dict(model, optimizer, model_state_dict=states["model"], optim_state_dict=states["optimizer"])
+        _set_rng_states(torch.load(Path(checkpoint) / "rng.pt", weights_only=True))
+        return state
 
 
 def _rng_states() -> dict[str, torch.Tensor]:
@@ -188,10 +245,3 @@ def read_run_config(checkpoint: Path) -> RunConfig:
     if not isinstance(data, dict):
         raise FrugalError(f"{path}: not a run config (expected a mapping of keys to values)")
     return validate(RunConfig, data, str(path))
-
-
-def require_checkpoint(run_dir: Path) -> Path:
-    checkpoint = latest_checkpoint(run_dir)
-    if checkpoint is None:
-        raise FrugalError(f"resume=true but {Path(run_dir) / 'checkpoints'} holds no complete checkpoint")
-    return checkpoint

@@ -12,14 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from frugal_lm.config import RunConfig
-from frugal_lm.data.loader import LoaderState, MixedDataset
+from frugal_lm.data.loader import MixedDataset
 from frugal_lm.data.tokenizer import encodes_alike
 from frugal_lm.errors import FrugalError
-from frugal_lm.train.checkpoint import load_checkpoint, read_run_config, require_checkpoint
+from frugal_lm.train.checkpoint import Checkpointer, TrainerState, read_run_config
 from frugal_lm.train.distributed import Distributed
 
 _ENDS = 1 << 20
@@ -29,17 +28,6 @@ RESUMABLE_CHANGES = frozenset({
     "steps", "epochs", "time_limit_s", "max_hours", "max_dollars", "warmup_steps", "resume", "init_from", "device",
     "precision", "compile", "activation_checkpointing", "loggers", "log_every", "checkpoint_every",
     "keep_checkpoints", "price_per_device_hour", "out", "data", "val_data", "val_every", "val_batches", "val_samples"})
-
-
-@dataclass
-class Progress:
-    """Where the run is: what a checkpoint saves besides the weights and optimizer."""
-
-    step: int = 0
-    tokens: int = 0
-    loader: LoaderState = field(default_factory=LoaderState)
-    seconds: float = 0.0
-    """Training-loop seconds over every session of the run (what max_hours and max_dollars count)."""
 
 
 def check_same_tokenizer(saved: Path, current: Path) -> None:
@@ -83,7 +71,7 @@ def data_fingerprint(dataset: MixedDataset) -> str:
     return digest.hexdigest()
 
 
-def check_resumable(config: RunConfig, checkpoint: Path, saved_state: dict, dataset: MixedDataset) -> None:
+def check_resumable(config: RunConfig, checkpoint: Path, saved_state: TrainerState, dataset: MixedDataset) -> None:
     """Resuming with other data or other run-shaping settings would apply the saved loader
     position and optimizer state to a different run: refuse, naming what differs."""
     saved = read_run_config(checkpoint)
@@ -95,7 +83,7 @@ def check_resumable(config: RunConfig, checkpoint: Path, saved_state: dict, data
         shown = ", ".join(f"{key}={_value_at(now, key)} (the run has {_value_at(then, key)})" for key in differing)
         raise FrugalError(f"resume=true with settings other than the run's: {shown}; resume with the settings in "
                           f"{checkpoint / 'config.yaml'}, or start a new run (another out=, init_from= to fine-tune)")
-    fingerprint = saved_state.get("data_fingerprint")
+    fingerprint = saved_state.data_fingerprint
     if fingerprint is not None and fingerprint != data_fingerprint(dataset):
         raise FrugalError(f"data={dataset.directory} is not the mixed set this run was trained on (its "
                           f"metadata.json differs); resume with that data, or start a new run")
@@ -109,16 +97,14 @@ def _value_at(tree: dict, dotted: str):
 
 
 
-def resume(config: RunConfig, run_dir: Path, model, optimizer, dataset: MixedDataset,
-            distributed: Distributed) -> Progress:
-    checkpoint = require_checkpoint(run_dir)
+def resume(config: RunConfig, checkpointer: Checkpointer, model, optimizer, dataset: MixedDataset,
+           distributed: Distributed) -> TrainerState:
+    checkpoint = checkpointer.require_latest()
     check_same_tokenizer(checkpoint / "tokenizer", dataset.directory / "tokenizer")
-    saved_state = json.loads((checkpoint / "trainer_state.json").read_text())
-    check_resumable(config, checkpoint, saved_state, dataset)
-    trainer_state = load_checkpoint(checkpoint, model, optimizer)
+    check_resumable(config, checkpoint, TrainerState.read(checkpoint), dataset)
+    state = checkpointer.load(checkpoint, model, optimizer)
     if distributed.is_main:
         for log in ("metrics.jsonl", "samples.jsonl"):
-            truncate_metrics(run_dir / log, trainer_state["step"])
-        print(f"resuming {run_dir} from step {trainer_state['step']:,} ({checkpoint.name})", file=sys.stderr)
-    return Progress(trainer_state["step"], trainer_state["tokens"], LoaderState(**trainer_state["loader"]),
-                    trainer_state.get("train_seconds", 0.0))
+            truncate_metrics(checkpointer.run_dir / log, state.step)
+        print(f"resuming {checkpointer.run_dir} from step {state.step:,} ({checkpoint.name})", file=sys.stderr)
+    return state

@@ -42,15 +42,15 @@ from frugal_lm.plan.budget import TrainingPlan, plan_run, read_data_profile
 from frugal_lm.plan.devices import Device, device_running_here
 from frugal_lm.plan.flops import training_flops_per_token
 from frugal_lm.runtime import check_can_compile, resolve_device, uses_bf16
-from frugal_lm.train.checkpoint import latest_checkpoint, remove_partial_checkpoints, save_checkpoint
+from frugal_lm.train.checkpoint import Checkpointer, TrainerState, checkpoint_of, latest_checkpoint
 from frugal_lm.train.distributed import Distributed, init_distributed, shard_model, shutdown
 from frugal_lm.train.loggers import MetricsLogger, check_available
 from frugal_lm.train.optimizer import AdamATan2
-from frugal_lm.train.resume import Progress, data_fingerprint, resume
+from frugal_lm.train.resume import data_fingerprint, resume
 from frugal_lm.train.schedules import learning_rate
 from frugal_lm.train.step import StepResult, TrainStep, checkpoint_activations, compile_blocks
 from frugal_lm.train.validate import Validator, log_samples
-from frugal_lm.train.weights import load_weights, read_model_config, weights_file
+from frugal_lm.train.weights import load_weights, read_model_config
 
 __all__ = ["TrainResult", "resolve_device", "steps_within", "train"]
 
@@ -80,7 +80,7 @@ def _model_config_for(config: RunConfig, dataset: MixedDataset) -> ModelConfig:
     if (init_from / "config.json").is_file() and not (init_from / "config.yaml").is_file():
         raise FrugalError(f"init_from={init_from} is a transformers model directory; convert it with "
                           f"`frugal import hf --hf-dir {init_from} --out DIR`, then use init_from=DIR")
-    source = weights_file(init_from).parent
+    source = checkpoint_of(init_from)
     if not (source / "config.yaml").is_file():
         return config.model.model_copy(update={"vocab_size": dataset.vocab_size})
     saved = read_model_config(source)
@@ -151,7 +151,7 @@ def _build(config: RunConfig, device: torch.device, distributed: Distributed, bf
     return model, optimizer
 
 
-def _plan(config: RunConfig, total_steps: int, progress: Progress, distributed: Distributed,
+def _plan(config: RunConfig, total_steps: int, progress: TrainerState, distributed: Distributed,
           device: torch.device, bf16: bool) -> tuple[TrainingPlan, Device]:
     data_profile = read_data_profile(Path(config.data))
     hardware = device_running_here(device.type, device.index or 0, bf16)
@@ -203,10 +203,11 @@ def _train(config: RunConfig, run_dir: Path, device: torch.device, distributed: 
     total_steps = config.steps or sum(loader.steps_in(epoch) for epoch in range(epochs))
     config = _fit_warmup(config, total_steps, distributed)
 
-    progress = Progress()
+    checkpointer = Checkpointer(run_dir, config.keep_checkpoints, dataset.directory / "tokenizer")
+    progress = TrainerState()
     if config.resume:
-        progress = resume(config, run_dir, model, optimizer, dataset, distributed)
-    remove_partial_checkpoints(run_dir)
+        progress = resume(config, checkpointer, model, optimizer, dataset, distributed)
+    checkpointer.remove_partial()
     if distributed.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
@@ -215,8 +216,8 @@ def _train(config: RunConfig, run_dir: Path, device: torch.device, distributed: 
     validator = (Validator(config.val_data, dataset, config.model.vocab_size, row_len, rows_per_rank, distributed,
                            config.val_batches, config.val_samples) if config.val_data is not None else None)
     loop = _Loop(config, run_dir, distributed, dataset, loader, TrainStep(model, optimizer, distributed, bf16,
-                                                                           config.grad_clip), hardware, validator)
-    start = Progress(progress.step, progress.tokens, progress.loader, progress.seconds)
+                                                                           config.grad_clip), hardware, checkpointer, validator)
+    start = progress.model_copy()
     last_saved = loop.run(progress, total_steps, epochs, device)
     if distributed.is_main and progress.step > start.step:
         _report_plan_vs_actual(run_dir, plan, loop, progress, start, total_steps, config, distributed, hardware)
@@ -227,8 +228,10 @@ class _Loop:
     """The step loop with its clock, metrics and checkpoints."""
 
     def __init__(self, config: RunConfig, run_dir: Path, distributed: Distributed, dataset: MixedDataset,
-                 loader: PackedLoader, train_step: TrainStep, hardware: Device, validator: Validator | None = None):
+                 loader: PackedLoader, train_step: TrainStep, hardware: Device, checkpointer: Checkpointer,
+                 validator: Validator | None = None):
         self.config, self.run_dir, self.distributed, self.validator = config, run_dir, distributed, validator
+        self.checkpointer = checkpointer
         self.dataset, self.loader, self.train_step, self.hardware = dataset, loader, train_step, hardware
         self.data_profile = read_data_profile(Path(config.data))
         self.last_loss, self.flops_done = math.nan, 0.0
@@ -238,13 +241,14 @@ class _Loop:
     def elapsed(self) -> float:
         return time.perf_counter() - self.train_step.started
 
-    def run(self, progress: Progress, total_steps: int, epochs: int, device: torch.device) -> Path | None:
+    def run(self, progress: TrainerState, total_steps: int, epochs: int, device: torch.device) -> Path | None:
         config, distributed = self.config, self.distributed
         if distributed.is_main:
             print(f"packing fills {self.loader.plan(progress.loader.epoch).slot_use:.2%} of row slots", file=sys.stderr)
         bar = tqdm(total=total_steps, initial=progress.step, disable=not distributed.is_main, unit="step",
                    dynamic_ncols=True, file=sys.stderr)
-        self.train_step.started, self.start_tokens, self.prior_seconds = time.perf_counter(), progress.tokens, progress.seconds
+        self.start_tokens, self.prior_seconds = progress.tokens, progress.train_seconds
+        self.train_step.started = time.perf_counter()
         metrics = (MetricsLogger(self.run_dir, config.loggers, config.model_dump(mode="json"), config.resume)
                    if distributed.is_main else None)
         last_saved = None
@@ -263,7 +267,7 @@ class _Loop:
                 progress.step += 1
                 progress.tokens += int(result.stats.tokens)
                 progress.loader = next_state
-                progress.seconds = self.prior_seconds + float(result.stats.clock_s) / distributed.world_size
+                progress.train_seconds = self.prior_seconds + float(result.stats.clock_s) / distributed.world_size
                 total_steps = bar.total = self._fit_to_clock(result, progress.step, total_steps)
                 record = self._record(result, progress, lr, bp_steps)
                 if self._validation_due(progress.step, total_steps):
@@ -309,10 +313,10 @@ class _Loop:
             bar.write(f"step {step:,}: val_loss {scores['val_loss']:.4f}{shown}", file=sys.stderr)
         return scores
 
-    def _budget_spent(self, progress: Progress) -> str | None:
+    def _budget_spent(self, progress: TrainerState) -> str | None:
         """Which of max_hours / max_dollars this run (all its sessions) has reached, if any.
         Every rank reads the same all-reduced clock, so all stop at the same step."""
-        config, hours = self.config, progress.seconds / 3600
+        config, hours = self.config, progress.train_seconds / 3600
         dollars = hours * self.distributed.world_size * config.price_per_device_hour
         if config.max_hours is not None and hours >= config.max_hours:
             return f"max_hours={config.max_hours:g} reached ({hours:.2f} h trained)"
@@ -333,7 +337,7 @@ class _Loop:
         seconds_per_step = (clock - self.clock_origin[0]) / (step - self.clock_origin[1])
         return steps_within(self.config.time_limit_s, clock, seconds_per_step, step)
 
-    def _record(self, result: StepResult, progress: Progress, lr: float, bp_steps: int) -> dict:
+    def _record(self, result: StepResult, progress: TrainerState, lr: float, bp_steps: int) -> dict:
         stats, world_size = result.stats, self.distributed.world_size
         elapsed = self.elapsed
         self.last_loss = stats.loss
@@ -347,21 +351,19 @@ class _Loop:
             "elapsed_s": round(elapsed, 3),
             "tokens_per_second": (progress.tokens - self.start_tokens) / max(elapsed, 1e-9),
             "mfu": self.flops_done / max(elapsed, 1e-9) / (self.hardware.peak_flops * world_size),
-            "dollars": progress.seconds / 3600 * world_size * self.config.price_per_device_hour,
+            "dollars": progress.train_seconds / 3600 * world_size * self.config.price_per_device_hour,
         }
 
-    def _checkpoint_due(self, progress: Progress, total_steps: int) -> bool:
+    def _checkpoint_due(self, progress: TrainerState, total_steps: int) -> bool:
         every = self.config.checkpoint_every
         return bool(every and progress.step % every == 0) or progress.step == total_steps
 
-    def _save(self, progress: Progress) -> Path:
-        state = {"tokens": progress.tokens, "loader": progress.loader.to_dict(), "loss": self.last_loss,
-                 "train_seconds": progress.seconds, "data_fingerprint": data_fingerprint(self.dataset)}
-        return save_checkpoint(self.run_dir, progress.step, self.train_step.model, self.train_step.optimizer, state,
-                               self.config, self.config.keep_checkpoints, self.dataset.directory / "tokenizer")
+    def _save(self, progress: TrainerState) -> Path:
+        state = progress.model_copy(update={"loss": self.last_loss, "data_fingerprint": data_fingerprint(self.dataset)})
+        return self.checkpointer.save(self.train_step.model, self.train_step.optimizer, state, self.config)
 
 
-def _report_plan_vs_actual(run_dir: Path, plan: TrainingPlan, loop: _Loop, progress: Progress, start: Progress,
+def _report_plan_vs_actual(run_dir: Path, plan: TrainingPlan, loop: _Loop, progress: TrainerState, start: TrainerState,
                            total_steps: int, config: RunConfig, distributed: Distributed, hardware: Device) -> None:
     elapsed = loop.elapsed
     actual = {"wall_hours": elapsed / 3600, "tokens_per_second": (progress.tokens - start.tokens) / elapsed,

@@ -16,20 +16,16 @@ import torch
 from frugal_lm.config import ModelConfig
 from frugal_lm.errors import FrugalError
 from frugal_lm.model import build_model
-from frugal_lm.train.checkpoint import latest_checkpoint, read_run_config
+from frugal_lm.train.checkpoint import checkpoint_of, read_run_config
 from frugal_lm.train.safetensors_io import read_tensors
 
 
 def weights_file(directory: Path | str, prefer_ema: bool = True) -> Path:
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise FrugalError(f"{directory}: no such model directory")
-    checkpoint = latest_checkpoint(directory)
-    folder = checkpoint if checkpoint is not None else directory
+    folder = checkpoint_of(directory)
     for name in (("ema.safetensors", "model.safetensors") if prefer_ema else ("model.safetensors",)):
         if (folder / name).is_file():
             return folder / name
-    raise FrugalError(f"{directory}: no model.safetensors (expected a run directory, a checkpoint or an exported model)")
+    raise FrugalError(f"{folder}: no model.safetensors (only the EMA's; leave out --no-ema)")
 
 
 def load_weights(directory: Path | str, config: ModelConfig, prefer_ema: bool = True) -> dict[str, torch.Tensor]:
