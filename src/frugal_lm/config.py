@@ -125,7 +125,6 @@ class RunConfig(StrictModel):
     """Everything `frugal train` needs: the keys of a recipe file (ARCHITECTURE.md, "Training")."""
 
     preset: str = "tiny"
-    net: NetName = "hrm"
     data: Path | None = None
     out: Path | None = None
     epochs: int | None = None
@@ -182,6 +181,23 @@ class RunConfig(StrictModel):
     model: ModelConfig
     _model_keys_given: frozenset[str] = PrivateAttr(default=frozenset())
 
+    @model_validator(mode="before")
+    @classmethod
+    def _net_lives_in_model(cls, data: Any) -> Any:
+        """`net` is the model's (`model.net`); a top-level `net` (the `net=` shorthand, and
+        config.yaml files written before) moves there."""
+        if isinstance(data, dict) and "net" in data:
+            data = dict(data)
+            net = data.pop("net")
+            model = dict(data.get("model") or {})
+            model.setdefault("net", net)
+            data["model"] = model
+        return data
+
+    @property
+    def net(self) -> str:
+        return self.model.net
+
     @property
     def model_keys_given(self) -> frozenset[str]:
         """The model.* keys the recipe file or the command line set (`net` included when
@@ -222,6 +238,12 @@ class RunConfig(StrictModel):
         if not (math.isfinite(self.lr) and self.lr > 0) or not 0 <= self.lr_floor <= 1 or self.warmup_steps < 0 or self.checkpoint_every < 0:
             raise ValueError("need lr > 0, 0 <= lr_floor <= 1, warmup_steps >= 0, checkpoint_every >= 0")
         return self
+
+
+# ModelConfig keys about how a model trains, not about its weights or forward pass.
+TRAINING_SCHEDULE_KEYS = frozenset({"bp_steps_start", "bp_steps_end", "bp_warmup_fraction", "attention_backend"})
+ARCHITECTURE_KEYS = tuple(key for key in ModelConfig.model_fields if key not in TRAINING_SCHEDULE_KEYS | {"vocab_size"})
+"""The keys that shape the weights or the forward pass (the vocabulary comes with the data)."""
 
 
 def preset_names() -> list[str]:
@@ -362,16 +384,15 @@ def resolve_run_config(config_file: Path | str | None = None, overrides: list[st
         if given in command_layer and replaced not in command_layer:
             file_layer.pop(replaced, None)
     chosen = _merge(file_layer, command_layer)
+    model_layer = chosen.get("model") if isinstance(chosen.get("model"), dict) else {}
     preset = chosen.get("preset", RunConfig.model_fields["preset"].default)
-    net = chosen.get("net", RunConfig.model_fields["net"].default)
+    net_given = "net" in chosen or "net" in model_layer
+    net = chosen.pop("net", model_layer.get("net", ModelConfig.model_fields["net"].default))  # `net=` is model.net
     if not isinstance(preset, str) or not isinstance(net, str):
         raise FrugalError("preset and net must be names, e.g. preset=tiny net=hrm")
     layered = _merge({"model": _preset_layer(preset, net)}, chosen)
-    if "net" in chosen:
-        layered["model"]["net"] = net
+    layered["model"]["net"] = net
     source = " + ".join(filter(None, [str(config_file) if config_file else "", "command line" if overrides else ""]))
     config = validate(RunConfig, layered, source or "defaults")
-    model_layer = chosen.get("model")
-    config._model_keys_given = frozenset([*(model_layer if isinstance(model_layer, dict) else {}),
-                                          *(["net"] if "net" in chosen else [])])
+    config._model_keys_given = frozenset([*model_layer, *(["net"] if net_given else [])])
     return config

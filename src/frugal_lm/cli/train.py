@@ -7,9 +7,6 @@ from pathlib import Path
 
 import yaml
 
-TRAIN_KEYS = ("Keys: data=DIR out=RUN_DIR preset=tiny|B|L|XL|XXL net=hrm|transformer|universal epochs=E | "
-              "steps=N batch_tokens=T lr= seed= checkpoint_every=N resume=true init_from=DIR device=cpu|cuda, "
-              "and nested model.* keys. Run `frugal config ...` to see every key with its resolved value.")
 
 
 def _recipe_help() -> str:
@@ -18,7 +15,14 @@ def _recipe_help() -> str:
     return f"recipe YAML file, or a packaged recipe: {', '.join(recipe_names())} (the recipe's keys, then key=value)"
 
 
-RECIPE_HELP = _recipe_help()
+def _train_keys() -> str:
+    from frugal_lm.config import ModelConfig, RunConfig
+
+    return (f"Keys (key=value): {', '.join(RunConfig.model_fields)}, net (model.net), and model.* "
+            f"({', '.join(ModelConfig.model_fields)}). `frugal config ...` prints every key with its resolved value.")
+
+
+RECIPE_HELP, TRAIN_KEYS = _recipe_help(), _train_keys()
 
 
 def _config_command(args: argparse.Namespace) -> int:

@@ -32,7 +32,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from frugal_lm.config import ModelConfig, RunConfig, validate
+from frugal_lm.config import ARCHITECTURE_KEYS, ModelConfig, RunConfig, validate
 from frugal_lm.data.batch import PackedBatch
 from frugal_lm.data.loader import MixedDataset, PackedLoader
 from frugal_lm.data.tokenizer import encodes_alike
@@ -64,12 +64,6 @@ class TrainResult:
     checkpoint: Path | None
 
 
-# Keys that shape the weights or the forward pass. With init_from=DIR they come from DIR's model
-# unless set to something other than the preset's value, so an imported model fine-tunes as is.
-ARCHITECTURE_KEYS = ("net", "hidden_size", "n_layers", "n_heads", "expansion", "h_cycles", "l_cycles",
-                     "ut_passes", "rope_theta", "norm_eps", "init_std", "max_seq_len")
-
-
 def _model_config_for(config: RunConfig, dataset: MixedDataset) -> ModelConfig:
     """The configured architecture on the data's vocabulary; with init_from=DIR (DIR has a
     config.yaml), DIR's architecture and vocabulary except the model.* keys the user gave
@@ -86,6 +80,7 @@ def _model_config_for(config: RunConfig, dataset: MixedDataset) -> ModelConfig:
     saved = read_model_config(source)
     if "net" in config.model_keys_given and config.net != saved.net:
         raise FrugalError(f"net={config.net}, but init_from={config.init_from} holds a net={saved.net} model")
+    # DIR's architecture, except the keys the user set: an imported model fine-tunes as it is.
     inherited = {key: getattr(saved, key) for key in ARCHITECTURE_KEYS if key not in config.model_keys_given}
     model_config = validate(ModelConfig, {**config.model.model_dump(), **inherited, "vocab_size": saved.vocab_size},
                             f"model.* keys with init_from={init_from}")
