@@ -6,7 +6,8 @@ HRM vs Transformer comparison of `frugal demo --compare`. Not a test: it trains 
 
 Runs the real command (`frugal demo --seed S` for each seed, then `frugal demo --compare`) in
 subprocesses, reads each DIR/summary.json and prints one table per run, then the worst seed
-against the goal (mean >= 80%, every family >= 50%, wall time <= the budget). `--steps` pins the step count (the demo then
+against the goal (mean >= 80%, every family >= 50%, wall time <= the budget). `--steps` pins the step count
+(the demo then
 does not derive it from the clock), which makes the quality figure independent of how busy
 the machine is; without it the default demo fills `--minutes` as a user's run would.
 Record the printed figures, the command and the machine in benchmarks/RESULTS.md.
@@ -27,8 +28,18 @@ from pathlib import Path
 
 def run_demo(out: Path, minutes: float, steps: int | None, compare: bool, seed: int = 0) -> dict:
     shutil.rmtree(out, ignore_errors=True)
-    command = [sys.executable, "-m", "frugal_lm", "demo", "--out", str(out), "--minutes", f"{minutes:g}",
-               "--seed", str(seed)]
+    command = [
+        sys.executable,
+        "-m",
+        "frugal_lm",
+        "demo",
+        "--out",
+        str(out),
+        "--minutes",
+        f"{minutes:g}",
+        "--seed",
+        str(seed),
+    ]
     command += ["--steps", str(steps)] if steps else []
     command += ["--compare"] if compare else []
     print("$ " + " ".join(command), flush=True)
@@ -46,26 +57,35 @@ def print_reports(title: str, summary: dict) -> None:
     baseline = summary.get("family_baseline", {})
     print("| | " + " | ".join(r["label"] for r in reports) + " | majority-answer baseline |")
     print("|---|" + "---:|" * (len(reports) + 1))
-    for label, key, fmt in [("parameters", "parameters", "{:,}"), ("steps", "steps", "{:,}"),
-                            ("tokens seen", "tokens_seen", "{:,}"), ("training s", "train_seconds", "{:.0f}"),
-                            ("tokens/s", "tokens_per_second", "{:,.0f}")]:
+    for label, key, fmt in [
+        ("parameters", "parameters", "{:,}"),
+        ("steps", "steps", "{:,}"),
+        ("tokens seen", "tokens_seen", "{:,}"),
+        ("training s", "train_seconds", "{:.0f}"),
+        ("tokens/s", "tokens_per_second", "{:,.0f}"),
+    ]:
         print(f"| {label} | " + " | ".join(fmt.format(r[key]) for r in reports) + " | |")
     for family in families:
         guess = f"{baseline[family]:.1%}" if family in baseline else "-"
-        print(f"| {family} | " + " | ".join(f"{r['family_exact_match'][family]:.1%}" for r in reports)
-              + f" | {guess} |")
+        print(
+            f"| {family} | " + " | ".join(f"{r['family_exact_match'][family]:.1%}" for r in reports) + f" | {guess} |"
+        )
     mean_guess = f"{sum(baseline.values()) / len(baseline):.1%}" if baseline else "-"
-    print("| **mean exact match** | " + " | ".join(f"**{r['exact_match']:.1%}**" for r in reports)
-          + f" | {mean_guess} |")
+    print(
+        "| **mean exact match** | " + " | ".join(f"**{r['exact_match']:.1%}**" for r in reports) + f" | {mean_guess} |"
+    )
     hrm, *transformers = reports
     for other in transformers:
-        print(f"\nHRM / {other['label']}: mean exact match {hrm['exact_match']:.3f} / {other['exact_match']:.3f}, "
-              f"tokens {hrm['tokens_seen']:,} / {other['tokens_seen']:,}, "
-              f"training time {hrm['train_seconds']:.0f} / {other['train_seconds']:.0f} s")
+        print(
+            f"\nHRM / {other['label']}: mean exact match {hrm['exact_match']:.3f} / {other['exact_match']:.3f}, "
+            f"tokens {hrm['tokens_seen']:,} / {other['tokens_seen']:,}, "
+            f"training time {hrm['train_seconds']:.0f} / {other['train_seconds']:.0f} s"
+        )
 
 
 def print_goal(summaries: dict[int, dict], minutes: float) -> None:
     """The worst seed against the goal: mean >= 80%, every family >= 50%, within the budget."""
+
     def margin(summary: dict) -> float:
         report = summary["reports"][0]
         return min(report["exact_match"] - 0.8, min(report["family_exact_match"].values()) - 0.5)
@@ -75,9 +95,11 @@ def print_goal(summaries: dict[int, dict], minutes: float) -> None:
         report = summary["reports"][0]
         worst_family = min(report["family_exact_match"], key=report["family_exact_match"].get)
         met = margin(summary) >= 0 and summary["wall_seconds"] <= minutes * 60
-        print(f"seed {seed}: mean {report['exact_match']:.1%}, weakest family {worst_family} "
-              f"{report['family_exact_match'][worst_family]:.1%}, wall {summary['wall_seconds'] / 60:.1f} min: "
-              f"{'met' if met else 'NOT met'}")
+        print(
+            f"seed {seed}: mean {report['exact_match']:.1%}, weakest family {worst_family} "
+            f"{report['family_exact_match'][worst_family]:.1%}, wall {summary['wall_seconds'] / 60:.1f} min: "
+            f"{'met' if met else 'NOT met'}"
+        )
     worst = min(summaries, key=lambda seed: margin(summaries[seed]))
     print(f"worst seed: {worst}")
 

@@ -56,7 +56,7 @@ def make_prompts(tokenizer, count: int, prompt_len: int) -> list[list[int]]:
         text_ids: list[int] = []
         while len(text_ids) < prompt_len:  # long enough: repeat the instruction text
             text_ids += tokenizer.tokenizer.encode(problem.instruction + " ", add_special_tokens=False).ids
-        prompts.append(head + text_ids[:prompt_len - 3] + tail)
+        prompts.append(head + text_ids[: prompt_len - 3] + tail)
         if len(prompts) == count:
             return prompts
     raise RuntimeError("not enough synthetic problems")
@@ -86,16 +86,21 @@ def run_transformers(model, prompts: list[list[int]], new_tokens: int, eoa: int,
     input_ids = torch.tensor(prompts, device=model.device)
     start = time.perf_counter()
     with torch.inference_mode():
-        sequences = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                                   token_type_ids=torch.ones_like(input_ids),  # PrefixLM: all instruction
-                                   do_sample=False, max_new_tokens=new_tokens, eos_token_id=eoa,
-                                   pad_token_id=pad)
+        sequences = model.generate(
+            input_ids=input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            token_type_ids=torch.ones_like(input_ids),  # PrefixLM: all instruction
+            do_sample=False,
+            max_new_tokens=new_tokens,
+            eos_token_id=eoa,
+            pad_token_id=pad,
+        )
     if input_ids.is_cuda:
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - start
     outputs = []
-    for row in sequences[:, input_ids.shape[1]:].tolist():
-        outputs.append(row[:row.index(eoa)] if eoa in row else row)
+    for row in sequences[:, input_ids.shape[1] :].tolist():
+        outputs.append(row[: row.index(eoa)] if eoa in row else row)
     return outputs, elapsed
 
 
@@ -103,8 +108,11 @@ def linears_of_one_forward(model, config) -> list[torch.nn.Linear]:
     """The Linear modules one decode forward calls, in call order (the net's own pass
     schedule, recorded with forward hooks on a throwaway one-token cache)."""
     called: list[torch.nn.Linear] = []
-    hooks = [module.register_forward_hook(lambda module, inputs, output: called.append(module))
-             for module in model.modules() if isinstance(module, torch.nn.Linear)]
+    hooks = [
+        module.register_forward_hook(lambda module, inputs, output: called.append(module))
+        for module in model.modules()
+        if isinstance(module, torch.nn.Linear)
+    ]
     device = model.lm_head.weight.device
     cache = StaticKVCache(config, 1, 1, model.lm_head.weight.dtype, device)
     position = torch.zeros(1, dtype=torch.long, device=device)
@@ -117,8 +125,9 @@ def linears_of_one_forward(model, config) -> list[torch.nn.Linear]:
     return called
 
 
-def matmul_floor_seconds(model, config, rows: int, prompt_len: int, groups: int, decode_steps: int,
-                         repeats: int = 3) -> float:
+def matmul_floor_seconds(
+    model, config, rows: int, prompt_len: int, groups: int, decode_steps: int, repeats: int = 3
+) -> float:
     """Best-of-`repeats` seconds of the run's matmuls alone: `groups` prefills of `rows`
     prompts of `prompt_len` tokens and `decode_steps` steps of `rows` rows, each through
     the Linears of one forward in call order (the head at one position per prompt)."""
@@ -126,8 +135,10 @@ def matmul_floor_seconds(model, config, rows: int, prompt_len: int, groups: int,
     device = model.lm_head.weight.device
 
     def inputs(tokens: int) -> dict[int, torch.Tensor]:
-        return {width: torch.randn(tokens, width, device=device)
-                for width in {linear.in_features for linear in (*trunk, head)}}
+        return {
+            width: torch.randn(tokens, width, device=device)
+            for width in {linear.in_features for linear in (*trunk, head)}
+        }
 
     prefill_inputs, decode_inputs = inputs(rows * prompt_len), inputs(rows)
 
@@ -159,7 +170,7 @@ def measure(runs: dict, prompts, batch_size: int, repeats: int) -> dict:
         for label, run in runs.items():
             outputs, elapsed = [], 0.0
             for first in range(0, len(prompts), batch_size):
-                chunk_outputs, chunk_elapsed = run(prompts[first:first + batch_size])
+                chunk_outputs, chunk_elapsed = run(prompts[first : first + batch_size])
                 outputs += chunk_outputs
                 elapsed += chunk_elapsed
             if attempt == 0:  # the warm-up; for the compiled engine it includes compiling
@@ -185,9 +196,13 @@ def main() -> int:
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--batch-sizes", default="1,8")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads for both sides (default 1: on a shared machine, more threads "
-                             "than free cores make every small matmul wait at OpenMP barriers)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads for both sides (default 1: on a shared machine, more threads "
+        "than free cores make every small matmul wait at OpenMP barriers)",
+    )
     parser.add_argument("--no-compile", action="store_true", help="measure only the eager engine")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     args = parser.parse_args()
@@ -195,16 +210,28 @@ def main() -> int:
     from transformers import HrmTextConfig, HrmTextForCausalLM
 
     torch.manual_seed(0)
-    config = load_model_config("tiny", "hrm", vocab_size=args.vocab, hidden_size=args.hidden, n_heads=args.heads,
-                               n_layers=2 * args.layers_per_stack, max_seq_len=args.prompt_len + args.new_tokens)
-    texts = (text for problem in synthetic_problems(["addition", "sorting", "reversal", "expression"], 2000, 0, False)
-             for text in (problem.instruction, problem.response))
+    config = load_model_config(
+        "tiny",
+        "hrm",
+        vocab_size=args.vocab,
+        hidden_size=args.hidden,
+        n_heads=args.heads,
+        n_layers=2 * args.layers_per_stack,
+        max_seq_len=args.prompt_len + args.new_tokens,
+    )
+    texts = (
+        text
+        for problem in synthetic_problems(["addition", "sorting", "reversal", "expression"], 2000, 0, False)
+        for text in (problem.instruction, problem.response)
+    )
     tokenizer = train_tokenizer(texts, vocab_size=min(args.vocab, 1024))
     model = build_model(config).to(args.device).eval()
     hf_model = HrmTextForCausalLM(HrmTextConfig(**to_hf_config(config, tokenizer.special_ids))).eval()
     # Our parameter names are hrm_text's inside its `model.` prefix; only the head sits on top.
-    hf_model.load_state_dict({name if name == "lm_head.weight" else f"model.{name}": tensor
-                              for name, tensor in model.state_dict().items()}, strict=True)
+    hf_model.load_state_dict(
+        {name if name == "lm_head.weight" else f"model.{name}": tensor for name, tensor in model.state_dict().items()},
+        strict=True,
+    )
     hf_model.config._attn_implementation = "sdpa"
     hf_model.to(args.device)
     loaded = LoadedModel(model, config, tokenizer, weights_path=None)  # type: ignore[arg-type]
@@ -212,36 +239,44 @@ def main() -> int:
     eoa, pad = tokenizer.special_ids["eoa"], tokenizer.special_ids["pad"]
 
     gpu = f", {torch.cuda.get_device_name()}" if args.device == "cuda" else ""
-    print(f"# {platform.node()}: {platform.processor() or platform.machine()}{gpu}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
-    print(f"# HRM hidden {args.hidden}, {args.layers_per_stack}+{args.layers_per_stack} layers, {args.heads} heads, "
-          f"vocab {args.vocab}, {config.stack_passes} stack passes; {len(prompts)} prompts of {args.prompt_len} "
-          f"tokens, {args.new_tokens} new tokens, greedy, fp32")
+    print(
+        f"# {platform.node()}: {platform.processor() or platform.machine()}{gpu}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
+    )
+    print(
+        f"# HRM hidden {args.hidden}, {args.layers_per_stack}+{args.layers_per_stack} layers, {args.heads} heads, "
+        f"vocab {args.vocab}, {config.stack_passes} stack passes; {len(prompts)} prompts of {args.prompt_len} "
+        f"tokens, {args.new_tokens} new tokens, greedy, fp32"
+    )
     all_agree = True
     for batch_size in (int(b) for b in args.batch_sizes.split(",")):
         engines = {"frugal-lm Engine (eager)": Engine(loaded, max_batch_size=batch_size)}
         if not args.no_compile:
             engines["frugal-lm Engine (compiled)"] = Engine(loaded, max_batch_size=batch_size, compile=True)
         print(f"batch {batch_size}:")
-        runs = {label: (lambda p, engine=engine: run_ours(engine, p, args.new_tokens))
-                for label, engine in engines.items()}
+        runs = {
+            label: (lambda p, engine=engine: run_ours(engine, p, args.new_tokens)) for label, engine in engines.items()
+        }
         runs["transformers generate"] = lambda p: run_transformers(hf_model, p, args.new_tokens, eoa, pad)
         results = measure(runs, prompts, batch_size, args.repeats)
         theirs, theirs_rate = results.pop("transformers generate")
         # Decode forwards of the run (both sides agree on the tokens): per group of prompts,
         # about as many as its longest output.
-        steps = sum(max(len(output) for output in theirs[first:first + batch_size])
-                    for first in range(0, len(prompts), batch_size))
+        steps = sum(
+            max(len(output) for output in theirs[first : first + batch_size])
+            for first in range(0, len(prompts), batch_size)
+        )
         groups = -(-len(prompts) // batch_size)
         floor = matmul_floor_seconds(model, config, batch_size, args.prompt_len, groups, steps)
         theirs_seconds = sum(len(output) for output in theirs) / theirs_rate
-        print(f"  fp32 matmul floor: {floor:.3f} s ({groups} prefills, {steps} decode steps); transformers took "
-              f"{theirs_seconds:.3f} s, so no engine can exceed {theirs_seconds / floor:.2f}x here")
+        print(
+            f"  fp32 matmul floor: {floor:.3f} s ({groups} prefills, {steps} decode steps); transformers took "
+            f"{theirs_seconds:.3f} s, so no engine can exceed {theirs_seconds / floor:.2f}x here"
+        )
         for label, (ours, ours_rate) in results.items():
             agree = sum(a == b for a, b in zip(ours, theirs))
             all_agree &= agree == len(prompts)
-            print(f"  {label}: ratio {ours_rate / theirs_rate:.2f}x; identical token sequences "
-                  f"{agree}/{len(prompts)}")
+            print(f"  {label}: ratio {ours_rate / theirs_rate:.2f}x; identical token sequences {agree}/{len(prompts)}")
     return 0 if all_agree else 1
 
 

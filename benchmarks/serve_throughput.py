@@ -33,8 +33,8 @@ from frugal_lm.config import load_model_config
 from frugal_lm.data.synth import generate as synthetic_problems
 from frugal_lm.data.tokenizer import train_tokenizer
 from frugal_lm.infer.engine import Engine, GenerationRequest, SamplingParams
-from frugal_lm.infer.loading import LoadedModel
 from frugal_lm.infer.http_server import bind_socket, uvicorn_server
+from frugal_lm.infer.loading import LoadedModel
 from frugal_lm.infer.server import create_app
 from frugal_lm.model import build_model
 
@@ -52,6 +52,7 @@ async def over_http(url: str, prompts: list[str], new_tokens: int, stream: bool)
     """(texts, generated tokens, wall seconds, seconds to each request's first text)."""
     limits = httpx.Limits(max_connections=len(prompts))
     async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
+
         async def one(prompt: str):
             body = {"model": "bench", "prompt": prompt, "max_tokens": new_tokens, "temperature": 0}
             sent = time.perf_counter()
@@ -95,12 +96,20 @@ def main() -> int:
     torch.manual_seed(0)
 
     problems = list(synthetic_problems(["addition", "sorting", "reversal", "expression"], 2000, 0, False))
-    tokenizer = train_tokenizer((t for p in problems for t in (p.instruction, p.response)),
-                                vocab_size=min(args.vocab, 1024))
-    config = load_model_config("tiny", "hrm", vocab_size=args.vocab, hidden_size=args.hidden, n_heads=args.heads,
-                               n_layers=2 * args.layers_per_stack, max_seq_len=256)
+    tokenizer = train_tokenizer(
+        (t for p in problems for t in (p.instruction, p.response)), vocab_size=min(args.vocab, 1024)
+    )
+    config = load_model_config(
+        "tiny",
+        "hrm",
+        vocab_size=args.vocab,
+        hidden_size=args.hidden,
+        n_heads=args.heads,
+        n_layers=2 * args.layers_per_stack,
+        max_seq_len=256,
+    )
     loaded = LoadedModel(build_model(config).eval(), config, tokenizer, weights_path=None)  # type: ignore[arg-type]
-    prompts = [p.instruction for p in problems[:args.requests]]
+    prompts = [p.instruction for p in problems[: args.requests]]
 
     offline_engine = Engine(loaded, max_batch_size=args.batch_size)
     app = create_app(Engine(loaded, max_batch_size=args.batch_size), "bench", max_queue=args.requests)
@@ -112,16 +121,22 @@ def main() -> int:
         time.sleep(0.01)
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
 
-    print(f"# {platform.node()}: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
-    print(f"# HRM hidden {args.hidden}, {args.layers_per_stack}+{args.layers_per_stack} layers, vocab {args.vocab}; "
-          f"{args.requests} requests, {args.batch_size} slots, {args.new_tokens} new tokens, greedy, fp32")
+    print(
+        f"# {platform.node()}: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
+    )
+    print(
+        f"# HRM hidden {args.hidden}, {args.layers_per_stack}+{args.layers_per_stack} layers, vocab {args.vocab}; "
+        f"{args.requests} requests, {args.batch_size} slots, {args.new_tokens} new tokens, greedy, fp32"
+    )
     best = {"offline": (0.0, None), "server": (0.0, None), "server, streaming": (0.0, None)}
     first_token_seconds: list[float] = []
     for attempt in range(args.repeats + 1):  # the first round warms up; labels alternate
-        runs = {"offline": lambda: offline(offline_engine, prompts, args.new_tokens) + ([],),
-                "server": lambda: asyncio.run(over_http(url, prompts, args.new_tokens, False)),
-                "server, streaming": lambda: asyncio.run(over_http(url, prompts, args.new_tokens, True))}
+        runs = {
+            "offline": lambda: offline(offline_engine, prompts, args.new_tokens) + ([],),
+            "server": lambda: asyncio.run(over_http(url, prompts, args.new_tokens, False)),
+            "server, streaming": lambda: asyncio.run(over_http(url, prompts, args.new_tokens, True)),
+        }
         for label, run in runs.items():
             texts, tokens, elapsed, firsts = run()
             if attempt and tokens / elapsed > best[label][0]:
@@ -136,11 +151,15 @@ def main() -> int:
     for label, (rate, texts) in best.items():
         agree = sum(a == b for a, b in zip(texts, reference))
         all_agree &= agree == len(prompts)
-        print(f"  {label:<18} {rate:9.1f} tokens/s  ratio {rate / best['offline'][0]:.2f}x  "
-              f"identical texts {agree}/{len(prompts)}")
+        print(
+            f"  {label:<18} {rate:9.1f} tokens/s  ratio {rate / best['offline'][0]:.2f}x  "
+            f"identical texts {agree}/{len(prompts)}"
+        )
     quantiles = statistics.quantiles(first_token_seconds, n=10)
-    print(f"  streaming time to first text: median {statistics.median(first_token_seconds) * 1000:.0f} ms, "
-          f"p90 {quantiles[-1] * 1000:.0f} ms (all {len(prompts)} requests sent at once)")
+    print(
+        f"  streaming time to first text: median {statistics.median(first_token_seconds) * 1000:.0f} ms, "
+        f"p90 {quantiles[-1] * 1000:.0f} ms (all {len(prompts)} requests sent at once)"
+    )
     return 0 if all_agree else 1
 
 

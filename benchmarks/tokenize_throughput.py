@@ -80,16 +80,26 @@ def records(seed: int, prose_share: float, passages: list[str]) -> Iterator[dict
     while True:
         if rng.random() < prose_share:
             first, second = rng.sample(passages, 2)
-            yield {"instruction": f"Rewrite the following documentation in your own words.\n\n{first}",
-                   "response": second, "condition": rng.choice(conditions), "category": "prose"}
+            yield {
+                "instruction": f"Rewrite the following documentation in your own words.\n\n{first}",
+                "response": second,
+                "condition": rng.choice(conditions),
+                "category": "prose",
+            }
         else:
             family = rng.choice(families)
             instruction, response = FAMILIES[family](rng)
             yield {"instruction": instruction, "response": response, "condition": "synth", "category": family}
 
 
-def write_records(path: Path, seed: int, prose_share: float, rows: int | None = None,
-                  megabytes: float | None = None, distinct: bool = False) -> tuple[int, int]:
+def write_records(
+    path: Path,
+    seed: int,
+    prose_share: float,
+    rows: int | None = None,
+    megabytes: float | None = None,
+    distinct: bool = False,
+) -> tuple[int, int]:
     """(rows, bytes) written; stops at `rows` or `megabytes`, whichever comes first."""
     passages = stdlib_passages()
     limit = int(megabytes * 1e6) if megabytes else None
@@ -124,8 +134,13 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.write_only:
-        rows, size = write_records(args.write_only, args.seed, args.prose_share,
-                                   rows=None if args.megabytes else args.rows, megabytes=args.megabytes)
+        rows, size = write_records(
+            args.write_only,
+            args.seed,
+            args.prose_share,
+            rows=None if args.megabytes else args.rows,
+            megabytes=args.megabytes,
+        )
         print(f"wrote {rows:,} records, {size / 1e6:,.1f} MB to {args.write_only}")
         return
 
@@ -133,8 +148,12 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     source = work / "records.jsonl"
     rows, size = write_records(source, args.seed, args.prose_share, rows=args.rows, distinct=True)
-    texts = [text for line in source.read_text(encoding="utf-8").splitlines()
-             for record in (json.loads(line),) for text in (record["instruction"], record["response"])]
+    texts = [
+        text
+        for line in source.read_text(encoding="utf-8").splitlines()
+        for record in (json.loads(line),)
+        for text in (record["instruction"], record["response"])
+    ]
     if not (work / "tok" / "tokenizer.json").is_file():
         start = time.perf_counter()
         train_tokenizer(iter(texts), args.vocab).save(work / "tok")
@@ -153,25 +172,35 @@ def main() -> None:
     results = []
     for repeat in range(args.repeats):
         sides["Tokenizer.encode_batch (reference)"].append(
-            timed(lambda: tokenizer.encode_batch(texts, add_special_tokens=False)))
+            timed(lambda: tokenizer.encode_batch(texts, add_special_tokens=False))
+        )
         sides["Tokenizer.encode_batch_fast"].append(
-            timed(lambda: tokenizer.encode_batch_fast(texts, add_special_tokens=False)))
+            timed(lambda: tokenizer.encode_batch_fast(texts, add_special_tokens=False))
+        )
         sides["frugal data tokenize"].append(
-            timed(lambda: results.append(tokenize_sources(work / "tok", work / f"out-{repeat}", [source])[0])))
+            timed(lambda out=work / f"out-{repeat}": results.append(tokenize_sources(work / "tok", out, [source])[0]))
+        )
     result = results[-1]
     assert result.rows == rows and result.duplicates == 0 and result.rejected == 0
     text_tokens = sum(len(e) for e in tokenizer.encode_batch_fast(texts, add_special_tokens=False))
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores (load average before: {load_before:.1f}); "
-          f"records: {rows:,} ({size / 1e6:.1f} MB, {args.prose_share:.0%} prose), {text_tokens:,} text tokens "
-          f"({result.tokens:,} with the special tokens)")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores (load average before: {load_before:.1f}); "
+        f"records: {rows:,} ({size / 1e6:.1f} MB, {args.prose_share:.0%} prose), {text_tokens:,} text tokens "
+        f"({result.tokens:,} with the special tokens)"
+    )
     best = {name: (min(w for w, _ in runs), min(c for _, c in runs)) for name, runs in sides.items()}
     for name, (wall, cpu) in best.items():
-        print(f"{name:36s} {wall:6.2f} s wall, {text_tokens / wall / 1e6:5.2f} M tokens/s, {cpu:6.2f} CPU s "
-              f"(walls: {', '.join(f'{w:.2f}' for w, _ in sides[name])})")
+        print(
+            f"{name:36s} {wall:6.2f} s wall, {text_tokens / wall / 1e6:5.2f} M tokens/s, {cpu:6.2f} CPU s "
+            f"(walls: {', '.join(f'{w:.2f}' for w, _ in sides[name])})"
+        )
     reference, fast, ours = best.values()
-    print(f"ratio ours / encode_batch:      {reference[0] / ours[0]:.2f}x wall, {reference[1] / ours[1]:.2f}x CPU "
-          f"(goal >= 0.9x)")
+    print(
+        f"ratio ours / encode_batch:      {reference[0] / ours[0]:.2f}x wall, {reference[1] / ours[1]:.2f}x CPU "
+        f"(goal >= 0.9x)"
+    )
     print(f"ratio ours / encode_batch_fast: {fast[0] / ours[0]:.2f}x wall, {fast[1] / ours[1]:.2f}x CPU")
+
 
 if __name__ == "__main__":
     main()

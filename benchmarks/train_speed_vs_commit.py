@@ -29,18 +29,43 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def frugal(source: Path, *args: str, cwd: Path) -> None:
     environment = {**os.environ, "PYTHONPATH": str(source / "src")}
-    subprocess.run([sys.executable, "-m", "frugal_lm", *args], cwd=cwd, env=environment, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "frugal_lm", *args],
+        cwd=cwd,
+        env=environment,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def make_data(scratch: Path) -> Path:
     frugal(ROOT, "data", "synth", "--out", str(scratch / "synth"), "--rows", "6000", cwd=scratch)
     train = str(scratch / "synth" / "train.jsonl")
     frugal(ROOT, "data", "tokenizer", train, "--vocab-size", "264", "--out", str(scratch / "tok"), cwd=scratch)
-    frugal(ROOT, "data", "tokenize", train, "--tokenizer", str(scratch / "tok"), "--out", str(scratch / "tokenized"),
-           cwd=scratch)
-    frugal(ROOT, "data", "mix", "--tokenized", str(scratch / "tokenized"), "--out", str(scratch / "mix"),
-           "--context", "256", cwd=scratch)
+    frugal(
+        ROOT,
+        "data",
+        "tokenize",
+        train,
+        "--tokenizer",
+        str(scratch / "tok"),
+        "--out",
+        str(scratch / "tokenized"),
+        cwd=scratch,
+    )
+    frugal(
+        ROOT,
+        "data",
+        "mix",
+        "--tokenized",
+        str(scratch / "tokenized"),
+        "--out",
+        str(scratch / "mix"),
+        "--context",
+        "256",
+        cwd=scratch,
+    )
     return scratch / "mix"
 
 
@@ -62,30 +87,53 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as temporary:
         scratch = Path(temporary)
         reference = scratch / "ref"
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(reference), args.ref], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(reference), args.ref],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             data = make_data(scratch)
-            print(f"load average at start: {os.getloadavg()[0]:.2f}; {os.cpu_count()} cores; preset {args.preset}, "
-                  f"{args.steps} steps; reference {args.ref}")
+            print(
+                f"load average at start: {os.getloadavg()[0]:.2f}; {os.cpu_count()} cores; preset {args.preset}, "
+                f"{args.steps} steps; reference {args.ref}"
+            )
             # (settings, the runs compared): as a user runs it; the step like for like; this tree compiled.
-            for settings, labels in ((["precision=auto"], ("ref", "this")), (["precision=fp32"], ("ref", "this")),
-                                     (["precision=auto", "compile=true"], ("this",))):
+            for settings, labels in (
+                (["precision=auto"], ("ref", "this")),
+                (["precision=fp32"], ("ref", "this")),
+                (["precision=auto", "compile=true"], ("this",)),
+            ):
                 speeds: dict[str, list[float]] = {label: [] for label in labels}
                 for repeat in range(args.repeats):
                     for label in labels:
                         out = scratch / f"run-{'-'.join(settings)}-{label}-{repeat}"
-                        frugal(reference if label == "ref" else ROOT, "train", f"data={data}", f"out={out}",
-                               f"preset={args.preset}", f"steps={args.steps}", *settings, "log_every=1", cwd=scratch)
+                        frugal(
+                            reference if label == "ref" else ROOT,
+                            "train",
+                            f"data={data}",
+                            f"out={out}",
+                            f"preset={args.preset}",
+                            f"steps={args.steps}",
+                            *settings,
+                            "log_every=1",
+                            cwd=scratch,
+                        )
                         speeds[label].append(tokens_per_second(out, skip=args.skip))
                 medians = {label: statistics.median(values) for label, values in speeds.items()}
-                shown = ", ".join(f"{args.ref if label == 'ref' else 'this tree'} {medians[label]:,.0f} tokens/s "
-                                  f"{[round(s) for s in speeds[label]]}" for label in labels)
+                shown = ", ".join(
+                    f"{args.ref if label == 'ref' else 'this tree'} {medians[label]:,.0f} tokens/s "
+                    f"{[round(s) for s in speeds[label]]}"
+                    for label in labels
+                )
                 if settings == ["precision=auto"]:
                     baseline = medians["ref"]  # what a user of REF got
                 like_for_like = f"{medians['this'] / medians['ref']:.2f}x like for like, " if "ref" in medians else ""
-                print(f"{' '.join(settings)}: {shown}: {like_for_like}"
-                      f"{medians['this'] / baseline:.2f}x {args.ref} at precision=auto")
+                print(
+                    f"{' '.join(settings)}: {shown}: {like_for_like}"
+                    f"{medians['this'] / baseline:.2f}x {args.ref} at precision=auto"
+                )
             print(f"load average at end: {os.getloadavg()[0]:.2f}")
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(reference)], check=False)

@@ -114,20 +114,31 @@ def our_steps(config, batches, steps: int, device: torch.device, compiled: bool,
         tokens += batch.n_tokens
     synchronize(device)
     elapsed = time.perf_counter() - started
-    return {"tokens_per_second": tokens / elapsed, "step_s": elapsed / steps,
-            "compile_s": max(0.0, warmup_s - 2 * elapsed / steps) if compiled else 0.0,
-            "peak_memory_gb": torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None,
-            "precision": "bf16" if bf16 else "fp32"}
+    return {
+        "tokens_per_second": tokens / elapsed,
+        "step_s": elapsed / steps,
+        "compile_s": max(0.0, warmup_s - 2 * elapsed / steps) if compiled else 0.0,
+        "peak_memory_gb": torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None,
+        "precision": "bf16" if bf16 else "fp32",
+    }
 
 
 def transformers_steps(config, groups, steps: int, device: torch.device) -> float:
     from transformers import HrmTextConfig, HrmTextForCausalLM
 
     hf_config = HrmTextConfig(
-        vocab_size=config.vocab_size, hidden_size=config.hidden_size, intermediate_size=config.intermediate_size,
-        num_hidden_layers=config.layers_per_stack, num_attention_heads=config.n_heads, head_dim=config.head_dim,
-        max_position_embeddings=4096, H_cycles=config.h_cycles, L_cycles=config.l_cycles,
-        rms_norm_eps=config.norm_eps, initializer_range=config.embedding_init_std)
+        vocab_size=config.vocab_size,
+        hidden_size=config.hidden_size,
+        intermediate_size=config.intermediate_size,
+        num_hidden_layers=config.layers_per_stack,
+        num_attention_heads=config.n_heads,
+        head_dim=config.head_dim,
+        max_position_embeddings=4096,
+        H_cycles=config.h_cycles,
+        L_cycles=config.l_cycles,
+        rms_norm_eps=config.norm_eps,
+        initializer_range=config.embedding_init_std,
+    )
     torch.manual_seed(0)
     model = HrmTextForCausalLM(hf_config).to(device).train()
     model.config._attn_implementation = "sdpa"
@@ -141,10 +152,10 @@ def transformers_steps(config, groups, steps: int, device: torch.device) -> floa
         mask, types = torch.zeros_like(ids), torch.zeros_like(ids)
         for row, e in enumerate(examples):
             sequence = list(e.instruction) + list(e.response)
-            ids[row, :len(sequence)] = torch.tensor(sequence)
-            labels[row, len(e.instruction):len(sequence)] = torch.tensor(list(e.response))
-            mask[row, :len(sequence)] = 1
-            types[row, :len(e.instruction)] = 1
+            ids[row, : len(sequence)] = torch.tensor(sequence)
+            labels[row, len(e.instruction) : len(sequence)] = torch.tensor(list(e.response))
+            mask[row, : len(sequence)] = 1
+            types[row, : len(e.instruction)] = 1
         return [t.to(device) for t in (ids, labels, mask, types)], int(mask.sum())
 
     def step(group):
@@ -186,12 +197,16 @@ def main() -> None:
     label_fraction = sum(len(e.response) for e in examples) / sum(e.packed_len for e in examples)
     gpu = f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
     print(f"machine: {platform.machine()}, {torch.get_num_threads()} threads{gpu}, torch {torch.__version__}")
-    print(f"batch: {args.rows} rows x {args.row_len} tokens ({slot_use:.1%} slot use), vocab {args.vocab:,}, "
-          f"bp_steps {BP_STEPS}, label fraction {label_fraction:.2f}")
+    print(
+        f"batch: {args.rows} rows x {args.row_len} tokens ({slot_use:.1%} slot use), vocab {args.vocab:,}, "
+        f"bp_steps {BP_STEPS}, label fraction {label_fraction:.2f}"
+    )
     measured_bf16, measured_fp32 = matmul_peak(torch.bfloat16, device), matmul_peak(torch.float32, device)
     spec = spec_peak(device)
-    print(f"peaks: spec bf16 {spec / 1e12:.1f} TFLOP/s, measured matmul bf16 {measured_bf16 / 1e12:.2f} "
-          f"TFLOP/s, fp32 {measured_fp32 / 1e12:.2f} TFLOP/s")
+    print(
+        f"peaks: spec bf16 {spec / 1e12:.1f} TFLOP/s, measured matmul bf16 {measured_bf16 / 1e12:.2f} "
+        f"TFLOP/s, fp32 {measured_fp32 / 1e12:.2f} TFLOP/s"
+    )
     results = {"spec_bf16": spec, "measured_bf16": measured_bf16, "measured_fp32": measured_fp32, "runs": []}
     for preset in args.presets.split(","):
         config = load_model_config(preset, "hrm", vocab_size=args.vocab, max_seq_len=max(args.row_len, 256))
@@ -205,25 +220,32 @@ def main() -> None:
                 torch.cuda.empty_cache()
                 continue
             peak = measured_bf16 if run["precision"] == "bf16" else measured_fp32
-            run.update(preset=preset, mode=mode, parameters=sum(p.numel() for p in build_model(
-                config, device="meta").parameters()),
+            run.update(
+                preset=preset,
+                mode=mode,
+                parameters=sum(p.numel() for p in build_model(config, device="meta").parameters()),
                 mfu_ours_spec=run["tokens_per_second"] * ours / spec,
                 mfu_ours_measured=run["tokens_per_second"] * ours / peak,
                 mfu_reference_spec=run["tokens_per_second"] * reference / spec,
-                mfu_reference_measured=run["tokens_per_second"] * reference / peak)
+                mfu_reference_measured=run["tokens_per_second"] * reference / peak,
+            )
             results["runs"].append(run)
             memory = f", peak memory {run['peak_memory_gb']:.1f} GB" if run["peak_memory_gb"] is not None else ""
-            print(f"{preset} ({run['parameters'] / 1e6:.0f}M) {mode} {run['precision']}: "
-                  f"{run['tokens_per_second']:,.0f} tokens/s ({run['step_s'] * 1e3:.0f} ms/step), MFU ours "
-                  f"{run['mfu_ours_spec']:.1%} of spec / {run['mfu_ours_measured']:.1%} of measured, reference "
-                  f"convention {run['mfu_reference_spec']:.1%} / {run['mfu_reference_measured']:.1%}, "
-                  f"compile {run['compile_s']:.0f} s{memory}")
+            print(
+                f"{preset} ({run['parameters'] / 1e6:.0f}M) {mode} {run['precision']}: "
+                f"{run['tokens_per_second']:,.0f} tokens/s ({run['step_s'] * 1e3:.0f} ms/step), MFU ours "
+                f"{run['mfu_ours_spec']:.1%} of spec / {run['mfu_ours_measured']:.1%} of measured, reference "
+                f"convention {run['mfu_reference_spec']:.1%} / {run['mfu_reference_measured']:.1%}, "
+                f"compile {run['compile_s']:.0f} s{memory}"
+            )
         if preset == args.transformers_at:
             hf = transformers_steps(config, groups, max(2, args.steps // 2), device)
             results["transformers"] = {"preset": preset, "tokens_per_second": hf}
             best = max((r["tokens_per_second"] for r in results["runs"] if r["preset"] == preset), default=0.0)
-            print(f"transformers HrmTextForCausalLM at {preset} (padded, bf16 autocast on GPU): {hf:,.0f} tokens/s; "
-                  f"frugal-lm's best is {best / hf:.2f}x")
+            print(
+                f"transformers HrmTextForCausalLM at {preset} (padded, bf16 autocast on GPU): {hf:,.0f} tokens/s; "
+                f"frugal-lm's best is {best / hf:.2f}x"
+            )
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(results, handle, indent=1)

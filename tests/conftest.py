@@ -12,20 +12,29 @@ def _write_mixed_set(directory, n_examples=40, n_epochs=2, seed=0):
     tokens, inst_start, inst_len, resp_start, resp_len = [], [], [], [], []
     for k in range(n_examples):
         a, b = int(rng.integers(1, 8)), int(rng.integers(1, 6))
-        inst_start.append(len(tokens)); inst_len.append(a); tokens += [k] * a
-        resp_start.append(len(tokens)); resp_len.append(b); tokens += [1000 + k] * b
+        inst_start.append(len(tokens))
+        inst_len.append(a)
+        tokens += [k] * a
+        resp_start.append(len(tokens))
+        resp_len.append(b)
+        tokens += [1000 + k] * b
     directory.mkdir(parents=True, exist_ok=True)
     np.save(directory / "tokens.npy", np.array(tokens, dtype=np.uint16))
     for epoch in range(n_epochs):
         order = rng.permutation(n_examples)
         folder = directory / f"epoch_{epoch}"
         folder.mkdir()
-        for name, values in [("inst_start", inst_start), ("inst_len", inst_len),
-                             ("resp_start", resp_start), ("resp_len", resp_len)]:
+        for name, values in [
+            ("inst_start", inst_start),
+            ("inst_len", inst_len),
+            ("resp_start", resp_start),
+            ("resp_len", resp_len),
+        ]:
             np.save(folder / f"{name}.npy", np.array(values, dtype=np.int64)[order])
-    (directory / "metadata.json").write_text(json.dumps({"vocab_size": -(-(1000 + n_examples) // 256) * 256, "max_seq_len": 12}))
+    (directory / "metadata.json").write_text(
+        json.dumps({"vocab_size": -(-(1000 + n_examples) // 256) * 256, "max_seq_len": 12})
+    )
     return directory
-
 
 
 @pytest.fixture
@@ -48,14 +57,29 @@ def _train_tiny_run(root, net="hrm", steps=3):
     from frugal_lm.train.trainer import train
 
     paths = write_synthetic(root / "synth", ["addition", "reversal"], 80, 10, seed=0)
-    texts = (t for path in paths.values() for row in map(json.loads, path.read_text().splitlines())
-             for t in (row["instruction"], row["response"]))
+    texts = (
+        t
+        for path in paths.values()
+        for row in map(json.loads, path.read_text().splitlines())
+        for t in (row["instruction"], row["response"])
+    )
     train_tokenizer(texts, vocab_size=300).save(root / "tok")
     tokenize_sources(root / "tok", root / "tokenized", [paths["train"]])
     mix(root / "tokenized", root / "mix", None, 1, 64, 0)
-    config = resolve_run_config(None, [f"data={root / 'mix'}", f"out={root / 'run'}", f"net={net}",
-                                       f"steps={steps}", "batch_tokens=256", "warmup_steps=0",
-                                       "precision=fp32", "lr=3e-3", *TINY_MODEL])
+    config = resolve_run_config(
+        None,
+        [
+            f"data={root / 'mix'}",
+            f"out={root / 'run'}",
+            f"net={net}",
+            f"steps={steps}",
+            "batch_tokens=256",
+            "warmup_steps=0",
+            "precision=fp32",
+            "lr=3e-3",
+            *TINY_MODEL,
+        ],
+    )
     train(config)
     return root / "run"
 

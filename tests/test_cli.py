@@ -38,10 +38,12 @@ def data_inputs(tmp_path_factory):
 
 def _data_command(name, inputs, out):
     train = str(inputs / "synth" / "train.jsonl")
-    return {"synth": ["data", "synth", "--out", out, "--rows", "5", "--heldout-rows", "2"],
-            "tokenizer": ["data", "tokenizer", "--vocab-size", "300", "--out", out, train],
-            "tokenize": ["data", "tokenize", "--tokenizer", str(inputs / "tok"), "--out", out, train],
-            "mix": ["data", "mix", "--tokenized", str(inputs / "tks"), "--out", out, "--context", "128"]}[name]
+    return {
+        "synth": ["data", "synth", "--out", out, "--rows", "5", "--heldout-rows", "2"],
+        "tokenizer": ["data", "tokenizer", "--vocab-size", "300", "--out", out, train],
+        "tokenize": ["data", "tokenize", "--tokenizer", str(inputs / "tok"), "--out", out, train],
+        "mix": ["data", "mix", "--tokenized", str(inputs / "tks"), "--out", out, "--context", "128"],
+    }[name]
 
 
 def _one_line_error(capsys, code, *expected):
@@ -56,11 +58,15 @@ def test_data_commands_never_write_into_a_folder_they_did_not_write(data_inputs,
     precious = tmp_path / "precious"
     precious.mkdir()
     (precious / "thesis.txt").write_text("years of work")
-    _one_line_error(capsys, main(_data_command(command, data_inputs, str(precious))),
-                    f"frugal data: error: --out {precious}: directory is not empty")
+    _one_line_error(
+        capsys,
+        main(_data_command(command, data_inputs, str(precious))),
+        f"frugal data: error: --out {precious}: directory is not empty",
+    )
     assert [p.name for p in precious.iterdir()] == ["thesis.txt"] and not (tmp_path / "precious.partial").exists()
-    _one_line_error(capsys, main(_data_command(command, data_inputs, str(precious / "thesis.txt"))),
-                    "exists and is not a directory")
+    _one_line_error(
+        capsys, main(_data_command(command, data_inputs, str(precious / "thesis.txt"))), "exists and is not a directory"
+    )
     # Its own earlier output is replaced (or, for tokenize, brought up to date).
     out = tmp_path / "out"
     assert main(_data_command(command, data_inputs, str(out))) == 0
@@ -72,8 +78,11 @@ def test_output_piped_into_a_reader_that_stops_ends_quietly(tmp_path):
     """`frugal data validate FILE | head -1`: the pipe closes under the writer."""
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"instruction": "q"}\n' * 5000)  # more output than any pipe or stdout buffer holds
-    process = subprocess.Popen([sys.executable, "-m", "frugal_lm", "data", "validate", str(bad)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "frugal_lm", "data", "validate", str(bad)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     process.stdout.readline()
     process.stdout.close()  # as `head -1` does after its line
     error = process.stderr.read().decode()
@@ -85,8 +94,15 @@ def _report_run(tmp_path):
     """A run directory `frugal report` accepts: one logged step."""
     run = tmp_path / "run"
     run.mkdir()
-    step = {"step": 1, "tokens": 64, "loss": 2.0, "token_accuracy": 0.1, "exact_accuracy": 0.0, "lr": 1e-3,
-            "elapsed_s": 1.0}
+    step = {
+        "step": 1,
+        "tokens": 64,
+        "loss": 2.0,
+        "token_accuracy": 0.1,
+        "exact_accuracy": 0.0,
+        "lr": 1e-3,
+        "elapsed_s": 1.0,
+    }
     (run / "metrics.jsonl").write_text(json.dumps(step) + "\n")
     return run
 
@@ -111,8 +127,9 @@ def test_an_unreadable_file_is_one_line_naming_it(tmp_path, capsys, monkeypatch)
         return real_read_text(path, *args, **kwargs)
 
     monkeypatch.setattr(Path, "read_text", denied)
-    _one_line_error(capsys, main(["report", str(run)]),
-                    f"frugal report: error: {run / 'metrics.jsonl'}: Permission denied")
+    _one_line_error(
+        capsys, main(["report", str(run)]), f"frugal report: error: {run / 'metrics.jsonl'}: Permission denied"
+    )
 
 
 def test_a_full_disk_is_one_line_even_when_python_names_no_file(tmp_path, capsys, monkeypatch):
@@ -137,9 +154,11 @@ def test_an_os_error_that_names_no_file_and_is_not_the_machines_keeps_its_traceb
 
 
 def test_a_bad_flag_on_a_subcommand_prints_that_subcommands_usage(capsys):
-    for argv, usage in ((["train", "--bogus"], "usage: frugal train"),
-                        (["import", "hf", "--hf-dir", "x", "--out", "y", "--bogus"], "usage: frugal import hf"),
-                        (["data", "mix", "--tokenized", "t", "--out", "o", "--bogus"], "usage: frugal data mix")):
+    for argv, usage in (
+        (["train", "--bogus"], "usage: frugal train"),
+        (["import", "hf", "--hf-dir", "x", "--out", "y", "--bogus"], "usage: frugal import hf"),
+        (["data", "mix", "--tokenized", "t", "--out", "o", "--bogus"], "usage: frugal data mix"),
+    ):
         with pytest.raises(SystemExit) as exit_:
             main(argv)
         error = capsys.readouterr().err

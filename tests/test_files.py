@@ -53,8 +53,11 @@ def test_staged_output_refuses_a_folder_it_did_not_write_and_changes_nothing(tmp
     precious = tmp_path / "precious"
     precious.mkdir()
     (precious / "thesis.txt").write_text("years of work")
-    with pytest.raises(FrugalError, match=r"--out .*precious: directory is not empty and was written by "
-                                          r"something else, not `frugal test`"):
+    with pytest.raises(
+        FrugalError,
+        match=r"--out .*precious: directory is not empty and was written by "
+        r"something else, not `frugal test`",
+    ):
         with staged_output(precious, "frugal test") as staging:
             _build(staging)
     assert [p.name for p in tmp_path.iterdir()] == ["precious"]

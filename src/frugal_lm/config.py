@@ -70,21 +70,31 @@ class ModelConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check_shapes(self) -> ModelConfig:
-        positive = ("vocab_size", "hidden_size", "n_layers", "n_heads", "h_cycles",
-                    "l_cycles", "ut_passes", "bp_steps_start", "bp_steps_end", "max_seq_len")
+        positive = (
+            "vocab_size",
+            "hidden_size",
+            "n_layers",
+            "n_heads",
+            "h_cycles",
+            "l_cycles",
+            "ut_passes",
+            "bp_steps_start",
+            "bp_steps_end",
+            "max_seq_len",
+        )
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.hidden_size % self.n_heads:
-            raise ValueError(
-                f"hidden_size ({self.hidden_size}) must be a multiple of n_heads ({self.n_heads})")
+            raise ValueError(f"hidden_size ({self.hidden_size}) must be a multiple of n_heads ({self.n_heads})")
         if self.head_dim % 2:
             raise ValueError(f"head_dim (hidden_size / n_heads = {self.head_dim}) must be even for RoPE")
         if self.net == "hrm" and self.n_layers % 2:
             raise ValueError(f"net=hrm splits n_layers into two stacks: n_layers must be even, got {self.n_layers}")
         if self.max_seq_len > MAX_SEQ_LEN:
-            raise ValueError(f"max_seq_len must be <= {MAX_SEQ_LEN:,} (it sizes RoPE tables and KV caches), "
-                             f"got {self.max_seq_len:,}")
+            raise ValueError(
+                f"max_seq_len must be <= {MAX_SEQ_LEN:,} (it sizes RoPE tables and KV caches), got {self.max_seq_len:,}"
+            )
         for name in ("expansion", "norm_eps", "rope_theta", "init_std"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):
@@ -212,32 +222,40 @@ class RunConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check_training(self) -> RunConfig:
+        self._check_length()
+        self._check_optimizer()
+        for name in ("batch_tokens", "keep_checkpoints", "log_every", "val_batches"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if self.val_every is not None and self.val_every < 1 or self.val_samples < 0:
+            raise ValueError("val_every must be >= 1 (or null: ten validations per run) and val_samples >= 0")
+        if self.price_per_device_hour < 0 or self.checkpoint_every < 0:
+            raise ValueError("price_per_device_hour and checkpoint_every must be >= 0")
+        return self
+
+    def _check_length(self) -> None:
         if self.epochs is not None and self.steps is not None:
             raise ValueError("give epochs or steps, not both")
         for name in ("epochs", "steps"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1 (leave it out for one epoch of the data)")
+        if self.time_limit_s is not None and (self.time_limit_s <= 0 or self.steps is None):
+            raise ValueError("time_limit_s must be > 0 and comes with steps= (the first guess of the step count)")
+        for name in ("max_hours", "max_dollars"):
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0 or null (no limit), got {getattr(self, name)}")
+
+    def _check_optimizer(self) -> None:
+        if not (math.isfinite(self.lr) and self.lr > 0) or not 0 <= self.lr_floor <= 1 or self.warmup_steps < 0:
+            raise ValueError("need lr > 0, 0 <= lr_floor <= 1, warmup_steps >= 0")
         if not all(0 <= beta < 1 for beta in self.betas):
             raise ValueError(f"betas must each be in [0, 1), got {list(self.betas)}")
         if self.ema_decay is not None and not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1) or null (no EMA), got {self.ema_decay}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"grad_clip must be > 0 or null (no clipping), got {self.grad_clip}")
-        if self.val_every is not None and self.val_every < 1 or self.val_samples < 0:
-            raise ValueError("val_every must be >= 1 (or null: ten validations per run) and val_samples >= 0")
-        for name in ("max_hours", "max_dollars"):
-            if getattr(self, name) is not None and not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0 or null (no limit), got {getattr(self, name)}")
-        if self.weight_decay < 0 or self.price_per_device_hour < 0:
-            raise ValueError("weight_decay and price_per_device_hour must be >= 0")
-        for name in ("batch_tokens", "keep_checkpoints", "log_every", "val_batches"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1")
-        if self.time_limit_s is not None and (self.time_limit_s <= 0 or self.steps is None):
-            raise ValueError("time_limit_s must be > 0 and comes with steps= (the first guess of the step count)")
-        if not (math.isfinite(self.lr) and self.lr > 0) or not 0 <= self.lr_floor <= 1 or self.warmup_steps < 0 or self.checkpoint_every < 0:
-            raise ValueError("need lr > 0, 0 <= lr_floor <= 1, warmup_steps >= 0, checkpoint_every >= 0")
-        return self
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
 
 
 # ModelConfig keys about how a model trains, not about its weights or forward pass.
@@ -284,8 +302,10 @@ def _preset_layer(preset: str, net: str) -> dict[str, Any]:
     nets = sorted(p.name.removesuffix(".yaml") for p in (folder / "nets").iterdir())
     if net not in nets:
         raise FrugalError(f"unknown net {net!r}; allowed: {', '.join(nets)}")
-    return {**_read_yaml(folder / "models" / f"{preset}.yaml", "preset"),
-            **_read_yaml(folder / "nets" / f"{net}.yaml", "net")}
+    return {
+        **_read_yaml(folder / "models" / f"{preset}.yaml", "preset"),
+        **_read_yaml(folder / "nets" / f"{net}.yaml", "net"),
+    }
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -369,8 +389,9 @@ def _recipe_file(config_file: Path | str) -> Path | Any:
     if not path.exists():
         if str(config_file) in recipe_names():
             return resources.files("frugal_lm") / "presets" / "recipes" / f"{config_file}.yaml"
-        raise FrugalError(f"--config {config_file}: no such file, nor a packaged recipe "
-                          f"(recipes: {', '.join(recipe_names())})")
+        raise FrugalError(
+            f"--config {config_file}: no such file, nor a packaged recipe (recipes: {', '.join(recipe_names())})"
+        )
     return path
 
 

@@ -58,13 +58,18 @@ def read_output_marker(directory: Path) -> dict | None:
         marker = json.loads((Path(directory) / OUTPUT_MARKER).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if not isinstance(marker, dict) or not isinstance(marker.get("command"), str) \
-            or not isinstance(marker.get("entries"), list):
+    if (
+        not isinstance(marker, dict)
+        or not isinstance(marker.get("command"), str)
+        or not isinstance(marker.get("entries"), list)
+    ):
         return None
     # Only plain names inside the directory: an edited marker must not point a deletion elsewhere.
-    marker["entries"] = [name for name in marker["entries"]
-                         if isinstance(name, str) and name not in ("", ".", "..") and "/" not in name
-                         and os.sep not in name]
+    marker["entries"] = [
+        name
+        for name in marker["entries"]
+        if isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and os.sep not in name
+    ]
     return marker
 
 
@@ -83,18 +88,24 @@ def check_output_dir(out: Path, command: str, whole: bool = True, replace_own: b
     if not names:
         return set()
     if not replace_own:
-        raise FrugalError(f"--out {out}: already exists and is not empty; `{command}` replaces nothing: "
-                          f"choose another --out or remove it (nothing was changed)")
+        raise FrugalError(
+            f"--out {out}: already exists and is not empty; `{command}` replaces nothing: "
+            f"choose another --out or remove it (nothing was changed)"
+        )
     marker = read_output_marker(out)
     if marker is None or marker["command"] != command:
         written_by = f"`{marker['command']}`" if marker else "something else"
-        raise FrugalError(f"--out {out}: directory is not empty and was written by {written_by}, not `{command}`; "
-                          f"choose another --out (nothing was changed)")
+        raise FrugalError(
+            f"--out {out}: directory is not empty and was written by {written_by}, not `{command}`; "
+            f"choose another --out (nothing was changed)"
+        )
     entries = {str(name) for name in marker["entries"]}
     foreign = sorted(names - entries - {OUTPUT_MARKER})
     if whole and foreign:
-        raise FrugalError(f"--out {out}: holds {foreign[0]!r}, which `{command}` did not write; "
-                          f"move it away or choose another --out (nothing was changed)")
+        raise FrugalError(
+            f"--out {out}: holds {foreign[0]!r}, which `{command}` did not write; "
+            f"move it away or choose another --out (nothing was changed)"
+        )
     return entries
 
 
@@ -112,7 +123,7 @@ def staged_output(out: Path, command: str, replace_own: bool = True) -> Iterator
     left as it was."""
     out = Path(out)
     check_output_dir(out, command, replace_own=replace_own)
-    staging = out.resolve().with_name(out.resolve().name + ".partial")   # also for `--out .`-like paths
+    staging = out.resolve().with_name(out.resolve().name + ".partial")  # also for `--out .`-like paths
     if staging.exists():
         if (read_output_marker(staging) or {}).get("command") != command:
             raise FrugalError(f"{staging} exists and was not left by `{command}`; move it away (nothing was changed)")

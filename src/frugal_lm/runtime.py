@@ -51,5 +51,7 @@ def check_can_compile(device: torch.device) -> None:
     """torch.compile on a CPU generates C++: say so up front instead of failing mid-run."""
     compilers = (os.environ.get("CXX", ""), "g++", "clang++", "c++")
     if device.type == "cpu" and not any(name and shutil.which(name) for name in compilers):
-        raise FrugalError("compile=true on a CPU needs a C++ compiler (g++ or clang++, or CXX=...); install one, "
-                          "or train with compile=false")
+        raise FrugalError(
+            "compile=true on a CPU needs a C++ compiler (g++ or clang++, or CXX=...); install one, "
+            "or train with compile=false"
+        )

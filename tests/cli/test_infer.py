@@ -19,22 +19,56 @@ def expected(engine, prompt, condition=("direct",), max_new_tokens=6):
 
 
 def test_generate_prompts_print_jsonl(tiny_run, engine, capsys):
-    code = main(["generate", "--model", str(tiny_run), "--prompt", "12+7=", "--prompt", "3+4=",
-                 "--condition", "cot", "--max-new-tokens", "6"])
+    code = main(
+        [
+            "generate",
+            "--model",
+            str(tiny_run),
+            "--prompt",
+            "12+7=",
+            "--prompt",
+            "3+4=",
+            "--condition",
+            "cot",
+            "--max-new-tokens",
+            "6",
+        ]
+    )
     assert code == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [row["prompt"] for row in rows] == ["12+7=", "3+4="]
     for row in rows:
         result = expected(engine, row["prompt"], ("cot",))
-        assert row == {"prompt": row["prompt"], "condition": "cot", "text": result.text,
-                       "finish_reason": result.finish_reason, "tokens": len(result.token_ids),
-                       "prompt_tokens": result.prompt_tokens}
+        assert row == {
+            "prompt": row["prompt"],
+            "condition": "cot",
+            "text": result.text,
+            "finish_reason": result.finish_reason,
+            "tokens": len(result.token_ids),
+            "prompt_tokens": result.prompt_tokens,
+        }
 
 
 def test_generate_dtype_bf16_runs_the_model_in_bf16(tiny_run, engine_constructions, capsys):
     for dtype in ("bf16", "auto"):
-        assert main(["generate", "--model", str(tiny_run), "--prompt", "12+7=", "--max-new-tokens", "3",
-                     "--device", "cpu", "--dtype", dtype]) == 0
+        assert (
+            main(
+                [
+                    "generate",
+                    "--model",
+                    str(tiny_run),
+                    "--prompt",
+                    "12+7=",
+                    "--max-new-tokens",
+                    "3",
+                    "--device",
+                    "cpu",
+                    "--dtype",
+                    dtype,
+                ]
+            )
+            == 0
+        )
         assert json.loads(capsys.readouterr().out)["tokens"] >= 1
     assert [dtype for dtype, _ in engine_constructions] == [torch.bfloat16, torch.float32]  # auto: fp32 on a CPU
 
@@ -43,8 +77,17 @@ def test_generate_prompts_file_to_out(tiny_run, engine, tmp_path, capsys):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text('{"prompt": "12+7="}\n\n{"instruction": "abc", "condition": "cot,noisy"}\n')
     out = tmp_path / "out" / "gen.jsonl"
-    args = ["generate", "--model", str(tiny_run), "--prompts-file", str(prompts), "--max-new-tokens", "6",
-            "--out", str(out)]
+    args = [
+        "generate",
+        "--model",
+        str(tiny_run),
+        "--prompts-file",
+        str(prompts),
+        "--max-new-tokens",
+        "6",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [(row["prompt"], row["condition"]) for row in rows] == [("12+7=", "direct"), ("abc", "cot,noisy")]
@@ -53,8 +96,14 @@ def test_generate_prompts_file_to_out(tiny_run, engine, tmp_path, capsys):
     assert main([*args, "--overwrite"]) == 0
 
 
-@pytest.mark.parametrize("line, message", [('{"prompt": 3}', 'field "prompt"'), ("{oops", "not valid JSON"),
-                                           ('{"prompt": "x", "condition": "cto"}', "unknown condition tag 'cto'")])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ('{"prompt": 3}', 'field "prompt"'),
+        ("{oops", "not valid JSON"),
+        ('{"prompt": "x", "condition": "cto"}', "unknown condition tag 'cto'"),
+    ],
+)
 def test_generate_bad_prompts_file_names_the_line(tiny_run, tmp_path, capsys, line, message):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text('{"prompt": "fine"}\n' + line + "\n")
@@ -93,7 +142,9 @@ def test_generate_compile_flag_reaches_the_engine(tiny_run, engine_constructions
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
-@pytest.mark.parametrize("command", [["generate", "--prompt", "1+1="], ["eval", "--tasks", "synthetic", "--data-dir", "."]])
+@pytest.mark.parametrize(
+    "command", [["generate", "--prompt", "1+1="], ["eval", "--tasks", "synthetic", "--data-dir", "."]]
+)
 def test_device_cuda_without_a_gpu_is_one_line_error(tiny_run, command, capsys):
     assert main([*command, "--model", str(tiny_run), "--device", "cuda"]) == 2
     error = capsys.readouterr().err
@@ -120,6 +171,23 @@ def test_no_ema_picks_the_raw_weights_for_every_inference_command(tiny_run, monk
 
 def test_eval_no_ema_scores_the_raw_weights(tiny_run, tmp_path):
     for flags, weights in (([], "ema.safetensors"), (["--no-ema"], "model.safetensors")):
-        assert main(["eval", "--model", str(tiny_run), "--tasks", "synthetic", "--data-dir",
-                     str(tiny_run.parent / "synth"), "--limit", "1", "--out", str(tmp_path / "eval"), *flags]) == 0
+        assert (
+            main(
+                [
+                    "eval",
+                    "--model",
+                    str(tiny_run),
+                    "--tasks",
+                    "synthetic",
+                    "--data-dir",
+                    str(tiny_run.parent / "synth"),
+                    "--limit",
+                    "1",
+                    "--out",
+                    str(tmp_path / "eval"),
+                    *flags,
+                ]
+            )
+            == 0
+        )
         assert json.loads((tmp_path / "eval" / "results.json").read_text())["config"]["weights"].endswith(weights)

@@ -16,22 +16,41 @@ def test_help_explains_the_options_and_endpoints(capsys):
         build_parser().parse_args(["serve", "--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    for expected in ["--model", "--host", "127.0.0.1", "--port", "--max-batch-size", "--max-queue",
-                     "--model-name", "/v1/chat/completions", "/v1/completions", "/health", "condition", "503",
-                     "--max-body-bytes", "--request-timeout", "--keep-alive-timeout", "--max-header-bytes",
-                     "--max-connections", "413"]:
+    for expected in [
+        "--model",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "--max-batch-size",
+        "--max-queue",
+        "--model-name",
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/health",
+        "condition",
+        "503",
+        "--max-body-bytes",
+        "--request-timeout",
+        "--keep-alive-timeout",
+        "--max-header-bytes",
+        "--max-connections",
+        "413",
+    ]:
         assert expected in text
 
 
-@pytest.mark.parametrize("arguments, message", [
-    (["--model", "does/not/exist"], "--model does/not/exist: no such directory"),
-    (["--model", ".", "--max-batch-size", "0"], "--max-batch-size must be >= 1"),
-    (["--model", ".", "--max-queue", "-1"], "--max-queue must be >= 0"),
-    (["--model", ".", "--port", "70000"], "--port must be in 0..65535"),
-    (["--model", ".", "--max-body-bytes", "0"], "--max-body-bytes must be > 0"),
-    (["--model", ".", "--request-timeout", "-1"], "--request-timeout must be > 0"),
-    (["--model", ".", "--max-connections", "0"], "--max-connections must be > 0"),
-])
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--model", "does/not/exist"], "--model does/not/exist: no such directory"),
+        (["--model", ".", "--max-batch-size", "0"], "--max-batch-size must be >= 1"),
+        (["--model", ".", "--max-queue", "-1"], "--max-queue must be >= 0"),
+        (["--model", ".", "--port", "70000"], "--port must be in 0..65535"),
+        (["--model", ".", "--max-body-bytes", "0"], "--max-body-bytes must be > 0"),
+        (["--model", ".", "--request-timeout", "-1"], "--request-timeout must be > 0"),
+        (["--model", ".", "--max-connections", "0"], "--max-connections must be > 0"),
+    ],
+)
 def test_bad_arguments_give_one_line_errors(capsys, arguments, message):
     assert main(["serve", *arguments]) == 2
     error = capsys.readouterr().err
@@ -56,16 +75,33 @@ def test_a_taken_port_is_a_one_line_error(capsys, tmp_path):
 
 @pytest.mark.slow  # a fresh process imports torch: 5-20 s on the shared 2-core machine
 def test_serve_answers_then_stops_on_ctrl_c(tiny_run):
-    process = subprocess.Popen([sys.executable, "-m", "frugal_lm", "serve", "--model", str(tiny_run), "--port", "0",
-                                "--model-name", "tiny", "--log-level", "warning"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "frugal_lm",
+            "serve",
+            "--model",
+            str(tiny_run),
+            "--port",
+            "0",
+            "--model-name",
+            "tiny",
+            "--log-level",
+            "warning",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         banner = process.stdout.readline()
         assert "serving 'tiny'" in banner, process.stderr.read() if process.poll() is not None else banner
         base_url = banner.split(" on ")[1].split()[0]
         assert base_url.startswith("http://127.0.0.1:")  # loopback unless told otherwise
-        reply = httpx.post(f"{base_url}/completions", json={"model": "tiny", "prompt": "1+1=", "max_tokens": 2},
-                           timeout=30)
+        reply = httpx.post(
+            f"{base_url}/completions", json={"model": "tiny", "prompt": "1+1=", "max_tokens": 2}, timeout=30
+        )
         assert reply.status_code == 200 and reply.json()["usage"]["completion_tokens"] >= 1
         process.send_signal(signal.SIGINT)
         stdout, stderr = process.communicate(timeout=30)
@@ -112,10 +148,31 @@ def test_limit_flags_reach_the_app_and_uvicorn(tiny_run, monkeypatch):
 
     monkeypatch.setattr(http_server, "uvicorn_server", recording_server)
     monkeypatch.setattr(server_module, "create_app", recording_create_app)
-    assert main(["serve", "--model", str(tiny_run), "--port", "0", "--max-body-bytes", "1000", "--request-timeout",
-                 "2.5", "--keep-alive-timeout", "3", "--max-header-bytes", "8192", "--max-connections", "40"]) == 0
-    expected = HttpLimits(max_body_bytes=1000, request_timeout_s=2.5, keep_alive_s=3, max_header_bytes=8192,
-                          max_connections=40)
+    assert (
+        main(
+            [
+                "serve",
+                "--model",
+                str(tiny_run),
+                "--port",
+                "0",
+                "--max-body-bytes",
+                "1000",
+                "--request-timeout",
+                "2.5",
+                "--keep-alive-timeout",
+                "3",
+                "--max-header-bytes",
+                "8192",
+                "--max-connections",
+                "40",
+            ]
+        )
+        == 0
+    )
+    expected = HttpLimits(
+        max_body_bytes=1000, request_timeout_s=2.5, keep_alive_s=3, max_header_bytes=8192, max_connections=40
+    )
     assert seen["app"] == seen["uvicorn"] == expected
     assert main(["serve", "--model", str(tiny_run), "--port", "0"]) == 0
     assert seen["uvicorn"] == HttpLimits()  # the defaults are the documented ones

@@ -13,7 +13,7 @@ def test_chunked_files_are_byte_identical_to_np_save(tmp_path, dtype, length):
     np.save(reference, values)
     with NpyWriter(tmp_path / "a.npy", dtype, length) as writer:
         for start in range(0, length, 999):
-            writer.write(values[start:start + 999].astype(np.int64))  # cast on the way in
+            writer.write(values[start : start + 999].astype(np.int64))  # cast on the way in
     assert (tmp_path / "a.npy").read_bytes() == reference.getvalue()
     assert npy_length(tmp_path / "a.npy") == length
     chunks = list(iter_npy_chunks(tmp_path / "a.npy", chunk=1000))

@@ -5,7 +5,13 @@ import json
 import pytest
 
 from frugal_lm.data.metadata import (
-    FileRecord, MixMetadata, SourceMeta, read_mix_metadata, read_source_meta, write_mix_metadata, write_source_meta,
+    FileRecord,
+    MixMetadata,
+    SourceMeta,
+    read_mix_metadata,
+    read_source_meta,
+    write_mix_metadata,
+    write_source_meta,
 )
 from frugal_lm.errors import FrugalError
 
@@ -25,18 +31,26 @@ def test_written_metadata_reads_back_equal(tmp_path):
     metadata = MixMetadata(vocab_size=256, max_seq_len=64, epochs=2, tokens_per_epoch=[10, 10], seed=3)
     write_mix_metadata(tmp_path, metadata)
     assert read_mix_metadata(tmp_path) == metadata
-    meta = SourceMeta(source="/data/a.jsonl", rows=2, tokens=9, vocab_size=300,
-                      files={"tokens.npy": FileRecord(size=146, sha256="ab")})
+    meta = SourceMeta(
+        source="/data/a.jsonl",
+        rows=2,
+        tokens=9,
+        vocab_size=300,
+        files={"tokens.npy": FileRecord(size=146, sha256="ab")},
+    )
     write_source_meta(tmp_path, meta)
     assert read_source_meta(tmp_path) == meta
 
 
-@pytest.mark.parametrize("content, message", [
-    ("{", "metadata.json:1: not valid JSON"),
-    ("[]", "expected a JSON object"),
-    ('{"vocab_size": 0, "max_seq_len": 12}', "bad value for 'vocab_size'"),
-    ('{"vocab_size": 256}', "missing required key 'max_seq_len'"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("{", "metadata.json:1: not valid JSON"),
+        ("[]", "expected a JSON object"),
+        ('{"vocab_size": 0, "max_seq_len": 12}', "bad value for 'vocab_size'"),
+        ('{"vocab_size": 256}', "missing required key 'max_seq_len'"),
+    ],
+)
 def test_a_bad_metadata_file_is_one_line_naming_the_file_and_key(tmp_path, content, message):
     (tmp_path / "metadata.json").write_text(content)
     with pytest.raises(FrugalError, match=message) as error:

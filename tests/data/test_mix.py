@@ -19,8 +19,12 @@ from frugal_lm.errors import FrugalError
 @pytest.fixture
 def tokenized(tmp_path):
     paths = write_synthetic(tmp_path / "synth", ["addition", "reversal"], 120, 20, seed=0)
-    texts = (t for path in paths.values() for row in map(json.loads, path.read_text().splitlines())
-             for t in (row["instruction"], row["response"]))
+    texts = (
+        t
+        for path in paths.values()
+        for row in map(json.loads, path.read_text().splitlines())
+        for t in (row["instruction"], row["response"])
+    )
     train_tokenizer(texts, vocab_size=320).save(tmp_path / "tok")
     tokenize_sources(tmp_path / "tok", tmp_path / "tokenized", [paths["train"], paths["heldout"]])
     return tmp_path
@@ -52,14 +56,19 @@ def test_same_seed_same_bytes_and_the_trainer_reads_it(tokenized):
 
 def test_truncate_versus_drop_and_rules(tokenized, tmp_path):
     rules = tmp_path / "mix.yaml"
-    rules.write_text("- prefix: train\n  long_context: truncate\n  max_per_file: 50\n  repeat: 2\n"
-                     "- prefix: heldout\n  long_context: drop\n")
+    rules.write_text(
+        "- prefix: train\n  long_context: truncate\n  max_per_file: 50\n  repeat: 2\n"
+        "- prefix: heldout\n  long_context: drop\n"
+    )
     result = mix(tokenized / "tokenized", tokenized / "m", rules, epochs=1, context=16, seed=0)
     by_name = {s.name: s for s in result.sources}
     assert by_name["train.jsonl"].rows_per_epoch == 100 and by_name["train.jsonl"].truncated > 0
     assert by_name["heldout.jsonl"].dropped_long > 0 and by_name["heldout.jsonl"].truncated == 0
-    lengths = (np.load(tokenized / "m" / "epoch_0" / "inst_len.npy")
-               + np.load(tokenized / "m" / "epoch_0" / "resp_len.npy") - 1)
+    lengths = (
+        np.load(tokenized / "m" / "epoch_0" / "inst_len.npy")
+        + np.load(tokenized / "m" / "epoch_0" / "resp_len.npy")
+        - 1
+    )
     assert lengths.max() <= 16
     report = (tokenized / "m" / "report.md").read_text()
     assert "| train.jsonl |" in report and "repeated" in report
@@ -76,10 +85,19 @@ def test_bad_rules_are_named(tokenized, tmp_path):
 
 def _sidecar(source, **overrides):
     stat = source.stat()
-    check = {"source": str(source), "source_size": stat.st_size, "source_mtime": stat.st_mtime, "ngram": 13,
-             "benchmarks": {"gsm8k": {"test_items": 1319, "contaminated_rows": 3},
-                            "math500": {"test_items": 500, "contaminated_rows": 1}},
-             "contaminated_rows": 4, "rows": 120, **overrides}
+    check = {
+        "source": str(source),
+        "source_size": stat.st_size,
+        "source_mtime": stat.st_mtime,
+        "ngram": 13,
+        "benchmarks": {
+            "gsm8k": {"test_items": 1319, "contaminated_rows": 3},
+            "math500": {"test_items": 500, "contaminated_rows": 1},
+        },
+        "contaminated_rows": 4,
+        "rows": 120,
+        **overrides,
+    }
     (source.parent / f"{source.name}.contamination.json").write_text(json.dumps(check))
 
 
@@ -95,15 +113,19 @@ def test_contamination_status_per_source(tokenized):
     assert by_name["train.jsonl"]["benchmarks"]["gsm8k"] == {"test_items": 1319, "contaminated_rows": 3}
     report = (tokenized / "m" / "report.md").read_text()
     assert "| 4 of 120 rows |" in report and "| 4 of 120 rows, stale |" in report
-    assert ("- train.jsonl: 13-gram check, 4 of 120 rows contaminated: gsm8k 3 rows (1,319 test items), "
-            "math500 1 rows (500 test items)") in report
+    assert (
+        "- train.jsonl: 13-gram check, 4 of 120 rows contaminated: gsm8k 3 rows (1,319 test items), "
+        "math500 1 rows (500 test items)"
+    ) in report
     assert "- heldout.jsonl: stale; 13-gram check" in report
     metadata = json.loads((tokenized / "m" / "metadata.json").read_text())
     assert [s["contamination"]["status"] for s in metadata["sources"]] == ["stale", "checked"]  # sorted folders
     # Touching the source after the check (same size) makes it stale too.
     _sidecar(synth / "heldout.jsonl", source_mtime=(synth / "heldout.jsonl").stat().st_mtime - 5)
-    assert {s.name: s.contamination["status"] for s in mix(tokenized / "tokenized", tokenized / "m").sources} \
-        == {"train.jsonl": "checked", "heldout.jsonl": "stale"}
+    assert {s.name: s.contamination["status"] for s in mix(tokenized / "tokenized", tokenized / "m").sources} == {
+        "train.jsonl": "checked",
+        "heldout.jsonl": "stale",
+    }
     (synth / "train.jsonl.contamination.json").write_text('{"ngram": 13}')
     with pytest.raises(FrugalError, match=r"train.jsonl.contamination.json: not a contamination report"):
         mix(tokenized / "tokenized", tokenized / "m")
@@ -131,7 +153,7 @@ def test_truncate_and_drop_row_by_row(tokenized, tmp_path):
         name = json.loads((folder / "meta.json").read_text())["source"].rsplit("/", 1)[1]
         index = {f: np.load(folder / f"{f}.npy") for f in ("inst_start", "inst_len", "resp_start", "resp_len")}
         truncated = dropped = 0
-        for inst_start, inst_len, resp_start, resp_len in zip(*index.values()):
+        for _, inst_len, _, resp_len in zip(*index.values()):
             if inst_len + resp_len - 1 <= context:
                 expected.append((int(inst_len), int(resp_len)))
             elif name == "train.jsonl" and inst_len < context:
@@ -142,8 +164,12 @@ def test_truncate_and_drop_row_by_row(tokenized, tmp_path):
         counts[name] = (truncated, dropped)
     by_name = {s.name: (s.truncated, s.dropped_long) for s in result.sources}
     assert by_name == counts and counts["train.jsonl"][0] > 0 and counts["heldout.jsonl"][1] > 0
-    got = sorted(zip(np.load(tokenized / "m" / "epoch_0" / "inst_len.npy").tolist(),
-                     np.load(tokenized / "m" / "epoch_0" / "resp_len.npy").tolist()))
+    got = sorted(
+        zip(
+            np.load(tokenized / "m" / "epoch_0" / "inst_len.npy").tolist(),
+            np.load(tokenized / "m" / "epoch_0" / "resp_len.npy").tolist(),
+        )
+    )
     assert got == sorted(expected)
 
 
@@ -170,10 +196,16 @@ DAMAGE = {
     "missing index file": (lambda folder: (folder / "resp_len.npy").unlink(), "resp_len.npy is missing"),
     "bad meta.json": (lambda folder: (folder / "meta.json").write_text("{not json"), "meta.json:1: not valid JSON"),
     "missing meta.json": (lambda folder: (folder / "meta.json").unlink(), "meta.json: no such file"),
-    "meta.json without counts": (lambda folder: (folder / "meta.json").write_text("{}"),
-                                 "meta.json: missing required key 'source'"),
-    "meta.json with a negative count": (lambda folder: (folder / "meta.json").write_text(
-        json.dumps({**json.loads((folder / "meta.json").read_text()), "rows": -1})), "meta.json: bad value for 'rows'"),
+    "meta.json without counts": (
+        lambda folder: (folder / "meta.json").write_text("{}"),
+        "meta.json: missing required key 'source'",
+    ),
+    "meta.json with a negative count": (
+        lambda folder: (folder / "meta.json").write_text(
+            json.dumps({**json.loads((folder / "meta.json").read_text()), "rows": -1})
+        ),
+        "meta.json: bad value for 'rows'",
+    ),
 }
 
 
@@ -190,13 +222,16 @@ def test_a_damaged_tokenized_source_is_a_one_line_error_and_writes_nothing(token
     assert not out.exists() and not (tokenized / "m.partial").exists()
 
 
-@pytest.mark.parametrize("rule, key", [("repeat: -1", "repeat"), ("max_per_file: -5", "max_per_file"),
-                                       ("min_response_len: -1", "min_response_len")])
+@pytest.mark.parametrize(
+    "rule, key",
+    [("repeat: -1", "repeat"), ("max_per_file: -5", "max_per_file"), ("min_response_len: -1", "min_response_len")],
+)
 def test_negative_rule_values_are_named(tokenized, tmp_path, capsys, rule, key):
     rules = tmp_path / "rules.yaml"
     rules.write_text(f"- prefix: train\n  {rule}\n")
-    code = main(["data", "mix", "--tokenized", str(tokenized / "tokenized"), "--out", str(tokenized / "m"),
-                 "--mix", str(rules)])
+    code = main(
+        ["data", "mix", "--tokenized", str(tokenized / "tokenized"), "--out", str(tokenized / "m"), "--mix", str(rules)]
+    )
     error = capsys.readouterr().err
     assert code == 2 and error.count("\n") == 1
     assert f"{rules}: rule 1: bad value for '{key}'" in error and "greater than or equal to 0" in error
@@ -218,17 +253,24 @@ def test_a_context_that_drops_every_row_fails_at_mix_naming_the_context_needed(t
     code = main(["data", "mix", "--tokenized", str(tokenized / "tokenized"), "--out", str(out), "--context", "10"])
     captured = capsys.readouterr()
     assert code == 2 and captured.err.count("\n") == 1 and "Tokens per epoch" not in captured.out
-    assert "the mix would hold no rows: of 140 rows, 140 longer than --context 10 (the shortest needs --context" \
+    assert (
+        "the mix would hold no rows: of 140 rows, 140 longer than --context 10 (the shortest needs --context"
         in captured.err
+    )
     assert not out.exists() and not (tokenized / "m.partial").exists()
     shortest = int(captured.err.split("the shortest needs --context ")[1].split(";")[0])
-    assert main(["data", "mix", "--tokenized", str(tokenized / "tokenized"), "--out", str(out),
-                 "--context", str(shortest)]) == 0   # the number given is enough for one row
+    assert (
+        main(
+            ["data", "mix", "--tokenized", str(tokenized / "tokenized"), "--out", str(out), "--context", str(shortest)]
+        )
+        == 0
+    )  # the number given is enough for one row
 
 
 def test_rules_that_leave_no_rows_are_refused(tokenized, tmp_path, capsys):
     rules = tmp_path / "rules.yaml"
     rules.write_text("- prefix: ''\n  repeat: 0\n")
-    code = main(["data", "mix", "--tokenized", str(tokenized / "tokenized"), "--out", str(tokenized / "m"),
-                 "--mix", str(rules)])
+    code = main(
+        ["data", "mix", "--tokenized", str(tokenized / "tokenized"), "--out", str(tokenized / "m"), "--mix", str(rules)]
+    )
     assert code == 2 and "of 140 rows, 140 left out by the rules' repeat or max_per_file" in capsys.readouterr().err

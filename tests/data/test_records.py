@@ -9,18 +9,23 @@ from frugal_lm.errors import FrugalError
 GOOD = {"instruction": "What is 1 + 1?", "response": "2"}
 
 
-@pytest.mark.parametrize("row, reason", [
-    ([1, 2], "expected an object"),
-    ({"response": "2"}, "missing field 'instruction'"),
-    ({"instruction": "", "response": "2"}, "field 'instruction' is empty"),
-    ({"instruction": "q", "response": 2}, "field 'response' must be a string, got int"),
-    ({**GOOD, "condition": "direct,chatty"}, "unknown condition tag 'chatty'"),
-    ({**GOOD, "condition": 3}, "field 'condition' must be a string"),
-    ({"instruction": "x" * 101, "response": "y"}, "over the cap of 100"),
-    ({"instruction": "ok \udfff", "response": "y"}, "field 'instruction' holds a lone surrogate '\\udfff' at "
-                                                    "character 4 (not valid Unicode)"),
-    ({**GOOD, "category": "\ud800"}, "field 'category' holds a lone surrogate"),
-])
+@pytest.mark.parametrize(
+    "row, reason",
+    [
+        ([1, 2], "expected an object"),
+        ({"response": "2"}, "missing field 'instruction'"),
+        ({"instruction": "", "response": "2"}, "field 'instruction' is empty"),
+        ({"instruction": "q", "response": 2}, "field 'response' must be a string, got int"),
+        ({**GOOD, "condition": "direct,chatty"}, "unknown condition tag 'chatty'"),
+        ({**GOOD, "condition": 3}, "field 'condition' must be a string"),
+        ({"instruction": "x" * 101, "response": "y"}, "over the cap of 100"),
+        (
+            {"instruction": "ok \udfff", "response": "y"},
+            "field 'instruction' holds a lone surrogate '\\udfff' at character 4 (not valid Unicode)",
+        ),
+        ({**GOOD, "category": "\ud800"}, "field 'category' holds a lone surrogate"),
+    ],
+)
 def test_each_bad_row_kind_has_a_reason(row, reason):
     verdict = validate_row(row, max_chars=100)
     assert isinstance(verdict, str) and reason in verdict
@@ -37,8 +42,10 @@ def test_validate_command_reports_file_and_line(tmp_path, capsys):
     path.write_text("\n".join([json.dumps(GOOD), "{broken", "", json.dumps({"instruction": "q"})]) + "\n")
     assert main(["data", "validate", str(path)]) == 1
     out = capsys.readouterr().out.splitlines()
-    assert out == [f"{path}:2: not valid JSON (Expecting property name enclosed in double quotes at column 2)",
-                   f"{path}:4: missing field 'response'"]
+    assert out == [
+        f"{path}:2: not valid JSON (Expecting property name enclosed in double quotes at column 2)",
+        f"{path}:4: missing field 'response'",
+    ]
     good = tmp_path / "good.jsonl"
     good.write_text(json.dumps(GOOD) + "\n")
     assert main(["data", "validate", str(good)]) == 0

@@ -1,10 +1,9 @@
 import hashlib
 import json
 import random
+import re
 
 import pytest
-
-import re
 
 from frugal_lm.data.synth import (
     ANSWER_MARKER,
@@ -78,8 +77,10 @@ def test_check_and_family_errors():
 def test_cli_writes_both_splits(tmp_path, capsys):
     from frugal_lm.cli import main
 
-    assert main(["data", "synth", "--out", str(tmp_path), "--tasks", "sorting", "--rows", "20",
-                 "--heldout-rows", "5"]) == 0
+    assert (
+        main(["data", "synth", "--out", str(tmp_path), "--tasks", "sorting", "--rows", "20", "--heldout-rows", "5"])
+        == 0
+    )
     assert len((tmp_path / "train.jsonl").read_text().splitlines()) == 20
     assert main(["data", "synth", "--out", str(tmp_path), "--tasks", "nope"]) == 2
     assert "unknown task family 'nope'" in capsys.readouterr().err
@@ -149,8 +150,10 @@ def test_worked_expressions_take_one_operation_per_step():
 def test_worked_counts_run_over_the_word():
     for problem, (line,) in _steps("counting"):
         target, word = problem.instruction.split("'")[1], problem.instruction.split(" in ")[1].removesuffix("?")
-        assert line.split() == [f"{letter}{target}{'=' if letter == target else '!'}{word[:i + 1].count(target)}"
-                                for i, letter in enumerate(word)]
+        assert line.split() == [
+            f"{letter}{target}{'=' if letter == target else '!'}{word[: i + 1].count(target)}"
+            for i, letter in enumerate(word)
+        ]
 
 
 @pytest.mark.parametrize("family", ["sorting", "reversal"])

@@ -25,26 +25,33 @@ INDEX = ("inst_start", "inst_len", "resp_start", "resp_len")
 @pytest.fixture
 def setup(tmp_path):
     paths = write_synthetic(tmp_path / "synth", ["addition", "sorting"], 100, 10, seed=0)
-    texts = (line for path in paths.values() for row in map(json.loads, path.read_text().splitlines())
-             for line in (row["instruction"], row["response"]))
+    texts = (
+        line
+        for path in paths.values()
+        for row in map(json.loads, path.read_text().splitlines())
+        for line in (row["instruction"], row["response"])
+    )
     train_tokenizer(texts, vocab_size=320).save(tmp_path / "tok")
     return tmp_path, paths
 
 
 def test_arrays_decode_back_to_the_records(setup):
     tmp_path, paths = setup
-    result, = tokenize_sources(tmp_path / "tok", tmp_path / "out", [paths["train"]])
+    (result,) = tokenize_sources(tmp_path / "tok", tmp_path / "out", [paths["train"]])
     folder = result.output
     tokens = np.load(folder / "tokens.npy", allow_pickle=False)
     assert tokens.dtype == np.uint16 and result.rows == 100
-    index = {f: np.load(folder / f"{f}.npy", allow_pickle=False) for f in ("inst_start", "inst_len", "resp_start", "resp_len")}
+    index = {
+        f: np.load(folder / f"{f}.npy", allow_pickle=False)
+        for f in ("inst_start", "inst_len", "resp_start", "resp_len")
+    }
     tokenizer = load_tokenizer(tmp_path / "tok")
     first = json.loads(paths["train"].read_text().splitlines()[0])
     expected = tokenizer.encode_records([Record(first["instruction"], first["response"], (first["condition"],))])[0]
     s, n = index["inst_start"][0], index["inst_len"][0]
-    assert tokens[s:s + n].tolist() == expected[0]
+    assert tokens[s : s + n].tolist() == expected[0]
     s, n = index["resp_start"][0], index["resp_len"][0]
-    assert tokens[s:s + n].tolist() == expected[1]
+    assert tokens[s : s + n].tolist() == expected[1]
     meta = json.loads((folder / "meta.json").read_text())
     assert (meta["rows"], meta["rejected"], meta["duplicates"], meta["tokens"]) == (100, 0, 0, len(tokens))
 
@@ -57,7 +64,7 @@ def test_fail_names_the_row_and_writes_nothing_skip_quarantines(setup):
     with pytest.raises(FrugalError, match=f"{source}:2: not valid JSON"):
         tokenize_sources(tmp_path / "tok", tmp_path / "out", [source], on_error="fail")
     assert not any((p / "meta.json").exists() for p in (tmp_path / "out").iterdir())  # no source output
-    result, = tokenize_sources(tmp_path / "tok", tmp_path / "out", [source], on_error="skip")
+    (result,) = tokenize_sources(tmp_path / "tok", tmp_path / "out", [source], on_error="skip")
     assert (result.rows, result.rejected, result.duplicates) == (2, 2, 1)
     rejected = [json.loads(line) for line in (result.output / "rejected.jsonl").read_text().splitlines()]
     assert [r["where"] for r in rejected] == [f"{source}:2", f"{source}:5"]
@@ -90,33 +97,44 @@ def test_dtype_selection():
 def read_source(folder):
     tokens = np.load(folder / "tokens.npy", allow_pickle=False)
     index = {f: np.load(folder / f"{f}.npy", allow_pickle=False) for f in INDEX}
-    return tokens, [(tokens[s:s + n].tolist(), tokens[t:t + m].tolist())
-                    for s, n, t, m in zip(*(index[f] for f in INDEX))]
+    return tokens, [
+        (tokens[s : s + n].tolist(), tokens[t : t + m].tolist()) for s, n, t, m in zip(*(index[f] for f in INDEX))
+    ]
 
 
 # Rows here have 16-18 characters, so a 60-character cap closes a batch at its 4th row.
-@pytest.mark.parametrize("batch_rows, batch_chars, largest_batch", [(7, 10**9, 7), (10**9, 60, 4)],
-                         ids=["row-cap", "char-cap"])
-def test_every_row_matches_encode_records_across_batches_and_duplicates(setup, monkeypatch, batch_rows, batch_chars,
-                                                                       largest_batch):
+@pytest.mark.parametrize(
+    "batch_rows, batch_chars, largest_batch", [(7, 10**9, 7), (10**9, 60, 4)], ids=["row-cap", "char-cap"]
+)
+def test_every_row_matches_encode_records_across_batches_and_duplicates(
+    setup, monkeypatch, batch_rows, batch_chars, largest_batch
+):
     """Small batches, so rows, duplicates and condition tags straddle batch boundaries."""
     tmp_path, _ = setup
     monkeypatch.setattr(tokenize, "BATCH_ROWS", batch_rows)
     monkeypatch.setattr(tokenize, "BATCH_CHARS", batch_chars)
     batch_sizes = []
-    monkeypatch.setattr(tokenize, "encode_layout",
-                        lambda tok, records: batch_sizes.append(len(records)) or encode_layout(tok, records))
-    rows = [{"instruction": f"what is {i % 30} + {i % 2}?", "response": str(i % 30 + i % 2),
-             "condition": ["direct", "cot,noisy", "synth"][i % 3]} for i in range(100)]
+    monkeypatch.setattr(
+        tokenize, "encode_layout", lambda tok, records: batch_sizes.append(len(records)) or encode_layout(tok, records)
+    )
+    rows = [
+        {
+            "instruction": f"what is {i % 30} + {i % 2}?",
+            "response": str(i % 30 + i % 2),
+            "condition": ["direct", "cot,noisy", "synth"][i % 3],
+        }
+        for i in range(100)
+    ]
     source = tmp_path / "rows.jsonl"
     source.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    result, = tokenize_sources(tmp_path / "tok", tmp_path / "out", [source])
+    (result,) = tokenize_sources(tmp_path / "tok", tmp_path / "out", [source])
     first_seen, keys = [], set()
     for row in rows:  # brute force: keep the first occurrence of each (instruction, response)
         if (row["instruction"], row["response"]) not in keys:
             keys.add((row["instruction"], row["response"]))
-            first_seen.append(Record(row["instruction"], row["response"],
-                                     tuple(t.strip() for t in row["condition"].split(","))))
+            first_seen.append(
+                Record(row["instruction"], row["response"], tuple(t.strip() for t in row["condition"].split(",")))
+            )
     expected = load_tokenizer(tmp_path / "tok").encode_records(first_seen)
     tokens, pairs = read_source(result.output)
     assert pairs == expected and len(tokens) == sum(len(a) + len(b) for a, b in expected)
@@ -132,14 +150,22 @@ BAD_ROWS = [
     (b'{"instruction": "q"}', "missing field 'response'"),
     (b'{"instruction": "  ", "response": "a"}', "field 'instruction' is empty"),
     (b'{"instruction": "q", "response": 2}', "field 'response' must be a string, got int"),
-    (b'{"instruction": "\\udfff", "response": "ok"}',  # JSON's escape for a lone surrogate
-     "field 'instruction' holds a lone surrogate '\\udfff' at character 1 (not valid Unicode)"),
-    (b'{"instruction": "q", "response": "a", "condition": "direct,chatty"}',
-     "unknown condition tag 'chatty'; known: direct, cot, noisy, synth"),
-    (b'{"instruction": "q", "response": "a", "condition": 3}',
-     "field 'condition' must be a string of comma-separated tags, got int"),
-    (b'{"instruction": "' + b"x" * 1_000_001 + b'", "response": "a"}',
-     "field 'instruction' has 1,000,001 characters, over the cap of 1,000,000"),
+    (
+        b'{"instruction": "\\udfff", "response": "ok"}',  # JSON's escape for a lone surrogate
+        "field 'instruction' holds a lone surrogate '\\udfff' at character 1 (not valid Unicode)",
+    ),
+    (
+        b'{"instruction": "q", "response": "a", "condition": "direct,chatty"}',
+        "unknown condition tag 'chatty'; known: direct, cot, noisy, synth",
+    ),
+    (
+        b'{"instruction": "q", "response": "a", "condition": 3}',
+        "field 'condition' must be a string of comma-separated tags, got int",
+    ),
+    (
+        b'{"instruction": "' + b"x" * 1_000_001 + b'", "response": "a"}',
+        "field 'instruction' has 1,000,001 characters, over the cap of 1,000,000",
+    ),
 ]
 
 
@@ -170,10 +196,13 @@ def test_each_bad_row_kind_through_validate_fail_and_skip(setup, capsys, line, r
 def test_a_new_tokenizer_retokenizes_every_source(setup):
     tmp_path, paths = setup
     tokenize_sources(tmp_path / "tok", tmp_path / "out", [paths["train"]])
-    texts = (t for row in map(json.loads, paths["train"].read_text().splitlines())
-             for t in (row["instruction"], row["response"]))
+    texts = (
+        t
+        for row in map(json.loads, paths["train"].read_text().splitlines())
+        for t in (row["instruction"], row["response"])
+    )
     train_tokenizer(texts, vocab_size=300).save(tmp_path / "tok")
-    result, = tokenize_sources(tmp_path / "tok", tmp_path / "out", [paths["train"]])
+    (result,) = tokenize_sources(tmp_path / "tok", tmp_path / "out", [paths["train"]])
     assert not result.skipped_unchanged
     assert json.loads((result.output / "meta.json").read_text())["vocab_size"] == 300
 
@@ -205,7 +234,7 @@ def test_ids_above_65535_get_uint32_end_to_end(tmp_path):
     assert min(roles.values()) > 65_535
     source = tmp_path / "rows.jsonl"
     source.write_text(json.dumps({"instruction": "abc", "response": "d"}) + "\n")
-    result, = tokenize_sources(tmp_path / "tok", tmp_path / "out", [source])
+    (result,) = tokenize_sources(tmp_path / "tok", tmp_path / "out", [source])
     tokens, pairs = read_source(result.output)
     assert tokens.dtype == np.uint32 and {roles["boq"], roles["eoq"], roles["eoa"]} <= set(tokens.tolist())
     assert pairs == load_tokenizer(tmp_path / "tok").encode_records([Record("abc", "d", ("direct",))])
@@ -264,21 +293,22 @@ def test_a_killed_runs_scratch_is_cleared_by_the_next_run(setup):
     assert killed.returncode == -signal.SIGKILL
     assert any(path.is_file() for path in out.rglob("*.raw"))  # what a killed run leaves
     assert main(arguments) == 0
-    assert sorted(p.name for p in out.iterdir()) == sorted([".frugal_output.json", "tokenizer",
-                                                             output_dir_for(out, paths["train"]).name])
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [".frugal_output.json", "tokenizer", output_dir_for(out, paths["train"]).name]
+    )
 
 
 @pytest.mark.parametrize("damage", ["truncate", "same size"])
 def test_a_damaged_output_is_rebuilt_not_reported_unchanged(setup, damage):
     tmp_path, paths = setup
-    result, = tokenize_sources(tmp_path / "tok", tmp_path / "out", [paths["train"]])
+    (result,) = tokenize_sources(tmp_path / "tok", tmp_path / "out", [paths["train"]])
     tokens = result.output / "tokens.npy"
     good = tokens.read_bytes()
     if damage == "truncate":
         os.truncate(tokens, len(good) // 2)
     else:
         tokens.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
-    again, = tokenize_sources(tmp_path / "tok", tmp_path / "out", [paths["train"]])
+    (again,) = tokenize_sources(tmp_path / "tok", tmp_path / "out", [paths["train"]])
     assert not again.skipped_unchanged and tokens.read_bytes() == good
     assert tokenize_sources(tmp_path / "tok", tmp_path / "out", [paths["train"]])[0].skipped_unchanged
 
@@ -287,7 +317,7 @@ def test_outputs_follow_the_umask(setup):
     tmp_path, paths = setup
     previous = os.umask(0o022)
     try:
-        result, = tokenize_sources(tmp_path / "tok", tmp_path / "out", [paths["train"]])
+        (result,) = tokenize_sources(tmp_path / "tok", tmp_path / "out", [paths["train"]])
     finally:
         os.umask(previous)
     modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in [result.output, *result.output.iterdir()]}

@@ -18,7 +18,7 @@ def test_trained_tokenizer_lays_out_examples_and_round_trips(tmp_path):
     tokenizer = train_tokenizer(corpus(), vocab_size=400)
     assert tokenizer.vocab_size <= 400
     record = Record("What is 12 + 30?", "42", ("cot", "noisy"))
-    (instruction, response), = tokenizer.encode_records([record])
+    ((instruction, response),) = tokenizer.encode_records([record])
     special, conditions = tokenizer.special_ids, tokenizer.condition_ids
     assert instruction[:3] == [special["boq"], conditions["cot"], conditions["noisy"]]
     assert instruction[-1] == special["eoq"] and response[-1] == special["eoa"]
@@ -27,14 +27,18 @@ def test_trained_tokenizer_lays_out_examples_and_round_trips(tmp_path):
     reloaded = load_tokenizer(tmp_path)
     assert reloaded.encode_records([record]) == [(instruction, response)]
     info = json.loads((tmp_path / "tokenizer_info.json").read_text())
-    assert info["special_tokens"]["eoa"] == "<|box_end|>" and info["condition_tokens"]["direct"] == "<|object_ref_start|>"
+    assert (
+        info["special_tokens"]["eoa"] == "<|box_end|>" and info["condition_tokens"]["direct"] == "<|object_ref_start|>"
+    )
 
 
 def test_existing_tokenizer_with_a_role_mapping(tmp_path):
     tokenizer = train_tokenizer(corpus(), vocab_size=400)
     tokenizer.tokenizer.save(str(tmp_path / "tokenizer.json"))  # no tokenizer_info.json: from elsewhere
-    mapped = load_tokenizer(tmp_path, special_tokens={"boq": "<|im_start|>", "eoq": "<|im_end|>",
-                                                      "eoa": "<|im_end|>", "pad": "<|endoftext|>"})
+    mapped = load_tokenizer(
+        tmp_path,
+        special_tokens={"boq": "<|im_start|>", "eoq": "<|im_end|>", "eoa": "<|im_end|>", "pad": "<|endoftext|>"},
+    )
     assert mapped.special_ids["eoa"] == mapped.special_ids["eoq"]
     with pytest.raises(FrugalError, match="special token '<missing>' \\(role eoa\\) is not in the vocabulary"):
         load_tokenizer(tmp_path, special_tokens={"boq": "<|im_start|>", "eoq": "<|im_end|>", "eoa": "<missing>"})
@@ -69,13 +73,16 @@ def test_tokenizers_that_give_the_same_ids_count_as_the_same(tmp_path):
     train_tokenizer(corpus(), vocab_size=300).save(tmp_path / "a")
     original = json.loads((tmp_path / "a" / "tokenizer.json").read_text())
     (tmp_path / "b").mkdir()
-    exported = {**original, "post_processor": {"type": "TemplateProcessing", "single": [], "pair": [],
-                                               "special_tokens": {}}}  # what an export adds
+    exported = {
+        **original,
+        "post_processor": {"type": "TemplateProcessing", "single": [], "pair": [], "special_tokens": {}},
+    }  # what an export adds
     (tmp_path / "b" / "tokenizer.json").write_text(json.dumps(exported))
     assert encodes_alike(tmp_path / "a" / "tokenizer.json", tmp_path / "b" / "tokenizer.json")
     vocab = dict(original["model"]["vocab"])
     first = next(iter(vocab))
     vocab[first + "x"] = vocab.pop(first)
-    (tmp_path / "b" / "tokenizer.json").write_text(json.dumps({**original, "model": {**original["model"],
-                                                                                      "vocab": vocab}}))
+    (tmp_path / "b" / "tokenizer.json").write_text(
+        json.dumps({**original, "model": {**original["model"], "vocab": vocab}})
+    )
     assert not encodes_alike(tmp_path / "a" / "tokenizer.json", tmp_path / "b" / "tokenizer.json")

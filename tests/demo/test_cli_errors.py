@@ -57,13 +57,16 @@ def test_out_that_is_a_file(tmp_path, capsys):
     assert code == 2 and "not a directory" in err
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--minutes", "0"], "--minutes must be > 0"),
-    (["--steps", "0"], "--steps must be >= 1"),
-    (["lr_typo=1"], "unknown key 'lr_typo'"),
-    (["model.hidden_size=banana"], "model.hidden_size"),
-    (["--tasks", "addition,juggling"], "unknown task family 'juggling'"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--minutes", "0"], "--minutes must be > 0"),
+        (["--steps", "0"], "--steps must be >= 1"),
+        (["lr_typo=1"], "unknown key 'lr_typo'"),
+        (["model.hidden_size=banana"], "model.hidden_size"),
+        (["--tasks", "addition,juggling"], "unknown task family 'juggling'"),
+    ],
+)
 def test_bad_arguments_fail_before_any_work(tmp_path, capsys, argv, message):
     out = tmp_path / "demo"
     code, err = run(capsys, "--out", str(out), *argv)

@@ -30,7 +30,7 @@ def steady_trainer_clock(monkeypatch):
         now = 0.0
 
         def perf_counter(self):
-            self.now += 2.0 ** -4
+            self.now += 2.0**-4
             return self.now
 
     monkeypatch.setattr(trainer_module, "time", SteadyClock())
@@ -57,11 +57,22 @@ def test_short_demo_learns_reversal_far_above_chance(tmp_path, capsys):
     a lot with the draw, so the test keeps seed 0, which passes at 0.25 with a wide margin in
     both precisions (at 400 steps it was 27% in fp32: too close)."""
     out = tmp_path / "demo"
-    summary = run_demo(DemoOptions(
-        out=out, steps=800, net="transformer",
-        data=DataSettings(families=("reversal",), train_rows=6000, heldout_rows=100),
-        overrides=("model.hidden_size=64", "model.n_heads=2", "model.n_layers=4", "batch_tokens=2048", "lr=3e-3",
-                   "precision=fp32")))
+    summary = run_demo(
+        DemoOptions(
+            out=out,
+            steps=800,
+            net="transformer",
+            data=DataSettings(families=("reversal",), train_rows=6000, heldout_rows=100),
+            overrides=(
+                "model.hidden_size=64",
+                "model.n_heads=2",
+                "model.n_layers=4",
+                "batch_tokens=2048",
+                "lr=3e-3",
+                "precision=fp32",
+            ),
+        )
+    )
     shown = capsys.readouterr().out
 
     report = summary.reports[0]
@@ -75,8 +86,22 @@ def test_short_demo_learns_reversal_far_above_chance(tmp_path, capsys):
     evaluated = json.loads((out / "eval" / "results.json").read_text())["results"]["synthetic"]
     assert evaluated["value"] == report.exact_match and evaluated["n"] == 100
     # The command the summary suggests reproduces the demo's held-out score (issue 7).
-    assert main(["eval", "--model", str(out / "run"), "--tasks", "synthetic", "--data-dir", str(out / "data"),
-                 "--out", str(tmp_path / "eval-again")]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(out / "run"),
+                "--tasks",
+                "synthetic",
+                "--data-dir",
+                str(out / "data"),
+                "--out",
+                str(tmp_path / "eval-again"),
+            ]
+        )
+        == 0
+    )
     again = json.loads((tmp_path / "eval-again" / "results.json").read_text())["results"]["synthetic"]
     assert again["value"] == report.exact_match and again["n"] == 100
     metrics = read_jsonl(out / "run" / "metrics.jsonl")
@@ -85,8 +110,12 @@ def test_short_demo_learns_reversal_far_above_chance(tmp_path, capsys):
     assert report.samples[0].gold == heldout[0]["response"]
     # The transformers hrm_text format holds HRM models only: the export stage says so.
     assert summary.export_dir is None and "net=transformer" in summary.export_note
-    for stage in ("[1/7] synthetic tasks", "[5/7] train transformer", "[6/7] held-out eval transformer",
-                  "[7/7] export"):
+    for stage in (
+        "[1/7] synthetic tasks",
+        "[5/7] train transformer",
+        "[6/7] held-out eval transformer",
+        "[7/7] export",
+    ):
         assert stage in shown
     assert "exact match: MEAN (100 held-out)" in shown and "frugal chat --model" in shown
     # Reversal answers are all different: guessing the most common one scores ~0, shown beside.
@@ -94,13 +123,16 @@ def test_short_demo_learns_reversal_far_above_chance(tmp_path, capsys):
     assert "(baseline: always giving the family's most common training answer)" in shown
 
 
-def test_time_budget_gives_a_schedule_that_ends_on_its_last_step_and_on_time(tmp_path, capsys,
-                                                                            steady_trainer_clock):
+def test_time_budget_gives_a_schedule_that_ends_on_its_last_step_and_on_time(tmp_path, capsys, steady_trainer_clock):
     out = tmp_path / "demo"
-    summary = run_demo(DemoOptions(
-        out=out, minutes=0.5,
-        data=DataSettings(families=("reversal",), train_rows=200, heldout_rows=10),
-        overrides=(*TINY_MODEL, "batch_tokens=512")))
+    summary = run_demo(
+        DemoOptions(
+            out=out,
+            minutes=0.5,
+            data=DataSettings(families=("reversal",), train_rows=200, heldout_rows=10),
+            overrides=(*TINY_MODEL, "batch_tokens=512"),
+        )
+    )
     assert "s/step (measured; the schedule is fitted to the clock" in capsys.readouterr().out
     report = summary.reports[0]
     assert report.seconds_per_step_measured is not None and report.seconds_per_step_measured > 0
@@ -113,51 +145,70 @@ def test_time_budget_gives_a_schedule_that_ends_on_its_last_step_and_on_time(tmp
     assert not (out / "step_time_probe").exists()
 
 
-@pytest.mark.parametrize("elapsed, seconds_per_step, step, expected", [
-    (10.0, 1.0, 10, 100),   # 90 s left at 1 s a step: 90 more
-    (50.0, 5.0, 10, 20),    # slower than guessed: the total shrinks
-    (100.0, 2.0, 60, 60),   # the limit is reached: this step is the last
-    (120.0, 2.0, 60, 60)])  # past it: never negative
+@pytest.mark.parametrize(
+    "elapsed, seconds_per_step, step, expected",
+    [
+        (10.0, 1.0, 10, 100),  # 90 s left at 1 s a step: 90 more
+        (50.0, 5.0, 10, 20),  # slower than guessed: the total shrinks
+        (100.0, 2.0, 60, 60),  # the limit is reached: this step is the last
+        (120.0, 2.0, 60, 60),
+    ],
+)  # past it: never negative
 def test_the_step_count_is_fitted_to_the_time_left(elapsed, seconds_per_step, step, expected):
     assert steps_within(100.0, elapsed, seconds_per_step, step) == expected
 
 
 def test_overwrite_replaces_a_finished_demo_run(tmp_path):
     out = tmp_path / "demo"
-    options = DemoOptions(out=out, steps=2, data=DataSettings(families=("reversal",), train_rows=50, heldout_rows=5),
-                          overrides=(*TINY_MODEL, "batch_tokens=256"))
+    options = DemoOptions(
+        out=out,
+        steps=2,
+        data=DataSettings(families=("reversal",), train_rows=50, heldout_rows=5),
+        overrides=(*TINY_MODEL, "batch_tokens=256"),
+    )
     run_demo(options)
     (out / "stale.txt").write_text("from the first run")
     run_demo(DemoOptions(**{**options.__dict__, "overwrite": True}))
     assert not (out / "stale.txt").exists() and (out / "summary.json").is_file()
 
 
-@pytest.mark.parametrize("seconds_per_step, train_seconds, expected", [
-    (0.5, 100.0, 200), (0.3, 100.0, 333), (2.0, 10.0, MIN_STEPS), (1.0, -5.0, MIN_STEPS)])
+@pytest.mark.parametrize(
+    "seconds_per_step, train_seconds, expected",
+    [(0.5, 100.0, 200), (0.3, 100.0, 333), (2.0, 10.0, MIN_STEPS), (1.0, -5.0, MIN_STEPS)],
+)
 def test_steps_for_budget(seconds_per_step, train_seconds, expected):
     assert steps_for_budget(seconds_per_step, train_seconds).steps == expected
 
 
-def test_compare_trains_both_nets_at_equal_tokens_and_at_equal_time(tmp_path, capsys, monkeypatch,
-                                                                     steady_trainer_clock):
+def test_compare_trains_both_nets_at_equal_tokens_and_at_equal_time(
+    tmp_path, capsys, monkeypatch, steady_trainer_clock
+):
     """Same parameters; the Transformer once on the HRM's tokens, once for the HRM's training
     time. The probes are stood in for (a 3-step run's step time is noise): they only decide
     that the step times differ, so that the same-time run is trained at all."""
     import frugal_lm.demo.run as demo_run
 
-    monkeypatch.setattr(demo_run, "measure_seconds_per_step", lambda config, scratch: {"hrm": 0.4}.get(
-        config.model.net, 0.2))
+    monkeypatch.setattr(
+        demo_run, "measure_seconds_per_step", lambda config, scratch: {"hrm": 0.4}.get(config.model.net, 0.2)
+    )
     out = tmp_path / "demo"
-    summary = run_demo(DemoOptions(out=out, steps=3, compare=True,
-                                   data=DataSettings(families=("reversal",), train_rows=60, heldout_rows=6),
-                                   overrides=(*TINY_MODEL, "batch_tokens=256")))
+    summary = run_demo(
+        DemoOptions(
+            out=out,
+            steps=3,
+            compare=True,
+            data=DataSettings(families=("reversal",), train_rows=60, heldout_rows=6),
+            overrides=(*TINY_MODEL, "batch_tokens=256"),
+        )
+    )
     hrm, same_tokens, same_time = summary.reports
     assert [r.net for r in summary.reports] == ["hrm", "transformer", "transformer"]
     assert [r.label for r in summary.reports] == ["hrm", "transformer, same tokens", "transformer, same time"]
     assert hrm.parameters == same_tokens.parameters == same_time.parameters
     assert hrm.tokens_seen == same_tokens.tokens_seen and hrm.steps == same_tokens.steps == 3
-    assert [line["tokens"] for line in read_jsonl(out / "run_hrm" / "metrics.jsonl")] == \
-           [line["tokens"] for line in read_jsonl(out / "run_transformer" / "metrics.jsonl")]
+    assert [line["tokens"] for line in read_jsonl(out / "run_hrm" / "metrics.jsonl")] == [
+        line["tokens"] for line in read_jsonl(out / "run_transformer" / "metrics.jsonl")
+    ]
     hrm_seconds = read_jsonl(out / "run_hrm" / "metrics.jsonl")[-1]["elapsed_s"]
     config = yaml.safe_load((out / "run_transformer_same_time" / "config.yaml").read_text())
     assert config["time_limit_s"] == hrm_seconds  # the HRM's training loop time, fitted by the trainer

@@ -19,56 +19,121 @@ def _jsonl(path, rows):
 
 
 GSM8K = [
-    {"question": "Tom has 3 apples and buys 4 more. How many apples does he have?",
-     "answer": "He has 3 + 4 = <<3+4=7>>7 apples.\n#### 7"},
-    {"question": "A car costs $1,200 and a bike $34. What do both cost?",
-     "answer": "1200 + 34 = <<1200+34=1234>>1234\n#### 1,234"},
-    {"question": "It is 5 degrees and drops 8 degrees. What is the temperature?",
-     "answer": "5 - 8 = -3\n#### -3"},
+    {
+        "question": "Tom has 3 apples and buys 4 more. How many apples does he have?",
+        "answer": "He has 3 + 4 = <<3+4=7>>7 apples.\n#### 7",
+    },
+    {
+        "question": "A car costs $1,200 and a bike $34. What do both cost?",
+        "answer": "1200 + 34 = <<1200+34=1234>>1234\n#### 1,234",
+    },
+    {"question": "It is 5 degrees and drops 8 degrees. What is the temperature?", "answer": "5 - 8 = -3\n#### -3"},
 ]
 MATH500 = [
-    {"problem": "What is $\\frac{1}{2} + \\frac{1}{4}$?", "solution": "We get $\\boxed{\\frac{3}{4}}$.",
-     "answer": "\\frac{3}{4}", "subject": "Prealgebra", "level": 1, "unique_id": "test/prealgebra/1.json"},
-    {"problem": "Solve $x^2 = 4$ for $x > 0$.", "solution": "So $x = \\boxed{2}$.", "answer": "2",
-     "subject": "Algebra", "level": 1, "unique_id": "test/algebra/2.json"},
+    {
+        "problem": "What is $\\frac{1}{2} + \\frac{1}{4}$?",
+        "solution": "We get $\\boxed{\\frac{3}{4}}$.",
+        "answer": "\\frac{3}{4}",
+        "subject": "Prealgebra",
+        "level": 1,
+        "unique_id": "test/prealgebra/1.json",
+    },
+    {
+        "problem": "Solve $x^2 = 4$ for $x > 0$.",
+        "solution": "So $x = \\boxed{2}$.",
+        "answer": "2",
+        "subject": "Algebra",
+        "level": 1,
+        "unique_id": "test/algebra/2.json",
+    },
 ]
 DROP_HF = [
-    {"section_id": "nfl_1", "query_id": "q1", "passage": "The Bears beat the Cowboys 24 to 10 in Chicago.",
-     "question": "Who won?", "answers_spans": {"spans": ["Bears"], "types": ["span"]}},
-    {"section_id": "nfl_1", "query_id": "q2", "passage": "The Bears beat the Cowboys 24 to 10 in Chicago.",
-     "question": "Which teams played?", "answers_spans": {"spans": ["Bears", "Cowboys"], "types": ["span", "span"]}},
+    {
+        "section_id": "nfl_1",
+        "query_id": "q1",
+        "passage": "The Bears beat the Cowboys 24 to 10 in Chicago.",
+        "question": "Who won?",
+        "answers_spans": {"spans": ["Bears"], "types": ["span"]},
+    },
+    {
+        "section_id": "nfl_1",
+        "query_id": "q2",
+        "passage": "The Bears beat the Cowboys 24 to 10 in Chicago.",
+        "question": "Which teams played?",
+        "answers_spans": {"spans": ["Bears", "Cowboys"], "types": ["span", "span"]},
+    },
 ]
 MMLU = [
     {"question": "What is 2 + 2?", "subject": "elementary_mathematics", "choices": ["3", "4", "5", "22"], "answer": 1},
-    {"question": "Which planet is red?", "subject": "astronomy", "choices": ["Venus", "Mars", "Earth", "Moon"],
-     "answer": 1},
+    {
+        "question": "Which planet is red?",
+        "subject": "astronomy",
+        "choices": ["Venus", "Mars", "Earth", "Moon"],
+        "answer": 1,
+    },
 ]
 MMLU_DEV = [
     {"question": "What is 1 + 1?", "subject": "astronomy", "choices": ["1", "2", "3", "4"], "answer": 1},
     {"question": "What is 3 + 3?", "subject": "elementary_mathematics", "choices": ["6", "7", "8", "9"], "answer": 0},
 ]
 ARC_HF = [
-    {"id": "Mercury_1", "question": "Which gas do plants take in?",
-     "choices": {"text": ["oxygen", "carbon dioxide", "helium"], "label": ["A", "B", "C"]}, "answerKey": "B"},
-    {"id": "Mercury_2", "question": "What melts ice?",
-     "choices": {"text": ["heat", "cold", "dark", "wind"], "label": ["1", "2", "3", "4"]}, "answerKey": "1"},
+    {
+        "id": "Mercury_1",
+        "question": "Which gas do plants take in?",
+        "choices": {"text": ["oxygen", "carbon dioxide", "helium"], "label": ["A", "B", "C"]},
+        "answerKey": "B",
+    },
+    {
+        "id": "Mercury_2",
+        "question": "What melts ice?",
+        "choices": {"text": ["heat", "cold", "dark", "wind"], "label": ["1", "2", "3", "4"]},
+        "answerKey": "1",
+    },
 ]
 ARC_ORIGINAL = [
-    {"id": "E_1", "question": {"stem": "What do bees make?", "choices": [
-        {"text": "honey", "label": "A"}, {"text": "milk", "label": "B"}]}, "answerKey": "A"},
+    {
+        "id": "E_1",
+        "question": {
+            "stem": "What do bees make?",
+            "choices": [{"text": "honey", "label": "A"}, {"text": "milk", "label": "B"}],
+        },
+        "answerKey": "A",
+    },
 ]
 HELLASWAG = [
-    {"ind": 24, "activity_label": "Roof shingle removal", "ctx_a": "A man is sitting on a roof.", "ctx_b": "he",
-     "ctx": "A man is sitting on a roof. he", "endings": ["is using wrap to wrap a pair of skis.",
-                                                          "starts pulling up roofing on a roof. [title]",
-                                                          "is ripping level tiles off.", "is holding a rubik's cube."],
-     "source_id": "activitynet~v_-JhWjGDPHMY", "split": "val", "split_type": "indomain", "label": "3"},
+    {
+        "ind": 24,
+        "activity_label": "Roof shingle removal",
+        "ctx_a": "A man is sitting on a roof.",
+        "ctx_b": "he",
+        "ctx": "A man is sitting on a roof. he",
+        "endings": [
+            "is using wrap to wrap a pair of skis.",
+            "starts pulling up roofing on a roof. [title]",
+            "is ripping level tiles off.",
+            "is holding a rubik's cube.",
+        ],
+        "source_id": "activitynet~v_-JhWjGDPHMY",
+        "split": "val",
+        "split_type": "indomain",
+        "label": "3",
+    },
 ]
 WINOGRANDE = [
-    {"qID": "3QHITW7", "sentence": "The trophy does not fit in the suitcase because the _ is too big.",
-     "option1": "trophy", "option2": "suitcase", "answer": "1"},
-    {"qID": "3QHITW8", "sentence": "The trophy does not fit in the suitcase because the _ is too small.",
-     "option1": "trophy", "option2": "suitcase", "answer": "2"},
+    {
+        "qID": "3QHITW7",
+        "sentence": "The trophy does not fit in the suitcase because the _ is too big.",
+        "option1": "trophy",
+        "option2": "suitcase",
+        "answer": "1",
+    },
+    {
+        "qID": "3QHITW8",
+        "sentence": "The trophy does not fit in the suitcase because the _ is too small.",
+        "option1": "trophy",
+        "option2": "suitcase",
+        "answer": "2",
+    },
 ]
 BOOLQ = [
     {"question": "is the sky blue", "title": "Sky", "answer": True, "passage": "The sky is blue on a clear day."},
@@ -98,15 +163,29 @@ def write_original_layouts(root):
     for number, row in enumerate(MATH500, 1):
         path = root / f"math/MATH/test/algebra/{number}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"problem": row["problem"], "level": "Level 1", "type": "Algebra",
-                                    "solution": row["solution"]}))
+        path.write_text(
+            json.dumps({"problem": row["problem"], "level": "Level 1", "type": "Algebra", "solution": row["solution"]})
+        )
     (root / "drop/drop_dataset").mkdir(parents=True)
-    (root / "drop/drop_dataset/drop_dataset_dev.json").write_text(json.dumps({"nfl_1": {
-        "passage": "The Bears beat the Cowboys 24 to 10 in Chicago.",
-        "qa_pairs": [{"question": "How many points did the Bears score?", "query_id": "q3",
-                      "answer": {"number": "24", "date": {"day": "", "month": "", "year": ""}, "spans": []},
-                      "validated_answers": [{"number": "", "date": {"day": "", "month": "", "year": ""},
-                                             "spans": ["24 points"]}]}]}}))
+    (root / "drop/drop_dataset/drop_dataset_dev.json").write_text(
+        json.dumps(
+            {
+                "nfl_1": {
+                    "passage": "The Bears beat the Cowboys 24 to 10 in Chicago.",
+                    "qa_pairs": [
+                        {
+                            "question": "How many points did the Bears score?",
+                            "query_id": "q3",
+                            "answer": {"number": "24", "date": {"day": "", "month": "", "year": ""}, "spans": []},
+                            "validated_answers": [
+                                {"number": "", "date": {"day": "", "month": "", "year": ""}, "spans": ["24 points"]}
+                            ],
+                        }
+                    ],
+                }
+            }
+        )
+    )
     csv_path = root / "mmlu/data/test/astronomy_test.csv"
     csv_path.parent.mkdir(parents=True)
     csv_path.write_text('"Which planet is red, ""the red planet""?",Venus,Mars,Earth,Moon,B\n')

@@ -21,20 +21,22 @@ def test_hugging_face_layouts(benchmark_dir):
 
     mmlu = load_items("mmlu", benchmark_dir)
     assert mmlu[0] == ChoiceItem(mmlu[0].where, "What is 2 + 2?", ("3", "4", "5", "22"), 1, "elementary_mathematics")
-    assert [item.subject for item in load_items("mmlu", benchmark_dir, "fewshot")] == ["astronomy",
-                                                                                      "elementary_mathematics"]
+    assert [item.subject for item in load_items("mmlu", benchmark_dir, "fewshot")] == [
+        "astronomy",
+        "elementary_mathematics",
+    ]
 
     arc = load_items("arc_challenge", benchmark_dir)
     assert (arc[0].options, arc[0].label) == (("oxygen", "carbon dioxide", "helium"), 1)
-    assert (arc[1].label, arc[1].options[arc[1].label]) == (0, "heat")     # numeric labels "1".."4"
+    assert (arc[1].label, arc[1].options[arc[1].label]) == (0, "heat")  # numeric labels "1".."4"
 
-    easy = load_items("arc_easy", benchmark_dir)   # the original release, question.stem / question.choices
+    easy = load_items("arc_easy", benchmark_dir)  # the original release, question.stem / question.choices
     assert (easy[0].context, easy[0].options, easy[0].label) == ("What do bees make?", ("honey", "milk"), 0)
 
     hellaswag = load_items("hellaswag", benchmark_dir)[0]
     assert hellaswag.context == "Roof shingle removal: A man is sitting on a roof. He"
     assert "[title]" not in hellaswag.options[1]
-    reference = pytest.importorskip("lm_eval.tasks.hellaswag.utils")   # the same clean-up as lm-eval
+    reference = pytest.importorskip("lm_eval.tasks.hellaswag.utils")  # the same clean-up as lm-eval
     assert hellaswag.options == tuple(reference.preprocess(e) for e in HELLASWAG[0]["endings"])
     assert hellaswag.label == 3
 
@@ -49,13 +51,14 @@ def test_hugging_face_layouts(benchmark_dir):
 def test_original_layouts(original_benchmark_dir):
     root = original_benchmark_dir
     assert [i.answers for i in load_items("gsm8k", root)] == [(("7",),), (("1234",),), (("-3",),)]
-    math = load_items("math", root)     # one JSON file per problem; gold read from \boxed{}
+    math = load_items("math", root)  # one JSON file per problem; gold read from \boxed{}
     assert sorted(i.answers[0][0] for i in math) == ["2", "\\frac{3}{4}"]
-    drop = load_items("drop", root)     # answer + validated answers, deduplicated
+    drop = load_items("drop", root)  # answer + validated answers, deduplicated
     assert drop[0].answers == (("24",), ("24 points",)) and "How many points" in drop[0].question
-    mmlu = load_items("mmlu", root)     # headerless CSV, subject from the file name
-    assert mmlu[0] == ChoiceItem(mmlu[0].where, 'Which planet is red, "the red planet"?',
-                                 ("Venus", "Mars", "Earth", "Moon"), 1, "astronomy")
+    mmlu = load_items("mmlu", root)  # headerless CSV, subject from the file name
+    assert mmlu[0] == ChoiceItem(
+        mmlu[0].where, 'Which planet is red, "the red planet"?', ("Venus", "Mars", "Earth", "Moon"), 1, "astronomy"
+    )
     assert load_items("hellaswag", root)[0].label == 3
     assert [w.label for w in load_items("winogrande", root)] == [0, 1]
     assert [b.label for b in load_items("boolq", root)] == [1, 0]
@@ -67,8 +70,11 @@ def test_limit(benchmark_dir):
 
 
 def test_missing_file_names_folder_patterns_and_publisher(tmp_path, benchmark_dir):
-    with pytest.raises(FrugalError, match=r"gsm8k: no test file in .*gsm8k \(looked for main/test-\*\.parquet or "
-                                          r"test\.jsonl; published as Hugging Face dataset openai/gsm8k"):
+    with pytest.raises(
+        FrugalError,
+        match=r"gsm8k: no test file in .*gsm8k \(looked for main/test-\*\.parquet or "
+        r"test\.jsonl; published as Hugging Face dataset openai/gsm8k",
+    ):
         load_items("gsm8k", tmp_path)
     with pytest.raises(FrugalError, match=r"boolq: no few-shot \(train/dev\) file .*google/boolq"):
         find_files("boolq", benchmark_dir, "fewshot")
@@ -81,7 +87,8 @@ def test_malformed_rows_name_file_and_row(tmp_path):
         load_items("gsm8k", tmp_path)
     (tmp_path / "arc/ARC-Easy").mkdir(parents=True)
     (tmp_path / "arc/ARC-Easy/ARC-Easy-Test.jsonl").write_text(
-        '{"question": {"stem": "s", "choices": [{"text": "a", "label": "A"}]}, "answerKey": "E"}\n')
+        '{"question": {"stem": "s", "choices": [{"text": "a", "label": "A"}]}, "answerKey": "E"}\n'
+    )
     with pytest.raises(FrugalError, match=r"ARC-Easy-Test.jsonl:1: answerKey 'E' is not one of the labels"):
         load_items("arc_easy", tmp_path)
     (tmp_path / "winogrande").mkdir()

@@ -3,17 +3,20 @@ import pytest
 from frugal_lm.evals.extract import extract_number, gsm8k_final_answer, last_boxed, math_verify_match, numbers_match
 
 
-@pytest.mark.parametrize("output, expected", [
-    ("#### 1,234", "1234"),                                       # '#### ' format with thousands commas
-    ("So 3 + 4 = 7.\n#### 7", "7"),                               # the '####' line wins over earlier numbers
-    ("The answer is -5 apples. Check: 2 + 3 = 5", "-5"),          # "answer is" wins over the last number
-    ("It costs $1,234.50 in total.", "1234.5"),                   # currency, commas, decimals
-    ("3 cats and 4 dogs make 7 animals", "7"),                    # else the last number
-    ("The temperature is \u22123 degrees", "-3"),                 # typographic minus
-    ("She runs 12km every day", "12"),                            # unit glued to the number
-    ("The answer is 1,000,000.", "1000000"),                      # sentence-final period is not a decimal
-    ("no number here", None),
-])
+@pytest.mark.parametrize(
+    "output, expected",
+    [
+        ("#### 1,234", "1234"),  # '#### ' format with thousands commas
+        ("So 3 + 4 = 7.\n#### 7", "7"),  # the '####' line wins over earlier numbers
+        ("The answer is -5 apples. Check: 2 + 3 = 5", "-5"),  # "answer is" wins over the last number
+        ("It costs $1,234.50 in total.", "1234.5"),  # currency, commas, decimals
+        ("3 cats and 4 dogs make 7 animals", "7"),  # else the last number
+        ("The temperature is \u22123 degrees", "-3"),  # typographic minus
+        ("She runs 12km every day", "12"),  # unit glued to the number
+        ("The answer is 1,000,000.", "1000000"),  # sentence-final period is not a decimal
+        ("no number here", None),
+    ],
+)
 def test_extract_number(output, expected):
     assert extract_number(output) == expected
 
@@ -29,14 +32,17 @@ def test_gsm8k_final_answer():
         gsm8k_final_answer("42")
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("so $\\boxed{\\frac{3}{4}}$.", "\\frac{3}{4}"),              # nested braces
-    ("\\boxed{1} then \\boxed{2}", "2"),                          # the last one
-    ("\\fbox{x+1}", "x+1"),
-    ("$\\boxed 5$", "5"),
-    ("\\boxed{unterminated", None),
-    ("no box", None),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("so $\\boxed{\\frac{3}{4}}$.", "\\frac{3}{4}"),  # nested braces
+        ("\\boxed{1} then \\boxed{2}", "2"),  # the last one
+        ("\\fbox{x+1}", "x+1"),
+        ("$\\boxed 5$", "5"),
+        ("\\boxed{unterminated", None),
+        ("no box", None),
+    ],
+)
 def test_last_boxed(text, expected):
     assert last_boxed(text) == expected
 

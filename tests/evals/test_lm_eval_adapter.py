@@ -10,9 +10,11 @@ from .test_loglikelihood import hand_logprob
 
 lm_eval = pytest.importorskip("lm_eval")
 
-MC_DOCS = [{"question": "What is 2 + 2?", "choices": ["4", "5", "22"], "label": 0},
-           {"question": "Reverse the string: abc", "choices": ["cba", "abc"], "label": 0},
-           {"question": "What is 10 + 1?", "choices": ["11", "101", "9"], "label": 2}]
+MC_DOCS = [
+    {"question": "What is 2 + 2?", "choices": ["4", "5", "22"], "label": 0},
+    {"question": "Reverse the string: abc", "choices": ["cba", "abc"], "label": 0},
+    {"question": "What is 10 + 1?", "choices": ["11", "101", "9"], "label": 2},
+]
 TEXT_DOCS = [{"text": "What is 12 + 30? 42"}, {"text": "Reverse the string: hello olleh"}]
 
 TASKS_YAML = """
@@ -66,21 +68,27 @@ def task_dir(tmp_path, monkeypatch):
     (tmp_path / "text.jsonl").write_text("".join(json.dumps(d) + "\n" for d in TEXT_DOCS))
     tasks = tmp_path / "tasks"
     tasks.mkdir()
-    for index, block in enumerate(TASKS_YAML.format(mc=tmp_path / "mc.jsonl", text=tmp_path / "text.jsonl")
-                                  .split("---")):
+    for index, block in enumerate(
+        TASKS_YAML.format(mc=tmp_path / "mc.jsonl", text=tmp_path / "text.jsonl").split("---")
+    ):
         (tasks / f"task_{index}.yaml").write_text(block)
     return tasks
 
 
 def test_simple_evaluate_scores_match_hand_computation(tiny_run, task_dir):
-    import frugal_lm.evals.lm_eval_adapter  # noqa: F401  registers "frugal"
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    output = simple_evaluate(model="frugal", model_args=f"model={tiny_run}", batch_size=2,
-                             tasks=["frugal_local_mc", "frugal_local_rolling", "frugal_local_gen"],
-                             task_manager=TaskManager(include_path=str(task_dir), include_defaults=False),
-                             log_samples=True)
+    import frugal_lm.evals.lm_eval_adapter  # noqa: F401  registers "frugal"
+
+    output = simple_evaluate(
+        model="frugal",
+        model_args=f"model={tiny_run}",
+        batch_size=2,
+        tasks=["frugal_local_mc", "frugal_local_rolling", "frugal_local_gen"],
+        task_manager=TaskManager(include_path=str(task_dir), include_defaults=False),
+        log_samples=True,
+    )
     loaded = load_model(tiny_run)
     tokenizer = loaded.tokenizer
     special, direct = tokenizer.special_ids, tokenizer.condition_ids["direct"]
@@ -107,8 +115,9 @@ def test_simple_evaluate_scores_match_hand_computation(tiny_run, task_dir):
 
     engine = Engine(loaded)
     for sample in output["samples"]["frugal_local_gen"]:
-        direct_output = engine.generate([GenerationRequest(MC_DOCS[sample["doc_id"]]["question"], ("direct",),
-                                                           SamplingParams(max_new_tokens=5))])[0].text
+        direct_output = engine.generate(
+            [GenerationRequest(MC_DOCS[sample["doc_id"]]["question"], ("direct",), SamplingParams(max_new_tokens=5))]
+        )[0].text
         assert sample["resps"][0][0] == direct_output.split("9")[0]
 
 
@@ -131,8 +140,8 @@ def test_rolling_windows_predict_every_token_once(tiny_run):
     step = budget // 2
     expected, covered = 0.0, []
     for start in range(0, len(tokens), step):
-        chunk = tokens[start:start + step]
-        context = tokens[max(0, start - (budget - len(chunk))):start]
+        chunk = tokens[start : start + step]
+        context = tokens[max(0, start - (budget - len(chunk))) : start]
         instruction = [*model.head, *context, model.eoq]
         assert len(instruction) + len(chunk) - 1 <= model.max_len
         expected += hand_logprob(model.loaded.model, instruction, chunk)[0]
@@ -157,9 +166,27 @@ def test_lm_eval_command_line_with_the_frugal_model(tiny_run, task_dir, tmp_path
 
     out = tmp_path / "lm_eval_out"
     completed = subprocess.run(
-        [sys.executable, "-m", "frugal_lm.evals.lm_eval_cli", "--model", "frugal", "--model_args",
-         f"model={tiny_run}", "--tasks", "frugal_local_mc", "--include_path", str(task_dir), "--device", "cpu",
-         "--output_path", str(out)], capture_output=True, text=True, env={**os.environ, "HF_DATASETS_OFFLINE": "1"})
+        [
+            sys.executable,
+            "-m",
+            "frugal_lm.evals.lm_eval_cli",
+            "--model",
+            "frugal",
+            "--model_args",
+            f"model={tiny_run}",
+            "--tasks",
+            "frugal_local_mc",
+            "--include_path",
+            str(task_dir),
+            "--device",
+            "cpu",
+            "--output_path",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_DATASETS_OFFLINE": "1"},
+    )
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert "|frugal_local_mc|" in completed.stdout.replace(" ", "")
     assert list(out.rglob("results_*.json"))

@@ -34,9 +34,13 @@ def loaded(tiny_run):
 
 def test_batched_scores_match_hand_computed_log_softmax(loaded):
     tokenizer = loaded.tokenizer
-    records = [Record("What is 12 + 7?", "19", ("direct",)), Record("Reverse the string: abcdef", "fedcba", ("direct",)),
-               Record("What is 1 + 1?", "a much longer wrong answer", ("direct",)), Record("x", "y", ("cot",)),
-               Record("What is 3 + 4?", "7", ("direct",))]
+    records = [
+        Record("What is 12 + 7?", "19", ("direct",)),
+        Record("Reverse the string: abcdef", "fedcba", ("direct",)),
+        Record("What is 1 + 1?", "a much longer wrong answer", ("direct",)),
+        Record("x", "y", ("cot",)),
+        Record("What is 3 + 4?", "7", ("direct",)),
+    ]
     pairs = tokenizer.encode_records(records)
     scores = score_responses(loaded.model, pairs, tokenizer.special_ids["pad"], batch_size=3)  # padded batches
     for (instruction, response), score in zip(pairs, scores):
@@ -54,8 +58,9 @@ def test_greedy_continuation_is_flagged_greedy(loaded):
         P = len(instruction)
         layout = AttentionLayout.from_lengths([[(P, len(probe) - 1)]], P + len(probe) - 1)
         with torch.no_grad():
-            logits = loaded.model(torch.tensor([[*instruction, *probe[:-1]]]),
-                                  torch.arange(P + len(probe) - 1)[None], layout)[0]
+            logits = loaded.model(
+                torch.tensor([[*instruction, *probe[:-1]]]), torch.arange(P + len(probe) - 1)[None], layout
+            )[0]
         response.append(int(logits[-1].argmax()))
     pad = tokenizer.special_ids["pad"]
     assert score_responses(loaded.model, [(instruction, response)], pad)[0].is_greedy
@@ -64,7 +69,7 @@ def test_greedy_continuation_is_flagged_greedy(loaded):
 
 
 def test_fit_to_context_keeps_head_tail_and_eoq():
-    instruction = [1, 2, 10, 11, 12, 13, 3]      # BOQ, condition, text..., EOQ
+    instruction = [1, 2, 10, 11, 12, 13, 3]  # BOQ, condition, text..., EOQ
     assert fit_to_context(instruction, [7, 8], 8, keep_head=2) == (instruction, [7, 8])
     assert fit_to_context(instruction, [7, 8], 6, keep_head=2) == ([1, 2, 12, 13, 3], [7, 8])
     # nothing left to drop from the instruction: the response is cut last

@@ -22,8 +22,24 @@ def loaded(tiny_run):
 
 def test_choice_tasks_through_the_cli(tiny_run, loaded, benchmark_dir, tmp_path, capsys):
     out = tmp_path / "out"
-    assert main(["eval", "--model", str(tiny_run), "--tasks", CHOICE_TASKS, "--data-dir", str(benchmark_dir),
-                 "--out", str(out), "--batch-size", "3"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(tiny_run),
+                "--tasks",
+                CHOICE_TASKS,
+                "--data-dir",
+                str(benchmark_dir),
+                "--out",
+                str(out),
+                "--batch-size",
+                "3",
+            ]
+        )
+        == 0
+    )
     results = json.loads((out / "results.json").read_text())["results"]
     assert list(results) == CHOICE_TASKS.split(",")
     assert results["hellaswag"]["metric"] == "acc_norm" and results["boolq"]["metric"] == "acc"
@@ -41,8 +57,9 @@ def test_choice_tasks_through_the_cli(tiny_run, loaded, benchmark_dir, tmp_path,
     from frugal_lm.data.records import Record
 
     instruction, response = loaded.tokenizer.encode_records([Record(sample["prompt"], "yes", ("direct",))])[0]
-    assert sample["extra"]["logprobs"][1] == pytest.approx(hand_logprob(loaded.model, instruction, response)[0],
-                                                           abs=1e-4)
+    assert sample["extra"]["logprobs"][1] == pytest.approx(
+        hand_logprob(loaded.model, instruction, response)[0], abs=1e-4
+    )
     table = (out / "results.md").read_text()
     assert "| hellaswag | acc_norm |" in table and table == capsys.readouterr().out
 
@@ -50,7 +67,7 @@ def test_choice_tasks_through_the_cli(tiny_run, loaded, benchmark_dir, tmp_path,
 def test_few_shot_prompts_use_the_dev_split_of_the_same_subject(loaded, benchmark_dir):
     settings = EvalSettings(["mmlu"], benchmark_dir, shots=1)
     result = EvalRunner(loaded, settings, progress=False).run()[0]
-    first = result.samples[0].prompt       # elementary_mathematics question, its dev shot is 3 + 3
+    first = result.samples[0].prompt  # elementary_mathematics question, its dev shot is 3 + 3
     assert first.startswith("The following is a question about elementary mathematics.\nWhat is 3 + 3?\nAnswer: 6")
     assert first.endswith("What is 2 + 2?")
 
@@ -63,9 +80,10 @@ def test_generation_tasks_extract_and_score(loaded, benchmark_dir):
     engine = Engine(loaded, max_batch_size=1)
     for result in results.values():
         assert len(result.samples) == 2
-        direct = engine.generate([GenerationRequest(s.prompt, ("direct",), SamplingParams(max_new_tokens=6))
-                                  for s in result.samples])
-        assert [s.output for s in result.samples] == [d.text for d in direct]   # greedy, batch-independent
+        direct = engine.generate(
+            [GenerationRequest(s.prompt, ("direct",), SamplingParams(max_new_tokens=6)) for s in result.samples]
+        )
+        assert [s.output for s in result.samples] == [d.text for d in direct]  # greedy, batch-independent
     for sample in results["gsm8k"].samples:
         assert sample.extracted == extract_number(sample.output)
     assert set(results["drop"].metrics) == {"f1", "em"} and results["drop"].primary == "f1"
@@ -75,8 +93,24 @@ def test_synthetic_task_reproduces_score_synthetic(tiny_run, loaded, tmp_path):
     data = tmp_path / "synth"
     write_synthetic(data, ["addition", "reversal"], rows=5, heldout_rows=6, seed=1)
     out = tmp_path / "out"
-    assert main(["eval", "--model", str(tiny_run), "--tasks", "synthetic", "--data-dir", str(data),
-                 "--out", str(out), "--max-new-tokens", "8"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(tiny_run),
+                "--tasks",
+                "synthetic",
+                "--data-dir",
+                str(data),
+                "--out",
+                str(out),
+                "--max-new-tokens",
+                "8",
+            ]
+        )
+        == 0
+    )
     from frugal_lm.infer.engine import Engine
 
     direct = score_synthetic(Engine(loaded), data / "heldout.jsonl", max_new_tokens=8)
@@ -92,11 +126,29 @@ def test_user_mistakes(tiny_run, benchmark_dir, tmp_path, capsys):
     assert "gsm8k: no test file in" in capsys.readouterr().err
     assert main(["eval", "--model", str(tiny_run), "--tasks", "gsm8k,squad", "--data-dir", str(tmp_path)]) == 2
     assert "unknown task 'squad'" in capsys.readouterr().err
-    assert main(["eval", "--model", str(tiny_run), "--tasks", "boolq", "--data-dir", str(benchmark_dir),
-                 "--condition", "boolq=chatty", "--out", str(tmp_path / "o")]) == 2
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(tiny_run),
+                "--tasks",
+                "boolq",
+                "--data-dir",
+                str(benchmark_dir),
+                "--condition",
+                "boolq=chatty",
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
     assert "unknown tag 'chatty'" in capsys.readouterr().err
-    assert main(["eval", "--model", str(tiny_run), "--tasks", "boolq", "--data-dir", str(benchmark_dir),
-                 "--shots", "1"]) == 2
+    assert (
+        main(["eval", "--model", str(tiny_run), "--tasks", "boolq", "--data-dir", str(benchmark_dir), "--shots", "1"])
+        == 2
+    )
     assert "boolq: no few-shot (train/dev) file" in capsys.readouterr().err
 
 

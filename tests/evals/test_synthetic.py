@@ -20,8 +20,10 @@ class StandInEngine:
         from types import SimpleNamespace
 
         self.requests.extend(requests)
-        return [SimpleNamespace(text=self.answer(r.prompt), token_ids=[], prompt_tokens=0, finish_reason="stop")
-                for r in requests]
+        return [
+            SimpleNamespace(text=self.answer(r.prompt), token_ids=[], prompt_tokens=0, finish_reason="stop")
+            for r in requests
+        ]
 
 
 @pytest.fixture
@@ -104,6 +106,5 @@ def test_majority_baselines_guess_each_familys_most_common_training_answer():
 
     train = records("counting", ["2", "3", "2", "2"]) + records("reversal", ["ab", "cd"])
     train += [Record("q", "x1 x2\n#### 3", ("cot",), "counting")] * 3  # worked: its final answer counts
-    heldout = (records("counting", ["3", "3", "3", "2"]) + records("reversal", ["ef"])
-               + records("sorting", ["1 2"]))
+    heldout = records("counting", ["3", "3", "3", "2"]) + records("reversal", ["ef"]) + records("sorting", ["1 2"])
     assert majority_baselines(train, heldout) == {"counting": 0.75, "reversal": 0.0, "sorting": 0.0}

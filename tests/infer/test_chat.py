@@ -39,12 +39,27 @@ def run(engine, lines, sampling=None):
 
 
 def test_messages_are_answered_like_generate_and_commands_change_settings(engine):
-    code, text = run(engine, ["12+7=", "/reset", "/condition cot", "12+7=", "/temperature 0.5", "/top-k 3", "/settings",
-                              "/quit", "never read"])
+    code, text = run(
+        engine,
+        [
+            "12+7=",
+            "/reset",
+            "/condition cot",
+            "12+7=",
+            "/temperature 0.5",
+            "/top-k 3",
+            "/settings",
+            "/quit",
+            "never read",
+        ],
+    )
     assert code == 0
-    expected = {condition: shown(engine.generate([GenerationRequest("12+7=", (condition,),
-                                                                    SamplingParams(max_new_tokens=8))])[0])
-                for condition in ("direct", "cot")}
+    expected = {
+        condition: shown(
+            engine.generate([GenerationRequest("12+7=", (condition,), SamplingParams(max_new_tokens=8))])[0]
+        )
+        for condition in ("direct", "cot")
+    }
     lines = text.split("\n")  # not splitlines: an untrained model's text may hold form feeds
     assert lines[1] == expected["direct"]
     assert lines[2] == "conversation reset"
@@ -100,12 +115,22 @@ def test_later_messages_carry_the_conversation_folded_as_the_server_folds_it(eng
     from frugal_lm.infer.openai_schema import ChatMessage, chat_instruction
 
     out = io.StringIO()
-    session = ChatSession(engine, SamplingParams(max_new_tokens=6), read_line=scripted(["12+7=", "and 3+4="]),
-                          out=out, model="tiny (ema.safetensors)")
+    session = ChatSession(
+        engine,
+        SamplingParams(max_new_tokens=6),
+        read_line=scripted(["12+7=", "and 3+4="]),
+        out=out,
+        model="tiny (ema.safetensors)",
+    )
     assert session.run() == 0
     first, second = (turn[1] for turn in session.turns)
-    folded = chat_instruction([ChatMessage(role="user", content="12+7="), ChatMessage(role="assistant", content=first),
-                               ChatMessage(role="user", content="and 3+4=")])
+    folded = chat_instruction(
+        [
+            ChatMessage(role="user", content="12+7="),
+            ChatMessage(role="assistant", content=first),
+            ChatMessage(role="user", content="and 3+4="),
+        ]
+    )
     assert folded == f"User: 12+7=\n\nAssistant: {first}\n\nUser: and 3+4="
     assert second == engine.generate([GenerationRequest(folded, ("direct",), SamplingParams(max_new_tokens=6))])[0].text
     assert out.getvalue().startswith("frugal chat with tiny (ema.safetensors): type a message")
@@ -113,7 +138,7 @@ def test_later_messages_carry_the_conversation_folded_as_the_server_folds_it(eng
 
 def test_a_conversation_longer_than_the_context_leaves_out_the_oldest_turns(engine):
     session = ChatSession(engine, SamplingParams(max_new_tokens=2), out=io.StringIO())
-    session.turns = [("x" * 400, "y")] * 3 + [("recent", "answer")]   # each old turn alone overflows 64 tokens
+    session.turns = [("x" * 400, "y")] * 3 + [("recent", "answer")]  # each old turn alone overflows 64 tokens
     prompt = engine.encode_prompt(session.instruction("now?", session.turns[-1:]), ("direct",))
     assert session.prompt_ids("now?") == prompt
 

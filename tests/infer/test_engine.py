@@ -106,7 +106,7 @@ def test_continuous_batching_with_slots_joining_midway_matches_offline(loaded):
     join(0)
     for step in range(40):
         if step in (2, 3):
-            join(step - 1)   # prompts 1 and 2 join while prompt 0 is mid-answer
+            join(step - 1)  # prompts 1 and 2 join while prompt 0 is mid-answer
         for event in engine.step():
             index = slot_of[event.slot]
             if event.token_id is not None:
@@ -124,14 +124,19 @@ def test_continuous_batching_with_slots_joining_midway_matches_offline(loaded):
 def test_seeded_sampling_does_not_depend_on_the_batch(loaded):
     sampling = SamplingParams(max_new_tokens=12, temperature=1.0, top_p=0.9, top_k=20, seed=3)
     alone = Engine(loaded, max_batch_size=1).generate([GenerationRequest(PROMPTS[0], sampling=sampling)])[0]
-    others = [GenerationRequest(p, sampling=SamplingParams(max_new_tokens=12, temperature=1.0, seed=i))
-              for i, p in enumerate(PROMPTS[1:])]
-    batched = Engine(loaded, max_batch_size=4).generate([*others[:2], GenerationRequest(PROMPTS[0], sampling=sampling),
-                                                         *others[2:]])
+    others = [
+        GenerationRequest(p, sampling=SamplingParams(max_new_tokens=12, temperature=1.0, seed=i))
+        for i, p in enumerate(PROMPTS[1:])
+    ]
+    batched = Engine(loaded, max_batch_size=4).generate(
+        [*others[:2], GenerationRequest(PROMPTS[0], sampling=sampling), *others[2:]]
+    )
     assert batched[2] == alone
     different_seed = SamplingParams(max_new_tokens=12, temperature=1.0, seed=4)
-    runs = [Engine(loaded, 1).generate([GenerationRequest(PROMPTS[0], sampling=different_seed)])[0].token_ids
-            for _ in range(2)]
+    runs = [
+        Engine(loaded, 1).generate([GenerationRequest(PROMPTS[0], sampling=different_seed)])[0].token_ids
+        for _ in range(2)
+    ]
     assert runs[0] == runs[1]
     top_1 = SamplingParams(max_new_tokens=12, temperature=2.0, top_k=1, seed=5)
     greedy_result = Engine(loaded, 1).generate([GenerationRequest(PROMPTS[0], sampling=greedy())])[0]
@@ -165,9 +170,16 @@ def test_user_mistakes_raise_frugal_errors(loaded):
     assert engine.free_slots() == 1
 
 
-
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[
-    pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")])])
+@pytest.mark.parametrize(
+    "device",
+    [
+        "cpu",
+        pytest.param(
+            "cuda",
+            marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")],
+        ),
+    ],
+)
 @torch.inference_mode()
 def test_bf16_engine_keeps_a_bf16_cache_and_tracks_the_fp32_logits(tiny_run, device):
     # On a GPU the bf16 engine is the compiled one (CUDA graph), the serving configuration.
@@ -182,6 +194,7 @@ def test_bf16_engine_keeps_a_bf16_cache_and_tracks_the_fp32_logits(tiny_run, dev
         tokens = full.next_logits_NV.argmax(dim=-1).tolist()
         for engine in (half, full):
             engine.feed([0, 1], tokens)
+
 
 @pytest.mark.slow  # compiles a decode graph: minutes on a busy CPU
 def test_compiled_decode_step_gives_the_tokens_of_full_recompute(loaded):

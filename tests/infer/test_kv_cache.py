@@ -46,19 +46,27 @@ def test_incremental_decoding_matches_full_recompute(net):
     generator = torch.Generator().manual_seed(1)
     # Two sequences of different prompt lengths, in non-adjacent engine slots (0 and 2),
     # decoding together: exercises the masked, gathered path of the cache.
-    prompts = {0: torch.randint(0, VOCAB, (7,), generator=generator).tolist(),
-               2: torch.randint(0, VOCAB, (3,), generator=generator).tolist()}
+    prompts = {
+        0: torch.randint(0, VOCAB, (7,), generator=generator).tolist(),
+        2: torch.randint(0, VOCAB, (3,), generator=generator).tolist(),
+    }
     cache = StaticKVCache(config, n_slots=3, max_seq_len=CONTEXT, dtype=torch.float32, device="cpu")
     sequences, logits = {}, {}
     for slot, prompt in prompts.items():
         T = len(prompt)
-        logits[slot] = model(torch.tensor([prompt]), torch.arange(T)[None], None,
-                             kv_cache=cache.prefill(slot))[0, -1]
+        logits[slot] = model(torch.tensor([prompt]), torch.arange(T)[None], None, kv_cache=cache.prefill(slot))[0, -1]
         torch.testing.assert_close(logits[slot], full_logits(model, prompt, T), rtol=0, atol=1e-5)
         sequences[slot] = list(prompt)
     slots = sorted(sequences)
-    decode_matches_recompute(model, cache, slots, [sequences[s] for s in slots], [len(prompts[s]) for s in slots],
-                             torch.stack([logits[s] for s in slots]), steps=10)
+    decode_matches_recompute(
+        model,
+        cache,
+        slots,
+        [sequences[s] for s in slots],
+        [len(prompts[s]) for s in slots],
+        torch.stack([logits[s] for s in slots]),
+        steps=10,
+    )
 
 
 @torch.inference_mode()
@@ -88,13 +96,16 @@ def test_static_decode_view_with_an_idle_row_matches_full_recompute():
     row, an idle slot in the middle writing position 0; the running rows must not notice."""
     model, config = tiny_model("hrm")
     generator = torch.Generator().manual_seed(2)
-    prompts = {2: torch.randint(0, VOCAB, (5,), generator=generator).tolist(),
-               0: torch.randint(0, VOCAB, (2,), generator=generator).tolist()}
+    prompts = {
+        2: torch.randint(0, VOCAB, (5,), generator=generator).tolist(),
+        0: torch.randint(0, VOCAB, (2,), generator=generator).tolist(),
+    }
     cache = StaticKVCache(config, n_slots=3, max_seq_len=CONTEXT, dtype=torch.float32, device="cpu")
     sequences, logits = {}, {}
     for slot, prompt in prompts.items():
-        logits[slot] = model(torch.tensor([prompt]), torch.arange(len(prompt))[None], None,
-                             kv_cache=cache.prefill(slot))[0, -1]
+        logits[slot] = model(
+            torch.tensor([prompt]), torch.arange(len(prompt))[None], None, kv_cache=cache.prefill(slot)
+        )[0, -1]
         sequences[slot] = list(prompt)
     for _ in range(6):
         for slot in prompts:

@@ -1,10 +1,10 @@
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from frugal_lm.errors import FrugalError
 from frugal_lm.infer.loading import load_model
 from frugal_lm.train.checkpoint import latest_checkpoint
-from safetensors.torch import load_file
 
 
 def test_run_dir_and_checkpoint_dir_load_the_same_ema_weights(tiny_run):
@@ -72,9 +72,29 @@ def test_a_demo_directory_loads_its_run_and_serves_under_the_demo_name(tiny_run,
     demo = tmp_path / "demo"
     shutil.copytree(tiny_run, demo / "run", ignore=shutil.ignore_patterns("train_state"))
     assert load_model(demo).weights_path == load_model(demo / "run").weights_path
-    assert main(["eval", "--model", str(demo), "--tasks", "synthetic", "--data-dir", str(tiny_run.parent / "synth"),
-                 "--limit", "2", "--out", str(tmp_path / "eval")]) == 0
-    assert json.loads((tmp_path / "eval" / "results.json").read_text())["config"]["weights"].startswith(str(demo / "run"))
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(demo),
+                "--tasks",
+                "synthetic",
+                "--data-dir",
+                str(tiny_run.parent / "synth"),
+                "--limit",
+                "2",
+                "--out",
+                str(tmp_path / "eval"),
+            ]
+        )
+        == 0
+    )
+    assert json.loads((tmp_path / "eval" / "results.json").read_text())["config"]["weights"].startswith(
+        str(demo / "run")
+    )
     assert default_model_name(demo) == default_model_name(demo / "run") == "demo"
-    assert default_model_name(latest_checkpoint(demo / "run")) == f"demo-step{int(latest_checkpoint(tiny_run).name[5:])}"
+    assert (
+        default_model_name(latest_checkpoint(demo / "run")) == f"demo-step{int(latest_checkpoint(tiny_run).name[5:])}"
+    )
     assert default_model_name(tiny_run) == tiny_run.parent.name

@@ -25,8 +25,11 @@ def test_history_is_labelled_turn_by_turn():
 
 def test_text_parts_are_joined():
     request = ChatCompletionRequest.model_validate(
-        {"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": "ab"},
-                                                                  {"type": "text", "text": "cd"}]}]})
+        {
+            "model": "m",
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "ab"}, {"type": "text", "text": "cd"}]}],
+        }
+    )
     assert request.instruction == "abcd"
 
 
@@ -34,36 +37,43 @@ def test_defaults_and_normalisation():
     request = CompletionRequest.model_validate({"model": "m", "prompt": "p"})
     assert (request.temperature, request.top_p, request.top_k, request.conditions) == (1.0, 1.0, 0, ("direct",))
     assert request.stop_strings == [] and request.prompts == ["p"] and request.unsupported_field() is None
-    request = CompletionRequest.model_validate({"model": "m", "prompt": ["a", "b"], "stop": "x",
-                                                "condition": "cot, noisy", "temperature": 0})
+    request = CompletionRequest.model_validate(
+        {"model": "m", "prompt": ["a", "b"], "stop": "x", "condition": "cot, noisy", "temperature": 0}
+    )
     assert request.stop_strings == ["x"] and request.prompts == ["a", "b"]
     assert request.conditions == ("cot", "noisy") and request.temperature == 0.0
     assert CompletionRequest.model_validate({"model": "m", "prompt": [5, 6]}).prompts == [[5, 6]]
     assert CompletionRequest.model_validate({"model": "m", "prompt": [[5], [6, 7]]}).prompts == [[5], [6, 7]]
 
 
-@pytest.mark.parametrize("body", [
-    {"prompt": "p", "temperature": "0.5"},       # no string -> number coercion
-    {"prompt": "p", "max_tokens": 2.0},
-    {"prompt": "p", "stream": "yes"},
-    {"prompt": "p", "seed": 1 << 64},
-    {"prompt": "p", "stop": ["a"] * 17},
-    {"prompt": "p", "condition": " , "},
-    {"prompt": []},
-    {"prompt": "p", "unknown_field": 1},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"prompt": "p", "temperature": "0.5"},  # no string -> number coercion
+        {"prompt": "p", "max_tokens": 2.0},
+        {"prompt": "p", "stream": "yes"},
+        {"prompt": "p", "seed": 1 << 64},
+        {"prompt": "p", "stop": ["a"] * 17},
+        {"prompt": "p", "condition": " , "},
+        {"prompt": []},
+        {"prompt": "p", "unknown_field": 1},
+    ],
+)
 def test_invalid_completion_bodies(body):
     with pytest.raises(ValidationError):
         CompletionRequest.model_validate({"model": "m", **body})
 
 
-@pytest.mark.parametrize("body, field", [
-    ({"prompt": "p", "n": 3}, "n"),
-    ({"prompt": "p", "logprobs": 2}, "logprobs"),
-    ({"prompt": "p", "best_of": 2}, "best_of"),
-    ({"prompt": "p", "presence_penalty": 0.5}, "presence_penalty"),
-    ({"prompt": "p", "logit_bias": {"1": 2.0}}, "logit_bias"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"prompt": "p", "n": 3}, "n"),
+        ({"prompt": "p", "logprobs": 2}, "logprobs"),
+        ({"prompt": "p", "best_of": 2}, "best_of"),
+        ({"prompt": "p", "presence_penalty": 0.5}, "presence_penalty"),
+        ({"prompt": "p", "logit_bias": {"1": 2.0}}, "logit_bias"),
+    ],
+)
 def test_unsupported_options_are_named(body, field):
     assert CompletionRequest.model_validate({"model": "m", **body}).unsupported_field()[0] == field
 
@@ -79,9 +89,18 @@ def test_chat_max_tokens_spellings():
 
 
 def test_fields_openai_clients_send_by_default_are_accepted_and_change_nothing():
-    body = {"model": "m", "messages": [{"role": "user", "content": "2+2="}], "parallel_tool_calls": True,
-            "metadata": {"run": "a"}, "store": False, "service_tier": "auto", "tool_choice": "none",
-            "top_logprobs": 0, "prompt_cache_key": "k", "safety_identifier": "u1"}
+    body = {
+        "model": "m",
+        "messages": [{"role": "user", "content": "2+2="}],
+        "parallel_tool_calls": True,
+        "metadata": {"run": "a"},
+        "store": False,
+        "service_tier": "auto",
+        "tool_choice": "none",
+        "top_logprobs": 0,
+        "prompt_cache_key": "k",
+        "safety_identifier": "u1",
+    }
     request = ChatCompletionRequest.model_validate(body)
     assert request.unsupported_field() is None and request.instruction == "2+2="
     completion = CompletionRequest.model_validate({"model": "m", "prompt": "2+2=", "metadata": {}, "store": True})

@@ -18,8 +18,18 @@ def test_top_k_keeps_the_k_most_likely():
     assert kept(SamplingParams(temperature=1.0, top_k=0)) == {0, 1, 2, 3, 4}
 
 
-@pytest.mark.parametrize("top_p, expected", [(0.3, {1}), (0.39, {1}), (0.41, {1, 3}), (0.69, {1, 3}),
-                                             (0.71, {1, 3, 4}), (0.9, {1, 2, 3, 4}), (1.0, {0, 1, 2, 3, 4})])
+@pytest.mark.parametrize(
+    "top_p, expected",
+    [
+        (0.3, {1}),
+        (0.39, {1}),
+        (0.41, {1, 3}),
+        (0.69, {1, 3}),
+        (0.71, {1, 3, 4}),
+        (0.9, {1, 2, 3, 4}),
+        (1.0, {0, 1, 2, 3, 4}),
+    ],
+)
 def test_top_p_keeps_the_smallest_set_reaching_p(top_p, expected):
     # Brute force by hand: sorted probabilities 0.4, 0.3, 0.15, 0.1, 0.05.
     assert kept(SamplingParams(temperature=1.0, top_p=top_p)) == expected
@@ -49,9 +59,17 @@ def test_greedy_is_argmax():
     assert sample_token(LOGITS, SamplingParams(), request_generator(SamplingParams(), torch.device("cpu"))) == 1
 
 
-@pytest.mark.parametrize("field, value", [("max_new_tokens", 0), ("temperature", -0.1),
-                                          ("temperature", float("nan")), ("top_p", 0.0), ("top_p", 1.5),
-                                          ("top_k", -1)])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("max_new_tokens", 0),
+        ("temperature", -0.1),
+        ("temperature", float("nan")),
+        ("top_p", 0.0),
+        ("top_p", 1.5),
+        ("top_k", -1),
+    ],
+)
 def test_invalid_parameters_name_the_field(field, value):
     with pytest.raises(FrugalError, match=field):
         SamplingParams(**{field: value}).validate()

@@ -15,9 +15,9 @@ import openai
 import pytest
 
 from frugal_lm.infer.engine import Engine, GenerationRequest, SamplingParams
-from frugal_lm.infer.loading import load_model
 from frugal_lm.infer.http_limits import HttpLimits
 from frugal_lm.infer.http_server import bind_socket, uvicorn_server
+from frugal_lm.infer.loading import load_model
 from frugal_lm.infer.server import create_app
 
 MODEL = "tiny"
@@ -105,16 +105,20 @@ def test_completion_matches_offline_generate(client, reference, loaded):
     choice = response.choices[0]
     assert choice.text == expected.text
     assert choice.finish_reason == expected.finish_reason
-    assert response.usage.prompt_tokens == expected.prompt_tokens == len(
-        Engine(loaded, max_batch_size=1).encode_prompt(PROMPTS[0]))
+    assert (
+        response.usage.prompt_tokens
+        == expected.prompt_tokens
+        == len(Engine(loaded, max_batch_size=1).encode_prompt(PROMPTS[0]))
+    )
     # "stop" means EOA, which is not counted in the tokens the engine reports.
     assert response.usage.completion_tokens == len(expected.token_ids) + (expected.finish_reason == "stop")
     assert response.usage.total_tokens == response.usage.prompt_tokens + response.usage.completion_tokens
 
 
 def test_completion_with_several_prompts_and_a_condition(client, reference):
-    response = client.completions.create(model=MODEL, prompt=PROMPTS[:3], max_tokens=6, temperature=0,
-                                         extra_body={"condition": "cot"})
+    response = client.completions.create(
+        model=MODEL, prompt=PROMPTS[:3], max_tokens=6, temperature=0, extra_body={"condition": "cot"}
+    )
     assert [c.index for c in response.choices] == [0, 1, 2]
     assert [c.text for c in response.choices] == [reference(p, 6, ("cot",)).text for p in PROMPTS[:3]]
 
@@ -129,16 +133,21 @@ def test_token_id_prompts_are_the_instruction_text_tokens(client, reference, loa
 
 
 def test_chat_lone_user_message_is_the_instruction(client, reference):
-    response = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": PROMPTS[1]}],
-                                              max_tokens=8, temperature=0)
+    response = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": PROMPTS[1]}], max_tokens=8, temperature=0
+    )
     assert response.object == "chat.completion"
     assert response.choices[0].message.role == "assistant"
     assert response.choices[0].message.content == reference(PROMPTS[1], 8).text
 
 
 def test_chat_history_is_rendered_into_one_instruction(client, reference):
-    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "1+1="},
-                {"role": "assistant", "content": "2"}, {"role": "user", "content": [{"type": "text", "text": "2+2="}]}]
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "1+1="},
+        {"role": "assistant", "content": "2"},
+        {"role": "user", "content": [{"type": "text", "text": "2+2="}]},
+    ]
     response = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=6, temperature=0)
     expected = reference("Be brief.\n\nUser: 1+1=\n\nAssistant: 2\n\nUser: 2+2=", 6)
     assert response.choices[0].message.content == expected.text
@@ -146,8 +155,14 @@ def test_chat_history_is_rendered_into_one_instruction(client, reference):
 
 
 def test_streaming_chat_matches_the_whole_answer(http, client, reference):
-    request = {"model": MODEL, "messages": [{"role": "user", "content": PROMPTS[3]}], "max_tokens": 12,
-               "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
+    request = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": PROMPTS[3]}],
+        "max_tokens": 12,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     with http.stream("POST", "/v1/chat/completions", json=request) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
@@ -165,8 +180,9 @@ def test_streaming_chat_matches_the_whole_answer(http, client, reference):
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["prompt_tokens"] == expected.prompt_tokens
 
     # The openai client reads the same stream.
-    stream = client.chat.completions.create(model=MODEL, messages=request["messages"], max_tokens=12,
-                                            temperature=0, stream=True)
+    stream = client.chat.completions.create(
+        model=MODEL, messages=request["messages"], max_tokens=12, temperature=0, stream=True
+    )
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == expected.text
 
 
@@ -179,19 +195,31 @@ def test_streaming_completion(client, reference):
 
 def test_stop_string_cuts_the_text(client, reference):
     expected = reference(PROMPTS[0], 16).text
-    stop = next(expected[i:i + 2] for i in range(2, len(expected) - 1) if "\ufffd" not in expected[i:i + 2])
+    stop = next(expected[i : i + 2] for i in range(2, len(expected) - 1) if "\ufffd" not in expected[i : i + 2])
     for stream in (False, True):
-        response = client.completions.create(model=MODEL, prompt=PROMPTS[0], max_tokens=16, temperature=0,
-                                             stop=[stop, "never-produced"], stream=stream)
+        response = client.completions.create(
+            model=MODEL, prompt=PROMPTS[0], max_tokens=16, temperature=0, stop=[stop, "never-produced"], stream=stream
+        )
         choices = [c.choices[0] for c in response] if stream else response.choices
-        assert "".join(c.text for c in choices) == expected[:expected.index(stop)]
+        assert "".join(c.text for c in choices) == expected[: expected.index(stop)]
         assert choices[-1].finish_reason == "stop"
 
 
 def test_seeded_sampling_is_reproducible(client):
     def sample(seed):
-        return client.completions.create(model=MODEL, prompt=PROMPTS[2], max_tokens=10, temperature=1.0,
-                                         top_p=0.9, seed=seed, extra_body={"top_k": 50}).choices[0].text
+        return (
+            client.completions.create(
+                model=MODEL,
+                prompt=PROMPTS[2],
+                max_tokens=10,
+                temperature=1.0,
+                top_p=0.9,
+                seed=seed,
+                extra_body={"top_k": 50},
+            )
+            .choices[0]
+            .text
+        )
 
     assert sample(3) == sample(3)
     assert len({sample(seed) for seed in range(4)}) > 1  # sampling, not greedy
@@ -202,11 +230,16 @@ def test_twenty_concurrent_requests_all_answered(url, reference):
 
     async def ask_all():
         async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=60) as client:
-            return await asyncio.gather(*(
-                client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": p}],
-                                               max_tokens=6, temperature=0) if i % 2 else
-                client.completions.create(model=MODEL, prompt=p, max_tokens=6, temperature=0)
-                for i, p in enumerate(prompts)))
+            return await asyncio.gather(
+                *(
+                    client.chat.completions.create(
+                        model=MODEL, messages=[{"role": "user", "content": p}], max_tokens=6, temperature=0
+                    )
+                    if i % 2
+                    else client.completions.create(model=MODEL, prompt=p, max_tokens=6, temperature=0)
+                    for i, p in enumerate(prompts)
+                )
+            )
 
     responses = asyncio.run(ask_all())
     texts = [r.choices[0].message.content if i % 2 else r.choices[0].text for i, r in enumerate(responses)]
@@ -215,17 +248,17 @@ def test_twenty_concurrent_requests_all_answered(url, reference):
 
 
 BAD_REQUESTS = [
-    ("/v1/completions", b'{"model": "tiny", "prompt": "a",', 400, None),        # malformed JSON
-    ("/v1/completions", b"[1, 2]", 400, None),                                 # not an object
-    ("/v1/completions", b"", 400, None),                                       # no body
+    ("/v1/completions", b'{"model": "tiny", "prompt": "a",', 400, None),  # malformed JSON
+    ("/v1/completions", b"[1, 2]", 400, None),  # not an object
+    ("/v1/completions", b"", 400, None),  # no body
     ("/v1/completions", {"model": "tiny", "prompt": "a", "max_tokens": "8"}, 400, "max_tokens"),
     ("/v1/completions", {"model": "tiny", "prompt": "a", "temperature": "hot"}, 400, "temperature"),
     ("/v1/completions", {"model": "tiny", "prompt": "a", "temperature": 5}, 400, "temperature"),
     ("/v1/completions", {"model": "tiny", "prompt": "a", "top_p": 0}, 400, "top_p"),
-    ("/v1/completions", {"model": "tiny", "prompt": [1, "a"]}, 400, "prompt"),          # mixed shapes
+    ("/v1/completions", {"model": "tiny", "prompt": [1, "a"]}, 400, "prompt"),  # mixed shapes
     ("/v1/completions", {"model": "tiny", "prompt": [True, 2]}, 400, "prompt"),
-    ("/v1/completions", {"model": "tiny", "prompt": [[1], []]}, 400, "prompt"),         # an empty token list
-    ("/v1/completions", {"model": "tiny", "prompt": [10**9]}, 400, "prompt"),           # not in the vocabulary
+    ("/v1/completions", {"model": "tiny", "prompt": [[1], []]}, 400, "prompt"),  # an empty token list
+    ("/v1/completions", {"model": "tiny", "prompt": [10**9]}, 400, "prompt"),  # not in the vocabulary
     ("/v1/completions", {"model": "tiny"}, 400, "prompt"),
     ("/v1/completions", {"model": "tiny", "prompt": "a", "max_tokens": 0}, 400, "max_tokens"),
     ("/v1/completions", {"model": "tiny", "prompt": "a", "max_tokens": 10**9}, 400, "max_tokens"),
@@ -236,25 +269,44 @@ BAD_REQUESTS = [
     ("/v1/completions", {"model": "tiny", "prompt": "a", "condition": "chatty"}, 400, "condition"),
     ("/v1/completions", {"model": "tiny", "prompt": "a", "frobnicate": 1}, 400, "frobnicate"),
     ("/v1/completions", {"model": "gpt-4", "prompt": "a"}, 404, "model"),
-    ("/v1/completions", {"model": "tiny", "prompt": "word " * 200}, 400, "prompt"),          # > context
-    ("/v1/completions", {"model": "tiny", "prompt": "x" * 2_000_000}, 400, "prompt"),        # rejected untokenized
-    ("/v1/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": "word " * 200}]}, 400,
-     "messages"),
+    ("/v1/completions", {"model": "tiny", "prompt": "word " * 200}, 400, "prompt"),  # > context
+    ("/v1/completions", {"model": "tiny", "prompt": "x" * 2_000_000}, 400, "prompt"),  # rejected untokenized
+    (
+        "/v1/chat/completions",
+        {"model": "tiny", "messages": [{"role": "user", "content": "word " * 200}]},
+        400,
+        "messages",
+    ),
     ("/v1/chat/completions", {"model": "tiny", "messages": []}, 400, "messages"),
-    ("/v1/chat/completions", {"model": "tiny", "messages": [{"role": "robot", "content": "a"}]}, 400,
-     "messages[0].role"),
-    ("/v1/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": 3}]}, 400,
-     "messages[0].content"),
-    ("/v1/chat/completions", {"model": "tiny", "messages": [{"role": "assistant", "content": "a"}]}, 400,
-     "messages"),
-    ("/v1/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": "a"}], "tools": [{}]},
-     400, "tools"),
+    (
+        "/v1/chat/completions",
+        {"model": "tiny", "messages": [{"role": "robot", "content": "a"}]},
+        400,
+        "messages[0].role",
+    ),
+    (
+        "/v1/chat/completions",
+        {"model": "tiny", "messages": [{"role": "user", "content": 3}]},
+        400,
+        "messages[0].content",
+    ),
+    ("/v1/chat/completions", {"model": "tiny", "messages": [{"role": "assistant", "content": "a"}]}, 400, "messages"),
+    (
+        "/v1/chat/completions",
+        {"model": "tiny", "messages": [{"role": "user", "content": "a"}], "tools": [{}]},
+        400,
+        "tools",
+    ),
     # A lone surrogate is valid JSON but not Unicode text: no tokenizer takes it.
     ("/v1/completions", b'{"model": "tiny", "prompt": "a\\udfff"}', 400, "prompt"),
     ("/v1/completions", b'{"model": "tiny", "prompt": ["a", "\\ud800"]}', 400, "prompt[1]"),
     ("/v1/completions", b'{"model": "tiny", "prompt": "a", "stop": "\\udfff"}', 400, "stop"),
-    ("/v1/chat/completions", b'{"model": "tiny", "messages": [{"role": "user", "content": "\\udfff"}]}', 400,
-     "messages[0].content"),
+    (
+        "/v1/chat/completions",
+        b'{"model": "tiny", "messages": [{"role": "user", "content": "\\udfff"}]}',
+        400,
+        "messages[0].content",
+    ),
 ]
 
 
@@ -319,7 +371,7 @@ def test_full_queue_answers_503_then_recovers(gated):
     http, state, gate, _ = gated
     request = {"model": MODEL, "prompt": "1+1=", "max_tokens": 3, "temperature": 0}
     first = in_thread(http.post, "/v1/completions", json=request)
-    assert gate.entered.wait(10)                                  # decoding: the one slot is taken
+    assert gate.entered.wait(10)  # decoding: the one slot is taken
     second = in_thread(http.post, "/v1/completions", json=request)
     wait_for(lambda: http.get("/health").json()["queued"] == 1)  # waiting: the one queue place is taken
     refused = http.post("/v1/completions", json=request)
@@ -357,7 +409,7 @@ def test_shutdown_lets_running_requests_finish(gated):
     request = {"model": MODEL, "prompt": "1+1=", "max_tokens": 3, "temperature": 0}
     post = in_thread(http.post, "/v1/completions", json=request)
     assert gate.entered.wait(10)
-    server.should_exit = True       # what Ctrl-C does
+    server.should_exit = True  # what Ctrl-C does
     gate.open.set()
     post.join(30)
     assert post.result.status_code == 200
@@ -446,13 +498,29 @@ def test_a_client_leaving_a_chat_stream_with_usage_is_no_server_error(loaded, mo
     gate = GatedStep(engine)
     monkeypatch.setattr(engine, "step", gate)
     app = create_app(engine, MODEL)
-    request = {"model": MODEL, "messages": [{"role": "user", "content": "1+1="}], "max_tokens": 50,
-               "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
+    request = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "1+1="}],
+        "max_tokens": 50,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     body = json.dumps(request).encode()
-    scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.4"}, "http_version": "1.1",
-             "method": "POST", "scheme": "http", "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions",
-             "root_path": "", "query_string": b"", "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
-             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/chat/completions",
+        "raw_path": b"/v1/chat/completions",
+        "root_path": "",
+        "query_string": b"",
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+    }
     sent, events = [], []
 
     async def exchange():
@@ -481,8 +549,9 @@ def test_a_client_leaving_a_chat_stream_with_usage_is_no_server_error(loaded, mo
     assert b"usage" not in b"".join(message.get("body", b"") for message in sent[1:])
 
 
-SMALL = HttpLimits(max_body_bytes=2000, request_timeout_s=1.0, keep_alive_s=1, max_header_bytes=4096,
-                   max_connections=50)
+SMALL = HttpLimits(
+    max_body_bytes=2000, request_timeout_s=1.0, keep_alive_s=1, max_header_bytes=4096, max_connections=50
+)
 
 
 @pytest.fixture(scope="module")
@@ -494,9 +563,12 @@ def small_limits(loaded):
 def test_a_body_over_the_limit_is_a_413_whether_declared_or_streamed(small_limits):
     request = {"model": MODEL, "prompt": "x" * 3000}
     with httpx.Client(base_url=small_limits, timeout=10) as http:
-        declared = http.post("/v1/completions", json=request)            # Content-Length says it all
-        streamed = http.post("/v1/completions", content=iter([json.dumps(request).encode()]),
-                             headers={"content-type": "application/json"})  # chunked: counted while read
+        declared = http.post("/v1/completions", json=request)  # Content-Length says it all
+        streamed = http.post(
+            "/v1/completions",
+            content=iter([json.dumps(request).encode()]),
+            headers={"content-type": "application/json"},
+        )  # chunked: counted while read
         for response in (declared, streamed):
             assert response.status_code == 413, response.text
             error = response.json()["error"]
@@ -526,8 +598,10 @@ def test_slow_clients_are_cut_off(small_limits):
         assert time.monotonic() - start < 5
     # A body that stops half-way gets a 408 in OpenAI's shape.
     with _raw_connection(small_limits) as slow_body:
-        slow_body.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                          b"Content-Length: 100\r\n\r\n{\"model\":")
+        slow_body.sendall(
+            b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100\r\n\r\n{"model":'
+        )
         reply = _read_until_closed(slow_body)
         assert reply.startswith(b"HTTP/1.1 408") and b'"code":"request_timeout"' in reply.replace(b" ", b"")
 

@@ -38,7 +38,7 @@ def reference(tokenizer, token_ids, stops):
         text = tokenizer.decode(token_ids[:k])
         hits = [text.find(stop) for stop in stops if stop in text]
         if hits:
-            return text[:min(hits)]
+            return text[: min(hits)]
     return tokenizer.decode(token_ids)
 
 
@@ -58,8 +58,8 @@ def test_text_that_may_become_a_stop_string_is_held_back(tokenizer):
     handed_out = ""
     for token_id in tokenizer.tokenizer.encode("abc STO", add_special_tokens=False).ids:
         handed_out += stream.push(token_id)
-    assert handed_out == "abc "             # "STO" may still become "STOP"
-    assert stream.flush() == "STO"          # ... but generation ended: it is text after all
+    assert handed_out == "abc "  # "STO" may still become "STOP"
+    assert stream.flush() == "STO"  # ... but generation ended: it is text after all
 
 
 def test_random_tokens_decode_like_the_whole_sequence(tokenizer):

@@ -41,9 +41,19 @@ def make_hf_model(directory, tokenizer_source, seed=0, max_shard_size=None, **ov
     from transformers import HrmTextConfig, HrmTextForCausalLM
 
     vocab = Tokenizer.from_file(str(tokenizer_source / "tokenizer.json")).get_vocab_size()
-    settings = dict(vocab_size=vocab, hidden_size=32, intermediate_size=256, num_hidden_layers=1,
-                    num_attention_heads=2, head_dim=16, H_cycles=2, L_cycles=2, rms_norm_eps=1e-5,
-                    rope_parameters={"rope_type": "default", "rope_theta": 50000.0}, initializer_range=0.05)
+    settings = dict(
+        vocab_size=vocab,
+        hidden_size=32,
+        intermediate_size=256,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        head_dim=16,
+        H_cycles=2,
+        L_cycles=2,
+        rms_norm_eps=1e-5,
+        rope_parameters={"rope_type": "default", "rope_theta": 50000.0},
+        initializer_range=0.05,
+    )
     settings.update(overrides)
     torch.manual_seed(seed)
     model = HrmTextForCausalLM(HrmTextConfig(**settings))
@@ -55,8 +65,11 @@ def make_hf_model(directory, tokenizer_source, seed=0, max_shard_size=None, **ov
     return model.eval()
 
 
-RECORDS = [Record("12+34=", "46", ("direct",)), Record("reverse hello world please", "esaelp", ("cot",)),
-           Record("7", "1 2 3 4 5 6 7 8", ("direct",))]
+RECORDS = [
+    Record("12+34=", "46", ("direct",)),
+    Record("reverse hello world please", "esaelp", ("cot",)),
+    Record("7", "1 2 3 4 5 6 7 8", ("direct",)),
+]
 
 
 def encoded_examples(tokenizer):
@@ -74,8 +87,8 @@ def our_logits(model, examples):
     positions = torch.zeros(len(examples), T, dtype=torch.long)
     for row, (instruction, response) in enumerate(examples):
         sequence = instruction + response
-        ids[row, :len(sequence)] = torch.tensor(sequence)
-        positions[row, :len(sequence)] = torch.arange(len(sequence))
+        ids[row, : len(sequence)] = torch.tensor(sequence)
+        positions[row, : len(sequence)] = torch.arange(len(sequence))
     with torch.no_grad():
         return model(ids, positions, AttentionLayout.from_lengths([[pair] for pair in lengths], T))
 
@@ -91,7 +104,7 @@ def hf_inputs(examples, pad_id):
         start = T - len(sequence)
         ids[row, start:] = torch.tensor(sequence)
         mask[row, start:] = 1
-        types[row, start:start + len(instruction)] = 1
+        types[row, start : start + len(instruction)] = 1
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types, "position_ids": positions}
 
@@ -102,7 +115,7 @@ def max_logit_difference(ours_BTV, hf_BTV, examples):
     worst = 0.0
     for row, (instruction, response) in enumerate(examples):
         n = len(instruction) + len(response)
-        worst = max(worst, (ours_BTV[row, :n] - hf_BTV[row, T - n:]).abs().max().item())
+        worst = max(worst, (ours_BTV[row, :n] - hf_BTV[row, T - n :]).abs().max().item())
     return worst
 
 
@@ -111,6 +124,12 @@ def ref():
     """The helpers above, for test modules (importlib import mode keeps conftest off sys.path)."""
     from types import SimpleNamespace
 
-    return SimpleNamespace(tokenizer_dir=tokenizer_dir, make_hf_model=make_hf_model, records=RECORDS,
-                           encoded_examples=encoded_examples, our_logits=our_logits, hf_inputs=hf_inputs,
-                           max_logit_difference=max_logit_difference)
+    return SimpleNamespace(
+        tokenizer_dir=tokenizer_dir,
+        make_hf_model=make_hf_model,
+        records=RECORDS,
+        encoded_examples=encoded_examples,
+        our_logits=our_logits,
+        hf_inputs=hf_inputs,
+        max_logit_difference=max_logit_difference,
+    )

@@ -26,9 +26,9 @@ def hf_model(exported):
 
 
 def test_transformers_gives_our_logits_on_a_padded_prefix_lm_batch(tiny_run, hf_model, ref):
-    ours = load_model(tiny_run)   # EMA weights, as exported
+    ours = load_model(tiny_run)  # EMA weights, as exported
     examples = ref.encoded_examples(ours.tokenizer)
-    assert len({len(i) + len(r) for i, r in examples}) == len(examples)   # different lengths: padding matters
+    assert len({len(i) + len(r) for i, r in examples}) == len(examples)  # different lengths: padding matters
     with torch.no_grad():
         hf_logits = hf_model(**ref.hf_inputs(examples, ours.tokenizer.special_ids["pad"])).logits
     assert ref.max_logit_difference(ref.our_logits(ours.model, examples), hf_logits, examples) <= 1e-4
@@ -49,19 +49,20 @@ def _our_greedy(model, instruction, n_new):
         with torch.no_grad():
             logits = model(ids, torch.arange(len(sequence))[None], layout)
         sequence.append(int(logits[0, -1].argmax()))
-    return sequence[len(instruction):]
+    return sequence[len(instruction) :]
 
 
 def test_transformers_generate_matches_our_greedy_decoding(tiny_run, hf_model, ref):
     ours = load_model(tiny_run)
     prompts = [instruction for instruction, _ in ref.encoded_examples(ours.tokenizer)]
     inputs = ref.hf_inputs([(p, []) for p in prompts], ours.tokenizer.special_ids["pad"])
-    inputs.pop("position_ids")   # generate derives them from the attention mask
+    inputs.pop("position_ids")  # generate derives them from the attention mask
     # Generate all 32 tokens even past an EOA, so every position is compared.
     with torch.no_grad():
-        generated = hf_model.generate(**inputs, max_new_tokens=32, do_sample=False, eos_token_id=None,
-                                      min_new_tokens=32)
-    new_tokens = generated[:, inputs["input_ids"].shape[1]:]
+        generated = hf_model.generate(
+            **inputs, max_new_tokens=32, do_sample=False, eos_token_id=None, min_new_tokens=32
+        )
+    new_tokens = generated[:, inputs["input_ids"].shape[1] :]
     assert new_tokens.shape == (3, 32)
     for row, prompt in enumerate(prompts):
         assert new_tokens[row].tolist() == _our_greedy(ours.model, prompt, 32), row
@@ -122,8 +123,11 @@ def test_autotokenizer_encodes_our_ids_and_renders_our_prompt(tiny_run, exported
         messages = [{"role": "user", "content": record.instruction}]
         prompt = hf_tokenizer.apply_chat_template(messages, condition=record.conditions[0], tokenize=True)
         assert list(prompt["input_ids"]) == instruction
-        full = hf_tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": record.response}],
-                                                condition=record.conditions[0], tokenize=True)
+        full = hf_tokenizer.apply_chat_template(
+            messages + [{"role": "assistant", "content": record.response}],
+            condition=record.conditions[0],
+            tokenize=True,
+        )
         assert list(full["input_ids"]) == instruction + response
     assert hf_tokenizer.decode(ours.tokenizer.encode("12+34=46").ids) == "12+34=46"
     # A pair is the training layout: instruction typed 1, response + EOA typed 0.
@@ -132,8 +136,9 @@ def test_autotokenizer_encodes_our_ids_and_renders_our_prompt(tiny_run, exported
     assert pair["input_ids"] == instruction + response
     assert pair["token_type_ids"] == [1] * len(instruction) + [0] * len(response)
     several = Record("2+2=", "4", ("cot", "noisy"))
-    prompt = hf_tokenizer.apply_chat_template([{"role": "user", "content": several.instruction}],
-                                              condition="cot,noisy", tokenize=True)
+    prompt = hf_tokenizer.apply_chat_template(
+        [{"role": "user", "content": several.instruction}], condition="cot,noisy", tokenize=True
+    )
     assert list(prompt["input_ids"]) == ours.encode_records([several])[0][0]
     with pytest.raises(Exception, match="unknown condition chatty; known: direct, cot, noisy, synth"):
         hf_tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], condition="chatty", tokenize=True)
@@ -160,7 +165,7 @@ def test_refuses_what_hrm_text_cannot_express(tiny_run, tmp_path, capsys):
 def test_refuses_to_overwrite_and_to_export_an_export(tiny_run, exported, tmp_path):
     assert read_output_marker(exported)["command"] == "frugal export hf"
     with pytest.raises(FrugalError, match="already exists and is not empty; `frugal export hf` replaces nothing"):
-        export_hf(tiny_run, exported)   # not even its own earlier export
+        export_hf(tiny_run, exported)  # not even its own earlier export
     with pytest.raises(FrugalError, match="already a transformers model directory"):
         export_hf(exported, tmp_path / "again")
 
@@ -181,19 +186,22 @@ def test_our_engine_serving_the_export_stops_where_transformers_stops(exported, 
 
     loaded = load_model(exported)
     engine = Engine(loaded, max_batch_size=3)
-    requests = [GenerationRequest(record.instruction, record.conditions, SamplingParams(max_new_tokens=32))
-                for record in ref.records]
+    requests = [
+        GenerationRequest(record.instruction, record.conditions, SamplingParams(max_new_tokens=32))
+        for record in ref.records
+    ]
     results = engine.generate(requests)
     eoa = loaded.tokenizer.special_ids["eoa"]
     for request, result in zip(requests, results):
         prompt = engine.encode_prompt(request.prompt, request.conditions)
         with torch.no_grad():
             instruction = torch.ones(1, len(prompt), dtype=torch.long)
-            output = hf_model.generate(torch.tensor([prompt]), token_type_ids=instruction, max_new_tokens=32,
-                                       do_sample=False)
-        generated = output[0, len(prompt):].tolist()
+            output = hf_model.generate(
+                torch.tensor([prompt]), token_type_ids=instruction, max_new_tokens=32, do_sample=False
+            )
+        generated = output[0, len(prompt) :].tolist()
         stopped = eoa in generated
-        assert result.token_ids == (generated[:generated.index(eoa)] if stopped else generated)
+        assert result.token_ids == (generated[: generated.index(eoa)] if stopped else generated)
         assert result.finish_reason == ("stop" if stopped else "length")
 
 
@@ -203,8 +211,10 @@ PROMPTS = ["12+34=", "reverse hello world please", "7"]
 def _frugal_generate(model_dir, capsys, *prompts, condition="direct"):
     """(text, generated token count) per prompt, from the `frugal generate` command line (greedy)."""
     arguments = [argument for prompt in prompts for argument in ("--prompt", prompt)]
-    assert main(["generate", "--model", str(model_dir), "--max-new-tokens", "24", "--condition", condition,
-                 *arguments]) == 0
+    assert (
+        main(["generate", "--model", str(model_dir), "--max-new-tokens", "24", "--condition", condition, *arguments])
+        == 0
+    )
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     return [(row["text"], row["tokens"]) for row in rows]
 
@@ -212,9 +222,9 @@ def _frugal_generate(model_dir, capsys, *prompts, condition="direct"):
 def _answers(hf_tokenizer, inputs, output):
     """(text, token count) per row of a transformers `generate` output, cut at the first EOA."""
     answers = []
-    for row in output[:, inputs["input_ids"].shape[1]:].tolist():
+    for row in output[:, inputs["input_ids"].shape[1] :].tolist():
         if hf_tokenizer.eos_token_id in row:
-            row = row[:row.index(hf_tokenizer.eos_token_id)]
+            row = row[: row.index(hf_tokenizer.eos_token_id)]
         answers.append((hf_tokenizer.decode(row, skip_special_tokens=True), len(row)))
     return answers
 
@@ -224,7 +234,7 @@ def test_autotokenizer_and_generate_answer_exactly_as_frugal_generate(tiny_run, 
     token_type_ids == 1 (PrefixLM), so generate's greedy answers are frugal generate's."""
     hf_tokenizer = transformers.AutoTokenizer.from_pretrained(exported)
     inputs = hf_tokenizer(PROMPTS, padding=True, return_tensors="pt")
-    assert inputs["token_type_ids"].tolist() == inputs["attention_mask"].tolist()   # every prompt token: instruction
+    assert inputs["token_type_ids"].tolist() == inputs["attention_mask"].tolist()  # every prompt token: instruction
     with torch.no_grad():
         output = hf_model.generate(**inputs, max_new_tokens=24)
     assert _answers(hf_tokenizer, inputs, output) == _frugal_generate(tiny_run, capsys, *PROMPTS)
@@ -234,9 +244,13 @@ def test_apply_chat_template_return_dict_answers_as_frugal_generate(exported, hf
     """apply_chat_template(..., return_dict=True) feeds generate the instruction mask too, with a condition."""
     hf_tokenizer = transformers.AutoTokenizer.from_pretrained(exported)
     for prompt in PROMPTS[:2]:
-        inputs = hf_tokenizer.apply_chat_template([{"role": "user", "content": prompt}], condition="cot",
-                                                  add_generation_prompt=True, return_dict=True,
-                                                  return_tensors="pt")
+        inputs = hf_tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}],
+            condition="cot",
+            add_generation_prompt=True,
+            return_dict=True,
+            return_tensors="pt",
+        )
         assert inputs["token_type_ids"].bool().all()
         with torch.no_grad():
             output = hf_model.generate(**inputs, max_new_tokens=24)

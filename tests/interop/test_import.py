@@ -70,9 +70,22 @@ def test_export_of_import_reproduces_the_tensors_bitwise(hf_random, tmp_path):
     for name, tensor in original.items():
         assert back[name].dtype == tensor.dtype and torch.equal(back[name], tensor), name
     before, after = (transformers.AutoConfig.from_pretrained(d) for d in (single, tmp_path / "back"))
-    for key in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_layers_per_stack",
-                "num_attention_heads", "head_dim", "H_cycles", "L_cycles", "rms_norm_eps", "embedding_scale",
-                "rope_parameters", "prefix_lm", "tie_word_embeddings"):
+    for key in (
+        "vocab_size",
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_layers_per_stack",
+        "num_attention_heads",
+        "head_dim",
+        "H_cycles",
+        "L_cycles",
+        "rms_norm_eps",
+        "embedding_scale",
+        "rope_parameters",
+        "prefix_lm",
+        "tie_word_embeddings",
+    ):
         assert getattr(after, key) == getattr(before, key), key
 
 
@@ -85,13 +98,26 @@ def test_fine_tuning_an_imported_model_lowers_the_loss_and_re_exports(hf_random,
     _, single, _ = hf_random
     import_hf(single, tmp_path / "imported")
     # A small SFT set, tokenized with the imported model's own tokenizer (as a user would).
-    tokenize_sources(tmp_path / "imported" / "tokenizer", tmp_path / "tokenized",
-                     [tiny_run.parent / "synth" / "train.jsonl"])
+    tokenize_sources(
+        tmp_path / "imported" / "tokenizer", tmp_path / "tokenized", [tiny_run.parent / "synth" / "train.jsonl"]
+    )
     mix(tmp_path / "tokenized", tmp_path / "mix", None, 1, 64, 0)
     # No model.* keys: the architecture (cycles, theta, eps, vocab) comes from the imported config.yaml.
-    result = train(resolve_run_config(None, [f"data={tmp_path / 'mix'}", f"out={tmp_path / 'run'}",
-                                              f"init_from={tmp_path / 'imported'}", "steps=12", "lr=3e-3",
-                                              "warmup_steps=0", "batch_tokens=256", "precision=fp32"]))
+    result = train(
+        resolve_run_config(
+            None,
+            [
+                f"data={tmp_path / 'mix'}",
+                f"out={tmp_path / 'run'}",
+                f"init_from={tmp_path / 'imported'}",
+                "steps=12",
+                "lr=3e-3",
+                "warmup_steps=0",
+                "batch_tokens=256",
+                "precision=fp32",
+            ],
+        )
+    )
     losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert result.steps == 12 and sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.1, losses
     tuned = load_model(tmp_path / "run", prefer_ema=False)
@@ -110,24 +136,41 @@ def test_data_from_another_tokenizer_is_refused_when_fine_tuning(hf_random, tiny
     tokenizer = tmp_path / "imported" / "tokenizer" / "tokenizer.json"
     content = json.loads(tokenizer.read_text())
     vocab = content["model"]["vocab"]
-    vocab["another token"] = vocab.pop(next(iter(vocab)))   # another mapping of text to ids than the data's
+    vocab["another token"] = vocab.pop(next(iter(vocab)))  # another mapping of text to ids than the data's
     tokenizer.write_text(json.dumps(content))
     with pytest.raises(FrugalError, match="the data's tokenizer .* differs from init_from's"):
-        train(resolve_run_config(None, [f"data={tiny_run.parent / 'mix'}", f"out={tmp_path / 'run'}",
-                                        f"init_from={tmp_path / 'imported'}", "steps=1"]))
+        train(
+            resolve_run_config(
+                None,
+                [
+                    f"data={tiny_run.parent / 'mix'}",
+                    f"out={tmp_path / 'run'}",
+                    f"init_from={tmp_path / 'imported'}",
+                    "steps=1",
+                ],
+            )
+        )
     with pytest.raises(FrugalError, match="is a transformers model directory; convert it with"):
-        train(resolve_run_config(None, [f"data={tiny_run.parent / 'mix'}", f"out={tmp_path / 'run'}",
-                                        f"init_from={single}", "steps=1"]))
+        train(
+            resolve_run_config(
+                None, [f"data={tiny_run.parent / 'mix'}", f"out={tmp_path / 'run'}", f"init_from={single}", "steps=1"]
+            )
+        )
 
 
 def test_special_token_mapping_file_for_other_strings(hf_random, tmp_path):
     _, single, _ = hf_random
     mapping = tmp_path / "roles.yaml"
     # Swap two roles: the mapping, not the defaults, decides.
-    mapping.write_text("special_tokens: {boq: '<|im_end|>', eoq: '<|im_start|>'}\n"
-                       "condition_tokens: {direct: '<|quad_end|>'}\n")
-    assert main(["import", "hf", "--hf-dir", str(single), "--out", str(tmp_path / "ours"),
-                 "--special-tokens", str(mapping)]) == 0
+    mapping.write_text(
+        "special_tokens: {boq: '<|im_end|>', eoq: '<|im_start|>'}\ncondition_tokens: {direct: '<|quad_end|>'}\n"
+    )
+    assert (
+        main(
+            ["import", "hf", "--hf-dir", str(single), "--out", str(tmp_path / "ours"), "--special-tokens", str(mapping)]
+        )
+        == 0
+    )
     tokenizer = load_model(tmp_path / "ours").tokenizer
     vocab = tokenizer.tokenizer.get_vocab()
     assert tokenizer.special_ids["boq"] == vocab["<|im_end|>"] and tokenizer.special_ids["eoq"] == vocab["<|im_start|>"]
@@ -144,14 +187,25 @@ def test_model_keys_given_with_init_from_still_win(hf_random, tiny_run, tmp_path
     """init_from takes the imported architecture, except model.* keys the user set (here one more L cycle,
     which fits the same weights)."""
     from frugal_lm.config import resolve_run_config
-    from frugal_lm.train.weights import read_model_config
     from frugal_lm.train.trainer import train
+    from frugal_lm.train.weights import read_model_config
 
     _, single, _ = hf_random
     import_hf(single, tmp_path / "imported")
-    result = train(resolve_run_config(None, [f"data={tiny_run.parent / 'mix'}", f"out={tmp_path / 'run'}",
-                                             f"init_from={tmp_path / 'imported'}", "steps=1", "batch_tokens=256",
-                                             "model.l_cycles=4", "precision=fp32"]))
+    result = train(
+        resolve_run_config(
+            None,
+            [
+                f"data={tiny_run.parent / 'mix'}",
+                f"out={tmp_path / 'run'}",
+                f"init_from={tmp_path / 'imported'}",
+                "steps=1",
+                "batch_tokens=256",
+                "model.l_cycles=4",
+                "precision=fp32",
+            ],
+        )
+    )
     config = read_model_config(result.checkpoint)
     assert (config.l_cycles, config.h_cycles, config.rope_theta, config.hidden_size) == (4, 2, 5e4, 32)
 
@@ -162,8 +216,11 @@ def _transformers_tokenizer(tiny_run, directory, **declared):
     from frugal_lm.data.tokenizer import train_tokenizer
 
     rows = [json.loads(line) for line in (tiny_run.parent / "synth" / "train.jsonl").read_text().splitlines()]
-    ours = train_tokenizer((text for row in rows for text in (row["instruction"], row["response"])), vocab_size=300,
-                           special_tokens={"boq": "<s>", "eoq": "<|im_end|>", "eoa": "</s>", "pad": "<pad>"})
+    ours = train_tokenizer(
+        (text for row in rows for text in (row["instruction"], row["response"])),
+        vocab_size=300,
+        special_tokens={"boq": "<s>", "eoq": "<|im_end|>", "eoa": "</s>", "pad": "<pad>"},
+    )
     transformers.PreTrainedTokenizerFast(tokenizer_object=ours.tokenizer, **declared).save_pretrained(directory)
     return ours
 
@@ -174,8 +231,13 @@ def test_import_reads_the_special_tokens_the_model_declares(tiny_run, tmp_path, 
     declared = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"}
     ours = _transformers_tokenizer(tiny_run, tmp_path / "tok", **declared)
     model_dir = tmp_path / "model"
-    ref.make_hf_model(model_dir, tmp_path / "tok", bos_token_id=ours.special_ids["boq"],
-                      eos_token_id=ours.special_ids["eoa"], pad_token_id=ours.special_ids["pad"])
+    ref.make_hf_model(
+        model_dir,
+        tmp_path / "tok",
+        bos_token_id=ours.special_ids["boq"],
+        eos_token_id=ours.special_ids["eoa"],
+        pad_token_id=ours.special_ids["pad"],
+    )
     for name in ("tokenizer_config.json", "special_tokens_map.json"):
         if (tmp_path / "tok" / name).is_file():
             (model_dir / name).write_bytes((tmp_path / "tok" / name).read_bytes())
@@ -196,11 +258,15 @@ def test_import_refuses_declared_roles_that_share_a_token(tiny_run, tmp_path, re
     """A GPT-2-style declaration (one token for bos and eos) would make BOQ and EOA the same token."""
     ours = _transformers_tokenizer(tiny_run, tmp_path / "tok", bos_token="</s>", eos_token="</s>", pad_token="<pad>")
     ref.make_hf_model(tmp_path / "model", tmp_path / "tok")
-    (tmp_path / "model" / "tokenizer_config.json").write_bytes((tmp_path / "tok" / "tokenizer_config.json").read_bytes())
+    (tmp_path / "model" / "tokenizer_config.json").write_bytes(
+        (tmp_path / "tok" / "tokenizer_config.json").read_bytes()
+    )
     assert ours.special_ids["eoa"] != ours.special_ids["boq"]
     capsys.readouterr()
     assert main(["import", "hf", "--hf-dir", str(tmp_path / "model"), "--out", str(tmp_path / "x")]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1
-    assert ("roles boq (declared in tokenizer_config.json bos_token) and eoa (declared in tokenizer_config.json "
-            "eos_token) are both '</s>'") in error and "--special-tokens FILE" in error
+    assert (
+        "roles boq (declared in tokenizer_config.json bos_token) and eoa (declared in tokenizer_config.json "
+        "eos_token) are both '</s>'"
+    ) in error and "--special-tokens FILE" in error

@@ -118,8 +118,9 @@ def test_fa3_varlen_decomposition_matches_reference(seed, monkeypatch):
     import sys
     import types
 
-    monkeypatch.setitem(sys.modules, "flash_attn_interface",
-                        types.SimpleNamespace(flash_attn_varlen_func=reference_varlen))
+    monkeypatch.setitem(
+        sys.modules, "flash_attn_interface", types.SimpleNamespace(flash_attn_varlen_func=reference_varlen)
+    )
     rng = random.Random(seed)
     torch.manual_seed(seed)
     row_len = 40

@@ -89,22 +89,29 @@ def test_packed_rows_match_examples_run_alone(net):
     torch.manual_seed(0)
     model = build_model(tiny(net)).eval()
     generator = torch.Generator().manual_seed(1)
-    examples = [Example(torch.randint(1, 64, (p,), generator=generator).tolist(),
-                        torch.randint(1, 64, (r,), generator=generator).tolist())
-                for p, r in [(1, 1), (4, 3), (2, 6), (7, 1), (3, 3)]]
+    examples = [
+        Example(
+            torch.randint(1, 64, (p,), generator=generator).tolist(),
+            torch.randint(1, 64, (r,), generator=generator).tolist(),
+        )
+        for p, r in [(1, 1), (4, 3), (2, 6), (7, 1), (3, 3)]
+    ]
     packed = pack_rows([examples[:3], examples[3:]], row_len=16)
     with torch.no_grad():
-        packed_logits = model(packed.input_ids, packed.position_ids,
-                              AttentionLayout(packed.segment_ids, packed.prefix_mask))
+        packed_logits = model(
+            packed.input_ids, packed.position_ids, AttentionLayout(packed.segment_ids, packed.prefix_mask)
+        )
         starts = {0: 0, 1: 0}
         for index, example in enumerate(examples):
             row = 0 if index < 3 else 1
             alone = pack_rows([[example]], row_len=example.packed_len)
-            alone_logits = model(alone.input_ids, alone.position_ids,
-                                 AttentionLayout(alone.segment_ids, alone.prefix_mask))[0]
+            alone_logits = model(
+                alone.input_ids, alone.position_ids, AttentionLayout(alone.segment_ids, alone.prefix_mask)
+            )[0]
             start = starts[row]
-            torch.testing.assert_close(packed_logits[row, start:start + example.packed_len], alone_logits,
-                                       atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(
+                packed_logits[row, start : start + example.packed_len], alone_logits, atol=1e-5, rtol=1e-5
+            )
             starts[row] += example.packed_len
 
 

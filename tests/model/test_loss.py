@@ -58,13 +58,15 @@ def overfit(net: str, steps: int) -> list[float]:
     generator = torch.Generator().manual_seed(0)
     examples = []
     for _ in range(32):
-        instruction = torch.randint(3, 32, (int(torch.randint(2, 6, (1,), generator=generator)),),
-                                    generator=generator).tolist()
+        instruction = torch.randint(
+            3, 32, (int(torch.randint(2, 6, (1,), generator=generator)),), generator=generator
+        ).tolist()
         # Responses are random: only memorising each example gets it exactly right.
-        response = torch.randint(3, 32, (int(torch.randint(1, 5, (1,), generator=generator)),),
-                                 generator=generator).tolist()
+        response = torch.randint(
+            3, 32, (int(torch.randint(1, 5, (1,), generator=generator)),), generator=generator
+        ).tolist()
         examples.append(Example([1] + instruction, response + [2]))
-    rows = [examples[i:i + 4] for i in range(0, 32, 4)]
+    rows = [examples[i : i + 4] for i in range(0, 32, 4)]
     batch: PackedBatch = pack_rows(rows, row_len=max(sum(e.packed_len for e in row) for row in rows))
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
     history = []

@@ -3,8 +3,15 @@ import pytest
 
 from frugal_lm.config import load_model_config
 from frugal_lm.errors import FrugalError
-from frugal_lm.plan.budget import (DEFAULT_MFU, REFERENCE_RUNS, affordable_runs, dense_training_dollars,
-                                   moe_parameters, plan_run, read_data_profile)
+from frugal_lm.plan.budget import (
+    DEFAULT_MFU,
+    REFERENCE_RUNS,
+    affordable_runs,
+    dense_training_dollars,
+    moe_parameters,
+    plan_run,
+    read_data_profile,
+)
 from frugal_lm.plan.devices import DEVICES, get_device
 
 H100 = DEVICES["h100"]
@@ -22,8 +29,15 @@ def test_paper_runs_imply_plausible_mfu_and_one_mfu_predicts_both():
     shared = sum(mfus) / len(mfus)
     assert DEFAULT_MFU == pytest.approx(shared, abs=0.01)
     for run in REFERENCE_RUNS:
-        plan = plan_run(load_model_config(run.preset), run.preset, run.processed_tokens, run.gpus, H100,
-                        mfu=shared, price_per_gpu_hour=run.price_per_gpu_hour)
+        plan = plan_run(
+            load_model_config(run.preset),
+            run.preset,
+            run.processed_tokens,
+            run.gpus,
+            H100,
+            mfu=shared,
+            price_per_gpu_hour=run.price_per_gpu_hour,
+        )
         assert plan.wall_hours == pytest.approx(run.hours, rel=0.05)
         assert plan.dollars == pytest.approx(run.dollars, rel=0.05)
 

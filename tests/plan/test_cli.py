@@ -1,4 +1,5 @@
 import json
+
 import pytest
 
 from frugal_lm.cli import build_parser, main
@@ -60,9 +61,33 @@ def test_moe_question_from_the_command_line(capsys):
     from frugal_lm.plan.budget import dense_training_dollars, moe_parameters
     from frugal_lm.plan.devices import DEVICES
 
-    assert main(["plan", "--parameters", "1e12", "--experts", "384", "--top-k", "8", "--shared-experts", "1",
-                 "--expert-fraction", "0.96", "--tokens", "15e12", "--gpu", "h100", "--gpus", "1024", "--mfu", "0.4",
-                 "--json"]) == 0
+    assert (
+        main(
+            [
+                "plan",
+                "--parameters",
+                "1e12",
+                "--experts",
+                "384",
+                "--top-k",
+                "8",
+                "--shared-experts",
+                "1",
+                "--expert-fraction",
+                "0.96",
+                "--tokens",
+                "15e12",
+                "--gpu",
+                "h100",
+                "--gpus",
+                "1024",
+                "--mfu",
+                "0.4",
+                "--json",
+            ]
+        )
+        == 0
+    )
     answer = json.loads(capsys.readouterr().out)
     moe = moe_parameters(1e12, 0.96, 384, 8, shared_experts=1)
     assert answer["active_parameters"] == moe.active
@@ -92,8 +117,9 @@ def test_plan_with_data_counts_the_mix_vocabulary_as_train_does(write_mixed_set,
     assert json.loads(capsys.readouterr().out)["parameters"] == expected
 
 
-@pytest.mark.parametrize("native_bf16, preset, precision", [(True, "B", "bf16"), (True, "tiny", "fp32"),
-                                                             (False, "B", "fp32")])
+@pytest.mark.parametrize(
+    "native_bf16, preset, precision", [(True, "B", "bf16"), (True, "tiny", "fp32"), (False, "B", "fp32")]
+)
 def test_cpu_plan_measures_the_precision_train_computes_in(monkeypatch, capsys, native_bf16, preset, precision):
     import frugal_lm.runtime
 

@@ -7,8 +7,7 @@ from frugal_lm.data.batch import Example, pack_rows
 from frugal_lm.model import AttentionLayout, build_model, language_model_loss
 from frugal_lm.plan.flops import LengthProfile, attended_pairs, flop_breakdown, mean_bp_steps
 
-ROWS = [[Example([1, 2, 3], [4, 5, 6, 7, 8]), Example([9, 10], [11, 12, 13])],
-        [Example([1, 2, 3, 4, 5, 6], [7, 8])]]
+ROWS = [[Example([1, 2, 3], [4, 5, 6, 7, 8]), Example([9, 10], [11, 12, 13])], [Example([1, 2, 3, 4, 5, 6], [7, 8])]]
 ROW_LEN = 16
 
 
@@ -16,8 +15,9 @@ def _tiny(net: str = "hrm"):
     return load_model_config("tiny", net=net, vocab_size=384, hidden_size=64, n_heads=4, attention_backend="sdpa")
 
 
-@pytest.mark.parametrize("net,bp_steps", [("hrm", 2), ("hrm", 5), ("hrm", None), ("transformer", None),
-                                          ("universal", 3)])
+@pytest.mark.parametrize(
+    "net,bp_steps", [("hrm", 2), ("hrm", 5), ("hrm", None), ("transformer", None), ("universal", 3)]
+)
 def test_matmul_flops_match_flop_counter(net, bp_steps):
     torch.manual_seed(0)
     config = _tiny(net)

@@ -41,12 +41,18 @@ print(max(peak[0], anonymous_bytes()) - before, batch.input_ids.numel(), int((ba
 
 
 def test_activation_estimate_within_25_percent_of_measured_peak():
-    result = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, check=True,
-                            env={**os.environ, "PYTHONPATH": "src"})
+    result = subprocess.run(
+        [sys.executable, "-c", _PROBE],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": "src"},
+    )
     measured, tokens, labelled = map(int, result.stdout.split())
     config = load_model_config("tiny", vocab_size=512)
-    estimate = estimate_memory(config, tokens, gpus=1, bp_steps=5, label_fraction=labelled / tokens,
-                               compute_bytes=4, sharded=False)
+    estimate = estimate_memory(
+        config, tokens, gpus=1, bp_steps=5, label_fraction=labelled / tokens, compute_bytes=4, sharded=False
+    )
     gradients = 4 * 4 * estimate.model_state / 20  # fp32 grads appear during this step; no optimizer ran
     predicted = (estimate.activations + estimate.lm_head + gradients) * 1.1
     assert predicted == pytest.approx(measured, rel=0.25)

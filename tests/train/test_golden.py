@@ -19,8 +19,16 @@ from frugal_lm.config import resolve_run_config
 from frugal_lm.train.trainer import train
 
 GOLDEN = Path(__file__).parent / "assets" / "golden_tiny_losses.json"
-SETTINGS = ["preset=tiny", "steps=30", "batch_tokens=96", "warmup_steps=5", "lr=1e-3", "seed=0",
-            "precision=fp32", "log_every=1"]
+SETTINGS = [
+    "preset=tiny",
+    "steps=30",
+    "batch_tokens=96",
+    "warmup_steps=5",
+    "lr=1e-3",
+    "seed=0",
+    "precision=fp32",
+    "log_every=1",
+]
 
 
 def test_tiny_preset_reproduces_its_golden_loss_curve(tmp_path, write_mixed_set):

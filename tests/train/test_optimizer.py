@@ -20,7 +20,7 @@ def test_two_steps_by_hand():
             m[i] = beta1 * m[i] + (1 - beta1) * g
             v[i] = beta2 * v[i] + (1 - beta2) * g * g
             p[i] *= 1 - lr * wd
-            p[i] -= lr * a * math.atan2(m[i] / (1 - beta1 ** step), b * math.sqrt(v[i] / (1 - beta2 ** step)))
+            p[i] -= lr * a * math.atan2(m[i] / (1 - beta1**step), b * math.sqrt(v[i] / (1 - beta2**step)))
             warmed = min(decay, (1 + step) / (10 + step))  # the decay warms up with the step count
             ema[i] = warmed * ema[i] + (1 - warmed) * p[i]
         assert param.tolist() == pytest.approx(p, abs=1e-6)

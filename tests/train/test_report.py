@@ -9,9 +9,25 @@ from frugal_lm.train.report import write_report
 
 def write_metrics(run_dir, n=20, torn_last_line=False):
     run_dir.mkdir(parents=True, exist_ok=True)
-    lines = [json.dumps({"step": s, "epoch": 0, "loss": 5.0 / s, "token_accuracy": s / n, "exact_accuracy": s / (2 * n),
-                         "lr": 1e-3, "bp_steps": 2, "tokens": 100 * s, "grad_norm": 1.0, "elapsed_s": s * 0.5,
-                         "tokens_per_second": 200.0, "dollars": 0.01 * s}) for s in range(1, n + 1)]
+    lines = [
+        json.dumps(
+            {
+                "step": s,
+                "epoch": 0,
+                "loss": 5.0 / s,
+                "token_accuracy": s / n,
+                "exact_accuracy": s / (2 * n),
+                "lr": 1e-3,
+                "bp_steps": 2,
+                "tokens": 100 * s,
+                "grad_norm": 1.0,
+                "elapsed_s": s * 0.5,
+                "tokens_per_second": 200.0,
+                "dollars": 0.01 * s,
+            }
+        )
+        for s in range(1, n + 1)
+    ]
     text = "\n".join(lines) + "\n" + ('{"step": 21, "lo' if torn_last_line else "")
     (run_dir / "metrics.jsonl").write_text(text)
 

@@ -8,18 +8,9 @@ import pytest
 import torch
 
 from frugal_lm.cli import main
-from frugal_lm.config import resolve_run_config
 from frugal_lm.errors import FrugalError
 from frugal_lm.train.checkpoint import latest_checkpoint
 from frugal_lm.train.safe_dcp import SafeLoadPlanner
-from frugal_lm.train.trainer import train
-
-TINY = ["model.hidden_size=32", "model.n_heads=2", "batch_tokens=64", "row_len=16", "warmup_steps=3",
-        "lr=3e-3", "seed=1", "precision=fp32"]
-
-
-def run_args(data, out, *extra):
-    return [f"data={data}", f"out={out}", *TINY, *extra]
 
 
 class _Payload:
@@ -40,9 +31,11 @@ def _one_error_line(capsys) -> str:
     return lines[0]
 
 
-def test_resume_never_executes_code_planted_in_the_checkpoint_metadata(tmp_path, write_mixed_set, capsys):
+def test_resume_never_executes_code_planted_in_the_checkpoint_metadata(
+    tmp_path, write_mixed_set, capsys, train_run, run_args
+):
     data = write_mixed_set(tmp_path / "mix", n_examples=60)
-    train(resolve_run_config(None, run_args(data, tmp_path / "run", "steps=2")))
+    train_run(data, tmp_path / "run", "steps=2")
     marker = tmp_path / "code_ran"
     metadata = latest_checkpoint(tmp_path / "run") / "train_state" / ".metadata"
     metadata.write_bytes(pickle.dumps(_Payload(marker)))
@@ -67,41 +60,45 @@ def test_checkpoint_entries_are_loaded_without_executing_code(tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("changed, named", [
-    ("lr=1e-2", "lr=0.01 (the run has 0.003)"),
-    ("batch_tokens=32", "batch_tokens=32 (the run has 64)"),
-    ("model.hidden_size=64", "model.hidden_size=64 (the run has 32)"),
-])
-def test_resume_refuses_settings_that_shape_the_run(tmp_path, write_mixed_set, capsys, changed, named):
+@pytest.mark.parametrize(
+    "changed, named",
+    [
+        ("lr=1e-2", "lr=0.01 (the run has 0.003)"),
+        ("batch_tokens=32", "batch_tokens=32 (the run has 64)"),
+        ("model.hidden_size=64", "model.hidden_size=64 (the run has 32)"),
+    ],
+)
+def test_resume_refuses_settings_that_shape_the_run(
+    tmp_path, write_mixed_set, capsys, changed, named, train_run, run_args
+):
     data = write_mixed_set(tmp_path / "mix", n_examples=60)
-    train(resolve_run_config(None, run_args(data, tmp_path / "run", "steps=2")))
+    train_run(data, tmp_path / "run", "steps=2")
     config_before = (tmp_path / "run" / "config.yaml").read_text()
     assert main(["train", *run_args(data, tmp_path / "run", "steps=4", "resume=true", changed)]) == 2
     assert named in _one_error_line(capsys)
     assert (tmp_path / "run" / "config.yaml").read_text() == config_before
 
 
-def test_resume_refuses_another_mixed_set(tmp_path, write_mixed_set, capsys):
+def test_resume_refuses_another_mixed_set(tmp_path, write_mixed_set, capsys, train_run, run_args):
     data = write_mixed_set(tmp_path / "mix", n_examples=60)
     other = write_mixed_set(tmp_path / "other", n_examples=60, seed=5)
-    train(resolve_run_config(None, run_args(data, tmp_path / "run", "steps=2")))
+    train_run(data, tmp_path / "run", "steps=2")
     assert main(["train", *run_args(other, tmp_path / "run", "steps=4", "resume=true")]) == 2
     assert "is not the mixed set this run was trained on" in _one_error_line(capsys)
 
 
-def test_resume_may_lengthen_the_run_and_says_where_it_resumes(tmp_path, write_mixed_set, capsys):
+def test_resume_may_lengthen_the_run_and_says_where_it_resumes(tmp_path, write_mixed_set, capsys, train_run):
     data = write_mixed_set(tmp_path / "mix", n_examples=200)
-    train(resolve_run_config(None, run_args(data, tmp_path / "run", "steps=2")))
-    result = train(resolve_run_config(None, run_args(data, tmp_path / "run", "steps=4", "resume=true",
-                                                     "log_every=1")))
+    train_run(data, tmp_path / "run", "steps=2")
+    result = train_run(data, tmp_path / "run", "steps=4", "resume=true", "log_every=1")
     assert result.steps == 4
     assert "from step 2 (step_00000002)" in capsys.readouterr().err
 
 
-def test_a_torn_last_metrics_line_is_dropped_on_resume(tmp_path, write_mixed_set):
+def test_a_torn_last_metrics_line_is_dropped_on_resume(tmp_path, write_mixed_set, train_run):
     data = write_mixed_set(tmp_path / "mix", n_examples=200)
-    train(resolve_run_config(None, run_args(data, tmp_path / "run", "steps=2")))
+    train_run(data, tmp_path / "run", "steps=2")
     metrics = tmp_path / "run" / "metrics.jsonl"
     metrics.write_text(metrics.read_text() + '{"step": 3, "lo')  # killed mid-write
-    train(resolve_run_config(None, run_args(data, tmp_path / "run", "steps=3", "resume=true")))
+    train_run(data, tmp_path / "run", "steps=3", "resume=true")
     assert [json.loads(line)["step"] for line in metrics.read_text().splitlines()] == [1, 2, 3]

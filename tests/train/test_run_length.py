@@ -14,8 +14,15 @@ from frugal_lm.train.checkpoint import list_checkpoints
 from frugal_lm.train.trainer import train
 from frugal_lm.train.weights import read_model_config
 
-TINY = ["model.hidden_size=32", "model.n_heads=2", "batch_tokens=64", "row_len=16", "lr=3e-3", "seed=1",
-        "precision=fp32"]
+TINY = [
+    "model.hidden_size=32",
+    "model.n_heads=2",
+    "batch_tokens=64",
+    "row_len=16",
+    "lr=3e-3",
+    "seed=1",
+    "precision=fp32",
+]
 
 
 def run_config(data, out, *extra):
@@ -63,8 +70,9 @@ def test_max_hours_counts_every_session_of_the_run(tmp_path, write_mixed_set):
     train(run_config(data, tmp_path / "run", "steps=3"))
     state = json.loads((list_checkpoints(tmp_path / "run")[-1] / "trainer_state.json").read_text())
     assert state["train_seconds"] > 0
-    resumed = train(run_config(data, tmp_path / "run", "steps=12", "resume=true",
-                               f"max_hours={state['train_seconds'] / 3600}"))
+    resumed = train(
+        run_config(data, tmp_path / "run", "steps=12", "resume=true", f"max_hours={state['train_seconds'] / 3600}")
+    )
     assert resumed.steps == 4  # the budget was spent before: one more step, then stop
 
 

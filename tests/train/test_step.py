@@ -15,8 +15,15 @@ from frugal_lm.train.optimizer import AdamATan2
 from frugal_lm.train.step import TrainStep, checkpoint_activations, compile_blocks
 from frugal_lm.train.trainer import train
 
-TINY = ["model.hidden_size=32", "model.n_heads=2", "batch_tokens=64", "row_len=16", "warmup_steps=10",
-        "lr=3e-3", "seed=1"]
+TINY = [
+    "model.hidden_size=32",
+    "model.n_heads=2",
+    "batch_tokens=64",
+    "row_len=16",
+    "warmup_steps=10",
+    "lr=3e-3",
+    "seed=1",
+]
 
 
 def losses(run_dir):
@@ -36,7 +43,7 @@ def test_bf16_step_follows_the_fp32_loss_curve_over_200_steps(tmp_path, write_mi
     # bf16 moves single steps' losses; averaged over windows of 20 steps the curves agree
     # within 0.25% where this was written (seed 1), so 2% leaves a wide margin.
     for start in range(0, 200, 20):
-        window_fp32, window_bf16 = sum(fp32[start:start + 20]) / 20, sum(bf16[start:start + 20]) / 20
+        window_fp32, window_bf16 = sum(fp32[start : start + 20]) / 20, sum(bf16[start : start + 20]) / 20
         assert window_bf16 == pytest.approx(window_fp32, rel=0.02), start
     assert sum(bf16[-20:]) < 0.8 * sum(bf16[:20])  # and it learns
 
@@ -102,7 +109,7 @@ def test_compiled_blocks_do_not_recompile_after_step_two(tmp_path, write_mixed_s
     torch._dynamo.reset()
     counters.clear()
     graphs = []
-    for index, bp_steps in enumerate([2, 3, 5, 5, 4]):  # bp_steps grows during a run
+    for bp_steps in [2, 3, 5, 5, 4]:  # bp_steps grows during a run
         step(next(batches)[0], lr=1e-3, bp_steps=bp_steps)
         graphs.append(counters["stats"]["unique_graphs"])
     assert graphs[1] > 0

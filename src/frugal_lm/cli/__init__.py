@@ -31,9 +31,11 @@ MACHINE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, 
 (a write to an already open file on a full disk)."""
 
 
-DESCRIPTION = ("Train your own language model on instruction -> response data, on a budget you can name "
-               "before you start: prepare data, plan the cost, train, evaluate, chat, serve and export it. "
-               "New here? `frugal demo` trains a small reasoning model on this machine in about 10 minutes.")
+DESCRIPTION = (
+    "Train your own language model on instruction -> response data, on a budget you can name "
+    "before you start: prepare data, plan the cost, train, evaluate, chat, serve and export it. "
+    "New here? `frugal demo` trains a small reasoning model on this machine in about 10 minutes."
+)
 
 
 class _Parser(argparse.ArgumentParser):

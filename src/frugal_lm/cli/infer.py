@@ -10,8 +10,9 @@ from pathlib import Path
 from frugal_lm.errors import FrugalError
 from frugal_lm.files import write_text_atomically
 
-MODEL_HELP = ("a training run directory (latest checkpoint, EMA weights), a checkpoint directory "
-              "or an exported model directory")
+MODEL_HELP = (
+    "a training run directory (latest checkpoint, EMA weights), a checkpoint directory or an exported model directory"
+)
 
 
 def _conditions(text: str) -> tuple[str, ...]:
@@ -21,8 +22,13 @@ def _conditions(text: str) -> tuple[str, ...]:
 def _sampling(args: argparse.Namespace):
     from frugal_lm.infer.engine import SamplingParams
 
-    sampling = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                              top_p=args.top_p, top_k=args.top_k, seed=args.seed)
+    sampling = SamplingParams(
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        seed=args.seed,
+    )
     sampling.validate()
     return sampling
 
@@ -44,13 +50,13 @@ def read_prompts_file(path: Path, default_conditions: tuple[str, ...]) -> list[t
         except json.JSONDecodeError as error:
             raise FrugalError(f"{where}: not valid JSON ({error.msg})") from None
         if not isinstance(row, dict):
-            raise FrugalError(f"{where}: expected an object with a \"prompt\" field")
+            raise FrugalError(f'{where}: expected an object with a "prompt" field')
         key = "prompt" if "prompt" in row else "instruction"
         if not isinstance(row.get(key), str):
-            raise FrugalError(f"{where}: field \"prompt\" (or \"instruction\") must be a string")
+            raise FrugalError(f'{where}: field "prompt" (or "instruction") must be a string')
         condition = row.get("condition")
         if condition is not None and not isinstance(condition, str):
-            raise FrugalError(f"{where}: field \"condition\" must be a string such as \"cot\" or \"direct,noisy\"")
+            raise FrugalError(f'{where}: field "condition" must be a string such as "cot" or "direct,noisy"')
         prompts.append((row[key], _conditions(condition) if condition else default_conditions))
     if not prompts:
         raise FrugalError(f"{path}: no prompts in the file")
@@ -73,10 +79,20 @@ def _generate_command(args: argparse.Namespace) -> int:
     for request in requests:  # fail on a bad tag before any generation
         engine.encode_prompt(request.prompt, request.conditions)
     results = engine.generate(requests, progress=args.out is not None and len(requests) > 1)
-    lines = [json.dumps({"prompt": request.prompt, "condition": ",".join(request.conditions), "text": result.text,
-                         "finish_reason": result.finish_reason, "tokens": len(result.token_ids),
-                         "prompt_tokens": result.prompt_tokens}, ensure_ascii=False)
-             for request, result in zip(requests, results)]
+    lines = [
+        json.dumps(
+            {
+                "prompt": request.prompt,
+                "condition": ",".join(request.conditions),
+                "text": result.text,
+                "finish_reason": result.finish_reason,
+                "tokens": len(result.token_ids),
+                "prompt_tokens": result.prompt_tokens,
+            },
+            ensure_ascii=False,
+        )
+        for request, result in zip(requests, results)
+    ]
     if args.out is None:
         print("\n".join(lines))
     else:
@@ -88,7 +104,6 @@ def _generate_command(args: argparse.Namespace) -> int:
 def _chat_command(args: argparse.Namespace) -> int:
     from frugal_lm.infer.chat import ChatSession
     from frugal_lm.infer.engine import Engine
-
     from frugal_lm.infer.loading import default_model_name
 
     try:
@@ -113,26 +128,46 @@ def _load(args: argparse.Namespace):
 
 def add_device_arguments(parser: argparse.ArgumentParser) -> None:
     """`--device`, `--dtype` and `--no-ema`, shared by generate, chat and serve."""
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="where the model runs (default: cuda when available)")
-    parser.add_argument("--dtype", choices=("auto", "fp32", "bf16"), default="auto",
-                        help="weights and KV cache (default auto: bf16 on a GPU, fp32 on CPU)")
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="where the model runs (default: cuda when available)",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="weights and KV cache (default auto: bf16 on a GPU, fp32 on CPU)",
+    )
     add_weights_argument(parser)
 
 
 def add_weights_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--no-ema", action="store_true",
-                        help="use a run's raw weights instead of their EMA (the default, usually the better model)")
+    parser.add_argument(
+        "--no-ema",
+        action="store_true",
+        help="use a run's raw weights instead of their EMA (the default, usually the better model)",
+    )
 
 
 def _add_common(parser: argparse.ArgumentParser, max_new_tokens: int) -> None:
     parser.add_argument("--model", type=Path, required=True, metavar="DIR", help=MODEL_HELP)
-    parser.add_argument("--condition", default="direct",
-                        help="condition tags, comma-separated: direct (default), cot, noisy, synth, ...")
-    parser.add_argument("--max-new-tokens", type=int, default=max_new_tokens, metavar="N",
-                        help=f"answer length limit in tokens (default {max_new_tokens})")
-    parser.add_argument("--temperature", type=float, default=0.0, metavar="T",
-                        help="0 = greedy, deterministic (default); > 0 samples")
+    parser.add_argument(
+        "--condition",
+        default="direct",
+        help="condition tags, comma-separated: direct (default), cot, noisy, synth, ...",
+    )
+    parser.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=max_new_tokens,
+        metavar="N",
+        help=f"answer length limit in tokens (default {max_new_tokens})",
+    )
+    parser.add_argument(
+        "--temperature", type=float, default=0.0, metavar="T", help="0 = greedy, deterministic (default); > 0 samples"
+    )
     parser.add_argument("--top-p", type=float, default=1.0, metavar="P", help="nucleus filter (default 1.0 = off)")
     parser.add_argument("--top-k", type=int, default=0, metavar="K", help="top-k filter (default 0 = off)")
     parser.add_argument("--seed", type=int, default=None, metavar="S", help="sampling seed (default: fresh)")
@@ -141,33 +176,44 @@ def _add_common(parser: argparse.ArgumentParser, max_new_tokens: int) -> None:
 
 def register(commands: argparse._SubParsersAction) -> None:
     generate = commands.add_parser(
-        "generate", help="answer prompts with a trained model, JSONL out",
+        "generate",
+        help="answer prompts with a trained model, JSONL out",
         description="Generate an answer for each prompt (given with --prompt, repeatable, or as a JSONL file "
-                    "of {\"prompt\": ..., \"condition\": ...} lines) and print one JSON object per prompt: "
-                    "prompt, condition, text, finish_reason (stop = end-of-answer token, length = limit), "
-                    "tokens (generated), prompt_tokens. Prompts are batched with a KV-cache engine.")
+        'of {"prompt": ..., "condition": ...} lines) and print one JSON object per prompt: '
+        "prompt, condition, text, finish_reason (stop = end-of-answer token, length = limit), "
+        "tokens (generated), prompt_tokens. Prompts are batched with a KV-cache engine.",
+    )
     _add_common(generate, max_new_tokens=256)
     source = generate.add_mutually_exclusive_group(required=True)
     source.add_argument("--prompt", action="append", metavar="TEXT", help="a prompt (repeat for several)")
-    source.add_argument("--prompts-file", type=Path, metavar="FILE.jsonl",
-                        help="one {\"prompt\": str, \"condition\": \"cot\"} object per line "
-                             "(\"instruction\" works as the prompt field too)")
+    source.add_argument(
+        "--prompts-file",
+        type=Path,
+        metavar="FILE.jsonl",
+        help='one {"prompt": str, "condition": "cot"} object per line ("instruction" works as the prompt field too)',
+    )
     generate.add_argument("--out", type=Path, metavar="FILE.jsonl", help="write the JSONL here instead of stdout")
     generate.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    generate.add_argument("--batch-size", type=int, default=8, metavar="N",
-                          help="sequences decoded together (default 8)")
-    generate.add_argument("--compile", action="store_true",
-                          help="compile the decode step with torch.compile: faster per token after a one-off "
-                               "compile of a minute or more (worth it for many prompts)")
+    generate.add_argument(
+        "--batch-size", type=int, default=8, metavar="N", help="sequences decoded together (default 8)"
+    )
+    generate.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile the decode step with torch.compile: faster per token after a one-off "
+        "compile of a minute or more (worth it for many prompts)",
+    )
     generate.set_defaults(handler=_generate_command)
 
     chat = commands.add_parser(
-        "chat", help="talk to a trained model in the terminal",
+        "chat",
+        help="talk to a trained model in the terminal",
         description="Interactive session: each message is answered, streamed as it is generated, with the "
-                    "earlier turns folded into the instruction as `frugal serve` folds a chat (/reset starts "
-                    "over). Line editing and history where Python has readline. Commands: /condition cot, "
-                    "/temperature T, /top-p P, /top-k K, /max-new-tokens N, /seed S, /settings, /reset, /help, "
-                    "/quit. Ctrl-C while the model answers cancels that answer; Ctrl-C or Ctrl-D at the prompt "
-                    "leaves.")
+        "earlier turns folded into the instruction as `frugal serve` folds a chat (/reset starts "
+        "over). Line editing and history where Python has readline. Commands: /condition cot, "
+        "/temperature T, /top-p P, /top-k K, /max-new-tokens N, /seed S, /settings, /reset, /help, "
+        "/quit. Ctrl-C while the model answers cancels that answer; Ctrl-C or Ctrl-D at the prompt "
+        "leaves.",
+    )
     _add_common(chat, max_new_tokens=512)
     chat.set_defaults(handler=_chat_command)

@@ -49,28 +49,34 @@ def _serve_command(args: argparse.Namespace) -> int:
 
     from frugal_lm.infer.engine import Engine
     from frugal_lm.infer.http_limits import HttpLimits
-    from frugal_lm.infer.loading import default_model_name, inference_dtype, load_model
     from frugal_lm.infer.http_server import bind_socket, uvicorn_server
+    from frugal_lm.infer.loading import default_model_name, inference_dtype, load_model
     from frugal_lm.infer.server import create_app
     from frugal_lm.runtime import resolve_device
 
     device = resolve_device(args.device)
     sock = bind_socket(args.host, args.port)  # before loading: a taken port fails fast
     try:
-        loaded = load_model(args.model, device=device, prefer_ema=not args.no_ema,
-                            dtype=inference_dtype(args.dtype, device))
-        engine = Engine(loaded, max_batch_size=args.max_batch_size, max_seq_len=args.max_seq_len,
-                        compile=args.compile)
+        loaded = load_model(
+            args.model, device=device, prefer_ema=not args.no_ema, dtype=inference_dtype(args.dtype, device)
+        )
+        engine = Engine(loaded, max_batch_size=args.max_batch_size, max_seq_len=args.max_seq_len, compile=args.compile)
         model_name = args.model_name or default_model_name(args.model)
-        limits = HttpLimits(max_body_bytes=args.max_body_bytes, request_timeout_s=args.request_timeout,
-                            keep_alive_s=args.keep_alive_timeout, max_header_bytes=args.max_header_bytes,
-                            max_connections=args.max_connections)
+        limits = HttpLimits(
+            max_body_bytes=args.max_body_bytes,
+            request_timeout_s=args.request_timeout,
+            keep_alive_s=args.keep_alive_timeout,
+            max_header_bytes=args.max_header_bytes,
+            max_connections=args.max_connections,
+        )
         app = create_app(engine, model_name, max_queue=args.max_queue, limits=limits)
         host, port = sock.getsockname()[:2]
-        print(f"serving {model_name!r} ({loaded.weights_path}) on http://{host}:{port}/v1 "
-              f"[{device}, {str(loaded.model.lm_head.weight.dtype).removeprefix('torch.')}, batch {args.max_batch_size}, "
-              f"queue {args.max_queue}, context {engine.max_seq_len}]",
-              flush=True)
+        print(
+            f"serving {model_name!r} ({loaded.weights_path}) on http://{host}:{port}/v1 "
+            f"[{device}, {str(loaded.model.lm_head.weight.dtype).removeprefix('torch.')}, batch {args.max_batch_size}, "
+            f"queue {args.max_queue}, context {engine.max_seq_len}]",
+            flush=True,
+        )
         try:
             uvicorn_server(app, sock, args.log_level, limits).run(sockets=[sock])
         except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its graceful shutdown
@@ -84,41 +90,102 @@ def _serve_command(args: argparse.Namespace) -> int:
 def register(commands: argparse._SubParsersAction) -> None:
     from frugal_lm.infer.http_limits import HttpLimits  # light: no torch
 
-    serve = commands.add_parser("serve", help="OpenAI-compatible HTTP server (completions, chat, streaming)",
-                                description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    serve.add_argument("--model", type=Path, required=True, metavar="DIR",
-                       help="training run directory (latest checkpoint, EMA weights), checkpoint directory "
-                            "or exported model directory")
-    serve.add_argument("--host", default="127.0.0.1",
-                       help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 exposes "
-                            "the server to the network, without authentication)")
+    serve = commands.add_parser(
+        "serve",
+        help="OpenAI-compatible HTTP server (completions, chat, streaming)",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument(
+        "--model",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="training run directory (latest checkpoint, EMA weights), checkpoint directory "
+        "or exported model directory",
+    )
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 exposes "
+        "the server to the network, without authentication)",
+    )
     serve.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0 picks a free one)")
-    serve.add_argument("--model-name", metavar="NAME",
-                       help="the name clients pass as `model` (default: the model directory's name; a run named run takes its parent's, a checkpoint is RUN-stepN)")
-    serve.add_argument("--max-batch-size", type=int, default=8, metavar="N",
-                       help="requests decoded together; each holds a KV cache of the context (default 8)")
-    serve.add_argument("--max-queue", type=int, default=64, metavar="N",
-                       help="requests that may wait for a free slot; more get 503 (default 64)")
+    serve.add_argument(
+        "--model-name",
+        metavar="NAME",
+        help="the name clients pass as `model` (default: the model directory's name; a run named run takes "
+        "its parent's, a checkpoint is RUN-stepN)",
+    )
+    serve.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=8,
+        metavar="N",
+        help="requests decoded together; each holds a KV cache of the context (default 8)",
+    )
+    serve.add_argument(
+        "--max-queue",
+        type=int,
+        default=64,
+        metavar="N",
+        help="requests that may wait for a free slot; more get 503 (default 64)",
+    )
     defaults = HttpLimits()
-    serve.add_argument("--max-body-bytes", type=int, default=defaults.max_body_bytes, metavar="N",
-                       help=f"largest request body; larger ones get 413 (default {defaults.max_body_bytes:,})")
-    serve.add_argument("--request-timeout", type=float, default=defaults.request_timeout_s, metavar="S",
-                       help=f"seconds a client has to send a request's head, and again its body "
-                            f"(default {defaults.request_timeout_s:g})")
-    serve.add_argument("--keep-alive-timeout", type=int, default=defaults.keep_alive_s, metavar="S",
-                       help=f"idle keep-alive connections close after S seconds (default {defaults.keep_alive_s})")
-    serve.add_argument("--max-header-bytes", type=int, default=defaults.max_header_bytes, metavar="N",
-                       help=f"largest request head (default {defaults.max_header_bytes:,})")
-    serve.add_argument("--max-connections", type=int, default=defaults.max_connections, metavar="N",
-                       help=f"open connections at once; beyond, new requests get 503 "
-                            f"(default {defaults.max_connections})")
-    serve.add_argument("--max-seq-len", type=int, metavar="T",
-                       help="context per request, prompt + answer (default: the model's max_seq_len)")
+    serve.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=defaults.max_body_bytes,
+        metavar="N",
+        help=f"largest request body; larger ones get 413 (default {defaults.max_body_bytes:,})",
+    )
+    serve.add_argument(
+        "--request-timeout",
+        type=float,
+        default=defaults.request_timeout_s,
+        metavar="S",
+        help=f"seconds a client has to send a request's head, and again its body "
+        f"(default {defaults.request_timeout_s:g})",
+    )
+    serve.add_argument(
+        "--keep-alive-timeout",
+        type=int,
+        default=defaults.keep_alive_s,
+        metavar="S",
+        help=f"idle keep-alive connections close after S seconds (default {defaults.keep_alive_s})",
+    )
+    serve.add_argument(
+        "--max-header-bytes",
+        type=int,
+        default=defaults.max_header_bytes,
+        metavar="N",
+        help=f"largest request head (default {defaults.max_header_bytes:,})",
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=int,
+        default=defaults.max_connections,
+        metavar="N",
+        help=f"open connections at once; beyond, new requests get 503 (default {defaults.max_connections})",
+    )
+    serve.add_argument(
+        "--max-seq-len",
+        type=int,
+        metavar="T",
+        help="context per request, prompt + answer (default: the model's max_seq_len)",
+    )
     add_device_arguments(serve)
-    serve.add_argument("--compile", action="store_true",
-                       help="compile the decode step with torch.compile (a CUDA graph on a GPU): faster per "
-                            "token; the first request at each context length (powers of two from 128) waits "
-                            "for its one-off compile")
-    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
-                       help="uvicorn's log level (debug adds one line per request)")
+    serve.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile the decode step with torch.compile (a CUDA graph on a GPU): faster per "
+        "token; the first request at each context length (powers of two from 128) waits "
+        "for its one-off compile",
+    )
+    serve.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="uvicorn's log level (debug adds one line per request)",
+    )
     serve.set_defaults(handler=_serve_command)

@@ -74,8 +74,8 @@ class NpyWriter:
         self.path, self.dtype, self.length, self.written = Path(path), np.dtype(dtype), length, 0
         self.handle = open(self.path, "wb")
         np.lib.format.write_array_header_1_0(
-            self.handle, {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
-                          "shape": (length,)})
+            self.handle, {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": (length,)}
+        )
 
     def write(self, values: np.ndarray) -> None:
         if self.written + len(values) > self.length:

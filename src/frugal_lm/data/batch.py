@@ -43,11 +43,11 @@ class Example:
 
 @dataclass
 class PackedBatch:
-    input_ids: torch.Tensor      # (B, T) int64
-    labels: torch.Tensor         # (B, T) int64, IGNORE_INDEX where there is no loss
-    position_ids: torch.Tensor   # (B, T) int64
-    segment_ids: torch.Tensor    # (B, T) int32, example index inside the row, -1 on padding
-    prefix_mask: torch.Tensor    # (B, T) bool, True on tokens attended bidirectionally
+    input_ids: torch.Tensor  # (B, T) int64
+    labels: torch.Tensor  # (B, T) int64, IGNORE_INDEX where there is no loss
+    position_ids: torch.Tensor  # (B, T) int64
+    segment_ids: torch.Tensor  # (B, T) int32, example index inside the row, -1 on padding
+    prefix_mask: torch.Tensor  # (B, T) bool, True on tokens attended bidirectionally
 
     @property
     def n_tokens(self) -> int:
@@ -55,12 +55,17 @@ class PackedBatch:
         return int((self.segment_ids >= 0).sum())
 
     def to(self, device: torch.device | str) -> PackedBatch:
-        return PackedBatch(*(tensor.to(device, non_blocking=True) for tensor in
-                             (self.input_ids, self.labels, self.position_ids, self.segment_ids, self.prefix_mask)))
+        return PackedBatch(
+            *(
+                tensor.to(device, non_blocking=True)
+                for tensor in (self.input_ids, self.labels, self.position_ids, self.segment_ids, self.prefix_mask)
+            )
+        )
 
 
-def pack_rows(rows: Sequence[Sequence[Example]], row_len: int, instruction_loss: bool = False,
-              pad_id: int = 0) -> PackedBatch:
+def pack_rows(
+    rows: Sequence[Sequence[Example]], row_len: int, instruction_loss: bool = False, pad_id: int = 0
+) -> PackedBatch:
     """Lay each row's examples left to right and pad the row to `row_len`."""
     B = len(rows)
     input_ids = np.full((B, row_len), pad_id, dtype=np.int64)
@@ -75,13 +80,13 @@ def pack_rows(rows: Sequence[Sequence[Example]], row_len: int, instruction_loss:
             end = start + length
             if end > row_len:
                 raise ValueError(f"row {row} needs {end} tokens, more than row_len={row_len}")
-            input_ids[row, start:start + P] = example.instruction
-            input_ids[row, start + P:end] = example.response[:-1]
-            labels[row, start + P - 1:end] = example.response
+            input_ids[row, start : start + P] = example.instruction
+            input_ids[row, start + P : end] = example.response[:-1]
+            labels[row, start + P - 1 : end] = example.response
             if instruction_loss:
-                labels[row, start:start + P - 1] = example.instruction[1:]
+                labels[row, start : start + P - 1] = example.instruction[1:]
             else:
-                prefix[row, start:start + P] = True
+                prefix[row, start : start + P] = True
             positions[row, start:end] = np.arange(length)
             segment_ids[row, start:end] = index
             start = end

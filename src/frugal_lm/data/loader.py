@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -39,10 +38,13 @@ class MixedDataset:
         self.directory = Path(directory)
         self.info = read_mix_metadata(self.directory)
         self.tokens = self._load(self.directory / "tokens.npy", mmap=True)
-        self.epoch_dirs = sorted((p for p in self.directory.glob("epoch_*") if p.is_dir()),
-                                 key=lambda p: int(p.name.removeprefix("epoch_")))
+        self.epoch_dirs = sorted(
+            (p for p in self.directory.glob("epoch_*") if p.is_dir()), key=lambda p: int(p.name.removeprefix("epoch_"))
+        )
         if not self.epoch_dirs:
             raise FrugalError(f"{self.directory}: no epoch_K directories; rebuild with `frugal data mix`")
+        # Epoch e reads epoch_(e mod n): a run past the mix's epochs repeats them, so e mod n is the key.
+        self._epochs: dict[int, dict[str, np.ndarray]] = {}
 
     @staticmethod
     def _load(path: Path, mmap: bool = False) -> np.ndarray:
@@ -66,9 +68,12 @@ class MixedDataset:
         """The context every example fits (the mix's --context)."""
         return self.info.max_seq_len
 
-    @cache
     def epoch(self, epoch: int) -> dict[str, np.ndarray]:
-        folder = self.epoch_dirs[epoch % self.n_epochs]
+        if epoch % self.n_epochs not in self._epochs:
+            self._epochs[epoch % self.n_epochs] = self._read_epoch(self.epoch_dirs[epoch % self.n_epochs])
+        return self._epochs[epoch % self.n_epochs]
+
+    def _read_epoch(self, folder: Path) -> dict[str, np.ndarray]:
         arrays = {field: self._load(folder / f"{field}.npy").astype(np.int64) for field in INDEX_FIELDS}
         sizes = {field: len(array) for field, array in arrays.items()}
         if len(set(sizes.values())) != 1:
@@ -88,32 +93,46 @@ class MixedDataset:
     def example(self, epoch: int, index: int) -> Example:
         arrays = self.epoch(epoch)
         inst, resp = arrays["inst_start"][index], arrays["resp_start"][index]
-        return Example(self.tokens[inst:inst + arrays["inst_len"][index]],
-                       self.tokens[resp:resp + arrays["resp_len"][index]])
+        return Example(
+            self.tokens[inst : inst + arrays["inst_len"][index]], self.tokens[resp : resp + arrays["resp_len"][index]]
+        )
 
 
 class PackedLoader:
     """Rank `rank`'s share of each step: `rows_per_rank` rows of `row_len` tokens."""
 
-    def __init__(self, dataset: MixedDataset, row_len: int, rows_per_rank: int, rank: int = 0,
-                 world_size: int = 1, instruction_loss: bool = False, pad_id: int = 0):
+    def __init__(
+        self,
+        dataset: MixedDataset,
+        row_len: int,
+        rows_per_rank: int,
+        rank: int = 0,
+        world_size: int = 1,
+        instruction_loss: bool = False,
+        pad_id: int = 0,
+    ):
         self.dataset, self.row_len, self.rows_per_rank = dataset, row_len, rows_per_rank
         self.rank, self.world_size = rank, world_size
         self.instruction_loss, self.pad_id = instruction_loss, pad_id
+        self._plans: dict[int, EpochPlan] = {}
 
-    @cache
     def plan(self, epoch: int) -> EpochPlan:
-        try:
-            return plan_epoch(self.dataset.lengths(epoch), self.rows_per_rank * self.world_size, self.row_len)
-        except ValueError as error:
-            raise FrugalError(f"{self.dataset.directory}: {error}") from None
+        key = epoch % self.dataset.n_epochs  # the same arrays, so the same plan
+        if key not in self._plans:
+            try:
+                self._plans[key] = plan_epoch(
+                    self.dataset.lengths(epoch), self.rows_per_rank * self.world_size, self.row_len
+                )
+            except ValueError as error:
+                raise FrugalError(f"{self.dataset.directory}: {error}") from None
+        return self._plans[key]
 
     def steps_in(self, epoch: int) -> int:
         return self.plan(epoch).n_steps
 
     def batch(self, state: LoaderState) -> PackedBatch:
         rows = self.plan(state.epoch).rows(state.step)
-        mine = rows[self.rank * self.rows_per_rank:(self.rank + 1) * self.rows_per_rank]
+        mine = rows[self.rank * self.rows_per_rank : (self.rank + 1) * self.rows_per_rank]
         examples = [[self.dataset.example(state.epoch, index) for index in row] for row in mine]
         return pack_rows(examples, self.row_len, self.instruction_loss, self.pad_id)
 

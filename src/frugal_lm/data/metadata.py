@@ -94,8 +94,9 @@ def write_source_meta(folder: Path, meta: SourceMeta) -> None:
 def read_mix_metadata(directory: Path) -> MixMetadata:
     path = Path(directory) / MIX_METADATA
     if not path.is_file():
-        raise FrugalError(f"{directory}: not a mixed training set (no {MIX_METADATA}); build one with "
-                          f"`frugal data mix`")
+        raise FrugalError(
+            f"{directory}: not a mixed training set (no {MIX_METADATA}); build one with `frugal data mix`"
+        )
     return _read(path, MixMetadata)
 
 

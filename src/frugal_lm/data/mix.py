@@ -102,14 +102,21 @@ def contamination_status(meta: SourceMeta) -> dict:
     try:
         check = json.loads(sidecar.read_text())
         size, mtime = int(check["source_size"]), float(check["source_mtime"])
-        benchmarks = {str(name): {"test_items": int(counts["test_items"]),
-                                  "contaminated_rows": int(counts["contaminated_rows"])}
-                      for name, counts in check["benchmarks"].items()}
-        summary = {"ngram": int(check["ngram"]), "benchmarks": benchmarks,
-                   "contaminated_rows": int(check["contaminated_rows"]), "rows": int(check["rows"])}
+        benchmarks = {
+            str(name): {"test_items": int(counts["test_items"]), "contaminated_rows": int(counts["contaminated_rows"])}
+            for name, counts in check["benchmarks"].items()
+        }
+        summary = {
+            "ngram": int(check["ngram"]),
+            "benchmarks": benchmarks,
+            "contaminated_rows": int(check["contaminated_rows"]),
+            "rows": int(check["rows"]),
+        }
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as error:
-        raise FrugalError(f"{sidecar}: not a contamination report ({type(error).__name__}: {error}); "
-                          f"re-run `frugal data decontaminate` on {meta.source}") from None
+        raise FrugalError(
+            f"{sidecar}: not a contamination report ({type(error).__name__}: {error}); "
+            f"re-run `frugal data decontaminate` on {meta.source}"
+        ) from None
     # mtime travels as float seconds in the sidecar and as integer ns in meta.json: equal
     # up to float rounding (~0.2 microseconds at today's epoch seconds).
     fresh = size == meta.size and abs(mtime - (meta.mtime_ns or 0) / 1e9) < 1e-6
@@ -119,6 +126,7 @@ def contamination_status(meta: SourceMeta) -> dict:
 def _load_source(folder: Path) -> tuple[SourceMeta, dict[str, np.ndarray]]:
     """meta.json and the row index of one tokenized source, each checked; a damaged source
     is a one-line error that names it (and the file), never a half-built mix."""
+
     def damaged(reason: str) -> FrugalError:
         return FrugalError(f"{folder}: damaged tokenized source: {reason}; re-run `frugal data tokenize`")
 
@@ -144,8 +152,9 @@ def _source_folders(tokenized: Path) -> list[Path]:
     return sorted(p for p in tokenized.iterdir() if p.is_dir() and ((p / "meta.json").is_file() or p.name in listed))
 
 
-def _select_rows(meta: SourceMeta, index: dict[str, np.ndarray], rule: MixRule, context: int,
-                 offset: int) -> tuple[dict[str, np.ndarray], SourceStats]:
+def _select_rows(
+    meta: SourceMeta, index: dict[str, np.ndarray], rule: MixRule, context: int, offset: int
+) -> tuple[dict[str, np.ndarray], SourceStats]:
     """The rows of one source the rule keeps (index shifted by the source's `offset` in the
     concatenated tokens) and its counts."""
     inst_len, resp_len = index["inst_len"].copy(), index["resp_len"].copy()
@@ -161,8 +170,12 @@ def _select_rows(meta: SourceMeta, index: dict[str, np.ndarray], rule: MixRule, 
         keep = ~too_short & ~too_long
     stats.dropped_short = int(too_short.sum())
     stats.dropped_long = int((too_long & ~too_short & ~keep).sum())
-    kept = {"inst_start": index["inst_start"][keep] + offset, "inst_len": inst_len[keep],
-            "resp_start": index["resp_start"][keep] + offset, "resp_len": resp_len[keep]}
+    kept = {
+        "inst_start": index["inst_start"][keep] + offset,
+        "inst_len": inst_len[keep],
+        "resp_start": index["resp_start"][keep] + offset,
+        "resp_len": resp_len[keep],
+    }
     return kept, stats
 
 
@@ -173,13 +186,16 @@ def _concatenate_tokens(folders: list[Path], path: Path, vocab_size: int) -> Non
         for folder in folders:
             for chunk in iter_npy_chunks(folder / "tokens.npy"):
                 if len(chunk) and int(chunk.max()) >= vocab_size:
-                    raise FrugalError(f"{folder}: token id {int(chunk.max())} is outside the vocabulary of "
-                                      f"{vocab_size:,} in meta.json; re-run `frugal data tokenize`")
+                    raise FrugalError(
+                        f"{folder}: token id {int(chunk.max())} is outside the vocabulary of "
+                        f"{vocab_size:,} in meta.json; re-run `frugal data tokenize`"
+                    )
                 writer.write(chunk)
 
 
-def mix(tokenized: Path, out: Path, rules_path: Path | None = None, epochs: int = 1, context: int = 2048,
-        seed: int = 0) -> MixResult:
+def mix(
+    tokenized: Path, out: Path, rules_path: Path | None = None, epochs: int = 1, context: int = 2048, seed: int = 0
+) -> MixResult:
     if epochs < 1 or context < 2:
         raise FrugalError("--epochs must be >= 1 and --context >= 2")
     rules = read_rules(rules_path)
@@ -190,8 +206,16 @@ def mix(tokenized: Path, out: Path, rules_path: Path | None = None, epochs: int 
         return _mix_into(staging, out, folders, Path(tokenized), rules, epochs, context, seed)
 
 
-def _mix_into(staging: Path, out: Path, folders: list[Path], tokenized: Path, rules: list[MixRule], epochs: int,
-              context: int, seed: int) -> MixResult:
+def _mix_into(
+    staging: Path,
+    out: Path,
+    folders: list[Path],
+    tokenized: Path,
+    rules: list[MixRule],
+    epochs: int,
+    context: int,
+    seed: int,
+) -> MixResult:
     result = MixResult(out, epochs)
     vocab_size, offset, shortest = 0, 0, None
     kept_per_source = []
@@ -201,7 +225,7 @@ def _mix_into(staging: Path, out: Path, folders: list[Path], tokenized: Path, ru
         rule = next((r for r in rules if source_name.startswith(r.prefix)), MixRule())
         kept, stats = _select_rows(meta, index, rule, context, offset)
         if len(index["inst_len"]):
-            needed = int((index["inst_len"] + index["resp_len"]).min()) - 1   # the length rule of _select_rows
+            needed = int((index["inst_len"] + index["resp_len"]).min()) - 1  # the length rule of _select_rows
             shortest = needed if shortest is None else min(shortest, needed)
         stats.contamination = contamination_status(meta)
         kept_per_source.append((kept, rule, stats))
@@ -235,12 +259,27 @@ def _mix_into(staging: Path, out: Path, folders: list[Path], tokenized: Path, ru
         shutil.copytree(tokenized / "tokenizer", staging / "tokenizer")
         info_path = staging / "tokenizer" / "tokenizer_info.json"
         tokenizer_info = json.loads(info_path.read_text()) if info_path.is_file() else {}
-    write_mix_metadata(staging, MixMetadata(
-        vocab_size=-(-vocab_size // 256) * 256, max_seq_len=context, epochs=epochs,
-        tokens_per_epoch=result.tokens_per_epoch, seed=seed, tokenizer_info=tokenizer_info,
-        sources=[MixSource(name=s.name, rows_available=s.rows_available, rows_per_epoch=s.rows_per_epoch,
-                           tokens_per_epoch=s.tokens_per_epoch, contamination=s.contamination)
-                 for s in result.sources]))
+    write_mix_metadata(
+        staging,
+        MixMetadata(
+            vocab_size=-(-vocab_size // 256) * 256,
+            max_seq_len=context,
+            epochs=epochs,
+            tokens_per_epoch=result.tokens_per_epoch,
+            seed=seed,
+            tokenizer_info=tokenizer_info,
+            sources=[
+                MixSource(
+                    name=s.name,
+                    rows_available=s.rows_available,
+                    rows_per_epoch=s.rows_per_epoch,
+                    tokens_per_epoch=s.tokens_per_epoch,
+                    contamination=s.contamination,
+                )
+                for s in result.sources
+            ],
+        ),
+    )
     (staging / "report.md").write_text(_report(result, context))
     return result
 
@@ -251,8 +290,10 @@ def _empty_mix_error(sources: list[SourceStats], shortest: int | None, context: 
     long, short = sum(s.dropped_long for s in sources), sum(s.dropped_short for s in sources)
     reasons = []
     if long:
-        reasons.append(f"{long:,} longer than --context {context} (the shortest needs --context {shortest:,}; "
-                       f"a rule with long_context: truncate keeps rows whose instruction fits)")
+        reasons.append(
+            f"{long:,} longer than --context {context} (the shortest needs --context {shortest:,}; "
+            f"a rule with long_context: truncate keeps rows whose instruction fits)"
+        )
     if short:
         reasons.append(f"{short:,} with a response shorter than min_response_len")
     if available - long - short:
@@ -268,29 +309,44 @@ def _contamination_cell(status: dict) -> str:
 
 
 def _report(result: MixResult, context: int) -> str:
-    lines = [f"# Training mix: {result.epochs} epoch(s), context {context}", "",
-             "| source | category | rows available | rows / epoch | tokens / epoch | unique tokens | "
-             "truncated | dropped (long) | dropped (short) | contamination |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Training mix: {result.epochs} epoch(s), context {context}",
+        "",
+        "| source | category | rows available | rows / epoch | tokens / epoch | unique tokens | "
+        "truncated | dropped (long) | dropped (short) | contamination |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for s in result.sources:
-        lines.append(f"| {s.name} | {s.category} | {s.rows_available:,} | {s.rows_per_epoch:,} | "
-                     f"{s.tokens_per_epoch:,} | {s.unique_tokens:,} | {s.truncated:,} | {s.dropped_long:,} | "
-                     f"{s.dropped_short:,} | {_contamination_cell(s.contamination)} |")
+        lines.append(
+            f"| {s.name} | {s.category} | {s.rows_available:,} | {s.rows_per_epoch:,} | "
+            f"{s.tokens_per_epoch:,} | {s.unique_tokens:,} | {s.truncated:,} | {s.dropped_long:,} | "
+            f"{s.dropped_short:,} | {_contamination_cell(s.contamination)} |"
+        )
     total = sum(s.tokens_per_epoch for s in result.sources)
     unique = sum(s.unique_tokens for s in result.sources)
-    lines += ["", f"Tokens per epoch: {total:,} ({unique:,} unique, {total - unique:,} repeated).", "",
-              "## Contamination", "",
-              "Rows sharing an n-gram with a benchmark's test items, from `frugal data decontaminate`. "
-              "\"stale\": the check was run on another version of the file than the one tokenized "
-              "(size or mtime differ); re-run it.", ""]
+    lines += [
+        "",
+        f"Tokens per epoch: {total:,} ({unique:,} unique, {total - unique:,} repeated).",
+        "",
+        "## Contamination",
+        "",
+        "Rows sharing an n-gram with a benchmark's test items, from `frugal data decontaminate`. "
+        '"stale": the check was run on another version of the file than the one tokenized '
+        "(size or mtime differ); re-run it.",
+        "",
+    ]
     for s in result.sources:
         status = s.contamination
         if status["status"] == "not checked":
             lines.append(f"- {s.name}: not checked")
             continue
-        per_benchmark = ", ".join(f"{name} {counts['contaminated_rows']:,} rows ({counts['test_items']:,} test items)"
-                                  for name, counts in sorted(status["benchmarks"].items()))
-        lines.append(f"- {s.name}: {'stale; ' if status['status'] == 'stale' else ''}{status['ngram']}-gram check, "
-                     f"{status['contaminated_rows']:,} of {status['rows']:,} rows contaminated: "
-                     f"{per_benchmark or 'no benchmarks'}")
+        per_benchmark = ", ".join(
+            f"{name} {counts['contaminated_rows']:,} rows ({counts['test_items']:,} test items)"
+            for name, counts in sorted(status["benchmarks"].items())
+        )
+        lines.append(
+            f"- {s.name}: {'stale; ' if status['status'] == 'stale' else ''}{status['ngram']}-gram check, "
+            f"{status['contaminated_rows']:,} of {status['rows']:,} rows contaminated: "
+            f"{per_benchmark or 'no benchmarks'}"
+        )
     return "\n".join(lines) + "\n"

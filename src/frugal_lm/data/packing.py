@@ -59,11 +59,12 @@ def _assign(lengths: np.ndarray, n_bins: int, capacity: int, bins_out: np.ndarra
 
 
 @numba.njit(cache=True)
-def _plan_epoch(lengths: np.ndarray, n_bins: int, capacity: int,
-                lookahead: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _plan_epoch(  # noqa: C901 (one compiled kernel: split, its helpers would cost calls in the hot loop)
+    lengths: np.ndarray, n_bins: int, capacity: int, lookahead: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     n = lengths.shape[0]
-    order = np.empty(n, dtype=np.int64)          # examples in step order
-    bin_of_slot = np.empty(n, dtype=np.int32)    # row of order[k]
+    order = np.empty(n, dtype=np.int64)  # examples in step order
+    bin_of_slot = np.empty(n, dtype=np.int32)  # row of order[k]
     step_starts = [0]
     taken = np.zeros(n, dtype=np.bool_)
     candidates = np.empty(n, dtype=np.int64)
@@ -152,8 +153,10 @@ def plan_epoch(lengths: np.ndarray, bins_per_step: int, row_len: int, lookahead:
     """Plan one epoch; `lookahead` examples past each step may move forward to fill gaps."""
     lengths = np.ascontiguousarray(lengths, dtype=np.int64)
     if lengths.size and lengths.max() > row_len:
-        raise ValueError(f"example {int(lengths.argmax())} has {int(lengths.max())} tokens, more than a row "
-                         f"({row_len}); truncate or drop long examples when mixing")
+        raise ValueError(
+            f"example {int(lengths.argmax())} has {int(lengths.max())} tokens, more than a row "
+            f"({row_len}); truncate or drop long examples when mixing"
+        )
     if lengths.size and lengths.min() < 1:
         raise ValueError("every example needs at least one token")
     order, row_of_slot, step_starts = _plan_epoch(lengths, bins_per_step, row_len, lookahead)

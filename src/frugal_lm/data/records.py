@@ -46,8 +46,9 @@ class RowResult:
     raw: Any = None
 
 
-def validate_row(row: Any, known_conditions: tuple[str, ...] = KNOWN_CONDITIONS,
-                 max_chars: int = DEFAULT_MAX_CHARS) -> Record | str:
+def validate_row(
+    row: Any, known_conditions: tuple[str, ...] = KNOWN_CONDITIONS, max_chars: int = DEFAULT_MAX_CHARS
+) -> Record | str:
     """The record, or a one-line reason it is bad."""
     if not isinstance(row, dict):
         return f"expected an object with instruction and response, got {type(row).__name__}"
@@ -83,8 +84,7 @@ def _not_unicode(text: str) -> str | None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as error:
-        return (f"holds a lone surrogate {text[error.start]!r} at character {error.start + 1} "
-                f"(not valid Unicode)")
+        return f"holds a lone surrogate {text[error.start]!r} at character {error.start + 1} (not valid Unicode)"
     return None
 
 
@@ -123,8 +123,9 @@ def _parquet_rows(path: Path, batch_rows: int = 8192) -> Iterator[tuple[str, Any
             yield f"{path}:row {number}", row, None
 
 
-def read_rows(path: Path | str, known_conditions: tuple[str, ...] = KNOWN_CONDITIONS,
-              max_chars: int = DEFAULT_MAX_CHARS) -> Iterator[RowResult]:
+def read_rows(
+    path: Path | str, known_conditions: tuple[str, ...] = KNOWN_CONDITIONS, max_chars: int = DEFAULT_MAX_CHARS
+) -> Iterator[RowResult]:
     """Stream every row of a `.jsonl` or `.parquet` file with its verdict."""
     path = Path(path)
     if not path.is_file():

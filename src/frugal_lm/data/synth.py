@@ -65,8 +65,12 @@ class Problem:
         return self.response.rsplit(ANSWER_MARKER, 1)[-1] if self.condition == "cot" else self.response
 
     def record(self) -> dict[str, str]:
-        return {"instruction": self.instruction, "response": self.response, "condition": self.condition,
-                "category": self.family}
+        return {
+            "instruction": self.instruction,
+            "response": self.response,
+            "condition": self.condition,
+            "category": self.family,
+        }
 
 
 def as_problem(family: str, solution: Solution, answer_format: str) -> Problem:
@@ -127,7 +131,7 @@ def _long_product(a: int, b: int) -> list[str]:
     steps, total = [], 0
     for place, digit in enumerate(map(int, str(b)[::-1])):
         steps.append(_digit_product(a, digit))
-        partial = a * digit * 10 ** place
+        partial = a * digit * 10**place
         if place:
             steps.append(f"{total}+{partial}: " + " ".join(_column_sum(total, partial)))
         total += partial
@@ -135,15 +139,14 @@ def _long_product(a: int, b: int) -> list[str]:
 
 
 def _multiplication(rng: random.Random, left_digits: int = 3, right_digits: int = 2) -> Solution:
-    a = rng.randint(10 ** (left_digits - 1), 10 ** left_digits - 1)
-    b = rng.randint(10 ** (right_digits - 1), 10 ** right_digits - 1)
+    a = rng.randint(10 ** (left_digits - 1), 10**left_digits - 1)
+    b = rng.randint(10 ** (right_digits - 1), 10**right_digits - 1)
     return Solution(f"What is {a} * {b}?", tuple(_long_product(a, b)), str(a * b))
 
 
 def _sorting(rng: random.Random, min_count: int = 5, max_count: int = 8, max_value: int = 99) -> Solution:
     numbers = [rng.randint(0, max_value) for _ in range(rng.randint(min_count, max_count))]
-    return Solution(f"Sort in ascending order: {' '.join(map(str, numbers))}", (),
-                    " ".join(map(str, sorted(numbers))))
+    return Solution(f"Sort in ascending order: {' '.join(map(str, numbers))}", (), " ".join(map(str, sorted(numbers))))
 
 
 def _reversal(rng: random.Random, min_len: int = 4, max_len: int = 10) -> Solution:
@@ -182,6 +185,7 @@ def _expression(rng: random.Random, operators: int = 3, max_operand: int = 20) -
     is parenthesised, so the value never depends on precedence rules. The worked solution
     takes one operation at a time, innermost leftmost first: the operation worked out by
     columns, then the expression rewritten with its value (Feng et al. 2023)."""
+
     def build(count: int):
         if count == 0:
             return rng.randint(0, max_operand)
@@ -220,8 +224,10 @@ def _counting(rng: random.Random, min_len: int = 5, max_len: int = 12) -> Soluti
     letters = rng.sample(string.ascii_lowercase, 4)  # a small alphabet so letters repeat
     word = "".join(rng.choice(letters) for _ in range(rng.randint(min_len, max_len)))
     target = rng.choice(letters)
-    running = " ".join(f"{letter}{target}{'=' if letter == target else '!'}{word[:i + 1].count(target)}"
-                       for i, letter in enumerate(word))
+    running = " ".join(
+        f"{letter}{target}{'=' if letter == target else '!'}{word[: i + 1].count(target)}"
+        for i, letter in enumerate(word)
+    )
     return Solution(f"How many times does '{target}' appear in {word}?", (running,), str(word.count(target)))
 
 
@@ -261,8 +267,7 @@ def parse_families(names: str | None) -> list[str]:
     return chosen
 
 
-def generate(families: list[str], rows: int, seed: int, heldout: bool,
-             answer_format: str = "cot") -> Iterator[Problem]:
+def generate(families: list[str], rows: int, seed: int, heldout: bool, answer_format: str = "cot") -> Iterator[Problem]:
     """`rows` distinct problems per split, cycling through the families, deterministic by seed."""
     rng = random.Random(f"{seed}:{'heldout' if heldout else 'train'}")
     seen: set[str] = set()
@@ -270,8 +275,10 @@ def generate(families: list[str], rows: int, seed: int, heldout: bool,
     while len(seen) < rows:
         attempts += 1
         if attempts > 100 * rows + 1000:
-            raise FrugalError(f"could not draw {rows} distinct {'held-out' if heldout else 'train'} problems "
-                              f"from {', '.join(families)}; ask for fewer rows")
+            raise FrugalError(
+                f"could not draw {rows} distinct {'held-out' if heldout else 'train'} problems "
+                f"from {', '.join(families)}; ask for fewer rows"
+            )
         family = families[len(seen) % len(families)]
         solution = FAMILIES[family](rng)
         if solution.instruction in seen or is_heldout(solution.instruction) != heldout:
@@ -280,8 +287,9 @@ def generate(families: list[str], rows: int, seed: int, heldout: bool,
         yield as_problem(family, solution, answer_format)
 
 
-def write_synthetic(out: Path, families: list[str], rows: int, heldout_rows: int, seed: int,
-                    answer_format: str = "cot") -> dict[str, Path]:
+def write_synthetic(
+    out: Path, families: list[str], rows: int, heldout_rows: int, seed: int, answer_format: str = "cot"
+) -> dict[str, Path]:
     """Write `train.jsonl` and `heldout.jsonl` under `out` (new, empty or an earlier synth's
     output: never a folder of the user's own data, see `frugal_lm.files.staged_output`)."""
     if answer_format not in FORMATS:

@@ -96,8 +96,12 @@ def smallest_token_dtype(vocab_size: int) -> np.dtype:
 
 def _source_stamp(source: Path, fingerprint: str) -> dict:
     stat = source.stat()
-    return {"source": str(source.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-            "tokenizer": fingerprint}
+    return {
+        "source": str(source.resolve()),
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "tokenizer": fingerprint,
+    }
 
 
 class _Background(Generic[Item]):
@@ -179,8 +183,9 @@ def _unique_batches(source: Path, on_error: str, rejects: IO[str], counts: _Read
             if on_error == "fail":
                 raise BadRowError(f"{result.where}: {result.reason} (use --on-error skip to quarantine bad rows)")
             counts.rejected += 1
-            rejects.write(json.dumps({"where": result.where, "reason": result.reason, "row": result.raw},
-                                     default=str) + "\n")
+            rejects.write(
+                json.dumps({"where": result.where, "reason": result.reason, "row": result.raw}, default=str) + "\n"
+            )
             continue
         batch.append(record)
         keys.append(row_key(record.instruction, record.response))
@@ -248,17 +253,24 @@ def _tokenize_one(source: Path, final: Path, tokenizer: TextTokenizer, stamp: di
         rows = position = 0
         files = {name: open(scratch / f"{name}.raw", "wb") for name in ("tokens", *INDEX_FIELDS)}
         try:
-            with open(scratch / "rejected.jsonl", "w") as rejects, \
-                    _Background(_unique_batches(source, on_error, rejects, counts)) as batches, \
-                    tqdm(desc=f"tokenize {source.name}", unit="row", leave=False) as progress:
+            with (
+                open(scratch / "rejected.jsonl", "w") as rejects,
+                _Background(_unique_batches(source, on_error, rejects, counts)) as batches,
+                tqdm(desc=f"tokenize {source.name}", unit="row", leave=False) as progress,
+            ):
                 for batch in batches:
                     progress.update(counts.read - progress.n)
                     if not batch:  # every row of it was a duplicate
                         continue
                     tokens, inst_len, resp_len = encode_layout(tokenizer, batch)
                     inst_start = position + np.concatenate([[0], np.cumsum(inst_len + resp_len)[:-1]])
-                    for name, values in (("tokens", tokens), ("inst_start", inst_start), ("inst_len", inst_len),
-                                         ("resp_start", inst_start + inst_len), ("resp_len", resp_len)):
+                    for name, values in (
+                        ("tokens", tokens),
+                        ("inst_start", inst_start),
+                        ("inst_len", inst_len),
+                        ("resp_start", inst_start + inst_len),
+                        ("resp_len", resp_len),
+                    ):
                         files[name].write(memoryview(np.ascontiguousarray(values)))
                     position += len(tokens)
                     rows += len(batch)
@@ -274,10 +286,19 @@ def _tokenize_one(source: Path, final: Path, tokenizer: TextTokenizer, stamp: di
         if not counts.rejected:
             (scratch / "rejected.jsonl").unlink()
         outputs = sorted(path.name for path in scratch.iterdir())
-        write_source_meta(scratch, SourceMeta(
-            **stamp, rows=rows, rejected=counts.rejected, duplicates=counts.duplicates, tokens=position,
-            token_dtype=dtype.name, vocab_size=tokenizer.vocab_size,
-            files={name: _file_record(scratch / name) for name in outputs}))
+        write_source_meta(
+            scratch,
+            SourceMeta(
+                **stamp,
+                rows=rows,
+                rejected=counts.rejected,
+                duplicates=counts.duplicates,
+                tokens=position,
+                token_dtype=dtype.name,
+                vocab_size=tokenizer.vocab_size,
+                files={name: _file_record(scratch / name) for name in outputs},
+            ),
+        )
         if final.exists():
             shutil.rmtree(final)
         os.replace(scratch, final)
@@ -307,7 +328,7 @@ def _copy_tokenizer(tokenizer_dir: Path, destination: Path) -> None:
     for name in TOKENIZER_FILES:
         source = Path(tokenizer_dir) / name
         if source.is_file():
-            write_atomically(destination / name, lambda temporary: shutil.copyfile(source, temporary))
+            write_atomically(destination / name, lambda temporary, source=source: shutil.copyfile(source, temporary))
         else:
             (destination / name).unlink(missing_ok=True)  # an earlier tokenizer's, which no longer applies
 
@@ -326,8 +347,9 @@ def tokenize_sources(tokenizer_dir: Path, out: Path, sources: list[Path], on_err
     ours = {SCRATCH, "tokenizer", *(final.name for final in wanted)}
     for name in sorted(ours - written):
         if (out / name).exists():
-            raise FrugalError(f"--out {out}: holds {name!r}, which `{COMMAND}` did not write; move it away "
-                              f"(nothing was changed)")
+            raise FrugalError(
+                f"--out {out}: holds {name!r}, which `{COMMAND}` did not write; move it away (nothing was changed)"
+            )
     with os_errors_as_user_errors(out):
         out.mkdir(parents=True, exist_ok=True)
         record_output(out, COMMAND, written | ours)  # before writing: the marker lists all it may find
@@ -342,8 +364,9 @@ def tokenize_sources(tokenizer_dir: Path, out: Path, sources: list[Path], on_err
                 stamp = _source_stamp(source, fingerprint)
                 meta = _unchanged(final, stamp)
                 if meta is not None:
-                    results.append(SourceResult(source, final, True, meta.rows, meta.rejected, meta.duplicates,
-                                                meta.tokens))
+                    results.append(
+                        SourceResult(source, final, True, meta.rows, meta.rejected, meta.duplicates, meta.tokens)
+                    )
                     continue
                 results.append(_tokenize_one(source, final, tokenizer, stamp, on_error))
         finally:

@@ -66,10 +66,13 @@ class TextTokenizer:
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.tokenizer.save(str(directory / "tokenizer.json"))
-        info = {"special_tokens": {role: self.tokenizer.id_to_token(i) for role, i in self.special_ids.items()},
-                "special_ids": self.special_ids,
-                "condition_tokens": {tag: self.tokenizer.id_to_token(i) for tag, i in self.condition_ids.items()},
-                "condition_ids": self.condition_ids, "vocab_size": self.vocab_size}
+        info = {
+            "special_tokens": {role: self.tokenizer.id_to_token(i) for role, i in self.special_ids.items()},
+            "special_ids": self.special_ids,
+            "condition_tokens": {tag: self.tokenizer.id_to_token(i) for tag, i in self.condition_ids.items()},
+            "condition_ids": self.condition_ids,
+            "vocab_size": self.vocab_size,
+        }
         (directory / "tokenizer_info.json").write_text(json.dumps(info, indent=1))
 
 
@@ -90,29 +93,42 @@ def _role_ids(tokenizer, tokens: dict[str, str], source: str) -> dict[str, int]:
     return ids
 
 
-def train_tokenizer(texts: Iterator[str], vocab_size: int,
-                    special_tokens: dict[str, str] | None = None,
-                    condition_tokens: dict[str, str] | None = None) -> TextTokenizer:
+def train_tokenizer(
+    texts: Iterator[str],
+    vocab_size: int,
+    special_tokens: dict[str, str] | None = None,
+    condition_tokens: dict[str, str] | None = None,
+) -> TextTokenizer:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     special_tokens = special_tokens or DEFAULT_SPECIAL_TOKENS
     condition_tokens = condition_tokens or DEFAULT_CONDITION_TOKENS
     reserved = [*special_tokens.values(), *condition_tokens.values()]
     if vocab_size < 256 + len(reserved):
-        raise FrugalError(f"--vocab-size {vocab_size} is too small: byte-level BPE needs at least "
-                          f"{256 + len(reserved)} (256 bytes + {len(reserved)} special tokens)")
+        raise FrugalError(
+            f"--vocab-size {vocab_size} is too small: byte-level BPE needs at least "
+            f"{256 + len(reserved)} (256 bytes + {len(reserved)} special tokens)"
+        )
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=reserved, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=reserved,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tokenizer.train_from_iterator(texts, trainer=trainer)
-    return TextTokenizer(tokenizer, _role_ids(tokenizer, special_tokens, "trained tokenizer"),
-                         _role_ids(tokenizer, condition_tokens, "trained tokenizer"))
+    return TextTokenizer(
+        tokenizer,
+        _role_ids(tokenizer, special_tokens, "trained tokenizer"),
+        _role_ids(tokenizer, condition_tokens, "trained tokenizer"),
+    )
 
 
-def load_tokenizer(directory: Path | str, special_tokens: dict[str, str] | None = None,
-                   condition_tokens: dict[str, str] | None = None) -> TextTokenizer:
+def load_tokenizer(
+    directory: Path | str, special_tokens: dict[str, str] | None = None, condition_tokens: dict[str, str] | None = None
+) -> TextTokenizer:
     """`tokenizer.json` with `tokenizer_info.json`, or with an explicit role mapping (or the
     HRM-Text defaults) for a tokenizer that came from elsewhere."""
     from tokenizers import Tokenizer
@@ -129,8 +145,11 @@ def load_tokenizer(directory: Path | str, special_tokens: dict[str, str] | None 
     if special_tokens is None and info_path.is_file():
         info = json.loads(info_path.read_text())
         special_tokens, condition_tokens = info["special_tokens"], info["condition_tokens"]
-    return TextTokenizer(tokenizer, _role_ids(tokenizer, special_tokens or DEFAULT_SPECIAL_TOKENS, str(path)),
-                         _role_ids(tokenizer, condition_tokens or DEFAULT_CONDITION_TOKENS, str(path)))
+    return TextTokenizer(
+        tokenizer,
+        _role_ids(tokenizer, special_tokens or DEFAULT_SPECIAL_TOKENS, str(path)),
+        _role_ids(tokenizer, condition_tokens or DEFAULT_CONDITION_TOKENS, str(path)),
+    )
 
 
 def encodes_alike(first: Path, second: Path) -> bool:
@@ -138,6 +157,7 @@ def encodes_alike(first: Path, second: Path) -> bool:
     merges, special tokens, normalisation and pre-tokenisation. How a file adds special
     tokens around a text (the post-processor an export adds), padding and truncation do
     not change the ids the data was tokenized into."""
+
     def identity(path: Path) -> dict:
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))

@@ -43,16 +43,25 @@ class StepBudget:
 def measure_seconds_per_step(config: RunConfig, scratch: Path, probe_steps: int = PROBE_STEPS) -> float:
     """Mean wall seconds of the probe's steps after the first `SKIPPED_PROBE_STEPS`."""
     shutil.rmtree(scratch, ignore_errors=True)
-    probe = config.model_copy(update={"out": scratch, "steps": probe_steps, "epochs": None, "warmup_steps": 0,
-                                      "checkpoint_every": 0, "resume": False, "loggers": [],
-                                      "model": config.model.model_copy(update={"bp_warmup_fraction": 0.0})})
+    probe = config.model_copy(
+        update={
+            "out": scratch,
+            "steps": probe_steps,
+            "epochs": None,
+            "warmup_steps": 0,
+            "checkpoint_every": 0,
+            "resume": False,
+            "loggers": [],
+            "model": config.model.model_copy(update={"bp_warmup_fraction": 0.0}),
+        }
+    )
     try:
         with contextlib.redirect_stderr(io.StringIO()):  # the probe's own progress bar would only confuse
             train(probe)
         elapsed = [json.loads(line)["elapsed_s"] for line in (scratch / "metrics.jsonl").read_text().splitlines()]
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    timed = elapsed[SKIPPED_PROBE_STEPS - 1:]
+    timed = elapsed[SKIPPED_PROBE_STEPS - 1 :]
     return (timed[-1] - timed[0]) / max(1, len(timed) - 1)
 
 

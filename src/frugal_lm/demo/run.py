@@ -70,9 +70,24 @@ from frugal_lm.model import count_parameters
 RECIPE = "demo"
 COMMAND = "frugal demo"
 MARKER = "demo.json"
-DEMO_ENTRIES = ("demo.json", "summary.json", "data", "tokenizer", "tokenized", "mix", "step_time_probe", "run", "eval",
-                "run_hrm", "eval_hrm", "run_transformer", "eval_transformer", "run_transformer_same_time",
-                "eval_transformer_same_time", "hf")
+DEMO_ENTRIES = (
+    "demo.json",
+    "summary.json",
+    "data",
+    "tokenizer",
+    "tokenized",
+    "mix",
+    "step_time_probe",
+    "run",
+    "eval",
+    "run_hrm",
+    "eval_hrm",
+    "run_transformer",
+    "eval_transformer",
+    "run_transformer_same_time",
+    "eval_transformer_same_time",
+    "hf",
+)
 """Everything a demo run may write in DIR (its marker lists them from the start)."""
 MIN_RESERVE_SECONDS = 20.0
 RESERVE_FRACTION = 0.06
@@ -103,11 +118,15 @@ def prepare_out_dir(out: Path, overwrite: bool) -> None:
         if not _is_demo_run(out):
             raise FrugalError(f"--out {out}: directory is not empty and holds no demo run; choose another --out")
         finished = read_summary(out / "summary.json")
-        what = (f"a finished demo run (mean held-out exact match {finished['reports'][0]['exact_match']:.1%})"
-                if finished else "an unfinished demo run")
+        what = (
+            f"a finished demo run (mean held-out exact match {finished['reports'][0]['exact_match']:.1%})"
+            if finished
+            else "an unfinished demo run"
+        )
         if not overwrite:
-            raise FrugalError(f"--out {out}: already holds {what}; pass --overwrite to replace it, "
-                              f"or --out NEW_DIR for a second one")
+            raise FrugalError(
+                f"--out {out}: already holds {what}; pass --overwrite to replace it, or --out NEW_DIR for a second one"
+            )
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     record_output(out, COMMAND, DEMO_ENTRIES)
@@ -135,19 +154,22 @@ class StageDisplay:
         print(f"      {detail} ({self.seconds[name]:.1f} s)", flush=True)
 
 
-def _run_config(options: DemoOptions, net: str, data: Path, run_dir: Path, steps: int | None,
-                time_limit_s: float | None = None) -> RunConfig:
+def _run_config(
+    options: DemoOptions, net: str, data: Path, run_dir: Path, steps: int | None, time_limit_s: float | None = None
+) -> RunConfig:
     overrides = [f"data={data}", f"out={run_dir}", f"net={net}", f"seed={options.data.seed}", *options.overrides]
     config = resolve_run_config(RECIPE, overrides)
     if steps is not None:
         warmup = min(config.warmup_steps, max(1, steps // 10))
-        config = config.model_copy(update={"steps": steps, "epochs": None, "warmup_steps": warmup,
-                                           "time_limit_s": time_limit_s})
+        config = config.model_copy(
+            update={"steps": steps, "epochs": None, "warmup_steps": warmup, "time_limit_s": time_limit_s}
+        )
     return config
 
 
-def _train_and_score(config: RunConfig, heldout: Path, eval_dir: Path,
-                     display: StageDisplay, measured: float | None, label: str) -> NetReport:
+def _train_and_score(
+    config: RunConfig, heldout: Path, eval_dir: Path, display: StageDisplay, measured: float | None, label: str
+) -> NetReport:
     net = config.model.net
     outcome = {}
 
@@ -160,8 +182,11 @@ def _train_and_score(config: RunConfig, heldout: Path, eval_dir: Path,
     def eval_stage() -> str:
         outcome["scores"] = result = score_heldout(Path(config.out), heldout, eval_dir)
         families = family_scores(result)
-        return (f"mean exact match {result.value:.1%} on {len(result.samples)} held-out problems ("
-                + ", ".join(f"{name} {value:.0%}" for name, value in families.items()) + f") -> {eval_dir}")
+        return (
+            f"mean exact match {result.value:.1%} on {len(result.samples)} held-out problems ("
+            + ", ".join(f"{name} {value:.0%}" for name, value in families.items())
+            + f") -> {eval_dir}"
+        )
 
     display.run(f"train {label}", train_stage)
     display.run(f"held-out eval {label}", eval_stage)
@@ -170,14 +195,24 @@ def _train_and_score(config: RunConfig, heldout: Path, eval_dir: Path,
     for record in scores.samples:
         family = record.extra.get("family", "?")
         if family not in first_per_family:
-            first_per_family[family] = Sample(family, record.prompt, record.extracted, record.gold,
-                                              bool(record.correct))
+            first_per_family[family] = Sample(
+                family, record.prompt, record.extracted, record.gold, bool(record.correct)
+            )
     train_result = outcome["train"]
-    return NetReport(net=net, label=label, run_dir=str(config.out), parameters=count_parameters(config.model.model_copy(
-        update={"vocab_size": _mixed_vocab_size(config.data)})), steps=train_result.steps,
-        tokens_seen=train_result.tokens, train_seconds=round(outcome["seconds"], 2),
-        seconds_per_step_measured=measured, exact_match=scores.value, family_exact_match=family_scores(scores),
-        heldout_problems=len(scores.samples), samples=list(first_per_family.values()))
+    return NetReport(
+        net=net,
+        label=label,
+        run_dir=str(config.out),
+        parameters=count_parameters(config.model.model_copy(update={"vocab_size": _mixed_vocab_size(config.data)})),
+        steps=train_result.steps,
+        tokens_seen=train_result.tokens,
+        train_seconds=round(outcome["seconds"], 2),
+        seconds_per_step_measured=measured,
+        exact_match=scores.value,
+        family_exact_match=family_scores(scores),
+        heldout_problems=len(scores.samples),
+        samples=list(first_per_family.values()),
+    )
 
 
 def _mixed_vocab_size(mix_dir: Path | None) -> int:
@@ -222,16 +257,20 @@ def _train_arms(options: DemoOptions, paths: DataPaths, started: float, display:
 
     def train(arm: Arm) -> NetReport:
         config = _run_config(options, arm.net, paths.mix, out / arm.run_dir, arm.steps, arm.time_limit_s)
-        return _train_and_score(config, paths.heldout_jsonl, out / arm.eval_dir,
-                                display, arm.seconds_per_step, arm.label)
+        return _train_and_score(
+            config, paths.heldout_jsonl, out / arm.eval_dir, display, arm.seconds_per_step, arm.label
+        )
 
     def first(net: str, label: str, run_dir: str, eval_dir: str, shares: list[float], measured: float) -> Arm:
         if options.steps is not None:
             return Arm(net, label, options.steps, None, run_dir, eval_dir, measured)
         seconds = _training_seconds(options, started, shares)
         guess = steps_for_budget(measured, seconds).steps
-        print(f"      budget: {seconds:.0f} s of training, about {guess:,} steps at {measured:.2f} s/step "
-              f"(measured; the schedule is fitted to the clock as it runs)", flush=True)
+        print(
+            f"      budget: {seconds:.0f} s of training, about {guess:,} steps at {measured:.2f} s/step "
+            f"(measured; the schedule is fitted to the clock as it runs)",
+            flush=True,
+        )
         return Arm(net, label, guess, seconds, run_dir, eval_dir, measured)
 
     if not options.compare:
@@ -242,13 +281,30 @@ def _train_arms(options: DemoOptions, paths: DataPaths, started: float, display:
     ratio = transformer_step / hrm_step
     display.total = 10
     hrm = train(first("hrm", "hrm", "run_hrm", "eval_hrm", [1.0, ratio, 1.0], hrm_step))
-    same_tokens = train(Arm("transformer", "transformer, same tokens", hrm.steps, None, "run_transformer",
-                            "eval_transformer", transformer_step))
+    same_tokens = train(
+        Arm(
+            "transformer",
+            "transformer, same tokens",
+            hrm.steps,
+            None,
+            "run_transformer",
+            "eval_transformer",
+            transformer_step,
+        )
+    )
     # A probe cannot resolve step times a few percent apart (two probed within 5% ran 9% apart),
     # so the same-time run is always trained, for the HRM's measured loop time.
-    same_time = train(Arm("transformer", "transformer, same time", max(1, round(hrm.steps / ratio)),
-                          _loop_seconds(out / "run_hrm"), "run_transformer_same_time", "eval_transformer_same_time",
-                          transformer_step))
+    same_time = train(
+        Arm(
+            "transformer",
+            "transformer, same time",
+            max(1, round(hrm.steps / ratio)),
+            _loop_seconds(out / "run_hrm"),
+            "run_transformer_same_time",
+            "eval_transformer_same_time",
+            transformer_step,
+        )
+    )
     return [hrm, same_tokens, same_time]
 
 
@@ -275,8 +331,18 @@ def run_demo(options: DemoOptions) -> DemoSummary:
     started = time.perf_counter()
     out = options.out
     prepare_out_dir(out, options.overwrite)
-    (out / MARKER).write_text(json.dumps({**asdict(options), "out": str(out), "data": asdict(options.data),
-                                          "started": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=1, default=str))
+    (out / MARKER).write_text(
+        json.dumps(
+            {
+                **asdict(options),
+                "out": str(out),
+                "data": asdict(options.data),
+                "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+            },
+            indent=1,
+            default=str,
+        )
+    )
     paths = data_paths(out)
     display = StageDisplay(total=7)
     display.run("synthetic tasks", lambda: synthesize(paths, options.data))
@@ -299,20 +365,32 @@ def run_demo(options: DemoOptions) -> DemoSummary:
         export_dir, export_note = exported["dir"], exported["note"]
 
     model_dir = run_dirs[nets[0]]
-    next_steps = [f"frugal generate --model {model_dir} --prompt 'What is 12 + 30?'",
-                  f"frugal chat --model {model_dir}",
-                  f"frugal eval --model {model_dir} --tasks synthetic --data-dir {paths.heldout_jsonl.parent} "
-                  f"--out {out / 'eval-again'}   (reproduces the score above)",
-                  f"frugal report {model_dir}",
-                  f"frugal demo --minutes {options.minutes * 3:g} --out {out}-long   (more steps, higher scores)",
-                  "your own data: the README's \"Your own data\" section runs these stages by hand"]
+    next_steps = [
+        f"frugal generate --model {model_dir} --prompt 'What is 12 + 30?'",
+        f"frugal chat --model {model_dir}",
+        f"frugal eval --model {model_dir} --tasks synthetic --data-dir {paths.heldout_jsonl.parent} "
+        f"--out {out / 'eval-again'}   (reproduces the score above)",
+        f"frugal report {model_dir}",
+        f"frugal demo --minutes {options.minutes * 3:g} --out {out}-long   (more steps, higher scores)",
+        'your own data: the README\'s "Your own data" section runs these stages by hand',
+    ]
     if export_dir:
-        next_steps.insert(3, f"python -c \"import transformers as t; m = t.AutoModelForCausalLM.from_pretrained("
-                             f"'{export_dir}')\"   (needs: pip install 'frugal-lm[hf]')")
-    summary = DemoSummary(out=str(out), minutes_budget=options.minutes,
-                          wall_seconds=round(time.perf_counter() - started, 2), stage_seconds=display.seconds,
-                          reports=reports, export_dir=export_dir, export_note=export_note, next_steps=next_steps,
-                          family_baseline=heldout_baselines(paths))
+        next_steps.insert(
+            3,
+            f'python -c "import transformers as t; m = t.AutoModelForCausalLM.from_pretrained('
+            f"'{export_dir}')\"   (needs: pip install 'frugal-lm[hf]')",
+        )
+    summary = DemoSummary(
+        out=str(out),
+        minutes_budget=options.minutes,
+        wall_seconds=round(time.perf_counter() - started, 2),
+        stage_seconds=display.seconds,
+        reports=reports,
+        export_dir=export_dir,
+        export_note=export_note,
+        next_steps=next_steps,
+        family_baseline=heldout_baselines(paths),
+    )
     write_summary(summary, out / "summary.json")
     print("\nsample generations (held-out problems, greedy):")
     print(render_samples(reports[0].samples))

@@ -70,17 +70,26 @@ class DataPaths:
 
 
 def data_paths(out: Path) -> DataPaths:
-    return DataPaths(out / "data" / "train.jsonl", out / "data" / "heldout.jsonl", out / "tokenizer",
-                     out / "tokenized", out / "mix")
+    return DataPaths(
+        out / "data" / "train.jsonl", out / "data" / "heldout.jsonl", out / "tokenizer", out / "tokenized", out / "mix"
+    )
 
 
 def synthesize(paths: DataPaths, settings: DataSettings) -> str:
-    write_synthetic(paths.train_jsonl.parent, list(settings.families), settings.train_rows,
-                    settings.heldout_rows, settings.seed, settings.answer_format)
+    write_synthetic(
+        paths.train_jsonl.parent,
+        list(settings.families),
+        settings.train_rows,
+        settings.heldout_rows,
+        settings.seed,
+        settings.answer_format,
+    )
     worked = [f for f in settings.families if settings.answer_format == "cot" and FAMILIES[f](Random(0)).steps]
-    answers = (f"worked solutions (cot) for {', '.join(worked)}" if worked else "answers alone (direct)")
-    return (f"{settings.train_rows:,} train + {settings.heldout_rows:,} held-out problems, "
-            f"{len(settings.families)} families ({', '.join(settings.families)}); {answers}")
+    answers = f"worked solutions (cot) for {', '.join(worked)}" if worked else "answers alone (direct)"
+    return (
+        f"{settings.train_rows:,} train + {settings.heldout_rows:,} held-out problems, "
+        f"{len(settings.families)} families ({', '.join(settings.families)}); {answers}"
+    )
 
 
 def _texts(path: Path) -> Iterator[str]:
@@ -130,8 +139,7 @@ def train_quietly(config: RunConfig) -> TrainResult:
     """`frugal_lm.train.trainer.train` with its banner in RUN_DIR/train.log."""
     assert config.out is not None
     Path(config.out).mkdir(parents=True, exist_ok=True)
-    with open(Path(config.out) / "train.log", "a") as log, \
-            contextlib.redirect_stderr(_BannerToLog(sys.stderr, log)):
+    with open(Path(config.out) / "train.log", "a") as log, contextlib.redirect_stderr(_BannerToLog(sys.stderr, log)):
         return train(config)
 
 
@@ -155,5 +163,6 @@ def heldout_baselines(paths: DataPaths) -> dict[str, float]:
 
 def family_scores(result: TaskResult) -> dict[str, float]:
     prefix = "exact_match/"
-    return {name.removeprefix(prefix): metric.value for name, metric in result.metrics.items()
-            if name.startswith(prefix)}
+    return {
+        name.removeprefix(prefix): metric.value for name, metric in result.metrics.items() if name.startswith(prefix)
+    }

@@ -101,11 +101,21 @@ def render_table(summary: DemoSummary) -> str:
         ("training time", [_minutes(r.train_seconds) for r in reports] + [""]),
         ("tokens / s", [f"{r.tokens_per_second:,.0f}" for r in reports] + [""]),
     ]
-    rows += [(f"exact match: {family}", [f"{r.family_exact_match.get(family, float('nan')):.1%}" for r in reports]
-              + [f"{baseline[family]:.1%}" if family in baseline else "-"]) for family in families]
+    rows += [
+        (
+            f"exact match: {family}",
+            [f"{r.family_exact_match.get(family, float('nan')):.1%}" for r in reports]
+            + [f"{baseline[family]:.1%}" if family in baseline else "-"],
+        )
+        for family in families
+    ]
     mean_baseline = sum(baseline.values()) / len(baseline) if baseline else None
-    rows.append((f"exact match: MEAN ({reports[0].heldout_problems} held-out)",
-                 [f"{r.exact_match:.1%}" for r in reports] + ["-" if mean_baseline is None else f"{mean_baseline:.1%}"]))
+    rows.append(
+        (
+            f"exact match: MEAN ({reports[0].heldout_problems} held-out)",
+            [f"{r.exact_match:.1%}" for r in reports] + ["-" if mean_baseline is None else f"{mean_baseline:.1%}"],
+        )
+    )
     label_width = max(len(label) for label, _ in rows)
     value_width = max(max(len(v) for v in values) for _, values in rows)
     lines = [f"  {label:<{label_width}}  " + "  ".join(f"{v:>{value_width}}" for v in values) for label, values in rows]
@@ -125,9 +135,12 @@ def render_samples(samples: list[Sample]) -> str:
 
 
 def render_footer(summary: DemoSummary) -> str:
-    lines = [f"  total wall time {_minutes(summary.wall_seconds)} (budget {summary.minutes_budget:g} min); "
-             f"run directory {summary.out}",
-             f"  exported model: {summary.export_dir}" if summary.export_dir else f"  export: {summary.export_note}",
-             "", "next:"]
+    lines = [
+        f"  total wall time {_minutes(summary.wall_seconds)} (budget {summary.minutes_budget:g} min); "
+        f"run directory {summary.out}",
+        f"  exported model: {summary.export_dir}" if summary.export_dir else f"  export: {summary.export_note}",
+        "",
+        "next:",
+    ]
     lines += [f"  {step}" for step in summary.next_steps]
     return "\n".join(lines)

@@ -42,10 +42,10 @@ from frugal_lm.evals.extract import gsm8k_final_answer, last_boxed
 
 @dataclass(frozen=True)
 class ChoiceItem:
-    where: str                 # file:row, for error messages and sample records
+    where: str  # file:row, for error messages and sample records
     context: str
     options: tuple[str, ...]
-    label: int                 # index of the right option
+    label: int  # index of the right option
     subject: str | None = None
 
 
@@ -53,14 +53,15 @@ class ChoiceItem:
 class AnswerItem:
     where: str
     question: str
-    answers: tuple[tuple[str, ...], ...]   # alternative gold answers, each a tuple of spans
-    demonstration: str                     # the worked gold response, for few-shot prompts
+    answers: tuple[tuple[str, ...], ...]  # alternative gold answers, each a tuple of spans
+    demonstration: str  # the worked gold response, for few-shot prompts
 
 
 Item = ChoiceItem | AnswerItem
 
 
 # ---------------------------------------------------------------- row sources
+
 
 def _rows(path: Path) -> Iterator[tuple[str, Any]]:
     suffix = path.suffix.lower()
@@ -106,6 +107,7 @@ def _field(row: Any, where: str, *keys: str | int) -> Any:
 
 # ---------------------------------------------------------------- row parsers
 
+
 def _gsm8k(row, where) -> list[Item]:
     solution = _field(row, where, "answer")
     try:
@@ -148,8 +150,14 @@ def _drop(row, where) -> list[Item]:
                 if spans not in answers and spans[0].strip():
                     answers.append(spans)
             if answers:
-                items.append(AnswerItem(place, _drop_question(passage["passage"], pair["question"]),
-                                        tuple(answers), ", ".join(answers[0])))
+                items.append(
+                    AnswerItem(
+                        place,
+                        _drop_question(passage["passage"], pair["question"]),
+                        tuple(answers),
+                        ", ".join(answers[0]),
+                    )
+                )
     return items
 
 
@@ -224,45 +232,81 @@ def _boolq(row, where) -> list[Item]:
 
 # ---------------------------------------------------------------- specs
 
+
 @dataclass(frozen=True)
 class DatasetSpec:
     folder: str
-    test: tuple[str, ...]      # glob patterns below DIR/folder, first match wins
+    test: tuple[str, ...]  # glob patterns below DIR/folder, first match wins
     fewshot: tuple[str, ...]
     published: str
     parse: Callable[[Any, str], list[Item]]
 
 
 SPECS: dict[str, DatasetSpec] = {
-    "gsm8k": DatasetSpec("gsm8k", ("main/test-*.parquet", "test.jsonl"), ("main/train-*.parquet", "train.jsonl"),
-                         "Hugging Face dataset openai/gsm8k, or github.com/openai/grade-school-math "
-                         "(grade_school_math/data/)", _gsm8k),
-    "math": DatasetSpec("math", ("test.jsonl", "test-*.parquet", "test/*/*.json"),
-                        ("train.jsonl", "train-*.parquet", "train/*/*.json"),
-                        "Hugging Face datasets HuggingFaceH4/MATH-500 (test.jsonl) or EleutherAI/hendrycks_math, "
-                        "or the original MATH release (github.com/hendrycks/math)", _math),
-    "drop": DatasetSpec("drop", ("validation-*.parquet", "drop_dataset_dev.json"),
-                        ("train-*.parquet", "drop_dataset_train.json"),
-                        "Hugging Face dataset ucinlp/drop, or allenai.org/data/drop", _drop),
-    "mmlu": DatasetSpec("mmlu", ("all/test-*.parquet", "test/*_test.csv"), ("all/dev-*.parquet", "dev/*_dev.csv"),
-                        "Hugging Face dataset cais/mmlu (all/), or github.com/hendrycks/test (data.tar)", _mmlu),
-    "arc_challenge": DatasetSpec("arc", ("ARC-Challenge/test-*.parquet", "ARC-Challenge-Test.jsonl"),
-                                 ("ARC-Challenge/train-*.parquet", "ARC-Challenge-Train.jsonl"),
-                                 "Hugging Face dataset allenai/ai2_arc, or allenai.org/data/arc", _arc),
-    "arc_easy": DatasetSpec("arc", ("ARC-Easy/test-*.parquet", "ARC-Easy-Test.jsonl"),
-                            ("ARC-Easy/train-*.parquet", "ARC-Easy-Train.jsonl"),
-                            "Hugging Face dataset allenai/ai2_arc, or allenai.org/data/arc", _arc),
-    "hellaswag": DatasetSpec("hellaswag", ("validation-*.parquet", "hellaswag_val.jsonl"),
-                             ("train-*.parquet", "hellaswag_train.jsonl"),
-                             "Hugging Face dataset Rowan/hellaswag, or github.com/rowanz/hellaswag (data/)",
-                             _hellaswag),
-    "winogrande": DatasetSpec("winogrande", ("winogrande_xl/validation-*.parquet", "dev.jsonl"),
-                              ("winogrande_xl/train-*.parquet", "train_xl.jsonl"),
-                              "Hugging Face dataset allenai/winogrande, or github.com/allenai/winogrande "
-                              "(winogrande_1.1.zip)", _winogrande),
-    "boolq": DatasetSpec("boolq", ("validation-*.parquet", "dev.jsonl"), ("train-*.parquet", "train.jsonl"),
-                         "Hugging Face dataset google/boolq, or github.com/google-research-datasets/boolean-questions",
-                         _boolq),
+    "gsm8k": DatasetSpec(
+        "gsm8k",
+        ("main/test-*.parquet", "test.jsonl"),
+        ("main/train-*.parquet", "train.jsonl"),
+        "Hugging Face dataset openai/gsm8k, or github.com/openai/grade-school-math (grade_school_math/data/)",
+        _gsm8k,
+    ),
+    "math": DatasetSpec(
+        "math",
+        ("test.jsonl", "test-*.parquet", "test/*/*.json"),
+        ("train.jsonl", "train-*.parquet", "train/*/*.json"),
+        "Hugging Face datasets HuggingFaceH4/MATH-500 (test.jsonl) or EleutherAI/hendrycks_math, "
+        "or the original MATH release (github.com/hendrycks/math)",
+        _math,
+    ),
+    "drop": DatasetSpec(
+        "drop",
+        ("validation-*.parquet", "drop_dataset_dev.json"),
+        ("train-*.parquet", "drop_dataset_train.json"),
+        "Hugging Face dataset ucinlp/drop, or allenai.org/data/drop",
+        _drop,
+    ),
+    "mmlu": DatasetSpec(
+        "mmlu",
+        ("all/test-*.parquet", "test/*_test.csv"),
+        ("all/dev-*.parquet", "dev/*_dev.csv"),
+        "Hugging Face dataset cais/mmlu (all/), or github.com/hendrycks/test (data.tar)",
+        _mmlu,
+    ),
+    "arc_challenge": DatasetSpec(
+        "arc",
+        ("ARC-Challenge/test-*.parquet", "ARC-Challenge-Test.jsonl"),
+        ("ARC-Challenge/train-*.parquet", "ARC-Challenge-Train.jsonl"),
+        "Hugging Face dataset allenai/ai2_arc, or allenai.org/data/arc",
+        _arc,
+    ),
+    "arc_easy": DatasetSpec(
+        "arc",
+        ("ARC-Easy/test-*.parquet", "ARC-Easy-Test.jsonl"),
+        ("ARC-Easy/train-*.parquet", "ARC-Easy-Train.jsonl"),
+        "Hugging Face dataset allenai/ai2_arc, or allenai.org/data/arc",
+        _arc,
+    ),
+    "hellaswag": DatasetSpec(
+        "hellaswag",
+        ("validation-*.parquet", "hellaswag_val.jsonl"),
+        ("train-*.parquet", "hellaswag_train.jsonl"),
+        "Hugging Face dataset Rowan/hellaswag, or github.com/rowanz/hellaswag (data/)",
+        _hellaswag,
+    ),
+    "winogrande": DatasetSpec(
+        "winogrande",
+        ("winogrande_xl/validation-*.parquet", "dev.jsonl"),
+        ("winogrande_xl/train-*.parquet", "train_xl.jsonl"),
+        "Hugging Face dataset allenai/winogrande, or github.com/allenai/winogrande (winogrande_1.1.zip)",
+        _winogrande,
+    ),
+    "boolq": DatasetSpec(
+        "boolq",
+        ("validation-*.parquet", "dev.jsonl"),
+        ("train-*.parquet", "train.jsonl"),
+        "Hugging Face dataset google/boolq, or github.com/google-research-datasets/boolean-questions",
+        _boolq,
+    ),
 }
 
 
@@ -276,8 +320,9 @@ def find_files(task: str, data_dir: Path, split: str = "test") -> list[Path]:
         if matches:
             return matches
     what = "test" if split == "test" else "few-shot (train/dev)"
-    raise FrugalError(f"{task}: no {what} file in {folder} (looked for {' or '.join(patterns)}; "
-                      f"published as {spec.published})")
+    raise FrugalError(
+        f"{task}: no {what} file in {folder} (looked for {' or '.join(patterns)}; published as {spec.published})"
+    )
 
 
 def load_items(task: str, data_dir: Path | str, split: str = "test", limit: int | None = None) -> list[Item]:

@@ -66,14 +66,14 @@ class BenchmarkIndex:
         length = min(self.ngram, len(tokens))
         table = self.grams[length]
         for start in range(len(tokens) - length + 1):
-            table.setdefault(tuple(tokens[start:start + length]), set()).add(benchmark)
+            table.setdefault(tuple(tokens[start : start + length]), set()).add(benchmark)
 
     def hits(self, text: str) -> set[str]:
         """Benchmarks sharing at least one gram with `text`."""
         tokens, found = words(text), set()
         for length, table in self.grams.items():
             for start in range(len(tokens) - length + 1):
-                names = table.get(tuple(tokens[start:start + length]))
+                names = table.get(tuple(tokens[start : start + length]))
                 if names:
                     found |= names
         return found
@@ -107,8 +107,10 @@ def build_index(benchmarks_dir: Path, ngram: int = DEFAULT_NGRAM) -> tuple[Bench
     else:
         missing.append("synthetic")
     if not index.test_items:
-        raise FrugalError(f"--benchmarks {benchmarks_dir}: no benchmark test set found (expected the `frugal eval "
-                          f"--data-dir` layout: gsm8k/, mmlu/, arc/, ... or heldout.jsonl)")
+        raise FrugalError(
+            f"--benchmarks {benchmarks_dir}: no benchmark test set found (expected the `frugal eval "
+            f"--data-dir` layout: gsm8k/, mmlu/, arc/, ... or heldout.jsonl)"
+        )
     return index, missing
 
 
@@ -126,8 +128,9 @@ def sidecar_path(source: Path) -> Path:
     return source.with_name(source.name + ".contamination.json")
 
 
-def check_source(source: Path, index: BenchmarkIndex, clean_dir: Path | None = None,
-                 progress: bool = False) -> SourceReport:
+def check_source(
+    source: Path, index: BenchmarkIndex, clean_dir: Path | None = None, progress: bool = False
+) -> SourceReport:
     """Count contaminated rows of one source, write its sidecar and optionally a clean copy."""
     source = Path(source)
     stat = source.stat() if source.is_file() else None
@@ -151,11 +154,19 @@ def check_source(source: Path, index: BenchmarkIndex, clean_dir: Path | None = N
             kept.append(row.raw)
     if clean_path is not None:
         write_atomically(clean_path, lambda temp: _write_rows(temp, kept, source.suffix.lower()))
-    sidecar = {"source": str(source), "source_size": stat.st_size, "source_mtime": stat.st_mtime,
-               "ngram": index.ngram,
-               "benchmarks": {name: {"test_items": index.test_items[name], "contaminated_rows": per_benchmark[name]}
-                              for name in index.test_items},
-               "contaminated_rows": contaminated, "rows": rows, "bad_rows": bad}
+    sidecar = {
+        "source": str(source),
+        "source_size": stat.st_size,
+        "source_mtime": stat.st_mtime,
+        "ngram": index.ngram,
+        "benchmarks": {
+            name: {"test_items": index.test_items[name], "contaminated_rows": per_benchmark[name]}
+            for name in index.test_items
+        },
+        "contaminated_rows": contaminated,
+        "rows": rows,
+        "bad_rows": bad,
+    }
     write_atomically(sidecar_path(source), lambda temp: temp.write_text(json.dumps(sidecar, indent=1) + "\n"))
     return SourceReport(source, rows, bad, contaminated, per_benchmark, clean_path)
 
@@ -172,17 +183,26 @@ def _write_rows(path: Path, rows: list[dict], suffix: str) -> None:
 
 def report_markdown(reports: list[SourceReport], index: BenchmarkIndex, missing: list[str]) -> str:
     names = list(index.test_items)
-    lines = [f"{index.ngram}-gram overlap with {', '.join(f'{n} ({index.test_items[n]:,} items)' for n in names)}",
-             "", "| source | rows | contaminated | " + " | ".join(names) + " |",
-             "|---|---:|---:|" + "---:|" * len(names)]
+    lines = [
+        f"{index.ngram}-gram overlap with {', '.join(f'{n} ({index.test_items[n]:,} items)' for n in names)}",
+        "",
+        "| source | rows | contaminated | " + " | ".join(names) + " |",
+        "|---|---:|---:|" + "---:|" * len(names),
+    ]
     for report in reports:
         share = report.contaminated_rows / report.rows if report.rows else 0.0
         cells = " | ".join(f"{report.per_benchmark[name]:,}" for name in names)
         lines.append(f"| {report.source} | {report.rows:,} | {report.contaminated_rows:,} ({share:.2%}) | {cells} |")
-    notes = [f"{r.source}: {r.bad_rows:,} invalid rows not checked (see `frugal data validate`)"
-             for r in reports if r.bad_rows]
-    notes += [f"{r.source}: clean copy with {r.rows - r.bad_rows - r.contaminated_rows:,} rows at {r.clean_path}"
-              for r in reports if r.clean_path is not None]
+    notes = [
+        f"{r.source}: {r.bad_rows:,} invalid rows not checked (see `frugal data validate`)"
+        for r in reports
+        if r.bad_rows
+    ]
+    notes += [
+        f"{r.source}: clean copy with {r.rows - r.bad_rows - r.contaminated_rows:,} rows at {r.clean_path}"
+        for r in reports
+        if r.clean_path is not None
+    ]
     if missing:
         notes.append(f"not found in the benchmarks directory, not checked: {', '.join(missing)}")
     return "\n".join(lines + ([""] + notes if notes else [])) + "\n"

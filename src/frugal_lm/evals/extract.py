@@ -36,7 +36,7 @@ def last_boxed(text: str) -> str | None:
     matches = list(re.finditer(r"\\(?:boxed|fbox)", text))
     if not matches:
         return None
-    rest = text[matches[-1].end():]
+    rest = text[matches[-1].end() :]
     if rest.startswith(" "):
         return rest.split("$")[0].strip() or None
     if not rest.startswith("{"):
@@ -67,7 +67,7 @@ def extract_number(output: str) -> str | None:
         tail = output.rsplit("####", 1)[1]
     else:
         answer_is = list(_ANSWER_IS.finditer(output))
-        tail = output[answer_is[-1].end():] if answer_is else None
+        tail = output[answer_is[-1].end() :] if answer_is else None
     if tail is not None and (value := parse_number(tail)) is not None:
         return canonical(value)
     numbers = list(_NUMBER.finditer(output))

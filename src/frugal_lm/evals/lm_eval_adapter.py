@@ -48,8 +48,15 @@ from frugal_lm.evals.loglikelihood import fit_to_context, score_responses
 
 @register_model("frugal")
 class FrugalLM(LM):
-    def __init__(self, model: str, condition: str = "direct", device: str | None = "cpu",
-                 batch_size: int | str | None = 8, max_batch_size: int | None = None, **unused) -> None:
+    def __init__(
+        self,
+        model: str,
+        condition: str = "direct",
+        device: str | None = "cpu",
+        batch_size: int | str | None = 8,
+        max_batch_size: int | None = None,
+        **unused,
+    ) -> None:
         super().__init__()
         from frugal_lm.infer.loading import load_model
 
@@ -58,7 +65,7 @@ class FrugalLM(LM):
         self.batch_size_value = int(batch_size) if str(batch_size).isdigit() else 8
         self._engine = None
         tokenizer = self.loaded.tokenizer
-        self.engine.encode_prompt("", self.conditions)   # unknown tags fail here, with the known ones named
+        self.engine.encode_prompt("", self.conditions)  # unknown tags fail here, with the known ones named
         self.text_tokenizer = tokenizer.tokenizer
         self.head = [tokenizer.special_ids["boq"], *(tokenizer.condition_ids[t] for t in self.conditions)]
         self.eoq = tokenizer.special_ids["eoq"]
@@ -77,9 +84,13 @@ class FrugalLM(LM):
 
     def _score(self, pairs: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
         scorable = [i for i, (_, response) in enumerate(pairs) if response]
-        scores = score_responses(self.loaded.model, [pairs[i] for i in scorable],
-                                 self.loaded.tokenizer.special_ids["pad"], self.batch_size_value)
-        results = [(0.0, True)] * len(pairs)   # an empty continuation has probability 1
+        scores = score_responses(
+            self.loaded.model,
+            [pairs[i] for i in scorable],
+            self.loaded.tokenizer.special_ids["pad"],
+            self.batch_size_value,
+        )
+        results = [(0.0, True)] * len(pairs)  # an empty continuation has probability 1
         for index, score in zip(scorable, scores):
             results[index] = (score.logprob, score.is_greedy)
         return results
@@ -95,14 +106,14 @@ class FrugalLM(LM):
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
         results = []
-        budget = self.max_len - len(self.head)   # context + response tokens that fit beside BOQ..EOQ
+        budget = self.max_len - len(self.head)  # context + response tokens that fit beside BOQ..EOQ
         step = max(1, budget // 2)
         for request in tqdm(requests, desc="rolling log-likelihood", disable=disable_tqdm):
             tokens = self._tokens(request.args[0])
             pairs = []
             for start in range(0, len(tokens), step):
-                chunk = tokens[start:start + step]
-                context = tokens[max(0, start - (budget - len(chunk))):start]
+                chunk = tokens[start : start + step]
+                context = tokens[max(0, start - (budget - len(chunk))) : start]
                 pairs.append(([*self.head, *context, self.eoq], chunk))
             results.append(sum(logprob for logprob, _ in self._score(pairs)))
         return results
@@ -120,8 +131,11 @@ class FrugalLM(LM):
             max_new_tokens = int(gen_kwargs.get("max_gen_toks", 256))
             temperature = float(gen_kwargs.get("temperature", 0.0)) if gen_kwargs.get("do_sample") else 0.0
             prompt, _ = fit_prompt(self.engine, context, self.conditions, max_new_tokens)
-            prepared.append(GenerationRequest(prompt, self.conditions,
-                                              SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature)))
+            prepared.append(
+                GenerationRequest(
+                    prompt, self.conditions, SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature)
+                )
+            )
         outputs = self.engine.generate(prepared, progress=not disable_tqdm)
         return [cut_at_stops(output.text, stop) for output, stop in zip(outputs, stops)]
 

@@ -35,13 +35,14 @@ from frugal_lm.model.attention import AttentionLayout
 
 @dataclass(frozen=True)
 class ResponseScore:
-    logprob: float       # sum over response tokens of log p(token | instruction, earlier tokens)
-    is_greedy: bool      # every response token is the model's argmax
-    tokens: int          # response tokens scored
+    logprob: float  # sum over response tokens of log p(token | instruction, earlier tokens)
+    is_greedy: bool  # every response token is the model's argmax
+    tokens: int  # response tokens scored
 
 
-def fit_to_context(instruction: Sequence[int], response: Sequence[int], max_len: int,
-                   keep_head: int) -> tuple[list[int], list[int]]:
+def fit_to_context(
+    instruction: Sequence[int], response: Sequence[int], max_len: int, keep_head: int
+) -> tuple[list[int], list[int]]:
     """Drop instruction tokens after the first `keep_head` (BOQ + conditions) from the left
     until instruction + response - 1 packed tokens fit in `max_len`; the last instruction
     token (EOQ) always stays. Responses longer than the context keep their first tokens."""
@@ -55,18 +56,23 @@ def fit_to_context(instruction: Sequence[int], response: Sequence[int], max_len:
     instruction = instruction[:keep_head] + body[cut:] + instruction[-1:]
     excess -= cut
     if excess:
-        response = response[:len(response) - excess]
+        response = response[: len(response) - excess]
     return instruction, response
 
 
 @torch.inference_mode()
-def score_responses(model: LanguageModel, pairs: Sequence[tuple[Sequence[int], Sequence[int]]],
-                    pad_id: int, batch_size: int = 8, progress: bool = False) -> list[ResponseScore]:
+def score_responses(
+    model: LanguageModel,
+    pairs: Sequence[tuple[Sequence[int], Sequence[int]]],
+    pad_id: int,
+    batch_size: int = 8,
+    progress: bool = False,
+) -> list[ResponseScore]:
     """log p(response | instruction) for each (instruction ids, response ids) pair."""
     device = model.lm_head.weight.device
     order = sorted(range(len(pairs)), key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))
     scores: list[ResponseScore | None] = [None] * len(pairs)
-    batches = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+    batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
     for batch in tqdm(batches, desc="log-likelihood", unit="batch", disable=not progress):
         lengths = [(len(pairs[i][0]), len(pairs[i][1])) for i in batch]
         row_len = max(p + r - 1 for p, r in lengths)
@@ -77,20 +83,22 @@ def score_responses(model: LanguageModel, pairs: Sequence[tuple[Sequence[int], S
         for row, index in enumerate(batch):
             instruction, response = pairs[index]
             P, R = len(instruction), len(response)
-            input_ids_BT[row, :P + R - 1] = torch.tensor([*instruction, *response[:-1]])
-            position_ids_BT[row, :P + R - 1] = torch.arange(P + R - 1)
-            scored_BT[row, P - 1:P + R - 1] = True   # position j predicts token j + 1
+            input_ids_BT[row, : P + R - 1] = torch.tensor([*instruction, *response[:-1]])
+            position_ids_BT[row, : P + R - 1] = torch.arange(P + R - 1)
+            scored_BT[row, P - 1 : P + R - 1] = True  # position j predicts token j + 1
             targets.extend(response)
         layout = AttentionLayout.from_lengths([[(P, R - 1)] for P, R in lengths], row_len, device)
-        logits_NV = model(input_ids_BT.to(device), position_ids_BT.to(device), layout,
-                          logits_at_BT=scored_BT.to(device)).float()
+        logits_NV = model(
+            input_ids_BT.to(device), position_ids_BT.to(device), layout, logits_at_BT=scored_BT.to(device)
+        ).float()
         logprobs_NV = torch.log_softmax(logits_NV, dim=-1)
         targets_N = torch.tensor(targets, device=device)
         token_logprobs_N = logprobs_NV.gather(1, targets_N[:, None])[:, 0].cpu()
         greedy_N = (logits_NV.argmax(dim=-1) == targets_N).cpu()
         start = 0
-        for (P, R), index in zip(lengths, batch):
-            scores[index] = ResponseScore(float(token_logprobs_N[start:start + R].sum()),
-                                          bool(greedy_N[start:start + R].all()), R)
+        for (_, R), index in zip(lengths, batch):
+            scores[index] = ResponseScore(
+                float(token_logprobs_N[start : start + R].sum()), bool(greedy_N[start : start + R].all()), R
+            )
             start += R
     return scores  # type: ignore[return-value]

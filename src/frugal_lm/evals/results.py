@@ -72,8 +72,13 @@ class TaskResult:
 
     def summary(self) -> dict[str, Any]:
         main = self.metrics[self.primary]
-        return {"metric": self.primary, "value": main.value, "stderr": main.stderr, "n": main.n,
-                "metrics": {name: asdict(metric) for name, metric in self.metrics.items()}}
+        return {
+            "metric": self.primary,
+            "value": main.value,
+            "stderr": main.stderr,
+            "n": main.n,
+            "metrics": {name: asdict(metric) for name, metric in self.metrics.items()},
+        }
 
 
 def _json_number(value: float) -> float | None:
@@ -110,7 +115,8 @@ def write_results(results: Sequence[TaskResult], out: Path, config: dict[str, An
     write_text_atomically(paths["markdown"], markdown_table(results))
     for result in results:
         path = out / f"samples_{result.task}.jsonl"
-        write_text_atomically(path, "".join(json.dumps(_clean(asdict(sample)), ensure_ascii=False) + "\n"
-                                    for sample in result.samples))
+        write_text_atomically(
+            path, "".join(json.dumps(_clean(asdict(sample)), ensure_ascii=False) + "\n" for sample in result.samples)
+        )
         paths[f"samples_{result.task}"] = path
     return paths

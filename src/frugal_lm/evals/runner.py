@@ -37,9 +37,9 @@ class EvalSettings:
     data_dir: Path
     limit: int | None = None
     shots: int = 0
-    conditions: dict[str, tuple[str, ...]] = field(default_factory=dict)   # task (or "*") -> tags
+    conditions: dict[str, tuple[str, ...]] = field(default_factory=dict)  # task (or "*") -> tags
     batch_size: int = 8
-    max_new_tokens: int | None = None    # None: each task's own default
+    max_new_tokens: int | None = None  # None: each task's own default
 
     def conditions_for(self, task: str) -> tuple[str, ...] | None:
         """The tags asked for `task`, or None when the user asked for none."""
@@ -75,8 +75,10 @@ def synthetic_heldout_path(data_dir: Path) -> Path:
     for candidate in (data_dir / "heldout.jsonl", data_dir / "synthetic" / "heldout.jsonl"):
         if candidate.is_file():
             return candidate
-    raise FrugalError(f"synthetic: no held-out file at {data_dir / 'heldout.jsonl'} or "
-                      f"{data_dir / 'synthetic' / 'heldout.jsonl'} (write one with `frugal data synth --out DIR`)")
+    raise FrugalError(
+        f"synthetic: no held-out file at {data_dir / 'heldout.jsonl'} or "
+        f"{data_dir / 'synthetic' / 'heldout.jsonl'} (write one with `frugal data synth --out DIR`)"
+    )
 
 
 def fit_prompt(engine, prompt: str, conditions: tuple[str, ...], max_new_tokens: int) -> tuple[str, bool]:
@@ -86,7 +88,7 @@ def fit_prompt(engine, prompt: str, conditions: tuple[str, ...], max_new_tokens:
     room = engine.max_seq_len - min(max_new_tokens, engine.max_seq_len // 4)
     if len(ids) <= room:
         return prompt, False
-    text_ids = ids[1 + len(conditions):-1]
+    text_ids = ids[1 + len(conditions) : -1]
     keep = max(room - 2 - len(conditions), 1)
     return engine.tokenizer.decode(text_ids[-keep:]), True
 
@@ -99,8 +101,10 @@ class EvalRunner:
         for task, tags in settings.conditions.items():
             for tag in tags:
                 if tag not in known:
-                    raise FrugalError(f"--condition: unknown tag {tag!r} for {task if task != '*' else 'all tasks'}; "
-                                      f"this model's tokenizer knows {', '.join(sorted(known))}")
+                    raise FrugalError(
+                        f"--condition: unknown tag {tag!r} for {task if task != '*' else 'all tasks'}; "
+                        f"this model's tokenizer knows {', '.join(sorted(known))}"
+                    )
 
     @property
     def engine(self):
@@ -117,9 +121,16 @@ class EvalRunner:
         results = []
         for task in self.settings.tasks:
             if task == SYNTHETIC:
-                results.append(score_synthetic(
-                    self.engine, heldout, self.settings.limit, self.settings.conditions_for(task),
-                    self.settings.max_new_tokens, progress=self.progress))
+                results.append(
+                    score_synthetic(
+                        self.engine,
+                        heldout,
+                        self.settings.limit,
+                        self.settings.conditions_for(task),
+                        self.settings.max_new_tokens,
+                        progress=self.progress,
+                    )
+                )
                 continue
             spec = TASKS[task]
             items, instructions = inputs[task]
@@ -136,50 +147,83 @@ class EvalRunner:
         spec = TASKS[task]
         return items, [build_instruction(spec, item, pick_shots(item, pool, self.settings.shots)) for item in items]
 
-    def _choice(self, spec: TaskSpec, items: list[ChoiceItem], instructions: list[str],
-                conditions: tuple[str, ...]) -> TaskResult:
+    def _choice(
+        self, spec: TaskSpec, items: list[ChoiceItem], instructions: list[str], conditions: tuple[str, ...]
+    ) -> TaskResult:
         tokenizer, max_len = self.loaded.tokenizer, self.loaded.config.max_seq_len
-        records = [Record(instruction, option, conditions) for item, instruction in zip(items, instructions)
-                   for option in item.options]
+        records = [
+            Record(instruction, option, conditions)
+            for item, instruction in zip(items, instructions)
+            for option in item.options
+        ]
         encoded = tokenizer.encode_records(records)
-        pairs = [fit_to_context(instruction_ids, response_ids, max_len, keep_head=1 + len(conditions))
-                 for instruction_ids, response_ids in encoded]
+        pairs = [
+            fit_to_context(instruction_ids, response_ids, max_len, keep_head=1 + len(conditions))
+            for instruction_ids, response_ids in encoded
+        ]
         truncated = [len(fitted[0]) < len(original[0]) for fitted, original in zip(pairs, encoded)]
-        scores = score_responses(self.loaded.model, pairs, tokenizer.special_ids["pad"],
-                                 self.settings.batch_size, self.progress)
+        scores = score_responses(
+            self.loaded.model, pairs, tokenizer.special_ids["pad"], self.settings.batch_size, self.progress
+        )
         samples, start = [], 0
         for index, (item, instruction) in enumerate(zip(items, instructions)):
             count = len(item.options)
-            logprobs = [score.logprob for score in scores[start:start + count]]
+            logprobs = [score.logprob for score in scores[start : start + count]]
             normalized = [lp / max(len(option), 1) for lp, option in zip(logprobs, item.options)]
             chosen = max(range(count), key=logprobs.__getitem__)
             chosen_norm = max(range(count), key=normalized.__getitem__)
-            samples.append(SampleRecord(
-                index, instruction, item.options[chosen], str(chosen), item.options[item.label],
-                chosen == item.label,
-                {"where": item.where, "gold_index": item.label, "logprobs": logprobs,
-                 "acc": float(chosen == item.label), "acc_norm": float(chosen_norm == item.label),
-                 "truncated_prompt": any(truncated[start:start + count])}))
+            samples.append(
+                SampleRecord(
+                    index,
+                    instruction,
+                    item.options[chosen],
+                    str(chosen),
+                    item.options[item.label],
+                    chosen == item.label,
+                    {
+                        "where": item.where,
+                        "gold_index": item.label,
+                        "logprobs": logprobs,
+                        "acc": float(chosen == item.label),
+                        "acc_norm": float(chosen_norm == item.label),
+                        "truncated_prompt": any(truncated[start : start + count]),
+                    },
+                )
+            )
             start += count
         metrics = {name: mean_metric([s.extra[name] for s in samples]) for name in spec.metrics}
         return TaskResult(spec.name, spec.primary, metrics, samples)
 
-    def _generate(self, spec: TaskSpec, items: list[AnswerItem], instructions: list[str],
-                  conditions: tuple[str, ...]) -> TaskResult:
+    def _generate(
+        self, spec: TaskSpec, items: list[AnswerItem], instructions: list[str], conditions: tuple[str, ...]
+    ) -> TaskResult:
         from frugal_lm.infer.engine import GenerationRequest, SamplingParams
 
         max_new_tokens = self.settings.max_new_tokens or spec.max_new_tokens
         sampling = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
         fitted = [fit_prompt(self.engine, instruction, conditions, max_new_tokens) for instruction in instructions]
-        outputs = self.engine.generate([GenerationRequest(prompt, conditions, sampling) for prompt, _ in fitted],
-                                       progress=self.progress)
+        outputs = self.engine.generate(
+            [GenerationRequest(prompt, conditions, sampling) for prompt, _ in fitted], progress=self.progress
+        )
         samples = []
         for index, (item, (prompt, truncated), output) in enumerate(zip(items, fitted, outputs)):
             judgement = spec.judge(item, output.text)
             gold = " | ".join(", ".join(spans) for spans in item.answers)
-            samples.append(SampleRecord(index, prompt, output.text, judgement.extracted, gold,
-                                        judgement.scores[spec.primary] == 1.0,
-                                        {"where": item.where, **judgement.scores, "truncated_prompt": truncated,
-                                         "finish_reason": output.finish_reason}))
+            samples.append(
+                SampleRecord(
+                    index,
+                    prompt,
+                    output.text,
+                    judgement.extracted,
+                    gold,
+                    judgement.scores[spec.primary] == 1.0,
+                    {
+                        "where": item.where,
+                        **judgement.scores,
+                        "truncated_prompt": truncated,
+                        "finish_reason": output.finish_reason,
+                    },
+                )
+            )
         metrics = {name: mean_metric([s.extra[name] for s in samples]) for name in spec.metrics}
         return TaskResult(spec.name, spec.primary, metrics, samples)

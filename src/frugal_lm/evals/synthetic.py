@@ -51,8 +51,10 @@ def read_heldout(path: Path | str, limit: int | None = None) -> list[Record]:
     order; the first `limit` when given. A bad row is an error naming its file:line."""
     path = Path(path)
     if not path.is_file():
-        raise FrugalError(f"{path}: no such held-out file (write one with `frugal data synth --out DIR`, "
-                          f"which creates DIR/heldout.jsonl)")
+        raise FrugalError(
+            f"{path}: no such held-out file (write one with `frugal data synth --out DIR`, "
+            f"which creates DIR/heldout.jsonl)"
+        )
     records = []
     for row in read_rows(path):
         if limit is not None and len(records) >= limit:
@@ -66,19 +68,31 @@ def read_heldout(path: Path | str, limit: int | None = None) -> list[Record]:
 
 
 def as_problem(record: Record) -> Problem:
-    return Problem(record.category or UNCATEGORISED, record.instruction, record.response,
-                   "cot" if "cot" in record.conditions else "direct")
+    return Problem(
+        record.category or UNCATEGORISED,
+        record.instruction,
+        record.response,
+        "cot" if "cot" in record.conditions else "direct",
+    )
 
 
-def score_outputs(records: list[Record], prompts: list[str], outputs: list[str],
-                  task: str = "synthetic") -> TaskResult:
+def score_outputs(records: list[Record], prompts: list[str], outputs: list[str], task: str = "synthetic") -> TaskResult:
     """Check each output against its record's response; overall and per-family exact match."""
     samples, by_family = [], defaultdict(list)
     for index, (record, prompt, output) in enumerate(zip(records, prompts, outputs, strict=True)):
         problem = as_problem(record)
         correct = check(problem, output)
-        samples.append(SampleRecord(index, prompt, output, final_answer(problem, output) or "", problem.answer,
-                                    correct, {"family": problem.family, "conditions": list(record.conditions)}))
+        samples.append(
+            SampleRecord(
+                index,
+                prompt,
+                output,
+                final_answer(problem, output) or "",
+                problem.answer,
+                correct,
+                {"family": problem.family, "conditions": list(record.conditions)},
+            )
+        )
         by_family[problem.family].append(float(correct))
     metrics = {"exact_match": mean_metric([float(s.correct) for s in samples])}
     for family in sorted(by_family):
@@ -86,9 +100,14 @@ def score_outputs(records: list[Record], prompts: list[str], outputs: list[str],
     return TaskResult(task, "exact_match", metrics, samples)
 
 
-def score_synthetic(engine, heldout_path: Path | str, limit: int | None = None,
-                    conditions: tuple[str, ...] | None = None,
-                    max_new_tokens: int | None = None, progress: bool = False) -> TaskResult:
+def score_synthetic(
+    engine,
+    heldout_path: Path | str,
+    limit: int | None = None,
+    conditions: tuple[str, ...] | None = None,
+    max_new_tokens: int | None = None,
+    progress: bool = False,
+) -> TaskResult:
     """Greedy-generate an answer for every held-out record with `engine` (a
     `frugal_lm.infer.engine.Engine`) and score it with the synthetic checkers."""
     from frugal_lm.infer.engine import GenerationRequest, SamplingParams
@@ -97,8 +116,7 @@ def score_synthetic(engine, heldout_path: Path | str, limit: int | None = None,
     if max_new_tokens is None:  # room for the longest answer in the file's formats
         max_new_tokens = max(MAX_ANSWER_TOKENS[as_problem(record).condition] for record in records)
     sampling = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
-    requests = [GenerationRequest(record.instruction, conditions or record.conditions, sampling)
-                for record in records]
+    requests = [GenerationRequest(record.instruction, conditions or record.conditions, sampling) for record in records]
     results = engine.generate(requests, progress=progress)
     return score_outputs(records, [r.instruction for r in records], [r.text for r in results])
 

@@ -32,7 +32,7 @@ from frugal_lm.evals.extract import extract_number, math_verify_match, numbers_m
 @dataclass(frozen=True)
 class Judgement:
     extracted: str | None
-    scores: dict[str, float]   # metric name -> this sample's value (1/0 or F1)
+    scores: dict[str, float]  # metric name -> this sample's value (1/0 or F1)
 
 
 def _mmlu_question(item: ChoiceItem) -> str:
@@ -74,8 +74,9 @@ class TaskSpec:
     @property
     def metrics(self) -> tuple[str, ...]:
         """Every metric the task reports, its primary one first."""
-        names = ("acc", "acc_norm") if self.mode == "choice" else ("em", "f1") if self.name == "drop" \
-            else ("exact_match",)
+        names = (
+            ("acc", "acc_norm") if self.mode == "choice" else ("em", "f1") if self.name == "drop" else ("exact_match",)
+        )
         return (self.primary, *(name for name in names if name != self.primary))
 
 

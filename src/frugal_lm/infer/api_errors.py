@@ -23,8 +23,15 @@ from frugal_lm.infer.openai_schema import ErrorBody, ErrorDetail
 class ApiError(Exception):
     """An error answered to the client in OpenAI's shape."""
 
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
-                 kind: str = "invalid_request_error", headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        code: str | None = None,
+        kind: str = "invalid_request_error",
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(message)
         self.status, self.message, self.param, self.code, self.kind = status, message, param, code, kind
         self.headers = headers
@@ -43,8 +50,11 @@ async def invalid_body(request: Request, error: RequestValidationError) -> JSONR
 
 
 async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
-    code = error.code if isinstance(error, RequestRejected) else {
-        404: "not_found", 405: "method_not_allowed"}.get(error.status_code)
+    code = (
+        error.code
+        if isinstance(error, RequestRejected)
+        else {404: "not_found", 405: "method_not_allowed"}.get(error.status_code)
+    )
     return ApiError(error.status_code, str(error.detail), code=code, headers=error.headers).response()
 
 
@@ -64,18 +74,26 @@ def validation_error(error: RequestValidationError) -> ApiError:
         return ApiError(400, f"malformed JSON body: {reason}", code="invalid_json")
     location = [part for part in first["loc"] if part != "body"]
     # Union members add their type name to the location (e.g. 'str', 'list[str]'): drop it.
-    location = [part for part in location if not (isinstance(part, str) and ("[" in part or part in
-                                                                             ("str", "int", "float", "bool")))]
+    location = [
+        part
+        for part in location
+        if not (isinstance(part, str) and ("[" in part or part in ("str", "int", "float", "bool")))
+    ]
     param = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in location).lstrip(".")
     if first["type"] == "missing" and not param:
         return ApiError(400, "the request needs a JSON object body", code="invalid_json")
     if first["type"] == "model_attributes_type" and not param:
-        return ApiError(400, "the request body must be a JSON object (Content-Type: application/json)",
-                        code="invalid_json")
+        return ApiError(
+            400, "the request body must be a JSON object (Content-Type: application/json)", code="invalid_json"
+        )
     message = first["msg"].removeprefix("Value error, ")
     return ApiError(400, f"{param or 'body'}: {message}", param or None, "invalid_value")
 
 
-EXCEPTION_HANDLERS = ((ApiError, api_error), (RequestValidationError, invalid_body),
-                      (StarletteHTTPException, http_error), (Exception, internal_error))
+EXCEPTION_HANDLERS = (
+    (ApiError, api_error),
+    (RequestValidationError, invalid_body),
+    (StarletteHTTPException, http_error),
+    (Exception, internal_error),
+)
 """(exception class, handler) pairs for `FastAPI.add_exception_handler`."""

@@ -67,13 +67,20 @@ def _slot_stream(engine: Engine, slot: int) -> Iterator[int | str]:
 
 
 class ChatSession:
-    def __init__(self, engine: Engine, sampling: SamplingParams, conditions: tuple[str, ...] = ("direct",),
-                 read_line: Callable[[str], str] = input, out: TextIO | None = None, model: str | None = None):
+    def __init__(
+        self,
+        engine: Engine,
+        sampling: SamplingParams,
+        conditions: tuple[str, ...] = ("direct",),
+        read_line: Callable[[str], str] = input,
+        out: TextIO | None = None,
+        model: str | None = None,
+    ):
         self.engine, self.sampling, self.conditions = engine, sampling, conditions
         self.read_line = read_line
         self.out = out or sys.stdout
-        self.model = model                       # named in the banner
-        self.turns: list[tuple[str, str]] = []   # (user message, answer) so far
+        self.model = model  # named in the banner
+        self.turns: list[tuple[str, str]] = []  # (user message, answer) so far
 
     def say(self, text: str = "", end: str = "\n") -> None:
         print(text, end=end, file=self.out, flush=True)
@@ -98,8 +105,11 @@ class ChatSession:
 
     def instruction(self, message: str, turns: list[tuple[str, str]]) -> str:
         """The conversation as the server folds it: earlier turns, then `message`."""
-        messages = [ChatMessage(role=role, content=text) for user, answer in turns
-                    for role, text in (("user", user), ("assistant", answer))]
+        messages = [
+            ChatMessage(role=role, content=text)
+            for user, answer in turns
+            for role, text in (("user", user), ("assistant", answer))
+        ]
         return chat_instruction([*messages, ChatMessage(role="user", content=message)])
 
     def prompt_ids(self, message: str) -> list[int]:
@@ -168,8 +178,10 @@ class ChatSession:
 
     def describe(self) -> str:
         s = self.sampling
-        return (f"condition={','.join(self.conditions)} temperature={s.temperature} top_p={s.top_p} "
-                f"top_k={s.top_k} max_new_tokens={s.max_new_tokens} seed={s.seed}")
+        return (
+            f"condition={','.join(self.conditions)} temperature={s.temperature} top_p={s.top_p} "
+            f"top_k={s.top_k} max_new_tokens={s.max_new_tokens} seed={s.seed}"
+        )
 
 
 def _seed(value: str) -> int | None:
@@ -177,8 +189,16 @@ def _seed(value: str) -> int | None:
 
 
 SETTINGS: dict[str, tuple[str, Callable[[str], object]]] = {
-    "/temperature": ("temperature", float), "/top-p": ("top_p", float), "/top-k": ("top_k", int),
-    "/max-new-tokens": ("max_new_tokens", int), "/seed": ("seed", _seed),
+    "/temperature": ("temperature", float),
+    "/top-p": ("top_p", float),
+    "/top-k": ("top_k", int),
+    "/max-new-tokens": ("max_new_tokens", int),
+    "/seed": ("seed", _seed),
 }
-EXAMPLES = {"/temperature": "/temperature 0.7", "/top-p": "/top-p 0.9", "/top-k": "/top-k 40",
-            "/max-new-tokens": "/max-new-tokens 128", "/seed": "/seed 0"}
+EXAMPLES = {
+    "/temperature": "/temperature 0.7",
+    "/top-p": "/top-p 0.9",
+    "/top-k": "/top-k 40",
+    "/max-new-tokens": "/max-new-tokens 128",
+    "/seed": "/seed 0",
+}

@@ -91,21 +91,23 @@ class _Slot:
 
     sampling: SamplingParams
     generator: torch.Generator
-    length: int            # tokens in the cache (prompt + fed response tokens)
-    generated: int = 0     # tokens chosen so far
+    length: int  # tokens in the cache (prompt + fed response tokens)
+    generated: int = 0  # tokens chosen so far
     finished: bool = False
 
 
 class Engine:
-    def __init__(self, loaded: LoadedModel, max_batch_size: int = 8, max_seq_len: int | None = None,
-                 compile: bool = False):
+    def __init__(
+        self, loaded: LoadedModel, max_batch_size: int = 8, max_seq_len: int | None = None, compile: bool = False
+    ):
         config = loaded.config
         if max_batch_size < 1:
             raise FrugalError(f"max_batch_size must be >= 1, got {max_batch_size}")
         max_seq_len = config.max_seq_len if max_seq_len is None else max_seq_len
         if not 1 <= max_seq_len <= config.max_seq_len:
-            raise FrugalError(f"max_seq_len must be in 1..{config.max_seq_len} (the model's context), "
-                              f"got {max_seq_len}")
+            raise FrugalError(
+                f"max_seq_len must be in 1..{config.max_seq_len} (the model's context), got {max_seq_len}"
+            )
         self.model = loaded.model.eval()
         if loaded.device.type == "cpu":
             _store_weights_input_major(self.model)
@@ -124,8 +126,9 @@ class Engine:
 
     # ---- prompts ---------------------------------------------------------------------
 
-    def encode_prompt(self, prompt: str | list[int],
-                      conditions: tuple[str, ...] | list[str] = ("direct",)) -> list[int]:
+    def encode_prompt(
+        self, prompt: str | list[int], conditions: tuple[str, ...] | list[str] = ("direct",)
+    ) -> list[int]:
         """BOQ + condition tokens + tokens(prompt) + EOQ, the training layout of an instruction;
         `prompt` is the instruction's text or the token ids of its text."""
         if not conditions:
@@ -147,8 +150,9 @@ class Engine:
         vocab = self.config.vocab_size
         bad = next((token for token in token_ids if not 0 <= token < vocab), None)
         if bad is not None:
-            raise InvalidTokenId(f"token id {bad} is not in the model's vocabulary: prompt token ids must be in "
-                                 f"0..{vocab - 1}")
+            raise InvalidTokenId(
+                f"token id {bad} is not in the model's vocabulary: prompt token ids must be in 0..{vocab - 1}"
+            )
 
     # ---- continuous batching primitives ---------------------------------------------
 
@@ -174,11 +178,12 @@ class Engine:
                 raise FrugalError(f"prompt has {len(prompt_ids)} tokens, more than the context of {self.max_seq_len}")
             self._check_token_ids(prompt_ids)
         if len(prompts) > self.free_slots():
-            raise RuntimeError(f"{len(prompts)} prompts but {self.free_slots()} free slots: call release() "
-                               f"or add fewer")
+            raise RuntimeError(
+                f"{len(prompts)} prompts but {self.free_slots()} free slots: call release() or add fewer"
+            )
         if not prompts:
             return []
-        slots = [index for index, slot in enumerate(self.slots) if slot is None][:len(prompts)]
+        slots = [index for index, slot in enumerate(self.slots) if slot is None][: len(prompts)]
         lengths = [len(prompt_ids) for prompt_ids in prompts]
         T = max(lengths)
         # Padding id 0: padded positions are masked out of every real token's attention.
@@ -186,8 +191,13 @@ class Engine:
         position_ids_BT = torch.arange(T, device=self.device)[None].expand(len(prompts), T)
         lengths_B = torch.tensor(lengths, device=self.device)
         last_BT = position_ids_BT == (lengths_B - 1)[:, None]
-        logits_BV = self.model(input_ids_BT, position_ids_BT, None, logits_at_BT=last_BT,
-                               kv_cache=self.cache.prefill_batch(slots, lengths_B))
+        logits_BV = self.model(
+            input_ids_BT,
+            position_ids_BT,
+            None,
+            logits_at_BT=last_BT,
+            kv_cache=self.cache.prefill_batch(slots, lengths_B),
+        )
         self.next_logits_NV[slots] = logits_BV
         for slot, length, sampling in zip(slots, lengths, samplings):
             self.slots[slot] = _Slot(sampling, request_generator(sampling, self.device), length=length)
@@ -267,8 +277,9 @@ class Engine:
         # Each context bucket is its own graph: allow as many as there can be buckets.
         with torch._dynamo.config.patch(recompile_limit=64):
             input_ids_N1 = torch.tensor(token_ids_N, device=self.device)[:, None]
-            logits_NV = self.compiled_step(self.model, self.cache, input_ids_N1,
-                                           torch.tensor(positions_N, device=self.device), context_len)
+            logits_NV = self.compiled_step(
+                self.model, self.cache, input_ids_N1, torch.tensor(positions_N, device=self.device), context_len
+            )
         return logits_NV[slot_indices]
 
     # ---- offline generation ------------------------------------------------------------
@@ -289,8 +300,9 @@ class Engine:
             while waiting or owner:
                 joining = [waiting.popleft() for _ in range(min(len(waiting), self.free_slots()))]
                 if joining:
-                    slots = self.add_many([prompts[index] for index in joining],
-                                          [requests[index].sampling for index in joining])
+                    slots = self.add_many(
+                        [prompts[index] for index in joining], [requests[index].sampling for index in joining]
+                    )
                     for slot, index in zip(slots, joining):
                         owner[slot], produced[slot] = index, []
                 for event in self.step():
@@ -299,8 +311,9 @@ class Engine:
                     if event.finished:
                         index = owner.pop(event.slot)
                         token_ids = produced.pop(event.slot)
-                        results[index] = GenerationResult(self.tokenizer.decode(token_ids), token_ids,
-                                                          len(prompts[index]), event.finish_reason)
+                        results[index] = GenerationResult(
+                            self.tokenizer.decode(token_ids), token_ids, len(prompts[index]), event.finish_reason
+                        )
                         self.release(event.slot)
                         if bar is not None:
                             bar.update(1)
@@ -312,8 +325,9 @@ class Engine:
         return results  # type: ignore[return-value]
 
 
-def _static_decode_step(model, cache: StaticKVCache, input_ids_N1: torch.Tensor, positions_N: torch.Tensor,
-                        context_len: int) -> torch.Tensor:
+def _static_decode_step(
+    model, cache: StaticKVCache, input_ids_N1: torch.Tensor, positions_N: torch.Tensor, context_len: int
+) -> torch.Tensor:
     """One decode forward whose shapes depend only on `context_len`: what gets compiled."""
     view = cache.static_decode(positions_N, context_len)
     return model(input_ids_N1, positions_N[:, None], None, kv_cache=view)[:, -1]

@@ -30,11 +30,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 class HttpLimits:
     """`frugal serve`'s per-client limits; the defaults are the CLI's defaults."""
 
-    max_body_bytes: int = 2 * 1024 * 1024   # a prompt that fits a 32k context is far below this
-    request_timeout_s: float = 30.0          # to send the request head, and again to send the body
-    keep_alive_s: int = 5                    # an idle keep-alive connection is closed after this
-    max_header_bytes: int = 16 * 1024        # h11's default, stated so that it is a visible choice
-    max_connections: int = 256               # open connections (and running requests) at once
+    max_body_bytes: int = 2 * 1024 * 1024  # a prompt that fits a 32k context is far below this
+    request_timeout_s: float = 30.0  # to send the request head, and again to send the body
+    keep_alive_s: int = 5  # an idle keep-alive connection is closed after this
+    max_header_bytes: int = 16 * 1024  # h11's default, stated so that it is a visible choice
+    max_connections: int = 256  # open connections (and running requests) at once
 
 
 class RequestRejected(StarletteHTTPException):
@@ -53,8 +53,12 @@ class BodyLimit:
         self.app, self.max_bytes, self.timeout_s = app, max_bytes, timeout_s
 
     def _too_large(self) -> RequestRejected:
-        return RequestRejected(413, f"the request body is larger than this server's limit of "
-                                    f"{self.max_bytes:,} bytes (frugal serve --max-body-bytes)", "request_too_large")
+        return RequestRejected(
+            413,
+            f"the request body is larger than this server's limit of "
+            f"{self.max_bytes:,} bytes (frugal serve --max-body-bytes)",
+            "request_too_large",
+        )
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -73,9 +77,12 @@ class BodyLimit:
                 return await receive()
             try:
                 message = await asyncio.wait_for(receive(), max(deadline - time.monotonic(), 0.0))
-            except asyncio.TimeoutError:
-                raise RequestRejected(408, f"the request body did not arrive within {self.timeout_s:g} s "
-                                           f"(frugal serve --request-timeout)", "request_timeout") from None
+            except TimeoutError:
+                raise RequestRejected(
+                    408,
+                    f"the request body did not arrive within {self.timeout_s:g} s (frugal serve --request-timeout)",
+                    "request_timeout",
+                ) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 complete = not message.get("more_body", False)
@@ -99,11 +106,20 @@ class BodyLimit:
 
 
 async def _reject(error: RequestRejected, send) -> None:
-    body = json.dumps({"error": {"message": error.detail, "type": "invalid_request_error", "param": None,
-                                 "code": error.code}}).encode()
-    await send({"type": "http.response.start", "status": error.status_code,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+    body = json.dumps(
+        {"error": {"message": error.detail, "type": "invalid_request_error", "param": None, "code": error.code}}
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": error.status_code,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 

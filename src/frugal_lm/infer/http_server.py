@@ -45,8 +45,16 @@ def uvicorn_server(app, sock: socket.socket, log_level: str = "info", limits: Ht
     import uvicorn
 
     host, port = sock.getsockname()[:2]
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=30,
-                            access_log=log_level == "debug", http=head_timeout_protocol(limits.request_timeout_s),
-                            h11_max_incomplete_event_size=limits.max_header_bytes,
-                            limit_concurrency=limits.max_connections, timeout_keep_alive=limits.keep_alive_s)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        timeout_graceful_shutdown=30,
+        access_log=log_level == "debug",
+        http=head_timeout_protocol(limits.request_timeout_s),
+        h11_max_incomplete_event_size=limits.max_header_bytes,
+        limit_concurrency=limits.max_connections,
+        timeout_keep_alive=limits.keep_alive_s,
+    )
     return uvicorn.Server(config)

@@ -41,8 +41,9 @@ from frugal_lm.config import ModelConfig
 
 
 class StaticKVCache:
-    def __init__(self, config: ModelConfig, n_slots: int, max_seq_len: int,
-                 dtype: torch.dtype, device: torch.device | str):
+    def __init__(
+        self, config: ModelConfig, n_slots: int, max_seq_len: int, dtype: torch.dtype, device: torch.device | str
+    ):
         layer_slots = config.stack_passes * config.layers_per_stack
         shape = (n_slots, config.n_heads, max_seq_len, config.head_dim)
         # A separate tensor per layer slot, not views of one: a compiled step then writes
@@ -79,8 +80,7 @@ class PrefillView:
             keys_T = torch.arange(int(lengths_B.max()), device=lengths_B.device)
             self.mask_B11T = (keys_T[None, :] < lengths_B[:, None])[:, None, None, :]
 
-    def attend(self, layer_slot: int, q_BHTD: torch.Tensor, k_BHTD: torch.Tensor,
-               v_BHTD: torch.Tensor) -> torch.Tensor:
+    def attend(self, layer_slot: int, q_BHTD: torch.Tensor, k_BHTD: torch.Tensor, v_BHTD: torch.Tensor) -> torch.Tensor:
         T = k_BHTD.shape[2]
         self.cache.keys[layer_slot][self.rows, :, :T] = k_BHTD
         self.cache.values[layer_slot][self.rows, :, :T] = v_BHTD
@@ -113,13 +113,12 @@ class DecodeView:
             keys = torch.arange(self.context_len, device=device)
             self.mask_B11L = (keys[None, :] <= positions_B[:, None])[:, None, None, :]
 
-    def attend(self, layer_slot: int, q_BHTD: torch.Tensor, k_BHTD: torch.Tensor,
-               v_BHTD: torch.Tensor) -> torch.Tensor:
+    def attend(self, layer_slot: int, q_BHTD: torch.Tensor, k_BHTD: torch.Tensor, v_BHTD: torch.Tensor) -> torch.Tensor:
         keys_NHLD, values_NHLD = self.cache.keys[layer_slot], self.cache.values[layer_slot]
         keys_NHLD[self.slot_index_B, :, self.positions_B] = k_BHTD[:, :, 0]
         values_NHLD[self.slot_index_B, :, self.positions_B] = v_BHTD[:, :, 0]
-        context_keys = keys_NHLD[self.rows, :, :self.context_len]
-        context_values = values_NHLD[self.rows, :, :self.context_len]
+        context_keys = keys_NHLD[self.rows, :, : self.context_len]
+        context_values = values_NHLD[self.rows, :, : self.context_len]
         return F.scaled_dot_product_attention(q_BHTD, context_keys, context_values, attn_mask=self.mask_B11L)
 
 
@@ -134,11 +133,10 @@ class StaticDecodeView:
         keys_L = torch.arange(context_len, device=positions_N.device)
         self.mask_N11L = (keys_L[None, :] <= positions_N[:, None])[:, None, None, :]
 
-    def attend(self, layer_slot: int, q_NHTD: torch.Tensor, k_NHTD: torch.Tensor,
-               v_NHTD: torch.Tensor) -> torch.Tensor:
+    def attend(self, layer_slot: int, q_NHTD: torch.Tensor, k_NHTD: torch.Tensor, v_NHTD: torch.Tensor) -> torch.Tensor:
         keys_NHLD, values_NHLD = self.cache.keys[layer_slot], self.cache.values[layer_slot]
         keys_NHLD[self.rows_N, :, self.positions_N] = k_NHTD[:, :, 0]
         values_NHLD[self.rows_N, :, self.positions_N] = v_NHTD[:, :, 0]
-        context_keys = keys_NHLD[:, :, :self.context_len]
-        context_values = values_NHLD[:, :, :self.context_len]
+        context_keys = keys_NHLD[:, :, : self.context_len]
+        context_values = values_NHLD[:, :, : self.context_len]
         return F.scaled_dot_product_attention(q_NHTD, context_keys, context_values, attn_mask=self.mask_N11L)

@@ -35,10 +35,10 @@ from frugal_lm.train.weights import load_weights, read_model_config, weights_fil
 
 @dataclass
 class LoadedModel:
-    model: LanguageModel      # in eval mode, on `device`
+    model: LanguageModel  # in eval mode, on `device`
     config: ModelConfig
     tokenizer: TextTokenizer
-    weights_path: Path        # the file the weights came from (EMA or raw)
+    weights_path: Path  # the file the weights came from (EMA or raw)
 
     @property
     def device(self) -> torch.device:
@@ -47,8 +47,13 @@ class LoadedModel:
 
 def model_directory(directory: Path) -> Path:
     """DIR itself, or the training run inside a `frugal demo` directory (DIR/run)."""
-    if (directory.is_dir() and not (directory / "config.yaml").is_file() and latest_checkpoint(directory) is None
-            and not is_hf_model_directory(directory) and latest_checkpoint(directory / "run") is not None):
+    if (
+        directory.is_dir()
+        and not (directory / "config.yaml").is_file()
+        and latest_checkpoint(directory) is None
+        and not is_hf_model_directory(directory)
+        and latest_checkpoint(directory / "run") is not None
+    ):
         return directory / "run"
     return directory
 
@@ -80,15 +85,23 @@ def inference_dtype(name: str, device: torch.device) -> torch.dtype:
     return INFERENCE_DTYPES[name]
 
 
-def load_model(directory: Path | str, device: torch.device | str = "cpu", prefer_ema: bool = True,
-               dtype: torch.dtype = torch.float32) -> LoadedModel:
+def load_model(
+    directory: Path | str,
+    device: torch.device | str = "cpu",
+    prefer_ema: bool = True,
+    dtype: torch.dtype = torch.float32,
+) -> LoadedModel:
     """Build the model stored in `directory` (in `dtype`, eval mode) with its tokenizer."""
     directory = Path(directory)
     if directory.is_dir() and is_hf_model_directory(directory):
         # `frugal export hf` output, or released hrm_text weights: one file, EMA or not was chosen at export.
         hf_model = read_hf_model(directory)
-        return LoadedModel(materialize(hf_model.config, hf_model.weights, device, dtype), hf_model.config,
-                           hf_model.tokenizer, hf_model.weights_path)
+        return LoadedModel(
+            materialize(hf_model.config, hf_model.weights, device, dtype),
+            hf_model.config,
+            hf_model.tokenizer,
+            hf_model.weights_path,
+        )
     checkpoint = checkpoint_folder(directory)
     config = read_model_config(checkpoint)
     tokenizer_dir = checkpoint / "tokenizer"
@@ -99,8 +112,12 @@ def load_model(directory: Path | str, device: torch.device | str = "cpu", prefer
     return LoadedModel(model, config, tokenizer, weights_file(checkpoint, prefer_ema))
 
 
-def materialize(config: ModelConfig, weights: dict[str, torch.Tensor], device: torch.device | str,
-                dtype: torch.dtype = torch.float32) -> LanguageModel:
+def materialize(
+    config: ModelConfig,
+    weights: dict[str, torch.Tensor],
+    device: torch.device | str,
+    dtype: torch.dtype = torch.float32,
+) -> LanguageModel:
     """The model with `weights`, in `dtype` and eval mode, without paying for a random init first."""
     model = build_model(config, device="meta")
     model.to_empty(device=device)

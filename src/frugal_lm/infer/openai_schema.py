@@ -32,8 +32,9 @@ def _valid_unicode(text: str) -> str:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as error:
-        raise ValueError(f"not valid Unicode text: a lone surrogate U+{ord(text[error.start]):04X} at "
-                         f"character {error.start}") from None
+        raise ValueError(
+            f"not valid Unicode text: a lone surrogate U+{ord(text[error.start]):04X} at character {error.start}"
+        ) from None
     return text
 
 
@@ -124,8 +125,9 @@ class CompletionRequest(SamplingFields):
     prompts gives one choice per prompt. OpenAI's four shapes: a string, a list of strings,
     a list of token ids, a list of lists of token ids."""
 
-    prompt: (Text | Annotated[list[Text], Field(min_length=1)] | TokenIds
-             | Annotated[list[TokenIds], Field(min_length=1)])
+    prompt: (
+        Text | Annotated[list[Text], Field(min_length=1)] | TokenIds | Annotated[list[TokenIds], Field(min_length=1)]
+    )
     echo: bool = False
     best_of: int | None = None
     suffix: str | None = None
@@ -134,11 +136,20 @@ class CompletionRequest(SamplingFields):
     @classmethod
     def _one_shape(cls, prompt: object) -> object:
         if isinstance(prompt, list) and prompt:
-            kinds = {str if isinstance(item, str) else list if isinstance(item, list)
-                     else int if isinstance(item, int) and not isinstance(item, bool) else None for item in prompt}
+            kinds = {
+                str
+                if isinstance(item, str)
+                else list
+                if isinstance(item, list)
+                else int
+                if isinstance(item, int) and not isinstance(item, bool)
+                else None
+                for item in prompt
+            }
             if len(kinds) != 1 or None in kinds:
-                raise ValueError("must be a string, a list of strings, a list of token ids or a list of lists "
-                                 "of token ids")
+                raise ValueError(
+                    "must be a string, a list of strings, a list of token ids or a list of lists of token ids"
+                )
         return prompt
 
     @property
@@ -185,8 +196,8 @@ class ChatCompletionRequest(SamplingFields):
     tools: list[dict] | None = None
     response_format: dict | None = None
     parallel_tool_calls: bool | None = None  # no tools are ever called, so it changes nothing
-    tool_choice: Literal["none", "auto"] | None = None   # "required" or a named tool cannot be honoured
-    top_logprobs: Annotated[int, Field(ge=0)] | None = None   # neutral at 0 (checked below)
+    tool_choice: Literal["none", "auto"] | None = None  # "required" or a named tool cannot be honoured
+    top_logprobs: Annotated[int, Field(ge=0)] | None = None  # neutral at 0 (checked below)
 
     @field_validator("messages")
     @classmethod

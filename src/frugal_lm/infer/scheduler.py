@@ -48,13 +48,13 @@ class SchedulerClosed(Exception):
 class TextEvent:
     """What a request's consumer sees: new text, and at the end why it finished."""
 
-    index: int                      # which prompt of the request
-    text: str = ""                  # text produced since the previous event
+    index: int  # which prompt of the request
+    text: str = ""  # text produced since the previous event
     finished: bool = False
     finish_reason: str | None = None  # "stop" (EOA or stop string) | "length"
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    error: str | None = None        # set when generation failed (finished is then True)
+    error: str | None = None  # set when generation failed (finished is then True)
 
 
 @dataclass
@@ -121,14 +121,14 @@ class Scheduler:
 
     def __init__(self, engine: Engine, decode: Callable[[list[int]], str], max_queue: int):
         self.engine = engine
-        self.decode = decode                  # token ids -> text (the model's tokenizer)
+        self.decode = decode  # token ids -> text (the model's tokenizer)
         self.max_batch_size = engine.free_slots()
         self.max_queue = max_queue
         self._lock = threading.Lock()
         self._wakeup = threading.Condition(self._lock)
         self._waiting: deque[_Job] = deque()
-        self._active: dict[int, _Job] = {}   # slot -> job; touched by the engine thread only
-        self.active_count = 0                # mirrors len(_active), read under the lock
+        self._active: dict[int, _Job] = {}  # slot -> job; touched by the engine thread only
+        self.active_count = 0  # mirrors len(_active), read under the lock
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="frugal-engine", daemon=True)
 
@@ -149,13 +149,14 @@ class Scheduler:
     def submit(self, prompts: list[PromptJob]) -> RequestGroup:
         """Queue the prompts of one request; raises QueueFull or SchedulerClosed."""
         group = RequestGroup(self, asyncio.get_running_loop(), len(prompts))
-        group.jobs = [_Job(i, spec, group, TextStream(self.decode, spec.stop_strings)) for i, spec in enumerate(prompts)]
+        group.jobs = [
+            _Job(i, spec, group, TextStream(self.decode, spec.stop_strings)) for i, spec in enumerate(prompts)
+        ]
         with self._lock:
             if self._closing:
                 raise SchedulerClosed("the server is shutting down")
             if self.active_count + len(self._waiting) + len(prompts) > self.max_batch_size + self.max_queue:
-                raise QueueFull(f"the server is at capacity ({self.max_batch_size} decoding, "
-                                f"{self.max_queue} waiting)")
+                raise QueueFull(f"the server is at capacity ({self.max_batch_size} decoding, {self.max_queue} waiting)")
             self._waiting.extend(group.jobs)
             self._wakeup.notify()
         return group
@@ -266,8 +267,9 @@ class Scheduler:
 
     def _finish(self, job: _Job, text: str = "", reason: str | None = None, error: str | None = None) -> None:
         if not job.cancelled:
-            job.group.deliver(TextEvent(job.index, text, True, reason, len(job.spec.prompt_ids),
-                                        job.completion_tokens, error))
+            job.group.deliver(
+                TextEvent(job.index, text, True, reason, len(job.spec.prompt_ids), job.completion_tokens, error)
+            )
 
     def _retire(self, slot: int) -> None:
         self.engine.release(slot)

@@ -46,9 +46,20 @@ from frugal_lm.infer.api_errors import EXCEPTION_HANDLERS, ApiError
 from frugal_lm.infer.engine import Engine, InvalidTokenId, SamplingParams
 from frugal_lm.infer.http_limits import BodyLimit, HttpLimits
 from frugal_lm.infer.openai_schema import (
-    AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletionChunk, ChatCompletionRequest,
-    ChatCompletionResponse, ChatDelta, CompletionChoice, CompletionRequest, CompletionResponse,
-    ModelCard, ModelList, SamplingFields, Usage,
+    AssistantMessage,
+    ChatChoice,
+    ChatChunkChoice,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatDelta,
+    CompletionChoice,
+    CompletionRequest,
+    CompletionResponse,
+    ModelCard,
+    ModelList,
+    SamplingFields,
+    Usage,
 )
 from frugal_lm.infer.scheduler import PromptJob, QueueFull, RequestGroup, Scheduler, SchedulerClosed, TextEvent
 
@@ -86,11 +97,16 @@ class ServerState:
 
     def check_model(self, model: str) -> None:
         if model != self.model_name:
-            raise ApiError(404, f"model {model!r} does not exist; this server serves {self.model_name!r}",
-                           "model", "model_not_found")
+            raise ApiError(
+                404,
+                f"model {model!r} does not exist; this server serves {self.model_name!r}",
+                "model",
+                "model_not_found",
+            )
 
-    def prepare(self, body: SamplingFields, instructions: list[str | list[int]], max_tokens: int | None,
-                prompt_field: str) -> list[PromptJob]:
+    def prepare(
+        self, body: SamplingFields, instructions: list[str | list[int]], max_tokens: int | None, prompt_field: str
+    ) -> list[PromptJob]:
         """Validated, tokenized jobs (runs in the threadpool); an instruction is text or the
         token ids of its text; `prompt_field` names the instructions' source in errors
         ("prompt" or "messages")."""
@@ -100,9 +116,14 @@ class ServerState:
             raise ApiError(400, unsupported[1], unsupported[0], "unsupported_parameter")
         capacity = self.scheduler.max_batch_size + self.scheduler.max_queue
         if len(instructions) > capacity:
-            raise ApiError(400, f"{len(instructions)} prompts in one request; this server holds at most {capacity} "
-                                f"at once ({self.scheduler.max_batch_size} decoding + {self.scheduler.max_queue} "
-                                f"waiting): send them in smaller requests", prompt_field, "too_many_prompts")
+            raise ApiError(
+                400,
+                f"{len(instructions)} prompts in one request; this server holds at most {capacity} "
+                f"at once ({self.scheduler.max_batch_size} decoding + {self.scheduler.max_queue} "
+                f"waiting): send them in smaller requests",
+                prompt_field,
+                "too_many_prompts",
+            )
         for instruction in instructions:  # every size check before any tokenizing
             if isinstance(instruction, list) and len(instruction) + 2 >= self.context:  # + BOQ, EOQ
                 raise self._too_long(f"{len(instruction)} tokens", prompt_field)
@@ -120,27 +141,48 @@ class ServerState:
             if room < 1:
                 raise self._too_long(f"{len(prompt_ids)} tokens", prompt_field)
             if max_tokens is not None and max_tokens > room:
-                raise ApiError(400, f"max_tokens={max_tokens} is more than the context allows: the model's "
-                                    f"context is {self.context} tokens and the prompt takes {len(prompt_ids)}, "
-                                    f"leaving {room}", "max_tokens", "context_length_exceeded")
-            sampling = SamplingParams(max_new_tokens=max_tokens or room, temperature=body.temperature,
-                                      top_p=body.top_p, top_k=body.top_k, seed=body.seed)
+                raise ApiError(
+                    400,
+                    f"max_tokens={max_tokens} is more than the context allows: the model's "
+                    f"context is {self.context} tokens and the prompt takes {len(prompt_ids)}, "
+                    f"leaving {room}",
+                    "max_tokens",
+                    "context_length_exceeded",
+                )
+            sampling = SamplingParams(
+                max_new_tokens=max_tokens or room,
+                temperature=body.temperature,
+                top_p=body.top_p,
+                top_k=body.top_k,
+                seed=body.seed,
+            )
             jobs.append(PromptJob(prompt_ids, sampling, body.stop_strings))
         return jobs
 
     def _too_long(self, size: str, prompt_field: str) -> ApiError:
-        return ApiError(400, f"the prompt ({size}) does not fit the model's context of {self.context} tokens "
-                             f"with room for an answer", prompt_field, "context_length_exceeded")
+        return ApiError(
+            400,
+            f"the prompt ({size}) does not fit the model's context of {self.context} tokens with room for an answer",
+            prompt_field,
+            "context_length_exceeded",
+        )
 
     def submit(self, jobs: list[PromptJob], request: Request) -> RequestGroup:
         try:
             group = self.scheduler.submit(jobs)
         except QueueFull as error:
-            raise ApiError(503, f"{error}; retry in a moment", None, "queue_full", "server_overloaded",
-                           {"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
+            raise ApiError(
+                503,
+                f"{error}; retry in a moment",
+                None,
+                "queue_full",
+                "server_overloaded",
+                {"Retry-After": str(RETRY_AFTER_SECONDS)},
+            ) from None
         except SchedulerClosed as error:
-            raise ApiError(503, str(error), None, "shutting_down", "server_error",
-                           {"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
+            raise ApiError(
+                503, str(error), None, "shutting_down", "server_error", {"Retry-After": str(RETRY_AFTER_SECONDS)}
+            ) from None
         watcher = asyncio.create_task(_cancel_on_disconnect(request, group))
         self.watchers.add(watcher)
         watcher.add_done_callback(self.watchers.discard)
@@ -166,8 +208,9 @@ async def _collect(group: RequestGroup) -> list[Finished]:
                 raise ApiError(500, event.error, kind="server_error", code="generation_failed")
             texts.setdefault(event.index, []).append(event.text)
             if event.finished:
-                finished[event.index] = Finished("".join(texts[event.index]), event.finish_reason,
-                                                 event.prompt_tokens, event.completion_tokens)
+                finished[event.index] = Finished(
+                    "".join(texts[event.index]), event.finish_reason, event.prompt_tokens, event.completion_tokens
+                )
     finally:
         group.cancel()  # no-op when every prompt finished; frees the slots otherwise
     if len(finished) < len(group.jobs):  # cancelled: the client is gone, nobody reads this
@@ -176,8 +219,9 @@ async def _collect(group: RequestGroup) -> list[Finished]:
 
 
 def _usage(prompt_tokens: int, completion_tokens: int) -> Usage:
-    return Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                 total_tokens=prompt_tokens + completion_tokens)
+    return Usage(
+        prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, total_tokens=prompt_tokens + completion_tokens
+    )
 
 
 def _sse(payload: dict) -> str:
@@ -226,14 +270,21 @@ def _state(request: Request) -> ServerState:
 
 # ---- routes --------------------------------------------------------------------------------------
 
+
 async def health(request: Request) -> JSONResponse:
     """Liveness plus load: requests decoding and waiting, and capacity."""
     state = _state(request)
     scheduler = state.scheduler
     active, queued = scheduler.load()
-    body = {"status": "ok" if scheduler.alive else "error", "model": state.model_name,
-            "active": active, "queued": queued, "max_batch_size": scheduler.max_batch_size,
-            "max_queue": scheduler.max_queue, "context": state.context}
+    body = {
+        "status": "ok" if scheduler.alive else "error",
+        "model": state.model_name,
+        "active": active,
+        "queued": queued,
+        "max_batch_size": scheduler.max_batch_size,
+        "max_queue": scheduler.max_queue,
+        "context": state.context,
+    }
     return JSONResponse(body, status_code=200 if scheduler.alive else 503)
 
 
@@ -272,12 +323,17 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
     if body.stream:
         return _event_stream(group, partial(_completion_chunks, reply=reply, include_usage=_wants_usage(body)))
     results = await _collect(group)
-    return JSONResponse(CompletionResponse(
-        id=reply.id, created=reply.created, model=reply.model,
-        choices=[CompletionChoice(index=i, text=r.text, finish_reason=r.finish_reason)
-                 for i, r in enumerate(results)],
-        usage=_usage(sum(r.prompt_tokens for r in results), sum(r.completion_tokens for r in results)),
-    ).model_dump())
+    return JSONResponse(
+        CompletionResponse(
+            id=reply.id,
+            created=reply.created,
+            model=reply.model,
+            choices=[
+                CompletionChoice(index=i, text=r.text, finish_reason=r.finish_reason) for i, r in enumerate(results)
+            ],
+            usage=_usage(sum(r.prompt_tokens for r in results), sum(r.completion_tokens for r in results)),
+        ).model_dump()
+    )
 
 
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
@@ -288,15 +344,21 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
     if body.stream:
         return _event_stream(group, partial(_chat_chunks, reply=reply, include_usage=_wants_usage(body)))
     (result,) = await _collect(group)
-    return JSONResponse(ChatCompletionResponse(
-        id=reply.id, created=reply.created, model=reply.model,
-        choices=[ChatChoice(index=0, message=AssistantMessage(content=result.text),
-                            finish_reason=result.finish_reason)],
-        usage=_usage(result.prompt_tokens, result.completion_tokens),
-    ).model_dump())
+    return JSONResponse(
+        ChatCompletionResponse(
+            id=reply.id,
+            created=reply.created,
+            model=reply.model,
+            choices=[
+                ChatChoice(index=0, message=AssistantMessage(content=result.text), finish_reason=result.finish_reason)
+            ],
+            usage=_usage(result.prompt_tokens, result.completion_tokens),
+        ).model_dump()
+    )
 
 
 # ---- streaming -----------------------------------------------------------------------------------
+
 
 def _wants_usage(body: SamplingFields) -> bool:
     return bool(body.stream_options and body.stream_options.include_usage)
@@ -304,12 +366,14 @@ def _wants_usage(body: SamplingFields) -> bool:
 
 def _completion_chunk(reply: _Reply, index: int, text: str, reason: str | None) -> dict:
     choice = CompletionChoice(index=index, text=text, finish_reason=reason)
-    return CompletionResponse(id=reply.id, created=reply.created, model=reply.model,
-                              choices=[choice]).model_dump(exclude={"usage"})
+    return CompletionResponse(id=reply.id, created=reply.created, model=reply.model, choices=[choice]).model_dump(
+        exclude={"usage"}
+    )
 
 
-async def _completion_chunks(events: AsyncIterator[TextEvent], reply: _Reply,
-                             include_usage: bool) -> AsyncIterator[str]:
+async def _completion_chunks(
+    events: AsyncIterator[TextEvent], reply: _Reply, include_usage: bool
+) -> AsyncIterator[str]:
     """/v1/completions events as SSE chunks: one per piece of text, usage over all prompts last."""
     prompt_tokens = completion_tokens = 0
     async for event in events:
@@ -319,15 +383,20 @@ async def _completion_chunks(events: AsyncIterator[TextEvent], reply: _Reply,
         prompt_tokens += event.prompt_tokens
         completion_tokens += event.completion_tokens
     if include_usage:
-        yield _sse({**_completion_chunk(reply, 0, "", None), "choices": [],
-                    "usage": _usage(prompt_tokens, completion_tokens).model_dump()})
+        yield _sse(
+            {
+                **_completion_chunk(reply, 0, "", None),
+                "choices": [],
+                "usage": _usage(prompt_tokens, completion_tokens).model_dump(),
+            }
+        )
 
 
-def _chat_chunk(reply: _Reply, delta: ChatDelta | None, reason: str | None = None,
-                usage: Usage | None = None) -> dict:
+def _chat_chunk(reply: _Reply, delta: ChatDelta | None, reason: str | None = None, usage: Usage | None = None) -> dict:
     choices = [] if delta is None else [ChatChunkChoice(index=0, delta=delta, finish_reason=reason)]
-    return ChatCompletionChunk(id=reply.id, created=reply.created, model=reply.model, choices=choices,
-                               usage=usage).model_dump(exclude={"usage"} if usage is None else None)
+    return ChatCompletionChunk(
+        id=reply.id, created=reply.created, model=reply.model, choices=choices, usage=usage
+    ).model_dump(exclude={"usage"} if usage is None else None)
 
 
 async def _chat_chunks(events: AsyncIterator[TextEvent], reply: _Reply, include_usage: bool) -> AsyncIterator[str]:
@@ -352,5 +421,8 @@ def _raise_if_failed(event: TextEvent) -> None:
 
 
 def _event_stream(group: RequestGroup, chunks) -> StreamingResponse:
-    return StreamingResponse(_sse_stream(group, chunks), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        _sse_stream(group, chunks),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

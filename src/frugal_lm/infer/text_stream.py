@@ -23,11 +23,11 @@ class TextStream:
         self.decode = decode
         self.stop_strings = list(stop_strings)
         self.token_ids: list[int] = []
-        self.prefix_start = 0   # window start for decoding
-        self.read_end = 0       # tokens before this are already in `text`
-        self.text = ""          # all text so far (cut at a stop string once one appears)
-        self.emitted = 0        # characters of `text` already handed out
-        self.stopped = False    # a stop string was found
+        self.prefix_start = 0  # window start for decoding
+        self.read_end = 0  # tokens before this are already in `text`
+        self.text = ""  # all text so far (cut at a stop string once one appears)
+        self.emitted = 0  # characters of `text` already handed out
+        self.stopped = False  # a stop string was found
 
     def push(self, token_id: int) -> str:
         """Add one token; the text that is now safe to hand out."""
@@ -44,12 +44,12 @@ class TextStream:
 
     def _absorb(self, final: bool) -> None:
         """Move the decoded text of the pending tokens into `text`, then cut at a stop string."""
-        before = self.decode(self.token_ids[self.prefix_start:self.read_end])
-        after = self.decode(self.token_ids[self.prefix_start:])
+        before = self.decode(self.token_ids[self.prefix_start : self.read_end])
+        after = self.decode(self.token_ids[self.prefix_start :])
         if not final and (after.endswith("\ufffd") or len(after) <= len(before)):
             return
         searched_from = len(self.text)
-        self.text += after[len(before):]
+        self.text += after[len(before) :]
         self.prefix_start, self.read_end = self.read_end, len(self.token_ids)
         self._cut_stop_string(searched_from)
 
@@ -58,13 +58,13 @@ class TextStream:
         start = max(0, searched_from - longest + 1)
         hits = [p for p in (self.text.find(s, start) for s in self.stop_strings) if p >= 0]
         if hits:
-            self.text = self.text[:min(hits)]
+            self.text = self.text[: min(hits)]
             self.stopped = True
 
     def _release(self, final: bool) -> str:
         end = len(self.text) if final else len(self.text) - self._possible_stop_prefix()
         end = max(end, self.emitted)
-        released, self.emitted = self.text[self.emitted:end], end
+        released, self.emitted = self.text[self.emitted : end], end
         return released
 
     def _possible_stop_prefix(self) -> int:

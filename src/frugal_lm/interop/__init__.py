@@ -16,5 +16,14 @@ from frugal_lm.interop.export import ExportResult, export_hf
 from frugal_lm.interop.hf_config import from_hf_config, to_hf_config
 from frugal_lm.interop.import_ import HFModel, ImportResult, import_hf, is_hf_model_directory, read_hf_model
 
-__all__ = ["ExportResult", "HFModel", "ImportResult", "export_hf", "from_hf_config", "import_hf",
-           "is_hf_model_directory", "read_hf_model", "to_hf_config"]
+__all__ = [
+    "ExportResult",
+    "HFModel",
+    "ImportResult",
+    "export_hf",
+    "from_hf_config",
+    "import_hf",
+    "is_hf_model_directory",
+    "read_hf_model",
+    "to_hf_config",
+]

@@ -33,7 +33,6 @@ from frugal_lm.interop.hf_tokenizer import write_hf_tokenizer
 from frugal_lm.interop.hf_weights import write_hf_weights
 from frugal_lm.train.weights import load_weights, weights_file
 
-
 COMMAND = "frugal export hf"
 DEFAULT_MAX_NEW_TOKENS = 256
 
@@ -41,7 +40,7 @@ DEFAULT_MAX_NEW_TOKENS = 256
 @dataclass
 class ExportResult:
     out: Path
-    weights_source: Path     # the file the exported weights came from (ema.safetensors or model.safetensors)
+    weights_source: Path  # the file the exported weights came from (ema.safetensors or model.safetensors)
     config: ModelConfig
 
 
@@ -49,8 +48,7 @@ def _model_config(folder: Path, model_dir: Path) -> ModelConfig:
     path = folder / "config.yaml"
     if not path.is_file():
         if (model_dir / "config.json").is_file():
-            raise FrugalError(f"{model_dir}: already a transformers model directory (config.json); "
-                              f"nothing to export")
+            raise FrugalError(f"{model_dir}: already a transformers model directory (config.json); nothing to export")
         raise FrugalError(f"{folder}: no config.yaml (expected a training run, a checkpoint or an imported model)")
     try:
         data = yaml.safe_load(path.read_text())
@@ -69,16 +67,25 @@ def export_hf(model_dir: Path | str, out: Path | str, use_ema: bool = True) -> E
     if not (tokenizer_dir / "tokenizer.json").is_file():
         raise FrugalError(f"{folder}: no tokenizer/ folder; an exported model needs its tokenizer")
     tokenizer = load_tokenizer(tokenizer_dir)
-    hf_config = to_hf_config(config, tokenizer.special_ids)   # refuses what the format cannot hold, first
+    hf_config = to_hf_config(config, tokenizer.special_ids)  # refuses what the format cannot hold, first
     if tokenizer.vocab_size > config.vocab_size:
-        raise FrugalError(f"{tokenizer_dir}: the tokenizer has {tokenizer.vocab_size} tokens, more than the "
-                          f"model's vocab_size {config.vocab_size}")
+        raise FrugalError(
+            f"{tokenizer_dir}: the tokenizer has {tokenizer.vocab_size} tokens, more than the "
+            f"model's vocab_size {config.vocab_size}"
+        )
     weights = load_weights(model_dir, config, prefer_ema=use_ema)
-    generation = {"bos_token_id": tokenizer.special_ids["boq"], "eos_token_id": tokenizer.special_ids["eoa"],
-                  "pad_token_id": tokenizer.special_ids["pad"], "do_sample": False,
-                  "max_new_tokens": DEFAULT_MAX_NEW_TOKENS}
-    provenance = {"frugal_lm_version": __version__, "source": str(source.resolve()),
-                  "weights": "ema" if source.name == "ema.safetensors" else "raw"}
+    generation = {
+        "bos_token_id": tokenizer.special_ids["boq"],
+        "eos_token_id": tokenizer.special_ids["eoa"],
+        "pad_token_id": tokenizer.special_ids["pad"],
+        "do_sample": False,
+        "max_new_tokens": DEFAULT_MAX_NEW_TOKENS,
+    }
+    provenance = {
+        "frugal_lm_version": __version__,
+        "source": str(source.resolve()),
+        "weights": "ema" if source.name == "ema.safetensors" else "raw",
+    }
     with staged_output(out, COMMAND, replace_own=False) as staging:
         write_hf_weights(staging / "model.safetensors", weights)
         (staging / "config.json").write_text(json.dumps(hf_config, indent=1))

@@ -40,10 +40,23 @@ ARCHITECTURE = "HrmTextForCausalLM"
 
 # HrmTextConfig's class defaults (transformers >= 5.9) for the keys that shape the forward pass.
 HF_DEFAULTS: dict[str, Any] = {
-    "vocab_size": 151808, "hidden_size": 1536, "intermediate_size": 4096, "num_hidden_layers": 16,
-    "num_attention_heads": 12, "head_dim": 128, "hidden_act": "silu", "max_position_embeddings": 2048,
-    "initializer_range": 0.02, "rms_norm_eps": 1e-6, "tie_word_embeddings": False, "attention_bias": False,
-    "mlp_bias": False, "H_cycles": 2, "L_cycles": 3, "prefix_lm": True, "rope_theta": 10000.0,
+    "vocab_size": 151808,
+    "hidden_size": 1536,
+    "intermediate_size": 4096,
+    "num_hidden_layers": 16,
+    "num_attention_heads": 12,
+    "head_dim": 128,
+    "hidden_act": "silu",
+    "max_position_embeddings": 2048,
+    "initializer_range": 0.02,
+    "rms_norm_eps": 1e-6,
+    "tie_word_embeddings": False,
+    "attention_bias": False,
+    "mlp_bias": False,
+    "H_cycles": 2,
+    "L_cycles": 3,
+    "prefix_lm": True,
+    "rope_theta": 10000.0,
 }
 
 
@@ -55,12 +68,26 @@ MAX_POSITIONS = 1 << 20
 # over a stack for every token: bounds that no real model approaches keep a typo from hanging.
 MAX_LAYERS_PER_STACK = 1024
 MAX_CYCLES = 64
-INT_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_layers_per_stack",
-            "num_attention_heads", "head_dim", "max_position_embeddings", "H_cycles", "L_cycles")
+INT_KEYS = (
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_layers_per_stack",
+    "num_attention_heads",
+    "head_dim",
+    "max_position_embeddings",
+    "H_cycles",
+    "L_cycles",
+)
 POSITIVE_NUMBER_KEYS = ("rms_norm_eps", "rope_theta", "initializer_range", "embedding_scale")
 BOOL_KEYS = ("attention_bias", "mlp_bias", "prefix_lm", "tie_word_embeddings")
-UPPER_BOUNDS = {"max_position_embeddings": MAX_POSITIONS, "num_layers_per_stack": MAX_LAYERS_PER_STACK,
-                "H_cycles": MAX_CYCLES, "L_cycles": MAX_CYCLES}
+UPPER_BOUNDS = {
+    "max_position_embeddings": MAX_POSITIONS,
+    "num_layers_per_stack": MAX_LAYERS_PER_STACK,
+    "H_cycles": MAX_CYCLES,
+    "L_cycles": MAX_CYCLES,
+}
 
 
 def _check_values(data: dict[str, Any], source: str) -> None:
@@ -75,20 +102,25 @@ def _check_values(data: dict[str, Any], source: str) -> None:
             raise FrugalError(f"{source}: {key} must be a positive integer, got {value!r}")
         bound = UPPER_BOUNDS.get(key)
         if value is not None and bound is not None and value > bound:
-            raise FrugalError(f"{source}: {key}={value:,} is more than frugal-lm accepts ({bound:,}); "
-                              f"it is sized from this value without the weights showing it")
+            raise FrugalError(
+                f"{source}: {key}={value:,} is more than frugal-lm accepts ({bound:,}); "
+                f"it is sized from this value without the weights showing it"
+            )
     for key in POSITIVE_NUMBER_KEYS:
         value = values.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                  or not math.isfinite(value) or value <= 0):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0
+        ):
             raise FrugalError(f"{source}: {key} must be a positive finite number, got {value!r}")
     for key in BOOL_KEYS:
         if values.get(key) is not None and not isinstance(values[key], bool):
             raise FrugalError(f"{source}: {key} must be true or false, got {values[key]!r}")
     layers = values.get("num_hidden_layers")
     if values.get("num_layers_per_stack") is None and layers is not None and layers > MAX_LAYERS_PER_STACK:
-        raise FrugalError(f"{source}: num_hidden_layers={layers:,} is more than frugal-lm accepts "
-                          f"({MAX_LAYERS_PER_STACK:,} per stack)")
+        raise FrugalError(
+            f"{source}: num_hidden_layers={layers:,} is more than frugal-lm accepts "
+            f"({MAX_LAYERS_PER_STACK:,} per stack)"
+        )
 
 
 def embedding_scale(config: ModelConfig) -> float:
@@ -99,8 +131,10 @@ def embedding_scale(config: ModelConfig) -> float:
 def to_hf_config(config: ModelConfig, special_ids: dict[str, int]) -> dict[str, Any]:
     """`config.json` for `config`; `special_ids` gives BOS (BOQ), EOS (EOA) and PAD."""
     if config.net != "hrm":
-        raise FrugalError(f"net={config.net}: the transformers hrm_text format holds only HRM models (net=hrm); "
-                          f"there is no transformers equivalent to export this net to")
+        raise FrugalError(
+            f"net={config.net}: the transformers hrm_text format holds only HRM models (net=hrm); "
+            f"there is no transformers equivalent to export this net to"
+        )
     per_stack = config.layers_per_stack
     return {
         "architectures": [ARCHITECTURE],
@@ -146,8 +180,10 @@ def _init_std_for_scale(scale: float) -> float:
 def _expansion_for(intermediate: int, hidden: int, source: str) -> float:
     expansion = intermediate * 3 / (2 * hidden)
     if intermediate % 256 or round_up(round(expansion * hidden * 2 / 3), 256) != intermediate:
-        raise FrugalError(f"{source}: intermediate_size={intermediate} is not a multiple of 256; frugal-lm's SwiGLU "
-                          f"width is round_up(expansion * hidden * 2/3, 256) and cannot express it")
+        raise FrugalError(
+            f"{source}: intermediate_size={intermediate} is not a multiple of 256; frugal-lm's SwiGLU "
+            f"width is round_up(expansion * hidden * 2/3, 256) and cannot express it"
+        )
     return expansion
 
 
@@ -155,8 +191,10 @@ def from_hf_config(data: dict[str, Any], source: str | Path) -> ModelConfig:
     """Our `ModelConfig` for an hrm_text `config.json` (already parsed); refuses what we cannot run."""
     source = str(source)
     if data.get("model_type") != MODEL_TYPE:
-        raise FrugalError(f"{source}: model_type is {data.get('model_type')!r}, expected {MODEL_TYPE!r} "
-                          f"(only transformers' HRM-Text models can be imported)")
+        raise FrugalError(
+            f"{source}: model_type is {data.get('model_type')!r}, expected {MODEL_TYPE!r} "
+            f"(only transformers' HRM-Text models can be imported)"
+        )
     _check_values(data, source)
 
     def get(key: str) -> Any:
@@ -175,15 +213,19 @@ def from_hf_config(data: dict[str, Any], source: str | Path) -> ModelConfig:
     rope = data.get("rope_parameters") or data.get("rope_scaling") or {}
     rope_type = rope.get("rope_type", rope.get("type", "default"))
     if rope_type != "default":
-        raise FrugalError(f"{source}: rope_parameters.rope_type={rope_type!r} is not supported: frugal-lm "
-                          f"uses plain RoPE (rope_type 'default')")
+        raise FrugalError(
+            f"{source}: rope_parameters.rope_type={rope_type!r} is not supported: frugal-lm "
+            f"uses plain RoPE (rope_type 'default')"
+        )
     rope_theta = rope.get("rope_theta", data.get("rope_theta")) or HF_DEFAULTS["rope_theta"]
 
     hidden, heads = get("hidden_size"), get("num_attention_heads")
     head_dim = get("head_dim")
     if hidden % heads or head_dim != hidden // heads:
-        raise FrugalError(f"{source}: head_dim={head_dim} with hidden_size={hidden} and num_attention_heads={heads}; "
-                          f"frugal-lm needs head_dim = hidden_size / num_attention_heads")
+        raise FrugalError(
+            f"{source}: head_dim={head_dim} with hidden_size={hidden} and num_attention_heads={heads}; "
+            f"frugal-lm needs head_dim = hidden_size / num_attention_heads"
+        )
     # HrmTextConfig: without num_layers_per_stack, num_hidden_layers is the per-stack count.
     per_stack = data.get("num_layers_per_stack") or get("num_hidden_layers")
     scale = data.get("embedding_scale") or 1.0 / get("initializer_range")

@@ -49,18 +49,20 @@ def chat_template(tokens: dict[str, str], conditions: dict[str, str]) -> str:
     """Jinja: each user turn -> BOQ + condition tokens + text + EOQ, each assistant turn -> text + EOA.
     `condition` is a tag or comma-separated tags as in our records ("cot,noisy"); default direct."""
     table = json.dumps(conditions)
-    return ("{%- set conditions = " + table + " -%}"
-            "{%- set tags = (condition if condition is defined else 'direct').split(',') -%}"
-            "{%- for tag in tags -%}{%- if tag not in conditions -%}"
-            "{{ raise_exception('unknown condition ' ~ tag ~ '; known: ' ~ (conditions | list | join(', '))) }}"
-            "{%- endif -%}{%- endfor -%}"
-            "{%- for message in messages -%}"
-            "{%- if message['role'] == 'user' -%}"
-            + tokens["boq"] + "{%- for tag in tags -%}{{ conditions[tag] }}{%- endfor -%}{{ message['content'] }}"
-            + tokens["eoq"] +
-            "{%- elif message['role'] == 'assistant' -%}"
-            "{{ message['content'] }}" + tokens["eoa"] +
-            "{%- endif -%}{%- endfor -%}")
+    return (
+        "{%- set conditions = " + table + " -%}"
+        "{%- set tags = (condition if condition is defined else 'direct').split(',') -%}"
+        "{%- for tag in tags -%}{%- if tag not in conditions -%}"
+        "{{ raise_exception('unknown condition ' ~ tag ~ '; known: ' ~ (conditions | list | join(', '))) }}"
+        "{%- endif -%}{%- endfor -%}"
+        "{%- for message in messages -%}"
+        "{%- if message['role'] == 'user' -%}"
+        + tokens["boq"]
+        + "{%- for tag in tags -%}{{ conditions[tag] }}{%- endfor -%}{{ message['content'] }}"
+        + tokens["eoq"]
+        + "{%- elif message['role'] == 'assistant' -%}"
+        "{{ message['content'] }}" + tokens["eoa"] + "{%- endif -%}{%- endfor -%}"
+    )
 
 
 def prefix_lm_post_processor(tokenizer: TextTokenizer) -> processors.TemplateProcessing:
@@ -69,8 +71,11 @@ def prefix_lm_post_processor(tokenizer: TextTokenizer) -> processors.TemplatePro
     ids = {**tokenizer.special_ids, "direct": tokenizer.condition_ids["direct"]}
     name = {role: tokenizer.tokenizer.id_to_token(i) for role, i in ids.items()}
     instruction = f"{name['boq']}:1 {name['direct']}:1 $A:1 {name['eoq']}:1"
-    return processors.TemplateProcessing(single=instruction, pair=f"{instruction} $B:0 {name['eoa']}:0",
-                                         special_tokens=[(name[r], ids[r]) for r in ("boq", "direct", "eoq", "eoa")])
+    return processors.TemplateProcessing(
+        single=instruction,
+        pair=f"{instruction} $B:0 {name['eoa']}:0",
+        special_tokens=[(name[r], ids[r]) for r in ("boq", "direct", "eoq", "eoa")],
+    )
 
 
 def write_hf_tokenizer(tokenizer: TextTokenizer, out: Path, max_length: int) -> None:
@@ -82,11 +87,21 @@ def write_hf_tokenizer(tokenizer: TextTokenizer, out: Path, max_length: int) -> 
     hf_tokenizer.post_processor = prefix_lm_post_processor(tokenizer)
     hf_tokenizer.save(str(out / "tokenizer.json"))
     write_tokenizer_info(tokenizer, out)
-    special_map = {"bos_token": tokens["boq"], "eos_token": tokens["eoa"], "pad_token": tokens["pad"],
-                   "additional_special_tokens": [tokens["eoq"], *conditions.values()]}
-    config = {"tokenizer_class": "PreTrainedTokenizerFast", **special_map, "model_max_length": max_length,
-              "model_input_names": ["input_ids", "token_type_ids", "attention_mask"], "padding_side": "left",
-              "clean_up_tokenization_spaces": False, "chat_template": chat_template(tokens, conditions)}
+    special_map = {
+        "bos_token": tokens["boq"],
+        "eos_token": tokens["eoa"],
+        "pad_token": tokens["pad"],
+        "additional_special_tokens": [tokens["eoq"], *conditions.values()],
+    }
+    config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        **special_map,
+        "model_max_length": max_length,
+        "model_input_names": ["input_ids", "token_type_ids", "attention_mask"],
+        "padding_side": "left",
+        "clean_up_tokenization_spaces": False,
+        "chat_template": chat_template(tokens, conditions),
+    }
     (out / "tokenizer_config.json").write_text(json.dumps(config, indent=1))
     (out / "special_tokens_map.json").write_text(json.dumps(special_map, indent=1))
 
@@ -150,7 +165,7 @@ def declared_special_tokens(directory: Path, tokenizer: Tokenizer) -> dict[str, 
         data = _json_object(directory / name)
         for hf_name, role in DECLARED_ROLES.items():
             value = data.get(f"{hf_name}_token")
-            value = value.get("content") if isinstance(value, dict) else value   # a serialised AddedToken
+            value = value.get("content") if isinstance(value, dict) else value  # a serialised AddedToken
             if isinstance(value, str) and role not in found:
                 found[role] = (value, f"{name} {hf_name}_token")
     for name in ("config.json", "generation_config.json"):
@@ -158,7 +173,7 @@ def declared_special_tokens(directory: Path, tokenizer: Tokenizer) -> dict[str, 
         for hf_name, role in DECLARED_ROLES.items():
             key = f"{hf_name}_token_id"
             value = data.get(key)
-            value = value[0] if isinstance(value, list) and value else value   # several EOS ids: the first
+            value = value[0] if isinstance(value, list) and value else value  # several EOS ids: the first
             if role in found or not isinstance(value, int) or isinstance(value, bool):
                 continue
             token = tokenizer.id_to_token(value)
@@ -168,20 +183,9 @@ def declared_special_tokens(directory: Path, tokenizer: Tokenizer) -> dict[str, 
     return found
 
 
-def load_hf_tokenizer(directory: Path, mapping_file: Path | None = None) -> TextTokenizer:
-    """The tokenizer of a transformers model directory with our roles (see module docstring)."""
-    path = directory / "tokenizer.json"
-    if not path.is_file():
-        raise FrugalError(f"{directory}: no tokenizer.json (a transformers fast tokenizer file is needed; "
-                          f"save one with AutoTokenizer.from_pretrained(...).save_pretrained(DIR))")
-    if mapping_file is None and (directory / "tokenizer_info.json").is_file():
-        return load_tokenizer(directory)   # one of our exports: every role recorded
-    explicit, conditions = read_role_mapping(mapping_file) if mapping_file is not None else ({}, None)
-    try:
-        vocabulary = Tokenizer.from_file(str(path))
-    except Exception as error:  # tokenizers raises a bare Exception for a malformed file
-        raise FrugalError(f"{path}: not a valid tokenizers file ({error})") from None
-    declared = declared_special_tokens(directory, vocabulary)
+def _roles(explicit: dict, declared: dict, mapping_file: Path | None) -> tuple[dict[str, str], dict[str, str]]:
+    """Each role's token and where it came from: the mapping file, the model's declaration, or
+    HRM-Text's default, in that order."""
     special, source = {}, {}
     for role in ROLES:
         if role in explicit:
@@ -190,17 +194,44 @@ def load_hf_tokenizer(directory: Path, mapping_file: Path | None = None) -> Text
             special[role], source[role] = declared[role][0], f"declared in {declared[role][1]}"
         else:
             special[role], source[role] = DEFAULT_SPECIAL_TOKENS[role], "the HRM-Text default"
-    hint = "" if mapping_file is not None else "; give the tokenizer's own strings with --special-tokens FILE"
+    return special, source
+
+
+def _check_roles(directory: Path, vocabulary, special: dict[str, str], source: dict[str, str], hint: str) -> None:
     for role, token in special.items():
         if vocabulary.token_to_id(token) is None:
-            raise FrugalError(f"{path}: special token {token!r} (role {role}) is not in the vocabulary "
-                              f"({source[role]}){hint}")
+            raise FrugalError(
+                f"{directory / 'tokenizer.json'}: special token {token!r} (role {role}) is not in the vocabulary "
+                f"({source[role]}){hint}"
+            )
     layout = ("boq", "eoq", "eoa")
     for index, first in enumerate(layout):
-        for second in layout[index + 1:]:
+        for second in layout[index + 1 :]:
             if special[first] == special[second]:
-                raise FrugalError(f"{directory}: roles {first} ({source[first]}) and {second} ({source[second]}) "
-                                  f"are both {special[first]!r}; prompts need distinct tokens{hint}")
+                raise FrugalError(
+                    f"{directory}: roles {first} ({source[first]}) and {second} ({source[second]}) "
+                    f"are both {special[first]!r}; prompts need distinct tokens{hint}"
+                )
+
+
+def load_hf_tokenizer(directory: Path, mapping_file: Path | None = None) -> TextTokenizer:
+    """The tokenizer of a transformers model directory with our roles (see module docstring)."""
+    path = directory / "tokenizer.json"
+    if not path.is_file():
+        raise FrugalError(
+            f"{directory}: no tokenizer.json (a transformers fast tokenizer file is needed; "
+            f"save one with AutoTokenizer.from_pretrained(...).save_pretrained(DIR))"
+        )
+    if mapping_file is None and (directory / "tokenizer_info.json").is_file():
+        return load_tokenizer(directory)  # one of our exports: every role recorded
+    explicit, conditions = read_role_mapping(mapping_file) if mapping_file is not None else ({}, None)
+    try:
+        vocabulary = Tokenizer.from_file(str(path))
+    except Exception as error:  # tokenizers raises a bare Exception for a malformed file
+        raise FrugalError(f"{path}: not a valid tokenizers file ({error})") from None
+    special, source = _roles(explicit, declared_special_tokens(directory, vocabulary), mapping_file)
+    hint = "" if mapping_file is not None else "; give the tokenizer's own strings with --special-tokens FILE"
+    _check_roles(directory, vocabulary, special, source, hint)
     try:
         return load_tokenizer(directory, special, conditions or DEFAULT_CONDITION_TOKENS)
     except FrugalError as error:

@@ -40,9 +40,15 @@ IGNORED_SUFFIXES = ("rotary_emb.inv_freq", "rotary_emb.original_inv_freq")
 
 
 # Fused on-disk tensor -> our tensors, in the order they are stacked (transformers' conversion_mapping).
-FUSED = {"attn.gqkv_proj.weight": ("self_attn.gate_proj.weight", "self_attn.q_proj.weight",
-                                   "self_attn.k_proj.weight", "self_attn.v_proj.weight"),
-         "mlp.gate_up_proj.weight": ("mlp.gate_proj.weight", "mlp.up_proj.weight")}
+FUSED = {
+    "attn.gqkv_proj.weight": (
+        "self_attn.gate_proj.weight",
+        "self_attn.q_proj.weight",
+        "self_attn.k_proj.weight",
+        "self_attn.v_proj.weight",
+    ),
+    "mlp.gate_up_proj.weight": ("mlp.gate_proj.weight", "mlp.up_proj.weight"),
+}
 RENAMED = {"attn.o_proj.weight": "self_attn.o_proj.weight"}
 
 
@@ -68,7 +74,7 @@ def to_hf_tensors(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         fused = next((key for key in FUSED if disk.endswith("." + key)), None)
         if fused is None:
             hf[disk] = tensor
-        elif name.endswith("." + FUSED[fused][0]):   # the first part assembles the whole fused tensor
+        elif name.endswith("." + FUSED[fused][0]):  # the first part assembles the whole fused tensor
             prefix = name.removesuffix(FUSED[fused][0])
             hf[disk] = torch.cat([weights[prefix + part] for part in FUSED[fused]], dim=0)
     return hf
@@ -92,8 +98,10 @@ def from_hf_tensors(weights: dict[str, torch.Tensor], tied: bool, source: str) -
         if fused is not None:
             parts = FUSED[fused]
             if tensor.shape[0] % len(parts):
-                raise FrugalError(f"{source}: {HF_PREFIX + name} has {tensor.shape[0]} rows, not a multiple of "
-                                  f"the {len(parts)} projections it fuses")
+                raise FrugalError(
+                    f"{source}: {HF_PREFIX + name} has {tensor.shape[0]} rows, not a multiple of "
+                    f"the {len(parts)} projections it fuses"
+                )
             prefix = name.removesuffix(fused)
             for part, chunk in zip(parts, torch.chunk(tensor, len(parts), dim=0)):
                 ours[prefix + part] = chunk.contiguous()
@@ -114,8 +122,10 @@ def weight_files(directory: Path) -> list[Path]:
     if index.is_file():
         return sorted({_shard_path(directory, shard, index) for shard in _read_index(index).values()})
     if any(directory.glob("pytorch_model*.bin")):
-        raise FrugalError(f"{directory}: only pytorch_model*.bin (pickle) weights; frugal-lm never unpickles. "
-                          f"Convert them to safetensors first (save_pretrained(..., safe_serialization=True))")
+        raise FrugalError(
+            f"{directory}: only pytorch_model*.bin (pickle) weights; frugal-lm never unpickles. "
+            f"Convert them to safetensors first (save_pretrained(..., safe_serialization=True))"
+        )
     raise FrugalError(f"{directory}: no model.safetensors or {INDEX_FILE}")
 
 
@@ -134,8 +144,9 @@ def _shard_path(directory: Path, shard: str, index: Path) -> Path:
     else wrote, and `../x` or `/etc/x` must not make us read files outside the model."""
     path = directory / shard
     if Path(shard).is_absolute() or not path.resolve().is_relative_to(directory.resolve()):
-        raise FrugalError(f"{index}: shard {shard!r} is outside the model directory; shard files must lie "
-                          f"inside {directory}")
+        raise FrugalError(
+            f"{index}: shard {shard!r} is outside the model directory; shard files must lie inside {directory}"
+        )
     return path
 
 
@@ -160,6 +171,7 @@ def read_hf_weights(directory: Path) -> dict[str, torch.Tensor]:
 
 def write_hf_weights(path: Path, weights: dict[str, torch.Tensor]) -> None:
     """Our weights under transformers' names, contiguous fp32, as one safetensors file."""
-    tensors = {name: tensor.detach().to("cpu", torch.float32).contiguous()
-               for name, tensor in to_hf_tensors(weights).items()}
+    tensors = {
+        name: tensor.detach().to("cpu", torch.float32).contiguous() for name, tensor in to_hf_tensors(weights).items()
+    }
     save_file(tensors, str(path), metadata=checksum_metadata(tensors, {"format": "pt"}))

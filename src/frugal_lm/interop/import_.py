@@ -32,7 +32,7 @@ from frugal_lm.data.tokenizer import TextTokenizer
 from frugal_lm.errors import FrugalError
 from frugal_lm.files import staged_output
 from frugal_lm.interop.hf_config import MODEL_TYPE, from_hf_config, tied_embeddings
-from frugal_lm.interop.hf_tokenizer import write_tokenizer_info, load_hf_tokenizer
+from frugal_lm.interop.hf_tokenizer import load_hf_tokenizer, write_tokenizer_info
 from frugal_lm.interop.hf_weights import from_hf_tensors, hf_name, read_hf_weights, weight_files
 from frugal_lm.model import build_model
 from frugal_lm.train.safetensors_io import checksum_metadata
@@ -43,9 +43,9 @@ COMMAND = "frugal import hf"
 @dataclass
 class HFModel:
     config: ModelConfig
-    weights: dict[str, torch.Tensor]   # our names, fp32, shapes checked against `config`
+    weights: dict[str, torch.Tensor]  # our names, fp32, shapes checked against `config`
     tokenizer: TextTokenizer
-    weights_path: Path                 # model.safetensors, or the first shard
+    weights_path: Path  # model.safetensors, or the first shard
     source_dtypes: list[str]
 
 
@@ -76,13 +76,17 @@ def _check_against(config: ModelConfig, weights: dict[str, torch.Tensor], source
     if missing:
         raise FrugalError(f"{source}: tensor {hf_name(missing[0])!r} is missing ({len(missing)} missing in all)")
     if unexpected:
-        raise FrugalError(f"{source}: unexpected tensor {hf_name(unexpected[0])!r} for the architecture in "
-                          f"config.json ({len(unexpected)} unexpected in all)")
+        raise FrugalError(
+            f"{source}: unexpected tensor {hf_name(unexpected[0])!r} for the architecture in "
+            f"config.json ({len(unexpected)} unexpected in all)"
+        )
     for name, tensor in expected.items():
         if tuple(weights[name].shape) != tuple(tensor.shape):
             fused = "" if hf_name(name).endswith(name) else f" (its {name.rpartition('.layers.')[2]} part)"
-            raise FrugalError(f"{source}: {hf_name(name)}{fused} has shape {tuple(weights[name].shape)}, "
-                              f"config.json implies {tuple(tensor.shape)}")
+            raise FrugalError(
+                f"{source}: {hf_name(name)}{fused} has shape {tuple(weights[name].shape)}, "
+                f"config.json implies {tuple(tensor.shape)}"
+            )
 
 
 def read_hf_model(directory: Path | str, special_tokens_file: Path | None = None) -> HFModel:
@@ -92,15 +96,22 @@ def read_hf_model(directory: Path | str, special_tokens_file: Path | None = None
     config = from_hf_config(data, directory / "config.json")
     tokenizer = load_hf_tokenizer(directory, special_tokens_file)
     if tokenizer.vocab_size > config.vocab_size:
-        raise FrugalError(f"{directory}: the tokenizer has {tokenizer.vocab_size} tokens, more than the model's "
-                          f"vocab_size {config.vocab_size}")
+        raise FrugalError(
+            f"{directory}: the tokenizer has {tokenizer.vocab_size} tokens, more than the model's "
+            f"vocab_size {config.vocab_size}"
+        )
     files = weight_files(directory)
     raw = read_hf_weights(directory)
     weights = from_hf_tensors(raw, tied_embeddings(data), str(directory))
     _check_against(config, weights, directory)
     dtypes = sorted({str(tensor.dtype).removeprefix("torch.") for tensor in raw.values()})
-    return HFModel(config, {name: tensor.to(torch.float32).contiguous() for name, tensor in weights.items()},
-                   tokenizer, files[0], dtypes)
+    return HFModel(
+        config,
+        {name: tensor.to(torch.float32).contiguous() for name, tensor in weights.items()},
+        tokenizer,
+        files[0],
+        dtypes,
+    )
 
 
 @dataclass
@@ -115,8 +126,11 @@ def import_hf(hf_dir: Path | str, out: Path | str, special_tokens_file: Path | s
     hf_dir, out = Path(hf_dir), Path(out)
     model = read_hf_model(hf_dir, Path(special_tokens_file) if special_tokens_file is not None else None)
     run_config = RunConfig(model=model.config)
-    provenance = {"frugal_lm_version": __version__, "source": str(hf_dir.resolve()),
-                  "source_dtypes": model.source_dtypes}
+    provenance = {
+        "frugal_lm_version": __version__,
+        "source": str(hf_dir.resolve()),
+        "source_dtypes": model.source_dtypes,
+    }
     with staged_output(out, COMMAND, replace_own=False) as staging:
         save_file(model.weights, str(staging / "model.safetensors"), metadata=checksum_metadata(model.weights))
         (staging / "config.yaml").write_text(yaml.safe_dump(run_config.model_dump(mode="json"), sort_keys=False))

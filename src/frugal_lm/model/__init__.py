@@ -24,11 +24,23 @@ def build_model(config: ModelConfig, device: torch.device | str | None = None) -
 def count_parameters(config: ModelConfig) -> int:
     """Trainable parameters, from the config alone (equals sum(p.numel()) of the model)."""
     C, V = config.hidden_size, config.vocab_size
-    attention = 5 * C * config.n_heads * config.head_dim   # q, k, v, gate, o; no biases
-    mlp = 3 * C * config.intermediate_size                 # gate, up, down
+    attention = 5 * C * config.n_heads * config.head_dim  # q, k, v, gate, o; no biases
+    mlp = 3 * C * config.intermediate_size  # gate, up, down
     return 2 * V * C + config.n_layers * (attention + mlp)  # untied embedding + head
 
 
-__all__ = ["NETS", "AttentionLayout", "HRM", "LanguageModel", "LossOutput", "Transformer",
-           "UniversalTransformer", "bp_steps_at", "build_model", "count_parameters",
-           "language_model_loss", "prefix_lm_attention", "select_backend"]
+__all__ = [
+    "NETS",
+    "AttentionLayout",
+    "HRM",
+    "LanguageModel",
+    "LossOutput",
+    "Transformer",
+    "UniversalTransformer",
+    "bp_steps_at",
+    "build_model",
+    "count_parameters",
+    "language_model_loss",
+    "prefix_lm_attention",
+    "select_backend",
+]

@@ -45,8 +45,9 @@ class AttentionLayout:
     prefix_BT: torch.Tensor
 
     @classmethod
-    def from_lengths(cls, rows: list[list[tuple[int, int]]], row_len: int,
-                     device: torch.device | str = "cpu") -> AttentionLayout:
+    def from_lengths(
+        cls, rows: list[list[tuple[int, int]]], row_len: int, device: torch.device | str = "cpu"
+    ) -> AttentionLayout:
         """Rows of (prefix_len, causal_len) examples, packed left to right, padded to `row_len`."""
         segment_ids = torch.full((len(rows), row_len), -1, dtype=torch.int32)
         prefix = torch.zeros((len(rows), row_len), dtype=torch.bool)
@@ -57,7 +58,7 @@ class AttentionLayout:
                 if end > row_len:
                     raise ValueError(f"row {row} holds {end} tokens, more than row_len={row_len}")
                 segment_ids[row, start:end] = index
-                prefix[row, start:start + prefix_len] = True
+                prefix[row, start : start + prefix_len] = True
                 start = end
         return cls(segment_ids.to(device), prefix.to(device))
 
@@ -105,11 +106,11 @@ class VarlenLayout:
     the stream belongs to exactly one segment and `cu_seqlens` covers all B*T tokens.
     """
 
-    cu_seqlens: torch.Tensor        # (N+1,) int32, segment starts in the flat stream
-    cu_prefix_lens: torch.Tensor    # (N+1,) int32, over the concatenated instruction tokens
-    cu_causal_lens: torch.Tensor    # (N+1,) int32, over the concatenated response tokens
-    prefix_index: torch.Tensor      # flat positions of instruction tokens, in stream order
-    causal_index: torch.Tensor      # flat positions of the other tokens, in stream order
+    cu_seqlens: torch.Tensor  # (N+1,) int32, segment starts in the flat stream
+    cu_prefix_lens: torch.Tensor  # (N+1,) int32, over the concatenated instruction tokens
+    cu_causal_lens: torch.Tensor  # (N+1,) int32, over the concatenated response tokens
+    prefix_index: torch.Tensor  # flat positions of instruction tokens, in stream order
+    causal_index: torch.Tensor  # flat positions of the other tokens, in stream order
     max_seqlen: int
     max_prefix_len: int
     max_causal_len: int
@@ -168,15 +169,21 @@ def select_backend(requested: str, device: torch.device, needs_grad: bool) -> st
             return "fa3"
         return "flex" if on_gpu and flex_available() else "sdpa"
     if requested == "fa3" and not (on_gpu and fa3_available()):
-        raise FrugalError("attention_backend=fa3 needs a CUDA GPU and the flash_attn_interface package "
-                          "(FlashAttention 3, Hopper); use attention_backend=auto")
+        raise FrugalError(
+            "attention_backend=fa3 needs a CUDA GPU and the flash_attn_interface package "
+            "(FlashAttention 3, Hopper); use attention_backend=auto"
+        )
     if requested == "flex":
         if not flex_available():
-            raise FrugalError(f"attention_backend=flex needs torch.nn.attention.flex_attention "
-                              f"(PyTorch >= 2.5); this is PyTorch {torch.__version__}")
+            raise FrugalError(
+                f"attention_backend=flex needs torch.nn.attention.flex_attention "
+                f"(PyTorch >= 2.5); this is PyTorch {torch.__version__}"
+            )
         if not on_gpu and needs_grad:
-            raise FrugalError("attention_backend=flex runs on CPU only without gradients; "
-                              "train on CPU with attention_backend=sdpa (or auto)")
+            raise FrugalError(
+                "attention_backend=flex runs on CPU only without gradients; "
+                "train on CPU with attention_backend=sdpa (or auto)"
+            )
     return requested
 
 
@@ -204,15 +211,33 @@ def _fa3(q, k, v, layout: AttentionLayout) -> torch.Tensor:
     q_flat, k_flat, v_flat = (x.transpose(1, 2).reshape(B * T, H, D) for x in (q, k, v))
     out_flat = torch.empty_like(q_flat)
     index = varlen.prefix_index
-    out_flat[index] = _first(flash_attn_varlen_func(
-        q_flat[index], k_flat[index], v_flat[index], varlen.cu_prefix_lens, varlen.cu_prefix_lens,
-        varlen.max_prefix_len, varlen.max_prefix_len, causal=False))
+    out_flat[index] = _first(
+        flash_attn_varlen_func(
+            q_flat[index],
+            k_flat[index],
+            v_flat[index],
+            varlen.cu_prefix_lens,
+            varlen.cu_prefix_lens,
+            varlen.max_prefix_len,
+            varlen.max_prefix_len,
+            causal=False,
+        )
+    )
     # Response queries over their whole example; causal masks align bottom-right, so the
     # j-th response query sees the instruction and response tokens 0..j.
     index = varlen.causal_index
-    out_flat[index] = _first(flash_attn_varlen_func(
-        q_flat[index], k_flat, v_flat, varlen.cu_causal_lens, varlen.cu_seqlens,
-        varlen.max_causal_len, varlen.max_seqlen, causal=True))
+    out_flat[index] = _first(
+        flash_attn_varlen_func(
+            q_flat[index],
+            k_flat,
+            v_flat,
+            varlen.cu_causal_lens,
+            varlen.cu_seqlens,
+            varlen.max_causal_len,
+            varlen.max_seqlen,
+            causal=True,
+        )
+    )
     return out_flat.reshape(B, T, H, D).transpose(1, 2)
 
 
@@ -221,8 +246,9 @@ def _first(result):
     return result[0] if isinstance(result, tuple) else result
 
 
-def prefix_lm_attention(q_BHTD: torch.Tensor, k_BHTD: torch.Tensor, v_BHTD: torch.Tensor,
-                        layout: AttentionLayout, backend: str) -> torch.Tensor:
+def prefix_lm_attention(
+    q_BHTD: torch.Tensor, k_BHTD: torch.Tensor, v_BHTD: torch.Tensor, layout: AttentionLayout, backend: str
+) -> torch.Tensor:
     """Attention under the packed PrefixLM mask; `backend` already resolved by `select_backend`."""
     if backend == "sdpa":
         return F.scaled_dot_product_attention(q_BHTD, k_BHTD, v_BHTD, attn_mask=layout.dense_mask_B1TT)

@@ -21,7 +21,7 @@ CHUNK_LOGITS = 1 << 26
 
 @dataclass
 class HeadLoss:
-    loss_sum: torch.Tensor   # summed cross-entropy over the labelled tokens
+    loss_sum: torch.Tensor  # summed cross-entropy over the labelled tokens
     correct_N: torch.Tensor  # argmax == target, per labelled token
 
 
@@ -38,8 +38,9 @@ def _chunk_loss(hidden_NC: torch.Tensor, weight_VC: torch.Tensor, targets_N: tor
     return result.loss_sum, result.correct_N
 
 
-def head_loss(hidden_NC: torch.Tensor, weight_VC: torch.Tensor, targets_N: torch.Tensor,
-              chunk_logits: int = CHUNK_LOGITS) -> HeadLoss:
+def head_loss(
+    hidden_NC: torch.Tensor, weight_VC: torch.Tensor, targets_N: torch.Tensor, chunk_logits: int = CHUNK_LOGITS
+) -> HeadLoss:
     """Cross-entropy of `hidden_NC @ weight_VC.T` against `targets_N`, chunked above `chunk_logits`."""
     n_tokens, vocab = targets_N.numel(), weight_VC.shape[0]
     if n_tokens * vocab <= chunk_logits:
@@ -48,8 +49,7 @@ def head_loss(hidden_NC: torch.Tensor, weight_VC: torch.Tensor, targets_N: torch
     sums, corrects = [], []
     for start in range(0, n_tokens, chunk):
         part = slice(start, start + chunk)
-        loss_sum, correct_N = checkpoint(_chunk_loss, hidden_NC[part], weight_VC, targets_N[part],
-                                         use_reentrant=False)
+        loss_sum, correct_N = checkpoint(_chunk_loss, hidden_NC[part], weight_VC, targets_N[part], use_reentrant=False)
         sums.append(loss_sum)
         corrects.append(correct_N)
     return HeadLoss(torch.stack(sums).sum(), torch.cat(corrects))

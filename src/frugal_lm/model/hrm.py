@@ -34,8 +34,9 @@ class HRM(LanguageModel):
         super().reset_parameters()
         trunc_normal_(self.z_L_init, 1.0)
 
-    def trunk(self, x_BTC: torch.Tensor, rotary, layout: AttentionLayout, backend: str,
-              schedule: PassSchedule) -> torch.Tensor:
+    def trunk(
+        self, x_BTC: torch.Tensor, rotary, layout: AttentionLayout, backend: str, schedule: PassSchedule
+    ) -> torch.Tensor:
         z_H = x_BTC
         z_L = self.z_L_init.to(x_BTC.dtype).expand_as(x_BTC)
         for _ in range(self.config.h_cycles):

@@ -32,8 +32,7 @@ from frugal_lm.model.attention import AttentionLayout, prefix_lm_attention
 
 
 class AttentionCache(Protocol):
-    def attend(self, layer_slot: int, q_BHTD: torch.Tensor, k_BHTD: torch.Tensor,
-               v_BHTD: torch.Tensor) -> torch.Tensor:
+    def attend(self, layer_slot: int, q_BHTD: torch.Tensor, k_BHTD: torch.Tensor, v_BHTD: torch.Tensor) -> torch.Tensor:
         """Store k, v for `layer_slot` and return attention (B, H, T, D) over the cache."""
 
 
@@ -74,9 +73,15 @@ class GatedAttention(nn.Module):
         self.gate_proj = nn.Linear(config.hidden_size, width, bias=False)
         self.o_proj = nn.Linear(width, config.hidden_size, bias=False)
 
-    def forward(self, x_BTC: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor],
-                layout: AttentionLayout | None, backend: str,
-                cache: AttentionCache | None = None, layer_slot: int = 0) -> torch.Tensor:
+    def forward(
+        self,
+        x_BTC: torch.Tensor,
+        rotary: tuple[torch.Tensor, torch.Tensor],
+        layout: AttentionLayout | None,
+        backend: str,
+        cache: AttentionCache | None = None,
+        layer_slot: int = 0,
+    ) -> torch.Tensor:
         B, T, _ = x_BTC.shape
 
         def heads(projection: nn.Linear) -> torch.Tensor:
@@ -111,8 +116,15 @@ class Block(nn.Module):
         self.self_attn = GatedAttention(config)
         self.mlp = SwiGLU(config)
 
-    def forward(self, x_BTC, rotary, layout: AttentionLayout | None, backend: str,
-                cache: AttentionCache | None = None, layer_slot: int = 0) -> torch.Tensor:
+    def forward(
+        self,
+        x_BTC,
+        rotary,
+        layout: AttentionLayout | None,
+        backend: str,
+        cache: AttentionCache | None = None,
+        layer_slot: int = 0,
+    ) -> torch.Tensor:
         x_BTC = x_BTC + self.self_attn(rms_norm(x_BTC, self.eps), rotary, layout, backend, cache, layer_slot)
         return x_BTC + self.mlp(rms_norm(x_BTC, self.eps))
 
@@ -127,8 +139,15 @@ class Stack(nn.Module):
         self.checkpoint_blocks = False
         """Recompute each block's activations in the backward pass (activation checkpointing)."""
 
-    def forward(self, x_BTC, rotary, layout: AttentionLayout | None, backend: str,
-                cache: AttentionCache | None = None, first_slot: int = 0) -> torch.Tensor:
+    def forward(
+        self,
+        x_BTC,
+        rotary,
+        layout: AttentionLayout | None,
+        backend: str,
+        cache: AttentionCache | None = None,
+        first_slot: int = 0,
+    ) -> torch.Tensor:
         recompute = self.checkpoint_blocks and cache is None and torch.is_grad_enabled()
         for index, block in enumerate(self.layers):
             if recompute:

@@ -46,8 +46,9 @@ class PassSchedule:
     """Runs stack passes in order, with gradients only for the last `bp_steps` of `total`,
     and with cache slots of their own when a KV cache is given."""
 
-    def __init__(self, total: int, bp_steps: int | None, embedding: torch.Tensor,
-                 kv_cache: AttentionCache | None = None):
+    def __init__(
+        self, total: int, bp_steps: int | None, embedding: torch.Tensor, kv_cache: AttentionCache | None = None
+    ):
         self.first_with_grad = 0 if bp_steps is None else max(0, total - bp_steps)
         self.embedding = embedding
         self.kv_cache = kv_cache
@@ -85,27 +86,43 @@ class LanguageModel(nn.Module, abc.ABC):
         self.rotary.inv_freq.copy_(RotaryEmbedding(self.config.head_dim, self.config.rope_theta).inv_freq)
 
     @abc.abstractmethod
-    def trunk(self, x_BTC: torch.Tensor, rotary, layout: AttentionLayout, backend: str,
-              schedule: PassSchedule) -> torch.Tensor:
+    def trunk(
+        self, x_BTC: torch.Tensor, rotary, layout: AttentionLayout, backend: str, schedule: PassSchedule
+    ) -> torch.Tensor:
         """The net's recurrence: embedded tokens (B, T, C) -> final states, every stack
         pass run through `schedule.run`."""
 
-    def hidden_states(self, input_ids_BT: torch.Tensor, position_ids_BT: torch.Tensor,
-                      layout: AttentionLayout | None, bp_steps: int | None = None,
-                      kv_cache: AttentionCache | None = None) -> torch.Tensor:
+    def hidden_states(
+        self,
+        input_ids_BT: torch.Tensor,
+        position_ids_BT: torch.Tensor,
+        layout: AttentionLayout | None,
+        bp_steps: int | None = None,
+        kv_cache: AttentionCache | None = None,
+    ) -> torch.Tensor:
         """Final hidden states (B, T, C). `bp_steps=None` backpropagates through every pass.
         With `kv_cache`, attention goes through the cache and `layout` is not used."""
         x_BTC = self.embed_tokens(input_ids_BT) * self.embedding_scale
         rotary = self.rotary(position_ids_BT, x_BTC.dtype)
         # Through a cache, attention is the cache's own: there is no backend to choose.
-        backend = "sdpa" if kv_cache is not None else select_backend(
-            self.config.attention_backend, x_BTC.device, torch.is_grad_enabled())
+        backend = (
+            "sdpa"
+            if kv_cache is not None
+            else select_backend(self.config.attention_backend, x_BTC.device, torch.is_grad_enabled())
+        )
         schedule = PassSchedule(self.config.stack_passes, bp_steps, x_BTC, kv_cache)
         return self.trunk(x_BTC, rotary, layout, backend, schedule)
 
-    def forward(self, input_ids_BT: torch.Tensor, position_ids_BT: torch.Tensor, layout: AttentionLayout | None,
-                bp_steps: int | None = None, logits_at_BT: torch.Tensor | None = None,
-                kv_cache: AttentionCache | None = None, targets_N: torch.Tensor | None = None):
+    def forward(
+        self,
+        input_ids_BT: torch.Tensor,
+        position_ids_BT: torch.Tensor,
+        layout: AttentionLayout | None,
+        bp_steps: int | None = None,
+        logits_at_BT: torch.Tensor | None = None,
+        kv_cache: AttentionCache | None = None,
+        targets_N: torch.Tensor | None = None,
+    ):
         """Logits (B, T, V); with a boolean `logits_at_BT`, only at those positions (N, V),
         which is how the loss skips the LM head on unlabelled tokens (and the engine all
         but the last prompt token). With `targets_N` (one per selected position), the

@@ -2,8 +2,9 @@
 
 The LM head runs only on positions that carry a label (responses, unless the batch was
 packed with instruction loss), which saves its FLOPs and the (T, vocab) logits memory on
-instruction tokens, and in chunks when even those logits would be large (`head.py`). Counts are returned as tensors, not Python numbers, so the trainer can
-sum them across ranks and steps without a device sync per step.
+instruction tokens, and in chunks when even those logits would be large (`head.py`).
+Counts are returned as tensors, not Python numbers, so the trainer can sum them across
+ranks and steps without a device sync per step.
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from frugal_lm.model.lm import LanguageModel
 
 @dataclass
 class LossOutput:
-    loss: torch.Tensor              # mean cross-entropy over label tokens (what backward uses)
-    loss_sum: torch.Tensor          # the same, summed, detached
-    label_tokens: torch.Tensor      # how many tokens carried a label
-    correct_tokens: torch.Tensor    # argmax == label
-    examples: torch.Tensor          # examples with at least one label
+    loss: torch.Tensor  # mean cross-entropy over label tokens (what backward uses)
+    loss_sum: torch.Tensor  # the same, summed, detached
+    label_tokens: torch.Tensor  # how many tokens carried a label
+    correct_tokens: torch.Tensor  # argmax == label
+    examples: torch.Tensor  # examples with at least one label
     correct_examples: torch.Tensor  # examples whose every label token is right
 
     @property
@@ -54,7 +55,8 @@ def language_model_loss(model: LanguageModel, batch: PackedBatch, bp_steps: int 
         example_N = global_example_ids(batch.segment_ids)[has_label_BT]
         n_examples = int(example_N.max()) + 1 if example_N.numel() else 0
         wrong_per_example = torch.zeros(n_examples, device=correct_N.device).index_add_(
-            0, example_N, (~correct_N).float())
+            0, example_N, (~correct_N).float()
+        )
         labelled_per_example = torch.bincount(example_N, minlength=n_examples)
         examples = (labelled_per_example > 0).sum()
         correct_examples = ((labelled_per_example > 0) & (wrong_per_example == 0)).sum()

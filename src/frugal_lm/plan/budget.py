@@ -18,8 +18,7 @@ import numpy as np
 from frugal_lm.config import ModelConfig, load_model_config
 from frugal_lm.errors import FrugalError
 from frugal_lm.model import count_parameters
-from frugal_lm.plan.defaults import (DEFAULT_BATCH_TOKENS, DEFAULT_LABEL_FRACTION, DEFAULT_MEAN_EXAMPLE_LEN,
-                                     DEFAULT_MFU)
+from frugal_lm.plan.defaults import DEFAULT_BATCH_TOKENS, DEFAULT_LABEL_FRACTION, DEFAULT_MEAN_EXAMPLE_LEN, DEFAULT_MFU
 from frugal_lm.plan.devices import Device
 from frugal_lm.plan.flops import LengthProfile, dense_transformer_flops_per_token, flop_breakdown, mean_bp_steps
 from frugal_lm.plan.memory import MemoryEstimate, estimate_memory
@@ -78,8 +77,12 @@ def read_data_profile(directory: Path) -> DataProfile:
     if total.size == 0 or total.sum() <= 0:
         raise FrugalError(f"{epochs[0]}: no examples")
     pairs = inst * inst + (total * (total + 1) - inst * (inst + 1)) // 2
-    return DataProfile(float(total.sum()), len(epochs), float(resp.sum() / total.sum()),
-                       LengthProfile(float(pairs.sum() / total.sum())))
+    return DataProfile(
+        float(total.sum()),
+        len(epochs),
+        float(resp.sum() / total.sum()),
+        LengthProfile(float(pairs.sum() / total.sum())),
+    )
 
 
 @dataclass
@@ -115,10 +118,18 @@ class TrainingPlan:
         return data
 
 
-def plan_run(config: ModelConfig, preset: str, processed_tokens: float, gpus: int, device: Device,
-             mfu: float = DEFAULT_MFU, price_per_gpu_hour: float = 2.0,
-             label_fraction: float = DEFAULT_LABEL_FRACTION, lengths: LengthProfile | None = None,
-             batch_tokens: int = DEFAULT_BATCH_TOKENS) -> TrainingPlan:
+def plan_run(
+    config: ModelConfig,
+    preset: str,
+    processed_tokens: float,
+    gpus: int,
+    device: Device,
+    mfu: float = DEFAULT_MFU,
+    price_per_gpu_hour: float = 2.0,
+    label_fraction: float = DEFAULT_LABEL_FRACTION,
+    lengths: LengthProfile | None = None,
+    batch_tokens: int = DEFAULT_BATCH_TOKENS,
+) -> TrainingPlan:
     """Cost of training `config` on `processed_tokens` with `gpus` x `device`."""
     if processed_tokens <= 0:
         raise FrugalError("tokens must be > 0")
@@ -138,17 +149,40 @@ def plan_run(config: ModelConfig, preset: str, processed_tokens: float, gpus: in
     parameters = count_parameters(config)
     tokens_per_second = gpus * device.peak_flops * mfu / per_token
     wall_hours = processed_tokens / tokens_per_second / SECONDS_PER_HOUR
-    memory = estimate_memory(config, batch_tokens, gpus, round(max(bp_steps, config.bp_steps_end)),
-                             label_fraction, compute_bytes=4 if device.name == "cpu" else 2,
-                             sharded=gpus > 1)
-    plan = TrainingPlan(preset, config.net, parameters, gpus, device.name, processed_tokens, bp_steps, per_token,
-                        total, dense_transformer_flops_per_token(parameters) * processed_tokens, mfu,
-                        tokens_per_second, wall_hours * gpus, wall_hours, price_per_gpu_hour,
-                        wall_hours * gpus * price_per_gpu_hour, memory, device.memory_bytes)
+    memory = estimate_memory(
+        config,
+        batch_tokens,
+        gpus,
+        round(max(bp_steps, config.bp_steps_end)),
+        label_fraction,
+        compute_bytes=4 if device.name == "cpu" else 2,
+        sharded=gpus > 1,
+    )
+    plan = TrainingPlan(
+        preset,
+        config.net,
+        parameters,
+        gpus,
+        device.name,
+        processed_tokens,
+        bp_steps,
+        per_token,
+        total,
+        dense_transformer_flops_per_token(parameters) * processed_tokens,
+        mfu,
+        tokens_per_second,
+        wall_hours * gpus,
+        wall_hours,
+        price_per_gpu_hour,
+        wall_hours * gpus * price_per_gpu_hour,
+        memory,
+        device.memory_bytes,
+    )
     if not plan.fits:
         plan.warnings.append(
             f"will not fit: ~{memory.total / 1e9:.1f} GB per device > {device.memory_bytes / 1e9:.0f} GB on "
-            f"{device.name}; use more GPUs (FSDP shards the model state) or fewer batch tokens per device")
+            f"{device.name}; use more GPUs (FSDP shards the model state) or fewer batch tokens per device"
+        )
     return plan
 
 
@@ -164,24 +198,33 @@ class Affordable:
     dollars: float
 
 
-def affordable_runs(budget_usd: float, hours: float, device: Device, net: str = "hrm", mfu: float = DEFAULT_MFU,
-                    price_per_gpu_hour: float = 2.0, presets: tuple[str, ...] = ("B", "L", "XL", "XXL"),
-                    label_fraction: float = DEFAULT_LABEL_FRACTION) -> list[Affordable]:
+def affordable_runs(
+    budget_usd: float,
+    hours: float,
+    device: Device,
+    net: str = "hrm",
+    mfu: float = DEFAULT_MFU,
+    price_per_gpu_hour: float = 2.0,
+    presets: tuple[str, ...] = ("B", "L", "XL", "XXL"),
+    label_fraction: float = DEFAULT_LABEL_FRACTION,
+) -> list[Affordable]:
     """For each preset: GPUs the budget rents for `hours`, and tokens they process."""
     if budget_usd <= 0 or hours <= 0 or price_per_gpu_hour <= 0:
         raise FrugalError("--budget-usd, --hours and --price must be > 0")
     gpus = int(budget_usd // (price_per_gpu_hour * hours))
     if gpus < 1:
-        raise FrugalError(f"${budget_usd:,.0f} does not rent one {device.name} for {hours:g} h "
-                          f"at ${price_per_gpu_hour:g}/GPU-hour")
+        raise FrugalError(
+            f"${budget_usd:,.0f} does not rent one {device.name} for {hours:g} h at ${price_per_gpu_hour:g}/GPU-hour"
+        )
     answers = []
     for preset in presets:
         config = load_model_config(preset, net)
         per_token = flop_breakdown(config, config.bp_steps_end, label_fraction, default_lengths(config)).total
         tokens = gpus * device.peak_flops * mfu * hours * SECONDS_PER_HOUR / per_token
         parameters = count_parameters(config)
-        answers.append(Affordable(preset, parameters, gpus, tokens, tokens / parameters,
-                                  gpus * hours * price_per_gpu_hour))
+        answers.append(
+            Affordable(preset, parameters, gpus, tokens, tokens / parameters, gpus * hours * price_per_gpu_hour)
+        )
     return answers
 
 
@@ -191,8 +234,9 @@ class MoeParameters:
     active: float
 
 
-def moe_parameters(total: float, expert_fraction: float, experts: int, top_k: int,
-                   shared_experts: int = 0) -> MoeParameters:
+def moe_parameters(
+    total: float, expert_fraction: float, experts: int, top_k: int, shared_experts: int = 0
+) -> MoeParameters:
     """Active parameters per token of a mixture of experts.
 
     `expert_fraction` of the `total` sits in `experts` routed experts (equal size), of which
@@ -208,8 +252,9 @@ def moe_parameters(total: float, expert_fraction: float, experts: int, top_k: in
     return MoeParameters(total, active)
 
 
-def dense_training_dollars(active_parameters: float, processed_tokens: float, device: Device,
-                           mfu: float = 0.4, price_per_gpu_hour: float = 2.0) -> float:
+def dense_training_dollars(
+    active_parameters: float, processed_tokens: float, device: Device, mfu: float = 0.4, price_per_gpu_hour: float = 2.0
+) -> float:
     """6 N_active D at the given MFU and price: the floor for checking a claimed MoE cost."""
     seconds = 6.0 * active_parameters * processed_tokens / (device.peak_flops * mfu)
     return seconds / SECONDS_PER_HOUR * price_per_gpu_hour

@@ -22,13 +22,17 @@ class Device:
     memory_bytes: float
     description: str
 
-DEVICES: dict[str, Device] = {device.name: device for device in (
-    Device("h100", 989.5e12, 80e9, "NVIDIA H100 SXM 80 GB"),
-    Device("h200", 989.5e12, 141e9, "NVIDIA H200 SXM 141 GB"),
-    Device("a100-80g", 312e12, 80e9, "NVIDIA A100 SXM 80 GB"),
-    Device("l40s", 362.05e12, 48e9, "NVIDIA L40S 48 GB"),
-    Device("rtx-4090", 165.2e12, 24e9, "NVIDIA GeForce RTX 4090 24 GB"),
-)}
+
+DEVICES: dict[str, Device] = {
+    device.name: device
+    for device in (
+        Device("h100", 989.5e12, 80e9, "NVIDIA H100 SXM 80 GB"),
+        Device("h200", 989.5e12, 141e9, "NVIDIA H200 SXM 141 GB"),
+        Device("a100-80g", 312e12, 80e9, "NVIDIA A100 SXM 80 GB"),
+        Device("l40s", 362.05e12, 48e9, "NVIDIA L40S 48 GB"),
+        Device("rtx-4090", 165.2e12, 24e9, "NVIDIA GeForce RTX 4090 24 GB"),
+    )
+}
 
 
 def measure_cpu_peak_flops(size: int = 512, seconds: float = 0.3, bf16: bool = False) -> float:
@@ -54,8 +58,13 @@ def device_running_here(device_type: str, device_index: int = 0, bf16: bool = Fa
 
     if device_type == "cuda":
         name = torch.cuda.get_device_name(device_index).lower()
-        for key, pattern in (("h100", "h100"), ("h200", "h200"), ("a100-80g", "a100"), ("l40s", "l40s"),
-                             ("rtx-4090", "4090")):
+        for key, pattern in (
+            ("h100", "h100"),
+            ("h200", "h200"),
+            ("a100-80g", "a100"),
+            ("l40s", "l40s"),
+            ("rtx-4090", "4090"),
+        ):
             if pattern in name:
                 return DEVICES[key]
         return Device(name, float("nan"), float(torch.cuda.get_device_properties(device_index).total_memory), name)
@@ -71,6 +80,7 @@ def get_device(name: str) -> Device:
     key = name.lower()
     if key == "cpu":
         import os
+
         pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
         return Device("cpu", measure_cpu_peak_flops(), float(pages), "this machine's CPU (measured fp32 matmul)")
     if key not in DEVICES:

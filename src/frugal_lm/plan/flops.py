@@ -116,8 +116,12 @@ class FlopBreakdown:
         return self.matmul + self.attention
 
 
-def flop_breakdown(config: ModelConfig, bp_steps: float | None = None, label_fraction: float = 0.7,
-                   profile: LengthProfile | None = None) -> FlopBreakdown:
+def flop_breakdown(
+    config: ModelConfig,
+    bp_steps: float | None = None,
+    label_fraction: float = 0.7,
+    profile: LengthProfile | None = None,
+) -> FlopBreakdown:
     """Per-token training FLOPs. `bp_steps`: passes with gradients (None = every pass, a
     fraction = an average over the run, see `mean_bp_steps`); `label_fraction`: share of
     tokens that carry a label (responses); `profile`: attention lengths (default: examples of
@@ -138,8 +142,12 @@ def flop_breakdown(config: ModelConfig, bp_steps: float | None = None, label_fra
     )
 
 
-def training_flops_per_token(config: ModelConfig, bp_steps: float | None = None, label_fraction: float = 0.7,
-                             profile: LengthProfile | None = None) -> float:
+def training_flops_per_token(
+    config: ModelConfig,
+    bp_steps: float | None = None,
+    label_fraction: float = 0.7,
+    profile: LengthProfile | None = None,
+) -> float:
     """Model FLOPs per processed (non-padding) token of one training step; tokens/s times
     this over the peak FLOP/s is the MFU the trainer reports."""
     return flop_breakdown(config, bp_steps, label_fraction, profile).total

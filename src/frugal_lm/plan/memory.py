@@ -52,9 +52,16 @@ def activation_values_per_token_per_block(config: ModelConfig) -> int:
     return 15 * config.hidden_size + 4 * config.intermediate_size + 2 + config.n_heads
 
 
-def estimate_memory(config: ModelConfig, tokens_per_device: int, gpus: int = 1, bp_steps: int | None = None,
-                    label_fraction: float = 0.7, compute_bytes: int = 2, overhead_fraction: float = 0.1,
-                    sharded: bool = True) -> MemoryEstimate:
+def estimate_memory(
+    config: ModelConfig,
+    tokens_per_device: int,
+    gpus: int = 1,
+    bp_steps: int | None = None,
+    label_fraction: float = 0.7,
+    compute_bytes: int = 2,
+    overhead_fraction: float = 0.1,
+    sharded: bool = True,
+) -> MemoryEstimate:
     """Peak bytes on one device for one micro-batch of `tokens_per_device` tokens.
 
     `compute_bytes`: 2 under bf16 autocast on GPU, 4 for fp32 (CPU). `sharded=False` is a

@@ -87,8 +87,10 @@ def checkpoint_of(directory: Path | str) -> Path:
         return checkpoint
     if (directory / "model.safetensors").is_file() or (directory / "ema.safetensors").is_file():
         return directory
-    raise FrugalError(f"{directory}: not a model directory (expected a training run with checkpoints/, "
-                      f"a checkpoint with model.safetensors, or an imported or exported model)")
+    raise FrugalError(
+        f"{directory}: not a model directory (expected a training run with checkpoints/, "
+        f"a checkpoint with model.safetensors, or an imported or exported model)"
+    )
 
 
 def full_weights(model: torch.nn.Module, optimizer: AdamATan2 | None = None) -> dict[str, torch.Tensor]:
@@ -169,20 +171,23 @@ class Checkpointer:
             if _is_main():
                 shutil.rmtree(partial, ignore_errors=True)
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise FrugalError(f"could not write the checkpoint {final} ({reason}); it was removed and the earlier "
-                              f"checkpoints are intact: free disk space, then resume=true") from None
+            raise FrugalError(
+                f"could not write the checkpoint {final} ({reason}); it was removed and the earlier "
+                f"checkpoints are intact: free disk space, then resume=true"
+            ) from None
         if _is_main():
             if final.exists():  # the same step saved again
                 shutil.rmtree(final)
             os.replace(partial, final)
             _fsync_directory(self.folder)
-            for old in list_checkpoints(self.run_dir)[:-self.keep]:
+            for old in list_checkpoints(self.run_dir)[: -self.keep]:
                 shutil.rmtree(old, ignore_errors=True)
         _barrier()
         return final
 
-    def _write(self, partial: Path, model: torch.nn.Module, optimizer: AdamATan2, state: TrainerState,
-               config: RunConfig) -> None:
+    def _write(
+        self, partial: Path, model: torch.nn.Module, optimizer: AdamATan2, state: TrainerState, config: RunConfig
+    ) -> None:
         model_state, optimizer_state = get_state_dict(model, optimizer)
         dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=partial / "train_state")
         raw, ema = full_weights(model), full_weights(model, optimizer)

@@ -49,8 +49,9 @@ def shard_model(model: torch.nn.Module, bf16: bool) -> torch.nn.Module:
     """FSDP2: one `fully_shard` per block, then the root."""
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-    policy = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-              if bf16 else MixedPrecisionPolicy())
+    policy = (
+        MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else MixedPrecisionPolicy()
+    )
     for module in model.modules():
         if isinstance(module, Block):
             fully_shard(module, mp_policy=policy, reshard_after_forward=False)

@@ -23,8 +23,10 @@ INSTALL_HINTS = {
 def check_available(sinks: list[str]) -> None:
     for sink in sinks:
         if importlib.util.find_spec(sink) is None:
-            raise FrugalError(f"loggers includes {sink!r} but the {sink} package is not installed; "
-                              f"run `{INSTALL_HINTS[sink]}` or drop it from loggers")
+            raise FrugalError(
+                f"loggers includes {sink!r} but the {sink} package is not installed; "
+                f"run `{INSTALL_HINTS[sink]}` or drop it from loggers"
+            )
 
 
 class MetricsLogger:
@@ -39,8 +41,13 @@ class MetricsLogger:
         if "wandb" in sinks:
             import wandb
 
-            self.wandb = wandb.init(project="frugal-lm", name=Path(run_dir).name, config=config,
-                                    dir=str(run_dir), resume="allow" if resume else None)
+            self.wandb = wandb.init(
+                project="frugal-lm",
+                name=Path(run_dir).name,
+                config=config,
+                dir=str(run_dir),
+                resume="allow" if resume else None,
+            )
 
     def log(self, record: dict[str, Any]) -> None:
         self.file.write(json.dumps(record) + "\n")

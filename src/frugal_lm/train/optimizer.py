@@ -29,8 +29,16 @@ def ema_decay_at(ema_decay: float, step: float) -> float:
 
 
 class AdamATan2(torch.optim.Optimizer):
-    def __init__(self, params: Iterable, lr: float = 3e-4, betas: tuple[float, float] = (0.9, 0.95),
-                 weight_decay: float = 0.1, ema_decay: float | None = 0.9999, a: float = 1.27, b: float = 1.0):
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float = 3e-4,
+        betas: tuple[float, float] = (0.9, 0.95),
+        weight_decay: float = 0.1,
+        ema_decay: float | None = 0.9999,
+        a: float = 1.27,
+        b: float = 1.0,
+    ):
         if lr < 0 or not (0 <= betas[0] < 1 and 0 <= betas[1] < 1) or weight_decay < 0:
             raise ValueError(f"invalid AdamATan2 settings: lr={lr}, betas={betas}, weight_decay={weight_decay}")
         if ema_decay is not None and not 0 <= ema_decay < 1:
@@ -65,10 +73,10 @@ class AdamATan2(torch.optim.Optimizer):
         torch._foreach_mul_(exp_avg_sqs, beta2)
         torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
         torch._foreach_mul_(params, 1 - lr * group["weight_decay"])
-        denominators = torch._foreach_div(exp_avg_sqs, [1 - beta2 ** step for step in steps])
+        denominators = torch._foreach_div(exp_avg_sqs, [1 - beta2**step for step in steps])
         torch._foreach_sqrt_(denominators)
         torch._foreach_mul_(denominators, group["b"])
-        numerators = torch._foreach_div(exp_avgs, [1 - beta1 ** step for step in steps])
+        numerators = torch._foreach_div(exp_avgs, [1 - beta1**step for step in steps])
         updates = [torch.atan2(numerator, denominator) for numerator, denominator in zip(numerators, denominators)]
         torch._foreach_add_(params, updates, alpha=-lr * group["a"])
         if group["ema_decay"] is not None:

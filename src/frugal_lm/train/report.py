@@ -103,7 +103,7 @@ def write_report(run_dir: Path) -> Report:
 
     last = records[-1]
     best = min(records, key=lambda r: r["loss"])
-    tail = records[-max(1, len(records) // 10):]
+    tail = records[-max(1, len(records) // 10) :]
     rows = [
         ("steps", f"{last['step']:,}"),
         ("tokens", f"{last['tokens']:,}"),
@@ -121,8 +121,9 @@ def write_report(run_dir: Path) -> Report:
     if comparison_path.is_file():
         comparison = json.loads(comparison_path.read_text())
         lines += ["", "## Plan vs actual (last session)", "", "| | planned | actual |", "|---|---|---|"]
-        lines += [f"| {key} | {comparison['plan'][key]:.4g} | {comparison['actual'][key]:.4g} |"
-                  for key in comparison["plan"]]
+        lines += [
+            f"| {key} | {comparison['plan'][key]:.4g} | {comparison['actual'][key]:.4g} |" for key in comparison["plan"]
+        ]
     lines += ["", *[f"![{p.stem}]({p.name})" for p in plot_paths], ""]
     summary = out / "summary.md"
     summary.write_text("\n".join(lines))

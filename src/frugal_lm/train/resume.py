@@ -24,18 +24,43 @@ from frugal_lm.train.distributed import Distributed
 _ENDS = 1 << 20
 # Keys that may differ between a run and its resumption: how long it runs and how it is run.
 # The warmup is fitted to the run's length (trainer._fit_warmup), so it changes with it.
-RESUMABLE_CHANGES = frozenset({
-    "steps", "epochs", "time_limit_s", "max_hours", "max_dollars", "warmup_steps", "resume", "init_from", "device",
-    "precision", "compile", "activation_checkpointing", "loggers", "log_every", "checkpoint_every",
-    "keep_checkpoints", "price_per_device_hour", "out", "data", "val_data", "val_every", "val_batches", "val_samples"})
+RESUMABLE_CHANGES = frozenset(
+    {
+        "steps",
+        "epochs",
+        "time_limit_s",
+        "max_hours",
+        "max_dollars",
+        "warmup_steps",
+        "resume",
+        "init_from",
+        "device",
+        "precision",
+        "compile",
+        "activation_checkpointing",
+        "loggers",
+        "log_every",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "price_per_device_hour",
+        "out",
+        "data",
+        "val_data",
+        "val_every",
+        "val_batches",
+        "val_samples",
+    }
+)
 
 
 def check_same_tokenizer(saved: Path, current: Path) -> None:
     """Resuming on data made with another tokenizer would train on mismatched ids."""
     saved_file, current_file = saved / "tokenizer.json", current / "tokenizer.json"
     if saved_file.is_file() and current_file.is_file() and not encodes_alike(saved_file, current_file):
-        raise FrugalError(f"the data's tokenizer ({current}) differs from the one this run was trained with "
-                          f"({saved}); resume with the same data, or start a new run (init_from=) instead")
+        raise FrugalError(
+            f"the data's tokenizer ({current}) differs from the one this run was trained with "
+            f"({saved}); resume with the same data, or start a new run (init_from=) instead"
+        )
 
 
 def truncate_metrics(path: Path, last_step: int) -> None:
@@ -61,7 +86,8 @@ def data_fingerprint(dataset: MixedDataset) -> str:
     and last MiB of each (a different mix, order or epoch count changes at least one)."""
     digest = hashlib.sha256()
     for path in sorted(p for p in dataset.directory.rglob("*.npy") if p.is_file()) + [
-            dataset.directory / "metadata.json"]:
+        dataset.directory / "metadata.json"
+    ]:
         size = path.stat().st_size
         digest.update(f"{path.relative_to(dataset.directory)}:{size}".encode())
         with open(path, "rb") as handle:
@@ -77,16 +103,21 @@ def check_resumable(config: RunConfig, checkpoint: Path, saved_state: TrainerSta
     saved = read_run_config(checkpoint)
     now, then = config.model_dump(mode="json"), saved.model_dump(mode="json")
     differing = [key for key in now if key not in RESUMABLE_CHANGES and key != "model" and now[key] != then[key]]
-    differing += [f"model.{key}" for key in now["model"]
-                  if key != "attention_backend" and now["model"][key] != then["model"][key]]
+    differing += [
+        f"model.{key}" for key in now["model"] if key != "attention_backend" and now["model"][key] != then["model"][key]
+    ]
     if differing:
         shown = ", ".join(f"{key}={_value_at(now, key)} (the run has {_value_at(then, key)})" for key in differing)
-        raise FrugalError(f"resume=true with settings other than the run's: {shown}; resume with the settings in "
-                          f"{checkpoint / 'config.yaml'}, or start a new run (another out=, init_from= to fine-tune)")
+        raise FrugalError(
+            f"resume=true with settings other than the run's: {shown}; resume with the settings in "
+            f"{checkpoint / 'config.yaml'}, or start a new run (another out=, init_from= to fine-tune)"
+        )
     fingerprint = saved_state.data_fingerprint
     if fingerprint is not None and fingerprint != data_fingerprint(dataset):
-        raise FrugalError(f"data={dataset.directory} is not the mixed set this run was trained on (its "
-                          f"metadata.json differs); resume with that data, or start a new run")
+        raise FrugalError(
+            f"data={dataset.directory} is not the mixed set this run was trained on (its "
+            f"metadata.json differs); resume with that data, or start a new run"
+        )
 
 
 def _value_at(tree: dict, dotted: str):
@@ -95,10 +126,9 @@ def _value_at(tree: dict, dotted: str):
     return tree
 
 
-
-
-def resume(config: RunConfig, checkpointer: Checkpointer, model, optimizer, dataset: MixedDataset,
-           distributed: Distributed) -> TrainerState:
+def resume(
+    config: RunConfig, checkpointer: Checkpointer, model, optimizer, dataset: MixedDataset, distributed: Distributed
+) -> TrainerState:
     checkpoint = checkpointer.require_latest()
     check_same_tokenizer(checkpoint / "tokenizer", dataset.directory / "tokenizer")
     check_resumable(config, checkpoint, TrainerState.read(checkpoint), dataset)

@@ -22,8 +22,15 @@ from frugal_lm.errors import FrugalError
 
 _METADATA_CLASSES = {
     "torch.distributed.checkpoint.metadata": {
-        "Metadata", "MetadataIndex", "StorageMeta", "TensorProperties", "TensorStorageMetadata",
-        "BytesStorageMetadata", "ChunkStorageMetadata", "_MEM_FORMAT_ENCODING"},
+        "Metadata",
+        "MetadataIndex",
+        "StorageMeta",
+        "TensorProperties",
+        "TensorStorageMetadata",
+        "BytesStorageMetadata",
+        "ChunkStorageMetadata",
+        "_MEM_FORMAT_ENCODING",
+    },
     "torch.distributed.checkpoint.filesystem": {"_StorageInfo"},
     "torch.serialization": {"_get_layout"},  # maps a layout's name to the layout
     "torch": {"Size"},
@@ -35,8 +42,9 @@ _METADATA_CLASSES = {
 
 class _MetadataUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
-        if name in _METADATA_CLASSES.get(module, ()) or (module == "torch" and isinstance(
-                getattr(torch, name, None), torch.dtype)):
+        if name in _METADATA_CLASSES.get(module, ()) or (
+            module == "torch" and isinstance(getattr(torch, name, None), torch.dtype)
+        ):
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"{module}.{name} is not part of a checkpoint's metadata")
 
@@ -47,8 +55,9 @@ def read_metadata_safely(path: Path) -> Metadata:
         with open(path, "rb") as stream:
             metadata = _MetadataUnpickler(stream).load()
     except (pickle.UnpicklingError, EOFError, AttributeError, ValueError, TypeError, IndexError) as error:
-        raise FrugalError(f"{path}: not checkpoint metadata this version can read safely ({error}); "
-                          f"nothing in it was run") from None
+        raise FrugalError(
+            f"{path}: not checkpoint metadata this version can read safely ({error}); nothing in it was run"
+        ) from None
     if not isinstance(metadata, Metadata):
         raise FrugalError(f"{path}: holds a {type(metadata).__name__}, not checkpoint metadata")
     return metadata
@@ -73,8 +82,9 @@ class SafeLoadPlanner(DefaultLoadPlanner):
         try:
             loaded = torch.load(value, weights_only=True)
         except pickle.UnpicklingError as error:
-            raise FrugalError(f"checkpoint entry {read_item.dest_index.fqn}: refused to load "
-                              f"({str(error).splitlines()[0]})") from None
+            raise FrugalError(
+                f"checkpoint entry {read_item.dest_index.fqn}: refused to load ({str(error).splitlines()[0]})"
+            ) from None
         value = io.BytesIO()
         torch.save(loaded, value)
         value.seek(0)

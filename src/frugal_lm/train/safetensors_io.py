@@ -61,8 +61,10 @@ def read_tensors(path: Path | str, names: list[str] | None = None) -> dict[str, 
     except (SafetensorError, OSError) as error:
         raise FrugalError(f"{path}: unreadable safetensors file ({error})") from None
     if stored is not None and tensors_checksum(tensors) != stored:
-        raise FrugalError(f"{path}: the tensor data does not match the file's checksum ({CHECKSUM_KEY}): the "
-                          f"file is corrupted; copy or train it again")
+        raise FrugalError(
+            f"{path}: the tensor data does not match the file's checksum ({CHECKSUM_KEY}): the "
+            f"file is corrupted; copy or train it again"
+        )
     check_weights(tensors, path)
     return tensors if names is None else {name: tensors[name] for name in names}
 
@@ -72,9 +74,13 @@ def check_weights(tensors: dict[str, torch.Tensor], source: Path | str) -> None:
     for name in sorted(tensors):
         tensor = tensors[name]
         if not tensor.is_floating_point():
-            raise FrugalError(f"{source}: tensor {name!r} is {str(tensor.dtype).removeprefix('torch.')}; model "
-                              f"weights must be floating point (float32, bfloat16 or float16)")
+            raise FrugalError(
+                f"{source}: tensor {name!r} is {str(tensor.dtype).removeprefix('torch.')}; model "
+                f"weights must be floating point (float32, bfloat16 or float16)"
+            )
         if not bool(torch.isfinite(tensor).all()):
             bad = int((~torch.isfinite(tensor)).sum())
-            raise FrugalError(f"{source}: tensor {name!r} has {bad:,} NaN or infinite values of {tensor.numel():,}; "
-                              f"the weights are unusable (a diverged run or a corrupted file)")
+            raise FrugalError(
+                f"{source}: tensor {name!r} has {bad:,} NaN or infinite values of {tensor.numel():,}; "
+                f"the weights are unusable (a diverged run or a corrupted file)"
+            )

@@ -66,9 +66,9 @@ class StepStats:
 
 @dataclass
 class StepResult:
-    stats: StepStats            # all-reduced
-    grad_norm: float | None     # before clipping; None without grad_clip
-    applied: bool               # False when the loss was not finite: no update was made
+    stats: StepStats  # all-reduced
+    grad_norm: float | None  # before clipping; None without grad_clip
+    applied: bool  # False when the loss was not finite: no update was made
 
 
 def compile_blocks(model: torch.nn.Module) -> None:
@@ -86,8 +86,15 @@ def checkpoint_activations(model: torch.nn.Module) -> None:
 
 
 class TrainStep:
-    def __init__(self, model: torch.nn.Module, optimizer: AdamATan2, distributed: Distributed,
-                 bf16: bool, grad_clip: float | None, clock: Callable[[], float] = time.perf_counter):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        optimizer: AdamATan2,
+        distributed: Distributed,
+        bf16: bool,
+        grad_clip: float | None,
+        clock: Callable[[], float] = time.perf_counter,
+    ):
         self.model, self.optimizer, self.distributed = model, optimizer, distributed
         # Under FSDP2 the sharding policy already gathers bf16 weights (distributed.shard_model).
         self.cast_weights = bf16 and distributed.world_size == 1
@@ -105,14 +112,19 @@ class TrainStep:
             group["lr"] = lr
         output = language_model_loss(self.forward_model(), batch, bp_steps)
         device = output.loss_sum.device
-        stats = StepStats(output.loss_sum, output.label_tokens, output.correct_tokens, output.examples,
-                          output.correct_examples, torch.tensor(float(batch.n_tokens), device=device),
-                          torch.tensor(self.clock() - self.started, device=device)).all_reduced(self.distributed)
+        stats = StepStats(
+            output.loss_sum,
+            output.label_tokens,
+            output.correct_tokens,
+            output.examples,
+            output.correct_examples,
+            torch.tensor(float(batch.n_tokens), device=device),
+            torch.tensor(self.clock() - self.started, device=device),
+        ).all_reduced(self.distributed)
         world_size = self.distributed.world_size
         # Exactly output.loss with one rank; N ranks' gradients sum to the single-process one.
         (output.loss * (output.label_tokens / stats.label_tokens.clamp(min=1) * world_size)).backward()
-        grad_norm = (torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-                     if self.grad_clip else None)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip) if self.grad_clip else None
         applied = math.isfinite(stats.loss)
         if applied:
             self.optimizer.step()

@@ -55,6 +55,8 @@ from frugal_lm.train.weights import load_weights, read_model_config
 __all__ = ["TrainResult", "resolve_device", "steps_within", "train"]
 
 UNBOUNDED_EPOCHS = 1 << 30
+
+
 @dataclass
 class TrainResult:
     run_dir: Path
@@ -72,8 +74,10 @@ def _model_config_for(config: RunConfig, dataset: MixedDataset) -> ModelConfig:
         return config.model.model_copy(update={"vocab_size": dataset.vocab_size})
     init_from = Path(config.init_from)
     if (init_from / "config.json").is_file() and not (init_from / "config.yaml").is_file():
-        raise FrugalError(f"init_from={init_from} is a transformers model directory; convert it with "
-                          f"`frugal import hf --hf-dir {init_from} --out DIR`, then use init_from=DIR")
+        raise FrugalError(
+            f"init_from={init_from} is a transformers model directory; convert it with "
+            f"`frugal import hf --hf-dir {init_from} --out DIR`, then use init_from=DIR"
+        )
     source = checkpoint_of(init_from)
     if not (source / "config.yaml").is_file():
         return config.model.model_copy(update={"vocab_size": dataset.vocab_size})
@@ -82,18 +86,24 @@ def _model_config_for(config: RunConfig, dataset: MixedDataset) -> ModelConfig:
         raise FrugalError(f"net={config.net}, but init_from={config.init_from} holds a net={saved.net} model")
     # DIR's architecture, except the keys the user set: an imported model fine-tunes as it is.
     inherited = {key: getattr(saved, key) for key in ARCHITECTURE_KEYS if key not in config.model_keys_given}
-    model_config = validate(ModelConfig, {**config.model.model_dump(), **inherited, "vocab_size": saved.vocab_size},
-                            f"model.* keys with init_from={init_from}")
+    model_config = validate(
+        ModelConfig,
+        {**config.model.model_dump(), **inherited, "vocab_size": saved.vocab_size},
+        f"model.* keys with init_from={init_from}",
+    )
     saved_tokenizer = source / "tokenizer" / "tokenizer.json"
     data_tokenizer = dataset.directory / "tokenizer" / "tokenizer.json"
     if saved_tokenizer.is_file() and data_tokenizer.is_file():
         if not encodes_alike(saved_tokenizer, data_tokenizer):
-            raise FrugalError(f"the data's tokenizer ({data_tokenizer.parent}) differs from init_from's "
-                              f"({saved_tokenizer.parent}); tokenize the data with `frugal data tokenize "
-                              f"--tokenizer {saved_tokenizer.parent}`")
+            raise FrugalError(
+                f"the data's tokenizer ({data_tokenizer.parent}) differs from init_from's "
+                f"({saved_tokenizer.parent}); tokenize the data with `frugal data tokenize "
+                f"--tokenizer {saved_tokenizer.parent}`"
+            )
     elif dataset.vocab_size > saved.vocab_size:
-        raise FrugalError(f"the data's vocabulary ({dataset.vocab_size}) is larger than init_from's model "
-                          f"({saved.vocab_size})")
+        raise FrugalError(
+            f"the data's vocabulary ({dataset.vocab_size}) is larger than init_from's model ({saved.vocab_size})"
+        )
     return model_config
 
 
@@ -105,8 +115,10 @@ def steps_within(time_limit_s: float, elapsed_s: float, seconds_per_step: float,
 
 
 def _describe(config: RunConfig, distributed: Distributed, device: torch.device, parameters: int) -> str:
-    environment = (f"# frugal-lm on {platform.node()}: python {sys.version.split()[0]}, torch {torch.__version__}, "
-                   f"device {device}, world size {distributed.world_size}, {parameters:,} parameters")
+    environment = (
+        f"# frugal-lm on {platform.node()}: python {sys.version.split()[0]}, torch {torch.__version__}, "
+        f"device {device}, world size {distributed.world_size}, {parameters:,} parameters"
+    )
     return environment + "\n" + yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
 
 
@@ -141,24 +153,45 @@ def _build(config: RunConfig, device: torch.device, distributed: Distributed, bf
         compile_blocks(model)
     if distributed.world_size > 1:
         model = shard_model(model, bf16)
-    optimizer = AdamATan2(model.parameters(), lr=config.lr, betas=config.betas,
-                          weight_decay=config.weight_decay, ema_decay=config.ema_decay)
+    optimizer = AdamATan2(
+        model.parameters(),
+        lr=config.lr,
+        betas=config.betas,
+        weight_decay=config.weight_decay,
+        ema_decay=config.ema_decay,
+    )
     return model, optimizer
 
 
-def _plan(config: RunConfig, total_steps: int, progress: TrainerState, distributed: Distributed,
-          device: torch.device, bf16: bool) -> tuple[TrainingPlan, Device]:
+def _plan(
+    config: RunConfig,
+    total_steps: int,
+    progress: TrainerState,
+    distributed: Distributed,
+    device: torch.device,
+    bf16: bool,
+) -> tuple[TrainingPlan, Device]:
     data_profile = read_data_profile(Path(config.data))
     hardware = device_running_here(device.type, device.index or 0, bf16)
-    plan = plan_run(config.model, config.preset, float(total_steps * config.batch_tokens * distributed.world_size),
-                    distributed.world_size, hardware, price_per_gpu_hour=config.price_per_device_hour,
-                    label_fraction=data_profile.label_fraction, lengths=data_profile.lengths,
-                    batch_tokens=config.batch_tokens)
+    plan = plan_run(
+        config.model,
+        config.preset,
+        float(total_steps * config.batch_tokens * distributed.world_size),
+        distributed.world_size,
+        hardware,
+        price_per_gpu_hour=config.price_per_device_hour,
+        label_fraction=data_profile.label_fraction,
+        lengths=data_profile.lengths,
+        batch_tokens=config.batch_tokens,
+    )
     if distributed.is_main:
-        print(f"plan: {total_steps - progress.step:,} steps, ~{plan.processed_tokens:,.0f} token slots, "
-              f"{plan.flops_per_token / 1e9:.2f} GFLOP/token, ~{plan.wall_hours * 60:.1f} min and "
-              f"${plan.dollars:.2f} at {plan.mfu:.0%} MFU of {hardware.description} "
-              f"({hardware.peak_flops / 1e12:.2f} TFLOP/s peak)", file=sys.stderr)
+        print(
+            f"plan: {total_steps - progress.step:,} steps, ~{plan.processed_tokens:,.0f} token slots, "
+            f"{plan.flops_per_token / 1e9:.2f} GFLOP/token, ~{plan.wall_hours * 60:.1f} min and "
+            f"${plan.dollars:.2f} at {plan.mfu:.0%} MFU of {hardware.description} "
+            f"({hardware.peak_flops / 1e12:.2f} TFLOP/s peak)",
+            file=sys.stderr,
+        )
     return plan, hardware
 
 
@@ -169,17 +202,22 @@ def _fit_warmup(config: RunConfig, total_steps: int, distributed: Distributed) -
         return config
     warmup = total_steps // 10
     if distributed.is_main:
-        print(f"note: warmup_steps={config.warmup_steps} is more than a fifth of this run's {total_steps:,} steps; "
-              f"warming up over {warmup:,} steps instead", file=sys.stderr)
+        print(
+            f"note: warmup_steps={config.warmup_steps} is more than a fifth of this run's {total_steps:,} steps; "
+            f"warming up over {warmup:,} steps instead",
+            file=sys.stderr,
+        )
     return config.model_copy(update={"warmup_steps": warmup})
 
 
 def _check_token_ids(batch: PackedBatch, vocab_size: int, dataset: MixedDataset) -> None:
     largest = int(batch.input_ids.max()) if batch.input_ids.numel() else 0
     if largest >= vocab_size:
-        raise FrugalError(f"data={dataset.directory} holds token id {largest}, but the model's vocabulary has "
-                          f"{vocab_size} ids (its metadata.json vocab_size, or init_from's model); "
-                          f"tokenize and mix the data again with the model's tokenizer")
+        raise FrugalError(
+            f"data={dataset.directory} holds token id {largest}, but the model's vocabulary has "
+            f"{vocab_size} ids (its metadata.json vocab_size, or init_from's model); "
+            f"tokenize and mix the data again with the model's tokenizer"
+        )
 
 
 def _train(config: RunConfig, run_dir: Path, device: torch.device, distributed: Distributed) -> TrainResult:
@@ -191,8 +229,9 @@ def _train(config: RunConfig, run_dir: Path, device: torch.device, distributed: 
         raise FrugalError(f"batch_tokens={config.batch_tokens} is smaller than one row of {row_len} tokens")
     bf16 = uses_bf16(config.precision, device, config.model.hidden_size)
     model, optimizer = _build(config, device, distributed, bf16)
-    loader = PackedLoader(dataset, row_len, rows_per_rank, distributed.rank, distributed.world_size,
-                          config.instruction_loss)
+    loader = PackedLoader(
+        dataset, row_len, rows_per_rank, distributed.rank, distributed.world_size, config.instruction_loss
+    )
     # Without steps=, a run makes the passes the mix was made with (`frugal data mix --epochs`).
     epochs = config.epochs or (UNBOUNDED_EPOCHS if config.steps else dataset.n_epochs)
     total_steps = config.steps or sum(loader.steps_in(epoch) for epoch in range(epochs))
@@ -208,23 +247,55 @@ def _train(config: RunConfig, run_dir: Path, device: torch.device, distributed: 
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
         print(_describe(config, distributed, device, sum(p.numel() for p in model.parameters())), file=sys.stderr)
     plan, hardware = _plan(config, total_steps, progress, distributed, device, bf16)
-    validator = (Validator(config.val_data, dataset, config.model.vocab_size, row_len, rows_per_rank, distributed,
-                           config.val_batches, config.val_samples) if config.val_data is not None else None)
-    loop = _Loop(config, run_dir, distributed, dataset, loader, TrainStep(model, optimizer, distributed, bf16,
-                                                                           config.grad_clip), hardware, checkpointer, validator)
+    validator = (
+        Validator(
+            config.val_data,
+            dataset,
+            config.model.vocab_size,
+            row_len,
+            rows_per_rank,
+            distributed,
+            config.val_batches,
+            config.val_samples,
+        )
+        if config.val_data is not None
+        else None
+    )
+    loop = _Loop(
+        config,
+        run_dir,
+        distributed,
+        dataset,
+        loader,
+        TrainStep(model, optimizer, distributed, bf16, config.grad_clip),
+        hardware,
+        checkpointer,
+        validator,
+    )
     start = progress.model_copy()
     last_saved = loop.run(progress, total_steps, epochs, device)
     if distributed.is_main and progress.step > start.step:
         _report_plan_vs_actual(run_dir, plan, loop, progress, start, total_steps, config, distributed, hardware)
-    return TrainResult(run_dir, progress.step, progress.tokens, loop.last_loss, last_saved or latest_checkpoint(run_dir))
+    return TrainResult(
+        run_dir, progress.step, progress.tokens, loop.last_loss, last_saved or latest_checkpoint(run_dir)
+    )
 
 
 class _Loop:
     """The step loop with its clock, metrics and checkpoints."""
 
-    def __init__(self, config: RunConfig, run_dir: Path, distributed: Distributed, dataset: MixedDataset,
-                 loader: PackedLoader, train_step: TrainStep, hardware: Device, checkpointer: Checkpointer,
-                 validator: Validator | None = None):
+    def __init__(
+        self,
+        config: RunConfig,
+        run_dir: Path,
+        distributed: Distributed,
+        dataset: MixedDataset,
+        loader: PackedLoader,
+        train_step: TrainStep,
+        hardware: Device,
+        checkpointer: Checkpointer,
+        validator: Validator | None = None,
+    ):
         self.config, self.run_dir, self.distributed, self.validator = config, run_dir, distributed, validator
         self.checkpointer = checkpointer
         self.dataset, self.loader, self.train_step, self.hardware = dataset, loader, train_step, hardware
@@ -240,51 +311,56 @@ class _Loop:
         config, distributed = self.config, self.distributed
         if distributed.is_main:
             print(f"packing fills {self.loader.plan(progress.loader.epoch).slot_use:.2%} of row slots", file=sys.stderr)
-        bar = tqdm(total=total_steps, initial=progress.step, disable=not distributed.is_main, unit="step",
-                   dynamic_ncols=True, file=sys.stderr)
+        bar = tqdm(
+            total=total_steps,
+            initial=progress.step,
+            disable=not distributed.is_main,
+            unit="step",
+            dynamic_ncols=True,
+            file=sys.stderr,
+        )
         self.start_tokens, self.prior_seconds = progress.tokens, progress.train_seconds
         self.train_step.started = time.perf_counter()
-        metrics = (MetricsLogger(self.run_dir, config.loggers, config.model_dump(mode="json"), config.resume)
-                   if distributed.is_main else None)
+        metrics = (
+            MetricsLogger(self.run_dir, config.loggers, config.model_dump(mode="json"), config.resume)
+            if distributed.is_main
+            else None
+        )
         last_saved = None
         try:
             for batch, next_state in self.loader.batches(progress.loader, epochs):
                 if progress.step >= total_steps:
                     break
-                _check_token_ids(batch, config.model.vocab_size, self.dataset)
-                lr = learning_rate(progress.step, total_steps, config.lr, config.warmup_steps, config.lr_floor)
-                bp_steps = bp_steps_at(config.model, progress.step, total_steps)
-                result = self.train_step(batch.to(device), lr, bp_steps)
-                if not result.applied:
-                    raise FrugalError(f"loss became {result.stats.loss} at step {progress.step + 1}; stopped before "
-                                      f"applying that update. Last good checkpoint: "
-                                      f"{latest_checkpoint(self.run_dir) or 'none yet'}")
-                progress.step += 1
-                progress.tokens += int(result.stats.tokens)
-                progress.loader = next_state
-                progress.train_seconds = self.prior_seconds + float(result.stats.clock_s) / distributed.world_size
-                total_steps = bar.total = self._fit_to_clock(result, progress.step, total_steps)
-                record = self._record(result, progress, lr, bp_steps)
-                if self._validation_due(progress.step, total_steps):
-                    record.update(self._validate(progress.step, device, bar))
+                total_steps, record = self._train_one(batch, next_state, progress, total_steps, device, bar)
                 if metrics is not None:
                     metrics.log(record)
                 bar.update(1)
                 if progress.step % config.log_every == 0 or progress.step == total_steps:
-                    bar.set_postfix(ep=record["epoch"], loss=f"{record['loss']:.4f}",
-                                    acc=f"{record['token_accuracy']:.3f}", tok_s=f"{record['tokens_per_second']:,.0f}",
-                                    mfu=f"{record['mfu']:.1%}", usd=f"{record['dollars']:.3f}")
+                    bar.set_postfix(
+                        ep=record["epoch"],
+                        loss=f"{record['loss']:.4f}",
+                        acc=f"{record['token_accuracy']:.3f}",
+                        tok_s=f"{record['tokens_per_second']:,.0f}",
+                        mfu=f"{record['mfu']:.1%}",
+                        usd=f"{record['dollars']:.3f}",
+                    )
                 budget_spent = self._budget_spent(progress)
                 if self._checkpoint_due(progress, total_steps) or budget_spent:
                     last_saved = self._save(progress)
                 if budget_spent:
-                    bar.write(f"stopped at step {progress.step:,}: {budget_spent}; checkpoint {last_saved}. "
-                              f"To go on, resume=true with a larger budget", file=sys.stderr)
+                    bar.write(
+                        f"stopped at step {progress.step:,}: {budget_spent}; checkpoint {last_saved}. "
+                        f"To go on, resume=true with a larger budget",
+                        file=sys.stderr,
+                    )
                     break
         except KeyboardInterrupt:
             if distributed.is_main:
-                bar.write(f"interrupted at step {progress.step:,}; the last checkpoint is "
-                          f"{latest_checkpoint(self.run_dir) or 'none yet'}; continue with resume=true", file=sys.stderr)
+                bar.write(
+                    f"interrupted at step {progress.step:,}; the last checkpoint is "
+                    f"{latest_checkpoint(self.run_dir) or 'none yet'}; continue with resume=true",
+                    file=sys.stderr,
+                )
             raise
         finally:
             bar.close()
@@ -316,9 +392,35 @@ class _Loop:
         if config.max_hours is not None and hours >= config.max_hours:
             return f"max_hours={config.max_hours:g} reached ({hours:.2f} h trained)"
         if config.max_dollars is not None and dollars >= config.max_dollars:
-            return f"max_dollars={config.max_dollars:g} reached (${dollars:.2f} at ${config.price_per_device_hour:g} " \
-                   f"per device-hour)"
+            return (
+                f"max_dollars={config.max_dollars:g} reached (${dollars:.2f} at ${config.price_per_device_hour:g} "
+                f"per device-hour)"
+            )
         return None
+
+    def _train_one(
+        self, batch, next_state, progress: TrainerState, total_steps: int, device: torch.device, bar: tqdm
+    ) -> tuple[int, dict]:
+        """One step on `batch`, `progress` moved past it: the (clock-fitted) total steps and its metrics."""
+        config = self.config
+        _check_token_ids(batch, config.model.vocab_size, self.dataset)
+        lr = learning_rate(progress.step, total_steps, config.lr, config.warmup_steps, config.lr_floor)
+        bp_steps = bp_steps_at(config.model, progress.step, total_steps)
+        result = self.train_step(batch.to(device), lr, bp_steps)
+        if not result.applied:
+            raise FrugalError(
+                f"loss became {result.stats.loss} at step {progress.step + 1}; stopped before applying that update. "
+                f"Last good checkpoint: {latest_checkpoint(self.run_dir) or 'none yet'}"
+            )
+        progress.step += 1
+        progress.tokens += int(result.stats.tokens)
+        progress.loader = next_state
+        progress.train_seconds = self.prior_seconds + float(result.stats.clock_s) / self.distributed.world_size
+        total_steps = bar.total = self._fit_to_clock(result, progress.step, total_steps)
+        record = self._record(result, progress, lr, bp_steps)
+        if self._validation_due(progress.step, total_steps):
+            record.update(self._validate(progress.step, device, bar))
+        return total_steps, record
 
     def _fit_to_clock(self, result: StepResult, step: int, total_steps: int) -> int:
         """With time_limit_s, the total step count the clock leaves room for (every rank sees
@@ -337,12 +439,19 @@ class _Loop:
         elapsed = self.elapsed
         self.last_loss = stats.loss
         self.flops_done += int(stats.tokens) * training_flops_per_token(
-            self.config.model, bp_steps, self.data_profile.label_fraction, self.data_profile.lengths)
+            self.config.model, bp_steps, self.data_profile.label_fraction, self.data_profile.lengths
+        )
         return {
-            "step": progress.step, "epoch": progress.loader.epoch, "loss": stats.loss,
+            "step": progress.step,
+            "epoch": progress.loader.epoch,
+            "loss": stats.loss,
             "slot_use": self.loader.plan(progress.loader.epoch).slot_use,
-            "token_accuracy": stats.token_accuracy, "exact_accuracy": stats.exact_accuracy,
-            "lr": lr, "bp_steps": bp_steps, "tokens": progress.tokens, "grad_norm": result.grad_norm,
+            "token_accuracy": stats.token_accuracy,
+            "exact_accuracy": stats.exact_accuracy,
+            "lr": lr,
+            "bp_steps": bp_steps,
+            "tokens": progress.tokens,
+            "grad_norm": result.grad_norm,
             "elapsed_s": round(elapsed, 3),
             "tokens_per_second": (progress.tokens - self.start_tokens) / max(elapsed, 1e-9),
             "mfu": self.flops_done / max(elapsed, 1e-9) / (self.hardware.peak_flops * world_size),
@@ -358,16 +467,34 @@ class _Loop:
         return self.checkpointer.save(self.train_step.model, self.train_step.optimizer, state, self.config)
 
 
-def _report_plan_vs_actual(run_dir: Path, plan: TrainingPlan, loop: _Loop, progress: TrainerState, start: TrainerState,
-                           total_steps: int, config: RunConfig, distributed: Distributed, hardware: Device) -> None:
+def _report_plan_vs_actual(
+    run_dir: Path,
+    plan: TrainingPlan,
+    loop: _Loop,
+    progress: TrainerState,
+    start: TrainerState,
+    total_steps: int,
+    config: RunConfig,
+    distributed: Distributed,
+    hardware: Device,
+) -> None:
     elapsed = loop.elapsed
-    actual = {"wall_hours": elapsed / 3600, "tokens_per_second": (progress.tokens - start.tokens) / elapsed,
-              "mfu": loop.flops_done / elapsed / (hardware.peak_flops * distributed.world_size),
-              "dollars": elapsed / 3600 * distributed.world_size * config.price_per_device_hour,
-              "steps": progress.step - start.step}
+    actual = {
+        "wall_hours": elapsed / 3600,
+        "tokens_per_second": (progress.tokens - start.tokens) / elapsed,
+        "mfu": loop.flops_done / elapsed / (hardware.peak_flops * distributed.world_size),
+        "dollars": elapsed / 3600 * distributed.world_size * config.price_per_device_hour,
+        "steps": progress.step - start.step,
+    }
     fraction = (progress.step - start.step) / max(1, total_steps)
-    predicted = {"wall_hours": plan.wall_hours * fraction, "tokens_per_second": plan.tokens_per_second,
-                 "mfu": plan.mfu, "dollars": plan.dollars * fraction}
+    predicted = {
+        "wall_hours": plan.wall_hours * fraction,
+        "tokens_per_second": plan.tokens_per_second,
+        "mfu": plan.mfu,
+        "dollars": plan.dollars * fraction,
+    }
     (run_dir / "plan_vs_actual.json").write_text(json.dumps({"plan": predicted, "actual": actual}, indent=1))
-    print("plan vs actual: " + ", ".join(
-        f"{key} {predicted[key]:.4g} / {actual[key]:.4g}" for key in predicted), file=sys.stderr)
+    print(
+        "plan vs actual: " + ", ".join(f"{key} {predicted[key]:.4g} / {actual[key]:.4g}" for key in predicted),
+        file=sys.stderr,
+    )

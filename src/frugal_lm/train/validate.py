@@ -30,15 +30,29 @@ SAMPLE_TOKENS = 64
 
 
 class Validator:
-    def __init__(self, val_dir: Path, train_data: MixedDataset, vocab_size: int, row_len: int, rows_per_rank: int,
-                 distributed: Distributed, batches: int, samples: int):
+    def __init__(
+        self,
+        val_dir: Path,
+        train_data: MixedDataset,
+        vocab_size: int,
+        row_len: int,
+        rows_per_rank: int,
+        distributed: Distributed,
+        batches: int,
+        samples: int,
+    ):
         self.dataset = MixedDataset(val_dir)
-        train_tokenizer, val_tokenizer = (d.directory / "tokenizer" / "tokenizer.json"
-                                          for d in (train_data, self.dataset))
+        train_tokenizer, val_tokenizer = (
+            d.directory / "tokenizer" / "tokenizer.json" for d in (train_data, self.dataset)
+        )
         if train_tokenizer.is_file() and val_tokenizer.is_file() and not encodes_alike(train_tokenizer, val_tokenizer):
-            raise FrugalError(f"val_data={val_dir} was tokenized with another tokenizer than data={train_data.directory}")
+            raise FrugalError(
+                f"val_data={val_dir} was tokenized with another tokenizer than data={train_data.directory}"
+            )
         if self.dataset.vocab_size > vocab_size:
-            raise FrugalError(f"val_data={val_dir} has a vocabulary of {self.dataset.vocab_size}, the model {vocab_size}")
+            raise FrugalError(
+                f"val_data={val_dir} has a vocabulary of {self.dataset.vocab_size}, the model {vocab_size}"
+            )
         self.distributed, self.row_len = distributed, row_len
         loader = PackedLoader(self.dataset, row_len, rows_per_rank, distributed.rank, distributed.world_size)
         self.batches = [batch for batch, _ in zip((b for b, _ in loader.batches(LoaderState(), 1)), range(batches))]
@@ -69,15 +83,23 @@ class Validator:
         answers = []
         for example in self.examples:
             instruction = list(example.instruction)
-            answer = _greedy(forward, instruction, min(SAMPLE_TOKENS, self.row_len - len(instruction)), stop,
-                             self.row_len, device)
-            answers.append({"step": step, "prompt": self.tokenizer.decode(instruction),
-                            "answer": self.tokenizer.decode(answer), "reference": self.tokenizer.decode(example.response)})
+            answer = _greedy(
+                forward, instruction, min(SAMPLE_TOKENS, self.row_len - len(instruction)), stop, self.row_len, device
+            )
+            answers.append(
+                {
+                    "step": step,
+                    "prompt": self.tokenizer.decode(instruction),
+                    "answer": self.tokenizer.decode(answer),
+                    "reference": self.tokenizer.decode(example.response),
+                }
+            )
         return answers
 
 
-def _greedy(forward: Callable, instruction: list[int], max_tokens: int, stop: int, row_len: int,
-            device: torch.device) -> list[int]:
+def _greedy(
+    forward: Callable, instruction: list[int], max_tokens: int, stop: int, row_len: int, device: torch.device
+) -> list[int]:
     answer: list[int] = []
     while len(answer) < max_tokens:
         # One row of the training shape: the answer so far is the response, plus a placeholder
@@ -85,8 +107,13 @@ def _greedy(forward: Callable, instruction: list[int], max_tokens: int, stop: in
         batch = pack_rows([[Example(instruction, [*answer, 0])]], row_len).to(device)
         last_BT = torch.zeros_like(batch.prefix_mask)
         last_BT[0, len(instruction) + len(answer) - 1] = True
-        logits_NV = forward(batch.input_ids, batch.position_ids, AttentionLayout(batch.segment_ids, batch.prefix_mask),
-                            None, logits_at_BT=last_BT)
+        logits_NV = forward(
+            batch.input_ids,
+            batch.position_ids,
+            AttentionLayout(batch.segment_ids, batch.prefix_mask),
+            None,
+            logits_at_BT=last_BT,
+        )
         token = int(logits_NV[0].argmax())
         if token == stop:
             break

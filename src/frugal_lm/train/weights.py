@@ -22,7 +22,7 @@ from frugal_lm.train.safetensors_io import read_tensors
 
 def weights_file(directory: Path | str, prefer_ema: bool = True) -> Path:
     folder = checkpoint_of(directory)
-    for name in (("ema.safetensors", "model.safetensors") if prefer_ema else ("model.safetensors",)):
+    for name in ("ema.safetensors", "model.safetensors") if prefer_ema else ("model.safetensors",):
         if (folder / name).is_file():
             return folder / name
     raise FrugalError(f"{folder}: no model.safetensors (only the EMA's; leave out --no-ema)")
@@ -36,11 +36,15 @@ def load_weights(directory: Path | str, config: ModelConfig, prefer_ema: bool = 
     missing = sorted(set(expected) - set(weights))
     unexpected = sorted(set(weights) - set(expected))
     if missing or unexpected:
-        raise FrugalError(f"{path}: weights do not fit net={config.net} (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise FrugalError(
+            f"{path}: weights do not fit net={config.net} (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
     for name, tensor in expected.items():
         if tuple(weights[name].shape) != tuple(tensor.shape):
-            raise FrugalError(f"{path}: {name} has shape {tuple(weights[name].shape)}, the config needs "
-                              f"{tuple(tensor.shape)} (check preset, vocab and model.* keys)")
+            raise FrugalError(
+                f"{path}: {name} has shape {tuple(weights[name].shape)}, the config needs "
+                f"{tuple(tensor.shape)} (check preset, vocab and model.* keys)"
+            )
     return weights
 
 
