@@ -99,12 +99,14 @@ def test_checkpoint_activations_marks_every_stack(tmp_path):
 
 
 @pytest.mark.slow
-def test_compiled_blocks_do_not_recompile_after_step_two(tmp_path, write_mixed_set):
-    """Every stack pass of every layer reuses the block graphs compiled in the first steps."""
+@pytest.mark.parametrize("bf16", [False, True])
+def test_compiled_blocks_do_not_recompile_after_step_two(tmp_path, write_mixed_set, bf16):
+    """Every stack pass of every layer reuses the block graphs compiled in the first steps,
+    also when each step swaps in a fresh bf16 copy of the weights."""
     from torch._dynamo.utils import counters
 
     config = load_model_config("tiny", "hrm", hidden_size=32, n_heads=2, n_layers=2, max_seq_len=64)
-    model, step, batches = _step_for(tmp_path, write_mixed_set, config)
+    model, step, batches = _step_for(tmp_path, write_mixed_set, config, bf16=bf16)
     compile_blocks(model)
     torch._dynamo.reset()
     counters.clear()
