@@ -23,8 +23,8 @@ def test_a_40_step_run_of_the_readmes_own_data_commands_generates_what_it_learne
     responses = [json.loads(line)["response"] for line in (tmp_path / "own" / "train.jsonl").read_text().splitlines()]
     alphabet = set("".join(responses))
     for row in heldout:
-        assert main(["generate", "--model", "runs/mine", "--prompt", row["instruction"], "--condition", "cot",
-                     "--max-new-tokens", "40"]) == 0
+        generate = ["generate", "--model", "runs/mine", "--condition", "cot", "--max-new-tokens", "40"]
+        assert main([*generate, "--prompt", row["instruction"]]) == 0
         answer = json.loads(capsys.readouterr().out)["text"]
         # 40 steps do not teach addition, but they teach its worked solutions' characters; the random
         # initial model's byte soup draws on all 264 tokens, most of which never occur in a response.
