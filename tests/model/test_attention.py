@@ -203,3 +203,19 @@ def test_backends_on_gpu_match_the_reference_forward_and_backward(backend, dtype
     torch.testing.assert_close(ours[0][real], expected[0][real], atol=tolerance, rtol=tolerance)
     for got, want in zip(ours[1:], expected[1:]):
         torch.testing.assert_close(got, want, atol=tolerance, rtol=tolerance)
+
+
+def test_the_model_builds_the_steps_mask_before_its_blocks_run():
+    """Every layer and pass shares one mask (a cached property), made before any (compiled) block."""
+    from frugal_lm.config import load_model_config
+    from frugal_lm.model import build_model
+    from frugal_lm.model.layers import Block
+
+    model = build_model(load_model_config("tiny", "hrm", hidden_size=32, n_heads=2, vocab_size=64))
+    layout = AttentionLayout.from_lengths([[(3, 4)], [(2, 2)]], row_len=8)
+    mask_ready = []
+    for block in model.modules():
+        if isinstance(block, Block):
+            block.register_forward_pre_hook(lambda module, args: mask_ready.append("dense_mask_B1TT" in vars(args[2])))
+    model(torch.zeros(2, 8, dtype=torch.long), torch.arange(8).expand(2, 8), layout)
+    assert len(mask_ready) == model.config.stack_passes * model.config.layers_per_stack and all(mask_ready)

@@ -69,6 +69,13 @@ class AttentionLayout:
     def to(self, device: torch.device | str) -> AttentionLayout:
         return AttentionLayout(self.segment_ids_BT.to(device), self.prefix_BT.to(device))
 
+    def prepare(self, backend: str) -> None:
+        """Build `backend`'s mask now, once for the step, outside any compiled block: every
+        layer and pass then reads the same object, and no compiled graph traces its making."""
+        mask_of_backend = {"sdpa": "dense_mask_B1TT", "flex": "block_mask", "fa3": "varlen"}
+        if backend in mask_of_backend:
+            getattr(self, mask_of_backend[backend])  # a cached property: computed here, once
+
     @functools.cached_property
     def dense_mask_B1TT(self) -> torch.Tensor:
         """The mask as booleans, True where attention is allowed."""

@@ -110,6 +110,8 @@ class LanguageModel(nn.Module, abc.ABC):
             if kv_cache is not None
             else select_backend(self.config.attention_backend, x_BTC.device, torch.is_grad_enabled())
         )
+        if kv_cache is None and layout is not None:
+            layout.prepare(backend)
         schedule = PassSchedule(self.config.stack_passes, bp_steps, x_BTC, kv_cache)
         return self.trunk(x_BTC, rotary, layout, backend, schedule)
 
