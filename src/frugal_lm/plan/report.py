@@ -80,7 +80,7 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _duration(hours: float) -> str:
+def duration(hours: float) -> str:
     """Wall time in the unit that shows it: seconds, minutes, or hours and days."""
     if hours < 1 / 60:
         return f"{hours * 3600:.0f} s"
@@ -122,7 +122,7 @@ def _moe_plan(args: argparse.Namespace, device) -> int:
         ("tokens", f"{_human(tokens)} processed"),
         ("total FLOPs", f"{result['flops']:.3g}  (6 x active x tokens: a floor, no attention or recurrence)"),
         ("hardware", f"{args.gpus} x {device.description} at {args.mfu:.0%} MFU"),
-        ("wall time", _duration(result["wall_hours"])),
+        ("wall time", duration(result["wall_hours"])),
         ("GPU-hours", f"{gpu_hours:,.0f}"),
         ("cost", f"${dollars:,.0f} at ${args.price:g}/GPU-hour"),
     ]
@@ -230,7 +230,7 @@ def run_plan(args: argparse.Namespace) -> int:
             f"x{plan.total_flops / plan.dense_6nd_flops:.2f})",
         ),
         ("throughput", f"{_human(plan.tokens_per_second, 'tokens/s')} at {plan.mfu:.0%} MFU"),
-        ("wall time", _duration(plan.wall_hours)),
+        ("wall time", duration(plan.wall_hours)),
         ("GPU-hours", f"{plan.gpu_hours:,.0f}"),
         ("cost", f"${plan.dollars:,.0f} at ${plan.price_per_gpu_hour:g}/GPU-hour"),
         (

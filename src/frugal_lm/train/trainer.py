@@ -10,8 +10,8 @@ update is applied or checkpointed.
 Resume restores model, optimizer+EMA, RNG and the loader position from the latest complete
 checkpoint and drops metrics lines logged after it, so the metrics file of a killed-and-
 resumed run equals that of an uninterrupted one. It refuses other data or other settings
-that shape the run (`_check_resumable`); only the length of the run and how it is run
-(device, precision, logging, checkpointing) may change.
+that shape the run (`resume.check_resumable`); only the length of the run and how it is run
+(device, precision, budgets, validation, logging, checkpointing) may change.
 
 Fine-tuning (`init_from=DIR`) takes DIR's architecture and vocabulary from its config.yaml
 (an imported model needs no restated sizes; model.* keys set to other than the preset's
@@ -41,6 +41,7 @@ from frugal_lm.model import bp_steps_at, build_model
 from frugal_lm.plan.budget import TrainingPlan, plan_run, read_data_profile
 from frugal_lm.plan.devices import Device, device_running_here
 from frugal_lm.plan.flops import training_flops_per_token
+from frugal_lm.plan.report import duration
 from frugal_lm.runtime import check_can_compile, resolve_device, uses_bf16
 from frugal_lm.train.checkpoint import Checkpointer, TrainerState, checkpoint_of, latest_checkpoint
 from frugal_lm.train.distributed import Distributed, init_distributed, shard_model, shutdown
@@ -52,7 +53,7 @@ from frugal_lm.train.step import StepResult, TrainStep, checkpoint_activations, 
 from frugal_lm.train.validate import Validator, log_samples
 from frugal_lm.train.weights import load_weights, read_model_config
 
-__all__ = ["TrainResult", "resolve_device", "steps_within", "train"]
+__all__ = ["TrainResult", "steps_within", "train"]
 
 UNBOUNDED_EPOCHS = 1 << 30
 
@@ -187,7 +188,7 @@ def _plan(
     if distributed.is_main:
         print(
             f"plan: {total_steps - progress.step:,} steps, ~{plan.processed_tokens:,.0f} token slots, "
-            f"{plan.flops_per_token / 1e9:.2f} GFLOP/token, ~{plan.wall_hours * 60:.1f} min and "
+            f"{plan.flops_per_token / 1e9:.2f} GFLOP/token, ~{duration(plan.wall_hours)} and "
             f"${plan.dollars:.2f} at {plan.mfu:.0%} MFU of {hardware.description} "
             f"({hardware.peak_flops / 1e12:.2f} TFLOP/s peak)",
             file=sys.stderr,
