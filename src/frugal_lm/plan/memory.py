@@ -64,7 +64,7 @@ def estimate_memory(
 ) -> MemoryEstimate:
     """Peak bytes on one device for one micro-batch of `tokens_per_device` tokens.
 
-    `compute_bytes`: 2 under bf16 autocast on GPU, 4 for fp32 (CPU). `sharded=False` is a
+    `compute_bytes`: 2 when training computes in bf16, 4 in fp32. `sharded=False` is a
     single process without FSDP (nothing gathered, nothing divided)."""
     parameters = count_parameters(config)
     shards = gpus if sharded else 1
