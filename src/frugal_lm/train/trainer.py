@@ -189,7 +189,7 @@ def _plan(
         print(
             f"plan: {total_steps - progress.step:,} steps, ~{plan.processed_tokens:,.0f} token slots, "
             f"{plan.flops_per_token / 1e9:.2f} GFLOP/token, ~{duration(plan.wall_hours)} and "
-            f"${plan.dollars:.2f} at {plan.mfu:.0%} MFU of {hardware.description} "
+            f"${plan.dollars:.2f} at {plan.mfu:.0%} MFU (plan/flops.py's count) of {hardware.description} "
             f"({hardware.peak_flops / 1e12:.2f} TFLOP/s peak)",
             file=sys.stderr,
         )
