@@ -272,7 +272,7 @@ def _state(request: Request) -> ServerState:
 
 
 async def health(request: Request) -> JSONResponse:
-    """Liveness plus load: requests decoding and waiting, and capacity."""
+    """Liveness plus load (requests decoding and waiting), capacity, and how the model runs."""
     state = _state(request)
     scheduler = state.scheduler
     active, queued = scheduler.load()
@@ -284,6 +284,10 @@ async def health(request: Request) -> JSONResponse:
         "max_batch_size": scheduler.max_batch_size,
         "max_queue": scheduler.max_queue,
         "context": state.context,
+        # How the model runs, so a client can tell which configuration answers it.
+        "device": str(state.engine.device),
+        "dtype": str(state.engine.model.lm_head.weight.dtype).removeprefix("torch."),
+        "compiled": state.engine.compiled_step is not None,
     }
     return JSONResponse(body, status_code=200 if scheduler.alive else 503)
 
