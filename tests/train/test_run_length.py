@@ -87,11 +87,11 @@ def test_ctrl_c_names_the_last_checkpoint_and_resume(tmp_path, write_mixed_set, 
     calls = []
     original = step_module.TrainStep.__call__
 
-    def interrupted_at_step_four(self, *args):
+    def interrupted_at_step_four(self, *args, **kwargs):
         calls.append(1)
         if len(calls) == 4:
             raise KeyboardInterrupt
-        return original(self, *args)
+        return original(self, *args, **kwargs)
 
     monkeypatch.setattr(step_module.TrainStep, "__call__", interrupted_at_step_four)
     code = main(["train", f"data={data}", f"out={tmp_path / 'run'}", *TINY, "steps=8", "checkpoint_every=2"])

@@ -107,9 +107,12 @@ class TrainStep:
         weights = {name: param.to(torch.bfloat16) for name, param in self.model.named_parameters()}
         return lambda *args, **kwargs: functional_call(self.model, weights, args, kwargs)
 
-    def __call__(self, batch: PackedBatch, lr: float, bp_steps: int) -> StepResult:
+    def __call__(self, batch: PackedBatch, lr: float, bp_steps: int, n_tokens: int | None = None) -> StepResult:
+        """One step on `batch` (already on the device); `n_tokens`, its real tokens, counted
+        on the host beforehand spares a device sync (default: counted here)."""
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        n_tokens = batch.n_tokens if n_tokens is None else n_tokens
         output = language_model_loss(self.forward_model(), batch, bp_steps)
         device = output.loss_sum.device
         stats = StepStats(
@@ -118,8 +121,9 @@ class TrainStep:
             output.correct_tokens,
             output.examples,
             output.correct_examples,
-            torch.tensor(float(batch.n_tokens), device=device),
-            torch.tensor(self.clock() - self.started, device=device),
+            # torch.full launches a fill; torch.tensor(value, device=cuda) would copy and wait.
+            torch.full((), float(n_tokens), device=device),
+            torch.full((), self.clock() - self.started, device=device),
         ).all_reduced(self.distributed)
         world_size = self.distributed.world_size
         # Exactly output.loss with one rank; N ranks' gradients sum to the single-process one.

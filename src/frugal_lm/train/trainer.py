@@ -407,7 +407,7 @@ class _Loop:
         _check_token_ids(batch, config.model.vocab_size, self.dataset)
         lr = learning_rate(progress.step, total_steps, config.lr, config.warmup_steps, config.lr_floor)
         bp_steps = bp_steps_at(config.model, progress.step, total_steps)
-        result = self.train_step(batch.to(device), lr, bp_steps)
+        result = self.train_step(batch.to(device), lr, bp_steps, n_tokens=batch.n_tokens)
         if not result.applied:
             raise FrugalError(
                 f"loss became {result.stats.loss} at step {progress.step + 1}; stopped before applying that update. "
