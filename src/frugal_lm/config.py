@@ -162,8 +162,8 @@ class RunConfig(StrictModel):
     price_per_device_hour: float = 2.0
     """Dollars per device-hour, for the cost shown while training."""
     compile: bool | Literal["auto"] = "auto"
-    """Compile each block with torch.compile. `auto`: on CUDA. On a CPU it also pays off in a
-    long run, after some seconds of compiling (benchmarks/RESULTS.md); it needs a C++ compiler."""
+    """Compile each block with torch.compile. `auto`: on CUDA, and on a CPU with a C++ compiler
+    for runs of 1,000 steps or more, which earn back its seconds of compiling (runtime.compiles)."""
     activation_checkpointing: bool = False
     """Recompute each block's activations in the backward pass: less memory, ~1/3 more compute."""
     time_limit_s: float | None = None

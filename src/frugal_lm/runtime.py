@@ -47,11 +47,30 @@ def uses_bf16(precision: str, device: torch.device, hidden_size: int) -> bool:
     return cpu_has_native_bf16() and hidden_size >= CPU_BF16_MIN_HIDDEN
 
 
+# On a CPU, compiling the blocks costs seconds up front (more with a cold cache) and measured
+# 1.04-1.23x per step after (benchmarks/RESULTS.md): `compile=auto` turns it on for runs long
+# enough to earn that back.
+CPU_COMPILE_MIN_STEPS = 1000
+
+
+def _has_cpp_compiler() -> bool:
+    return any(name and shutil.which(name) for name in (os.environ.get("CXX", ""), "g++", "clang++", "c++"))
+
+
 def check_can_compile(device: torch.device) -> None:
     """torch.compile on a CPU generates C++: say so up front instead of failing mid-run."""
-    compilers = (os.environ.get("CXX", ""), "g++", "clang++", "c++")
-    if device.type == "cpu" and not any(name and shutil.which(name) for name in compilers):
+    if device.type == "cpu" and not _has_cpp_compiler():
         raise FrugalError(
             "compile=true on a CPU needs a C++ compiler (g++ or clang++, or CXX=...); install one, "
             "or train with compile=false"
         )
+
+
+def compiles(setting: bool | str, device: torch.device, total_steps: int) -> bool:
+    """Whether a run compiles its blocks: `compile=true/false`, or `auto`: always on CUDA, and
+    on a CPU with a C++ compiler for runs of CPU_COMPILE_MIN_STEPS steps or more."""
+    if setting != "auto":
+        return bool(setting)
+    if device.type == "cuda":
+        return True
+    return total_steps >= CPU_COMPILE_MIN_STEPS and _has_cpp_compiler()

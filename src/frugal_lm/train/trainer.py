@@ -42,7 +42,7 @@ from frugal_lm.plan.budget import TrainingPlan, plan_run, read_data_profile
 from frugal_lm.plan.devices import Device, device_running_here
 from frugal_lm.plan.flops import training_flops_per_token
 from frugal_lm.plan.report import duration
-from frugal_lm.runtime import check_can_compile, resolve_device, uses_bf16
+from frugal_lm.runtime import check_can_compile, compiles, resolve_device, uses_bf16
 from frugal_lm.train.checkpoint import Checkpointer, TrainerState, checkpoint_of, latest_checkpoint
 from frugal_lm.train.distributed import Distributed, init_distributed, shard_model, shutdown
 from frugal_lm.train.loggers import MetricsLogger, check_available
@@ -140,7 +140,7 @@ def train(config: RunConfig) -> TrainResult:
         shutdown(distributed)
 
 
-def _build(config: RunConfig, device: torch.device, distributed: Distributed, bf16: bool):
+def _build(config: RunConfig, device: torch.device, distributed: Distributed, bf16: bool, compiled: bool):
     """Model (initialised from `seed`, or init_from's weights) and optimizer, compiled,
     checkpointed and sharded as the config says."""
     torch.manual_seed(config.seed)
@@ -149,7 +149,7 @@ def _build(config: RunConfig, device: torch.device, distributed: Distributed, bf
         model.load_state_dict(load_weights(config.init_from, config.model), strict=True)
     if config.activation_checkpointing:
         checkpoint_activations(model)
-    if config.compile is True or (config.compile == "auto" and device.type == "cuda"):
+    if compiled:
         check_can_compile(device)
         compile_blocks(model)
     if distributed.world_size > 1:
@@ -228,8 +228,6 @@ def _train(config: RunConfig, run_dir: Path, device: torch.device, distributed: 
     rows_per_rank = config.batch_tokens // row_len
     if rows_per_rank < 1:
         raise FrugalError(f"batch_tokens={config.batch_tokens} is smaller than one row of {row_len} tokens")
-    bf16 = uses_bf16(config.precision, device, config.model.hidden_size)
-    model, optimizer = _build(config, device, distributed, bf16)
     loader = PackedLoader(
         dataset, row_len, rows_per_rank, distributed.rank, distributed.world_size, config.instruction_loss
     )
@@ -237,6 +235,8 @@ def _train(config: RunConfig, run_dir: Path, device: torch.device, distributed: 
     epochs = config.epochs or (UNBOUNDED_EPOCHS if config.steps else dataset.n_epochs)
     total_steps = config.steps or sum(loader.steps_in(epoch) for epoch in range(epochs))
     config = _fit_warmup(config, total_steps, distributed)
+    bf16 = uses_bf16(config.precision, device, config.model.hidden_size)
+    model, optimizer = _build(config, device, distributed, bf16, compiles(config.compile, device, total_steps))
 
     checkpointer = Checkpointer(run_dir, config.keep_checkpoints, dataset.directory / "tokenizer")
     progress = TrainerState()
