@@ -24,7 +24,7 @@ def steady_trainer_clock(monkeypatch):
     """The trainer's clock advances one fixed tick per reading, so every step takes the same
     time whatever the machine's load: a test of the clock-fitted schedule must not depend on
     timings. The tick is a power of two, exact in the float32 the ranks reduce it in."""
-    import frugal_lm.train.trainer as trainer_module
+    import frugal_lm.train.loop as loop_module
 
     class SteadyClock:
         now = 0.0
@@ -33,7 +33,7 @@ def steady_trainer_clock(monkeypatch):
             self.now += 2.0**-4
             return self.now
 
-    monkeypatch.setattr(trainer_module, "time", SteadyClock())
+    monkeypatch.setattr(loop_module, "time", SteadyClock())
 
 
 def cosine_ended(metrics, config):
@@ -138,7 +138,7 @@ def test_time_budget_gives_a_schedule_that_ends_on_its_last_step_and_on_time(tmp
     assert report.seconds_per_step_measured is not None and report.seconds_per_step_measured > 0
     metrics = read_jsonl(out / "run" / "metrics.jsonl")
     config = yaml.safe_load((out / "run" / "config.yaml").read_text())
-    assert len(metrics) == report.steps > 1
+    assert len(metrics) == report.steps > 20  # the steady clock, not the machine, set the step count
     assert cosine_ended(metrics, config)  # not cut half-way
     seconds_per_step = metrics[-1]["elapsed_s"] / len(metrics)
     assert metrics[-1]["elapsed_s"] <= config["time_limit_s"] + 2 * seconds_per_step  # and on time

@@ -13,7 +13,7 @@ import torch
 from frugal_lm.config import resolve_run_config
 from frugal_lm.errors import FrugalError
 from frugal_lm.train import checkpoint as checkpoint_module
-from frugal_lm.train import trainer as trainer_module
+from frugal_lm.train import loop as loop_module
 from frugal_lm.train.checkpoint import latest_checkpoint, list_checkpoints
 from frugal_lm.train.weights import load_weights
 
@@ -105,11 +105,9 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_checkpoint(
     tmp_path, write_mixed_set, monkeypatch, train_run
 ):
     data = write_mixed_set(tmp_path / "mix", n_examples=200)
-    schedule = trainer_module.learning_rate
+    schedule = loop_module.learning_rate
     # From step 6 on, an absurd learning rate: the weights blow up and the loss with them.
-    monkeypatch.setattr(
-        trainer_module, "learning_rate", lambda step, *args: 1e30 if step >= 6 else schedule(step, *args)
-    )
+    monkeypatch.setattr(loop_module, "learning_rate", lambda step, *args: 1e30 if step >= 6 else schedule(step, *args))
     with pytest.raises(
         FrugalError, match=r"loss became (nan|inf) at step \d+; stopped before applying that update.*step_00000006"
     ):

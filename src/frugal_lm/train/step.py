@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -93,13 +92,11 @@ class TrainStep:
         distributed: Distributed,
         bf16: bool,
         grad_clip: float | None,
-        clock: Callable[[], float] = time.perf_counter,
     ):
         self.model, self.optimizer, self.distributed = model, optimizer, distributed
         # Under FSDP2 the sharding policy already gathers bf16 weights (distributed.shard_model).
         self.cast_weights = bf16 and distributed.world_size == 1
         self.grad_clip = grad_clip
-        self.clock, self.started = clock, clock()
 
     def forward_model(self) -> Callable:
         if not self.cast_weights:
@@ -107,9 +104,12 @@ class TrainStep:
         weights = {name: param.to(torch.bfloat16) for name, param in self.model.named_parameters()}
         return lambda *args, **kwargs: functional_call(self.model, weights, args, kwargs)
 
-    def __call__(self, batch: PackedBatch, lr: float, bp_steps: int, n_tokens: int | None = None) -> StepResult:
-        """One step on `batch` (already on the device); `n_tokens`, its real tokens, counted
-        on the host beforehand spares a device sync (default: counted here)."""
+    def __call__(
+        self, batch: PackedBatch, lr: float, bp_steps: int, n_tokens: int | None = None, clock_s: float = 0.0
+    ) -> StepResult:
+        """One step on `batch` (already on the device). `n_tokens`, its real tokens counted on
+        the host beforehand, spares a device sync (default: counted here); `clock_s`, the
+        caller's clock, is summed over ranks with the step's counts."""
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         n_tokens = batch.n_tokens if n_tokens is None else n_tokens
@@ -123,7 +123,7 @@ class TrainStep:
             output.correct_examples,
             # torch.full launches a fill; torch.tensor(value, device=cuda) would copy and wait.
             torch.full((), float(n_tokens), device=device),
-            torch.full((), self.clock() - self.started, device=device),
+            torch.full((), clock_s, device=device),
         ).all_reduced(self.distributed)
         world_size = self.distributed.world_size
         # Exactly output.loss with one rank; N ranks' gradients sum to the single-process one.

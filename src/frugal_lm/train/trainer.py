@@ -1,17 +1,10 @@
-"""The training loop: one code path for one CPU, one GPU, or `torchrun` with FSDP2.
+"""Training a run: one code path for one CPU, one GPU, or `torchrun` with FSDP2.
 
-`train` runs named phases: build the model and optimizer, restore a checkpoint
-(`resume=true`), plan the run, then loop over batches: one `TrainStep` (train/step.py:
-forward at the run's precision, loss normalised by the *global* label-token count, clip,
-AdamATan2 + EMA), one metrics line to `RUN_DIR/metrics.jsonl`, and a checkpoint every
-`checkpoint_every` steps and at the end. A non-finite loss stops the run before the bad
-update is applied or checkpointed.
-
-Resume restores model, optimizer+EMA, RNG and the loader position from the latest complete
-checkpoint and drops metrics lines logged after it, so the metrics file of a killed-and-
-resumed run equals that of an uninterrupted one. It refuses other data or other settings
-that shape the run (`resume.check_resumable`); only the length of the run and how it is run
-(device, precision, budgets, validation, logging, checkpointing) may change.
+`train` runs named phases: build the model and optimizer (`_build`: initialised from `seed`
+or `init_from`, compiled, checkpointed and sharded as the config says), restore a
+checkpoint (`resume=true`, train/resume.py), plan the run (the budget planner's prediction,
+printed and compared with the actual run at the end), then hand over to
+`loop.TrainingLoop`, which runs the steps (train/step.py), logs, validates and checkpoints.
 
 Fine-tuning (`init_from=DIR`) takes DIR's architecture and vocabulary from its config.yaml
 (an imported model needs no restated sizes; model.* keys set to other than the preset's
@@ -21,36 +14,31 @@ value still win) and refuses data made with a tokenizer other than DIR's.
 from __future__ import annotations
 
 import json
-import math
 import platform
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import yaml
-from tqdm import tqdm
 
 from frugal_lm.config import ARCHITECTURE_KEYS, ModelConfig, RunConfig, validate
-from frugal_lm.data.batch import PackedBatch
 from frugal_lm.data.loader import MixedDataset, PackedLoader
 from frugal_lm.data.tokenizer import encodes_alike
 from frugal_lm.errors import FrugalError
-from frugal_lm.model import bp_steps_at, build_model
+from frugal_lm.model import build_model
 from frugal_lm.plan.budget import TrainingPlan, plan_run, read_data_profile
 from frugal_lm.plan.devices import Device, device_running_here
-from frugal_lm.plan.flops import training_flops_per_token
 from frugal_lm.plan.report import duration
 from frugal_lm.runtime import check_can_compile, compiles, resolve_device, uses_bf16
 from frugal_lm.train.checkpoint import Checkpointer, TrainerState, checkpoint_of, latest_checkpoint
 from frugal_lm.train.distributed import Distributed, init_distributed, shard_model, shutdown
-from frugal_lm.train.loggers import MetricsLogger, check_available
+from frugal_lm.train.loggers import check_available
+from frugal_lm.train.loop import TrainingLoop, steps_within
 from frugal_lm.train.optimizer import AdamATan2
-from frugal_lm.train.resume import data_fingerprint, resume
-from frugal_lm.train.schedules import learning_rate
-from frugal_lm.train.step import StepResult, TrainStep, checkpoint_activations, compile_blocks
-from frugal_lm.train.validate import Validator, log_samples
+from frugal_lm.train.resume import resume
+from frugal_lm.train.step import TrainStep, checkpoint_activations, compile_blocks
+from frugal_lm.train.validate import Validator
 from frugal_lm.train.weights import load_weights, read_model_config
 
 __all__ = ["TrainResult", "steps_within", "train"]
@@ -106,13 +94,6 @@ def _model_config_for(config: RunConfig, dataset: MixedDataset) -> ModelConfig:
             f"the data's vocabulary ({dataset.vocab_size}) is larger than init_from's model ({saved.vocab_size})"
         )
     return model_config
-
-
-def steps_within(time_limit_s: float, elapsed_s: float, seconds_per_step: float, step: int) -> int:
-    """The run's total step count such that its remaining steps, at `seconds_per_step`, end
-    by `time_limit_s` (`time_limit_s=`: the schedule is stretched or squeezed to the clock
-    and finishes its cosine, whatever the machine's speed does meanwhile)."""
-    return step + max(0, math.floor((time_limit_s - elapsed_s) / max(seconds_per_step, 1e-9)))
 
 
 def _describe(config: RunConfig, distributed: Distributed, device: torch.device, parameters: int) -> str:
@@ -211,16 +192,6 @@ def _fit_warmup(config: RunConfig, total_steps: int, distributed: Distributed) -
     return config.model_copy(update={"warmup_steps": warmup})
 
 
-def _check_token_ids(batch: PackedBatch, vocab_size: int, dataset: MixedDataset) -> None:
-    largest = int(batch.input_ids.max()) if batch.input_ids.numel() else 0
-    if largest >= vocab_size:
-        raise FrugalError(
-            f"data={dataset.directory} holds token id {largest}, but the model's vocabulary has "
-            f"{vocab_size} ids (its metadata.json vocab_size, or init_from's model); "
-            f"tokenize and mix the data again with the model's tokenizer"
-        )
-
-
 def _train(config: RunConfig, run_dir: Path, device: torch.device, distributed: Distributed) -> TrainResult:
     dataset = MixedDataset(config.data)
     config = config.model_copy(update={"model": _model_config_for(config, dataset)})
@@ -262,7 +233,7 @@ def _train(config: RunConfig, run_dir: Path, device: torch.device, distributed: 
         if config.val_data is not None
         else None
     )
-    loop = _Loop(
+    loop = TrainingLoop(
         config,
         run_dir,
         distributed,
@@ -282,196 +253,10 @@ def _train(config: RunConfig, run_dir: Path, device: torch.device, distributed: 
     )
 
 
-class _Loop:
-    """The step loop with its clock, metrics and checkpoints."""
-
-    def __init__(
-        self,
-        config: RunConfig,
-        run_dir: Path,
-        distributed: Distributed,
-        dataset: MixedDataset,
-        loader: PackedLoader,
-        train_step: TrainStep,
-        hardware: Device,
-        checkpointer: Checkpointer,
-        validator: Validator | None = None,
-    ):
-        self.config, self.run_dir, self.distributed, self.validator = config, run_dir, distributed, validator
-        self.checkpointer = checkpointer
-        self.dataset, self.loader, self.train_step, self.hardware = dataset, loader, train_step, hardware
-        self.data_profile = read_data_profile(Path(config.data))
-        self.last_loss, self.flops_done = math.nan, 0.0
-        self.clock_origin: tuple[float, int] | None = None
-
-    @property
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.train_step.started
-
-    def run(self, progress: TrainerState, total_steps: int, epochs: int, device: torch.device) -> Path | None:
-        config, distributed = self.config, self.distributed
-        if distributed.is_main:
-            print(f"packing fills {self.loader.plan(progress.loader.epoch).slot_use:.2%} of row slots", file=sys.stderr)
-        bar = tqdm(
-            total=total_steps,
-            initial=progress.step,
-            disable=not distributed.is_main,
-            unit="step",
-            dynamic_ncols=True,
-            file=sys.stderr,
-        )
-        self.start_tokens, self.prior_seconds = progress.tokens, progress.train_seconds
-        self.train_step.started = time.perf_counter()
-        metrics = (
-            MetricsLogger(self.run_dir, config.loggers, config.model_dump(mode="json"), config.resume)
-            if distributed.is_main
-            else None
-        )
-        last_saved = None
-        try:
-            for batch, next_state in self.loader.batches(progress.loader, epochs):
-                if progress.step >= total_steps:
-                    break
-                total_steps, record = self._train_one(batch, next_state, progress, total_steps, device, bar)
-                if metrics is not None:
-                    metrics.log(record)
-                bar.update(1)
-                if progress.step % config.log_every == 0 or progress.step == total_steps:
-                    bar.set_postfix(
-                        ep=record["epoch"],
-                        loss=f"{record['loss']:.4f}",
-                        acc=f"{record['token_accuracy']:.3f}",
-                        tok_s=f"{record['tokens_per_second']:,.0f}",
-                        mfu=f"{record['mfu']:.1%}",
-                        usd=f"{record['dollars']:.3f}",
-                    )
-                budget_spent = self._budget_spent(progress)
-                if self._checkpoint_due(progress, total_steps) or budget_spent:
-                    last_saved = self._save(progress)
-                if budget_spent:
-                    bar.write(
-                        f"stopped at step {progress.step:,}: {budget_spent}; checkpoint {last_saved}. "
-                        f"To go on, resume=true with a larger budget",
-                        file=sys.stderr,
-                    )
-                    break
-        except KeyboardInterrupt:
-            if distributed.is_main:
-                bar.write(
-                    f"interrupted at step {progress.step:,}; the last checkpoint is "
-                    f"{latest_checkpoint(self.run_dir) or 'none yet'}; continue with resume=true",
-                    file=sys.stderr,
-                )
-            raise
-        finally:
-            bar.close()
-            if metrics is not None:
-                metrics.close()
-        return last_saved
-
-    def _validation_due(self, step: int, total_steps: int) -> bool:
-        if self.validator is None:
-            return False
-        every = self.config.val_every or max(1, total_steps // 10)
-        return step % every == 0 or step == total_steps
-
-    def _validate(self, step: int, device: torch.device, bar: tqdm) -> dict[str, float]:
-        forward = self.train_step.forward_model()
-        scores = self.validator.loss(forward, device)
-        samples = self.validator.samples(forward, device, step)
-        if self.distributed.is_main:
-            log_samples(self.run_dir, samples)
-            shown = f"; e.g. {samples[0]['prompt']!r} -> {samples[0]['answer']!r}" if samples else ""
-            bar.write(f"step {step:,}: val_loss {scores['val_loss']:.4f}{shown}", file=sys.stderr)
-        return scores
-
-    def _budget_spent(self, progress: TrainerState) -> str | None:
-        """Which of max_hours / max_dollars this run (all its sessions) has reached, if any.
-        Every rank reads the same all-reduced clock, so all stop at the same step."""
-        config, hours = self.config, progress.train_seconds / 3600
-        dollars = hours * self.distributed.world_size * config.price_per_device_hour
-        if config.max_hours is not None and hours >= config.max_hours:
-            return f"max_hours={config.max_hours:g} reached ({hours:.2f} h trained)"
-        if config.max_dollars is not None and dollars >= config.max_dollars:
-            return (
-                f"max_dollars={config.max_dollars:g} reached (${dollars:.2f} at ${config.price_per_device_hour:g} "
-                f"per device-hour)"
-            )
-        return None
-
-    def _train_one(
-        self, batch, next_state, progress: TrainerState, total_steps: int, device: torch.device, bar: tqdm
-    ) -> tuple[int, dict]:
-        """One step on `batch`, `progress` moved past it: the (clock-fitted) total steps and its metrics."""
-        config = self.config
-        _check_token_ids(batch, config.model.vocab_size, self.dataset)
-        lr = learning_rate(progress.step, total_steps, config.lr, config.warmup_steps, config.lr_floor)
-        bp_steps = bp_steps_at(config.model, progress.step, total_steps)
-        result = self.train_step(batch.to(device), lr, bp_steps, n_tokens=batch.n_tokens)
-        if not result.applied:
-            raise FrugalError(
-                f"loss became {result.stats.loss} at step {progress.step + 1}; stopped before applying that update. "
-                f"Last good checkpoint: {latest_checkpoint(self.run_dir) or 'none yet'}"
-            )
-        progress.step += 1
-        progress.tokens += int(result.stats.tokens)
-        progress.loader = next_state
-        progress.train_seconds = self.prior_seconds + float(result.stats.clock_s) / self.distributed.world_size
-        total_steps = bar.total = self._fit_to_clock(result, progress.step, total_steps)
-        record = self._record(result, progress, lr, bp_steps)
-        if self._validation_due(progress.step, total_steps):
-            record.update(self._validate(progress.step, device, bar))
-        return total_steps, record
-
-    def _fit_to_clock(self, result: StepResult, step: int, total_steps: int) -> int:
-        """With time_limit_s, the total step count the clock leaves room for (every rank sees
-        the same mean clock, so the same total); the first step's warm-up stays out of it."""
-        if self.config.time_limit_s is None:
-            return total_steps
-        clock = float(result.stats.clock_s) / self.distributed.world_size
-        if self.clock_origin is None:
-            self.clock_origin = (clock, step)
-            return total_steps
-        seconds_per_step = (clock - self.clock_origin[0]) / (step - self.clock_origin[1])
-        return steps_within(self.config.time_limit_s, clock, seconds_per_step, step)
-
-    def _record(self, result: StepResult, progress: TrainerState, lr: float, bp_steps: int) -> dict:
-        stats, world_size = result.stats, self.distributed.world_size
-        elapsed = self.elapsed
-        self.last_loss = stats.loss
-        self.flops_done += int(stats.tokens) * training_flops_per_token(
-            self.config.model, bp_steps, self.data_profile.label_fraction, self.data_profile.lengths
-        )
-        return {
-            "step": progress.step,
-            "epoch": progress.loader.epoch,
-            "loss": stats.loss,
-            "slot_use": self.loader.plan(progress.loader.epoch).slot_use,
-            "token_accuracy": stats.token_accuracy,
-            "exact_accuracy": stats.exact_accuracy,
-            "lr": lr,
-            "bp_steps": bp_steps,
-            "tokens": progress.tokens,
-            "grad_norm": result.grad_norm,
-            "elapsed_s": round(elapsed, 3),
-            "tokens_per_second": (progress.tokens - self.start_tokens) / max(elapsed, 1e-9),
-            "mfu": self.flops_done / max(elapsed, 1e-9) / (self.hardware.peak_flops * world_size),
-            "dollars": progress.train_seconds / 3600 * world_size * self.config.price_per_device_hour,
-        }
-
-    def _checkpoint_due(self, progress: TrainerState, total_steps: int) -> bool:
-        every = self.config.checkpoint_every
-        return bool(every and progress.step % every == 0) or progress.step == total_steps
-
-    def _save(self, progress: TrainerState) -> Path:
-        state = progress.model_copy(update={"loss": self.last_loss, "data_fingerprint": data_fingerprint(self.dataset)})
-        return self.checkpointer.save(self.train_step.model, self.train_step.optimizer, state, self.config)
-
-
 def _report_plan_vs_actual(
     run_dir: Path,
     plan: TrainingPlan,
-    loop: _Loop,
+    loop: TrainingLoop,
     progress: TrainerState,
     start: TrainerState,
     total_steps: int,
