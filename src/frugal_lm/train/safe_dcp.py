@@ -1,7 +1,7 @@
 """Distributed Checkpoint, read without executing code from the checkpoint.
 
 DCP's file reader unpickles `train_state/.metadata`, and its default planner loads
-non-tensor entries (the optimizer's hyperparameters) with `torch.load(weights_only=False)`.
+non-tensor entries (the optimizer's hyperparameters) with an unrestricted `torch.load`.
 A run directory handed over by someone else could therefore run code on `resume=true`.
 Here the metadata is unpickled with only the classes DCP's metadata is made of (plain data:
 no callable can be reached), and the byte entries go through `weights_only=True`.
@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from torch.distributed.checkpoint import DefaultLoadPlanner, FileSystemReader
+from torch.distributed.checkpoint._traverse import set_element  # what DefaultLoadPlanner.load_bytes uses
 from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
 
 from frugal_lm.errors import FrugalError
@@ -78,14 +79,16 @@ class SafeFileSystemReader(FileSystemReader):
 
 
 class SafeLoadPlanner(DefaultLoadPlanner):
+    """DCP's planner, with byte entries loaded by `weights_only=True` and placed as its own
+    `load_bytes` places them (never handed to its `weights_only=False` load)."""
+
     def load_bytes(self, read_item: Any, value: io.BytesIO) -> None:
+        fqn = read_item.dest_index.fqn
         try:
             loaded = torch.load(value, weights_only=True)
         except pickle.UnpicklingError as error:
-            raise FrugalError(
-                f"checkpoint entry {read_item.dest_index.fqn}: refused to load ({str(error).splitlines()[0]})"
-            ) from None
-        value = io.BytesIO()
-        torch.save(loaded, value)
-        value.seek(0)
-        super().load_bytes(read_item, value)
+            raise FrugalError(f"checkpoint entry {fqn}: refused to load ({str(error).splitlines()[0]})") from None
+        if self.flatten_state_dict:
+            set_element(self.original_state_dict, self.mappings[fqn], loaded)
+        else:
+            self.state_dict[fqn] = loaded
