@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from frugal_lm.cli.infer import add_weights_argument
+from frugal_lm.cli.infer import add_device_argument, add_weights_argument
 from frugal_lm.errors import FrugalError
 
 TASK_HELP = "comma-separated: gsm8k, math, drop, mmlu, arc_challenge, arc_easy, hellaswag, winogrande, boolq, synthetic"
@@ -147,11 +147,6 @@ def register(commands: argparse._SubParsersAction) -> None:
         type=int,
         help="generation budget (default per task: gsm8k 256, math 512, drop 64, synthetic 64)",
     )
-    evaluate.add_argument(
-        "--device",
-        choices=("auto", "cpu", "cuda"),
-        default="auto",
-        help="where the model runs (default: cuda when available)",
-    )
+    add_device_argument(evaluate)
     add_weights_argument(evaluate)
     evaluate.set_defaults(handler=_eval_command)

@@ -128,12 +128,7 @@ def _load(args: argparse.Namespace):
 
 def add_device_arguments(parser: argparse.ArgumentParser) -> None:
     """`--device`, `--dtype` and `--no-ema`, shared by generate, chat and serve."""
-    parser.add_argument(
-        "--device",
-        choices=("auto", "cpu", "cuda"),
-        default="auto",
-        help="where the model runs (default: cuda when available)",
-    )
+    add_device_argument(parser)
     parser.add_argument(
         "--dtype",
         choices=("auto", "fp32", "bf16"),
@@ -141,6 +136,15 @@ def add_device_arguments(parser: argparse.ArgumentParser) -> None:
         help="weights and KV cache (default auto: bf16 on a GPU, fp32 on CPU)",
     )
     add_weights_argument(parser)
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="where the model runs (default: cuda when available)",
+    )
 
 
 def add_weights_argument(parser: argparse.ArgumentParser) -> None:
