@@ -23,7 +23,7 @@ from frugal_lm.data.batch import PackedBatch
 from frugal_lm.data.loader import MixedDataset, PackedLoader
 from frugal_lm.errors import FrugalError
 from frugal_lm.model import bp_steps_at
-from frugal_lm.plan.budget import read_data_profile
+from frugal_lm.plan.budget import DataProfile
 from frugal_lm.plan.devices import Device
 from frugal_lm.plan.flops import training_flops_per_token
 from frugal_lm.train.checkpoint import Checkpointer, TrainerState, latest_checkpoint
@@ -65,12 +65,14 @@ class TrainingLoop:
         train_step: TrainStep,
         hardware: Device,
         checkpointer: Checkpointer,
+        data_profile: DataProfile,
         validator: Validator | None = None,
     ):
         self.config, self.run_dir, self.distributed, self.validator = config, run_dir, distributed, validator
         self.checkpointer = checkpointer
         self.dataset, self.loader, self.train_step, self.hardware = dataset, loader, train_step, hardware
-        self.data_profile = read_data_profile(Path(config.data))
+        self.data_profile = data_profile
+        self.data_fingerprint = data_fingerprint(dataset)  # saved with every checkpoint; read once
         self.last_loss, self.flops_done = math.nan, 0.0
         self.clock_origin: tuple[float, int] | None = None
 
@@ -234,5 +236,5 @@ class TrainingLoop:
         return bool(every and progress.step % every == 0) or progress.step == total_steps
 
     def _save(self, progress: TrainerState) -> Path:
-        state = progress.model_copy(update={"loss": self.last_loss, "data_fingerprint": data_fingerprint(self.dataset)})
+        state = progress.model_copy(update={"loss": self.last_loss, "data_fingerprint": self.data_fingerprint})
         return self.checkpointer.save(self.train_step.model, self.train_step.optimizer, state, self.config)

@@ -27,7 +27,7 @@ from frugal_lm.data.loader import MixedDataset, PackedLoader
 from frugal_lm.data.tokenizer import encodes_alike
 from frugal_lm.errors import FrugalError
 from frugal_lm.model import build_model
-from frugal_lm.plan.budget import TrainingPlan, plan_run, read_data_profile
+from frugal_lm.plan.budget import DataProfile, TrainingPlan, plan_run, read_data_profile
 from frugal_lm.plan.devices import Device, device_running_here
 from frugal_lm.plan.report import duration
 from frugal_lm.runtime import check_can_compile, compiles, resolve_device, uses_bf16
@@ -152,8 +152,8 @@ def _plan(
     distributed: Distributed,
     device: torch.device,
     bf16: bool,
+    data_profile: DataProfile,
 ) -> tuple[TrainingPlan, Device]:
-    data_profile = read_data_profile(Path(config.data))
     hardware = device_running_here(device.type, device.index or 0, bf16)
     plan = plan_run(
         config.model,
@@ -218,7 +218,8 @@ def _train(config: RunConfig, run_dir: Path, device: torch.device, distributed: 
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
         print(_describe(config, distributed, device, sum(p.numel() for p in model.parameters())), file=sys.stderr)
-    plan, hardware = _plan(config, total_steps, progress, distributed, device, bf16)
+    data_profile = read_data_profile(Path(config.data))
+    plan, hardware = _plan(config, total_steps, progress, distributed, device, bf16, data_profile)
     validator = (
         Validator(
             config.val_data,
@@ -242,6 +243,7 @@ def _train(config: RunConfig, run_dir: Path, device: torch.device, distributed: 
         TrainStep(model, optimizer, distributed, bf16, config.grad_clip),
         hardware,
         checkpointer,
+        data_profile,
         validator,
     )
     start = progress.model_copy()
