@@ -3,7 +3,7 @@ import pytest
 
 @pytest.fixture
 def engine_constructions(monkeypatch):
-    """Records (model dtype, `compile` asked for) of every Engine a command builds, and
+    """Records (model precision: fp32, bf16 or int8; `compile` asked for) of every Engine a command builds, and
     builds it uncompiled: the compiled step itself is tested in tests/infer (slow, and on
     a GPU); the CLI tests only check what a flag asks for."""
     import frugal_lm.infer.engine as engine_module
@@ -12,7 +12,7 @@ def engine_constructions(monkeypatch):
     original = engine_module.Engine.__init__
 
     def recording_init(self, loaded, *args, **kwargs):
-        seen.append((loaded.model.lm_head.weight.dtype, kwargs.get("compile", False)))
+        seen.append((loaded.precision, kwargs.get("compile", False)))
         original(self, loaded, *args, **{**kwargs, "compile": False})
 
     monkeypatch.setattr(engine_module.Engine, "__init__", recording_init)

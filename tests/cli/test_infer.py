@@ -49,8 +49,8 @@ def test_generate_prompts_print_jsonl(tiny_run, engine, capsys):
         }
 
 
-def test_generate_dtype_bf16_runs_the_model_in_bf16(tiny_run, engine_constructions, capsys):
-    for dtype in ("bf16", "auto"):
+def test_generate_dtype_runs_the_model_in_that_precision(tiny_run, engine_constructions, capsys):
+    for dtype in ("bf16", "int8", "auto"):
         assert (
             main(
                 [
@@ -70,7 +70,7 @@ def test_generate_dtype_bf16_runs_the_model_in_bf16(tiny_run, engine_constructio
             == 0
         )
         assert json.loads(capsys.readouterr().out)["tokens"] >= 1
-    assert [dtype for dtype, _ in engine_constructions] == [torch.bfloat16, torch.float32]  # auto: fp32 on a CPU
+    assert [precision for precision, _ in engine_constructions] == ["bf16", "int8", "fp32"]  # auto: fp32 on a CPU
 
 
 def test_generate_prompts_file_to_out(tiny_run, engine, tmp_path, capsys):

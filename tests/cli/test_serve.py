@@ -74,7 +74,7 @@ def test_a_taken_port_is_a_one_line_error(capsys, tmp_path):
 
 
 @pytest.mark.slow  # a fresh process imports torch: 5-20 s on the shared 2-core machine
-def test_serve_answers_then_stops_on_ctrl_c(tiny_run):
+def test_serve_answers_with_the_dtype_and_batch_asked_for_then_stops_on_ctrl_c(tiny_run):
     process = subprocess.Popen(
         [
             sys.executable,
@@ -89,6 +89,10 @@ def test_serve_answers_then_stops_on_ctrl_c(tiny_run):
             "tiny",
             "--log-level",
             "warning",
+            "--dtype",
+            "int8",
+            "--max-batch-size",
+            "2",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -99,6 +103,9 @@ def test_serve_answers_then_stops_on_ctrl_c(tiny_run):
         assert "serving 'tiny'" in banner, process.stderr.read() if process.poll() is not None else banner
         base_url = banner.split(" on ")[1].split()[0]
         assert base_url.startswith("http://127.0.0.1:")  # loopback unless told otherwise
+        assert "[cpu, int8, batch 2," in banner
+        health = httpx.get(f"{base_url.removesuffix('/v1')}/health", timeout=30).json()
+        assert (health["dtype"], health["max_batch_size"]) == ("int8", 2)
         reply = httpx.post(
             f"{base_url}/completions", json={"model": "tiny", "prompt": "1+1=", "max_tokens": 2}, timeout=30
         )

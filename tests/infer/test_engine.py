@@ -196,6 +196,51 @@ def test_bf16_engine_keeps_a_bf16_cache_and_tracks_the_fp32_logits(tiny_run, dev
             engine.feed([0, 1], tokens)
 
 
+def static_step_engine(loaded, max_batch_size):
+    """An engine that runs the compiled path's static-shape step (buckets, idle rows,
+    masks) without compiling it: the same Python, in seconds."""
+    from frugal_lm.infer.engine import _static_decode_step
+
+    engine = Engine(loaded, max_batch_size=max_batch_size)
+    shapes = []
+
+    def recording_step(model, cache, input_ids_R1, positions_R, context_len):
+        shapes.append((input_ids_R1.shape[0], context_len))
+        return _static_decode_step(model, cache, input_ids_R1, positions_R, context_len)
+
+    engine.compiled_step = recording_step
+    return engine, shapes
+
+
+def test_static_step_runs_the_smallest_batch_bucket_and_gives_the_tokens_of_full_recompute(loaded):
+    engine, shapes = static_step_engine(loaded, max_batch_size=4)
+    results = engine.generate([GenerationRequest(p, sampling=greedy(10)) for p in PROMPTS])  # 5 prompts, 4 slots
+    for prompt, result in zip(PROMPTS, results):
+        expected, reason = reference_greedy(loaded, engine.encode_prompt(prompt), 10, engine.eoa_id)
+        assert result.token_ids == expected and result.finish_reason == reason
+    assert {rows for rows, _ in shapes} <= {1, 2, 4} and shapes[0][0] == 4
+    # One prompt alone runs one row, whichever bucket a full batch needs.
+    shapes.clear()
+    engine.generate([GenerationRequest(PROMPTS[0], sampling=greedy(5))])
+    assert {rows for rows, _ in shapes} == {1}
+    assert engine.batch_bucket(3) == 4 and engine.batch_bucket(5) == 4 and engine.context_bucket(5) == 64
+
+
+def test_feeding_some_running_slots_leaves_the_others_intact(loaded):
+    """A running slot that is not fed in a step keeps its cache: its row writes only the
+    position its own next token overwrites."""
+    for make in (lambda: Engine(loaded, max_batch_size=3), lambda: static_step_engine(loaded, 3)[0]):
+        engine = make()
+        slots = engine.add_many([engine.encode_prompt(p) for p in PROMPTS[:3]], [greedy(20)] * 3)
+        for token in (5, 6, 7):
+            engine.feed([slots[0], slots[2]], [token, token])  # slot 1 waits
+        engine.feed([slots[1]], [9])
+        alone = Engine(loaded, max_batch_size=1)
+        (slot,) = alone.add_many([engine.encode_prompt(PROMPTS[1])], [greedy(20)])
+        alone.feed([slot], [9])
+        torch.testing.assert_close(engine.next_logits_NV[slots[1]], alone.next_logits_NV[slot])
+
+
 @pytest.mark.slow  # compiles a decode graph: minutes on a busy CPU
 def test_compiled_decode_step_gives_the_tokens_of_full_recompute(loaded):
     engine = Engine(loaded, max_batch_size=2, compile=True)

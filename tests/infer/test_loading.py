@@ -34,14 +34,23 @@ def test_not_a_model_directory(tmp_path):
         load_model(tmp_path)
 
 
-def test_inference_dtype_auto_is_bf16_on_gpu_only():
-    from frugal_lm.infer.loading import inference_dtype
+def test_inference_precision_auto_is_bf16_on_gpu_only_and_int8_computes_in_bf16():
+    from frugal_lm.infer.loading import inference_precision
 
-    assert inference_dtype("auto", torch.device("cpu")) == torch.float32
-    assert inference_dtype("auto", torch.device("cuda")) == torch.bfloat16
-    assert inference_dtype("bf16", torch.device("cpu")) == torch.bfloat16
-    with pytest.raises(FrugalError, match="--dtype must be auto, fp32 or bf16; got 'fp16'"):
-        inference_dtype("fp16", torch.device("cpu"))
+    assert inference_precision("auto", torch.device("cpu")).compute_dtype == torch.float32
+    assert inference_precision("auto", torch.device("cuda")).compute_dtype == torch.bfloat16
+    assert inference_precision("bf16", torch.device("cpu")).compute_dtype == torch.bfloat16
+    int8 = inference_precision("int8", torch.device("cpu"))
+    assert (int8.compute_dtype, int8.int8_weights) == (torch.bfloat16, True)
+    with pytest.raises(FrugalError, match="--dtype must be auto, fp32, bf16, int8; got 'fp16'"):
+        inference_precision("fp16", torch.device("cpu"))
+
+
+def test_loaded_model_reports_its_precision(tiny_run):
+    from frugal_lm.infer.loading import PRECISIONS
+
+    for name, precision in PRECISIONS.items():
+        assert load_model(tiny_run, dtype=precision).precision == name
 
 
 def test_bf16_model_has_rounded_weights_fp32_rope_and_close_logits(tiny_run):

@@ -119,11 +119,12 @@ def _chat_command(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace):
-    from frugal_lm.infer.loading import inference_dtype, load_model
+    from frugal_lm.infer.loading import inference_precision, load_model
     from frugal_lm.runtime import resolve_device
 
     device = resolve_device(args.device)
-    return load_model(args.model, device=device, prefer_ema=not args.no_ema, dtype=inference_dtype(args.dtype, device))
+    precision = inference_precision(args.dtype, device)
+    return load_model(args.model, device=device, prefer_ema=not args.no_ema, dtype=precision)
 
 
 def add_device_arguments(parser: argparse.ArgumentParser) -> None:
@@ -131,9 +132,10 @@ def add_device_arguments(parser: argparse.ArgumentParser) -> None:
     add_device_argument(parser)
     parser.add_argument(
         "--dtype",
-        choices=("auto", "fp32", "bf16"),
+        choices=("auto", "fp32", "bf16", "int8"),
         default="auto",
-        help="weights and KV cache (default auto: bf16 on a GPU, fp32 on CPU)",
+        help="how the model computes (default auto: bf16 on a GPU, fp32 on CPU); int8: int8 "
+        "Linear weights with bf16 activations, the fastest on a CPU (see the README's Inference)",
     )
     add_weights_argument(parser)
 

@@ -50,7 +50,7 @@ def _serve_command(args: argparse.Namespace) -> int:
     from frugal_lm.infer.engine import Engine
     from frugal_lm.infer.http_limits import HttpLimits
     from frugal_lm.infer.http_server import bind_socket, uvicorn_server
-    from frugal_lm.infer.loading import default_model_name, inference_dtype, load_model
+    from frugal_lm.infer.loading import default_model_name, inference_precision, load_model
     from frugal_lm.infer.server import create_app
     from frugal_lm.runtime import resolve_device
 
@@ -58,7 +58,7 @@ def _serve_command(args: argparse.Namespace) -> int:
     sock = bind_socket(args.host, args.port)  # before loading: a taken port fails fast
     try:
         loaded = load_model(
-            args.model, device=device, prefer_ema=not args.no_ema, dtype=inference_dtype(args.dtype, device)
+            args.model, device=device, prefer_ema=not args.no_ema, dtype=inference_precision(args.dtype, device)
         )
         engine = Engine(loaded, max_batch_size=args.max_batch_size, max_seq_len=args.max_seq_len, compile=args.compile)
         model_name = args.model_name or default_model_name(args.model)
@@ -73,7 +73,7 @@ def _serve_command(args: argparse.Namespace) -> int:
         host, port = sock.getsockname()[:2]
         print(
             f"serving {model_name!r} ({loaded.weights_path}) on http://{host}:{port}/v1 "
-            f"[{device}, {str(loaded.model.lm_head.weight.dtype).removeprefix('torch.')}, batch {args.max_batch_size}, "
+            f"[{device}, {loaded.precision}, batch {args.max_batch_size}, "
             f"queue {args.max_queue}, context {engine.max_seq_len}]",
             flush=True,
         )

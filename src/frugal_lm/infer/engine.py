@@ -26,14 +26,18 @@ Design:
   Same values, same parameter objects; training never sees it: the engine is inference-only.
 - `compile=True` runs each decode step through `torch.compile` (inductor), which fuses
   the many small ops of a step (RMSNorm, RoPE, gates, cache writes, the mask) that
-  otherwise dominate CPU decoding. Compiled graphs need fixed shapes, so every step runs
-  one row per slot, in slot order (idle rows compute and are ignored) over an attended
-  context rounded up to a power of two (>= 128, masked): one graph per context bucket,
-  compiled the first time it is met (dynamic shapes instead were slower per step and to
-  compile, measured). Few graphs matter more than padding waste: compiling the unrolled
-  recurrence is slow on a CPU (benchmarks/RESULTS.md). Off by default for that reason; it
-  pays off only over many tokens. On a GPU the compiled step also
-  runs as a CUDA graph (one launch per step instead of hundreds of kernel launches).
+  otherwise dominate CPU decoding. Compiled graphs need fixed shapes, so a step runs one
+  row per slot for the slots 0..R-1, in slot order (idle rows compute and are ignored),
+  R the highest fed slot rounded up to a power of two (a batch bucket), over an attended
+  context rounded up to a power of two (>= 128, masked): one graph per (batch, context)
+  bucket, compiled the first time it is met (dynamic shapes instead were slower per step
+  and to compile, measured). Slots are handed out lowest first, so a lightly loaded
+  server runs small buckets. Few graphs matter more than padding waste: compiling the
+  unrolled recurrence is slow on a CPU (benchmarks/RESULTS.md). Off by default for that
+  reason; it pays off only over many tokens. On a GPU each bucket's step also runs as a
+  CUDA graph (one launch per step instead of hundreds of kernel launches).
+- `int8` models (`quantize.py`) compile with inductor's max-autotune GEMM templates,
+  which have a C++ kernel for int8 weights.
 """
 
 from __future__ import annotations
@@ -112,17 +116,18 @@ class Engine:
         if loaded.device.type == "cpu":
             _store_weights_input_major(self.model)
         self.config = config
+        self.precision = loaded.precision
         self.tokenizer = loaded.tokenizer
         self.device = loaded.device
         self.max_batch_size, self.max_seq_len = max_batch_size, max_seq_len
         self.eoa_id = self.tokenizer.special_ids["eoa"]
-        dtype = self.model.lm_head.weight.dtype
+        dtype = self.model.embed_tokens.weight.dtype
         self.cache = StaticKVCache(config, max_batch_size, max_seq_len, dtype, self.device)
         self.next_logits_NV = torch.zeros(max_batch_size, config.vocab_size, dtype=dtype, device=self.device)
         self.slots: list[_Slot | None] = [None] * max_batch_size
         self.compiled_step = None
         if compile:
-            self.compiled_step = _compile_decode_step(self.cache, self.device)
+            self.compiled_step = _compile_decode_step(self.cache, self.device, self.precision == "int8")
 
     # ---- prompts ---------------------------------------------------------------------
 
@@ -269,18 +274,41 @@ class Engine:
             self.slots[index].length += 1
 
     def _compiled_decode(self, slot_indices: list[int], token_ids: list[int], positions: list[int]) -> torch.Tensor:
-        """The decode forward over every slot (idle ones at position 0), for the running ones."""
-        context_len = min(max(_next_power_of_two(max(positions) + 1), MIN_CONTEXT_BUCKET), self.max_seq_len)
-        token_ids_N, positions_N = [0] * self.max_batch_size, [0] * self.max_batch_size
+        """The decode forward over the slots 0..rows-1 (`rows`: the batch bucket that holds
+        the highest fed slot), for the fed ones. A row not fed writes where it does no harm
+        (`StaticDecodeView`): a running slot at its next position, which its own next token
+        overwrites, any other slot at position 0."""
+        rows = self.batch_bucket(max(slot_indices) + 1)
+        context_len = self.context_bucket(max(positions) + 1)
+        token_ids_R, positions_R = [0] * rows, [0] * rows
+        for index in range(rows):
+            slot = self.slots[index]
+            if slot is not None and not slot.finished:
+                positions_R[index] = min(slot.length, self.max_seq_len - 1)
         for index, token, position in zip(slot_indices, token_ids, positions):
-            token_ids_N[index], positions_N[index] = token, position
-        # Each context bucket is its own graph: allow as many as there can be buckets.
-        with torch._dynamo.config.patch(recompile_limit=64):
-            input_ids_N1 = torch.tensor(token_ids_N, device=self.device)[:, None]
-            logits_NV = self.compiled_step(
-                self.model, self.cache, input_ids_N1, torch.tensor(positions_N, device=self.device), context_len
+            token_ids_R[index], positions_R[index] = token, position
+        # Each (batch, context) bucket is its own graph: allow as many as there can be buckets.
+        with torch._dynamo.config.patch(recompile_limit=max(64, self._bucket_count())):
+            logits_RV = self.compiled_step(
+                self.model,
+                self.cache,
+                torch.tensor(token_ids_R, device=self.device)[:, None],
+                torch.tensor(positions_R, device=self.device),
+                context_len,
             )
-        return logits_NV[slot_indices]
+        return logits_RV[slot_indices]
+
+    def batch_bucket(self, rows: int) -> int:
+        """Rows a compiled step runs for slots 0..rows-1: the next power of two, at most
+        `max_batch_size` (few graphs; a half-empty server does not pay for every slot)."""
+        return min(_next_power_of_two(rows), self.max_batch_size)
+
+    def context_bucket(self, length: int) -> int:
+        """Keys a compiled step attends over for contexts up to `length` tokens."""
+        return min(max(_next_power_of_two(length), MIN_CONTEXT_BUCKET), self.max_seq_len)
+
+    def _bucket_count(self) -> int:
+        return (self.max_batch_size.bit_length() + 1) * (self.max_seq_len.bit_length() + 1)
 
     # ---- offline generation ------------------------------------------------------------
 
@@ -326,14 +354,15 @@ class Engine:
 
 
 def _static_decode_step(
-    model, cache: StaticKVCache, input_ids_N1: torch.Tensor, positions_N: torch.Tensor, context_len: int
+    model, cache: StaticKVCache, input_ids_R1: torch.Tensor, positions_R: torch.Tensor, context_len: int
 ) -> torch.Tensor:
-    """One decode forward whose shapes depend only on `context_len`: what gets compiled."""
-    view = cache.static_decode(positions_N, context_len)
-    return model(input_ids_N1, positions_N[:, None], None, kv_cache=view)[:, -1]
+    """One decode forward whose shapes depend only on the rows R and `context_len`: what
+    gets compiled."""
+    view = cache.static_decode(positions_R, context_len)
+    return model(input_ids_R1, positions_R[:, None], None, kv_cache=view)[:, -1]
 
 
-def _compile_decode_step(cache: StaticKVCache, device: torch.device):
+def _compile_decode_step(cache: StaticKVCache, device: torch.device, int8_weights: bool):
     if device.type == "cuda":
         # CUDA graphs ("reduce-overhead"): one graph replay launches the whole step's
         # kernels, where a small model's step is otherwise launch-bound. The cache tensors
@@ -344,7 +373,12 @@ def _compile_decode_step(cache: StaticKVCache, device: torch.device):
         return torch.compile(_static_decode_step, dynamic=False, fullgraph=True, mode="reduce-overhead")
     # cpp_wrapper: the graph's glue code in C++ too; the Python wrapper's per-kernel
     # calls cost as much as the fused kernels at these sizes (measured).
-    return torch.compile(_static_decode_step, dynamic=False, fullgraph=True, options={"cpp_wrapper": True})
+    options = {"cpp_wrapper": True}
+    if int8_weights:
+        # Inductor's C++ micro-GEMM for int8 weights (chosen by autotuning, the weights
+        # frozen as constants) is what makes them faster than fp32; ATen's kernel is not.
+        options |= {"max_autotune": True, "max_autotune_gemm_backends": "CPP,ATEN", "freezing": True}
+    return torch.compile(_static_decode_step, dynamic=False, fullgraph=True, options=options)
 
 
 @torch.no_grad()

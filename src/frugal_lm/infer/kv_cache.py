@@ -21,14 +21,16 @@ Views implement the model's `AttentionCache` protocol for one forward call:
   A response token sees every earlier token of its sequence (instruction or response),
   so the mask only hides each row's unused tail of the cache.
 - `StaticDecodeView`: the same for a compiled decode step, where every shape must stay
-  put from step to step: every engine slot is a row, in slot order, whether it runs or
-  not, and attention reads a fixed `context_len` (the engine rounds it up) under a mask.
-  Reading rows 0..N-1 is a view of the cache, not a gather (a gather copied the whole
-  context of every row at every layer: measured, half the compiled step at batch 8).
-  An idle row writes its own slot at position 0, which is harmless: a free slot's
-  prompt overwrites it at prefill, a finished slot is never read again.
+  put from step to step: engine slots 0..R-1 are the rows, in slot order, whether they
+  run or not (R: a batch bucket the engine chooses), and attention reads a fixed
+  `context_len` (the engine rounds it up) under a mask. Reading rows 0..R-1 is a view of
+  the cache, not a gather (a gather copied the whole context of every row at every layer:
+  measured, half the compiled step at batch 8). A row with no token this step still
+  writes its slot, at a position the engine picks to be harmless: a running slot's next
+  position (its own next token overwrites it), else 0 (a free slot's prompt overwrites
+  it at prefill, a finished slot is never read again).
 
-Shape legend: S layer slots, N engine slots, H heads, L max_seq_len, D head dim,
+Shape legend: S layer slots, N engine slots, R the first R engine slots, H heads, L max_seq_len, D head dim,
 B sequences in this call, T tokens per sequence in this call.
 """
 
@@ -62,8 +64,8 @@ class StaticKVCache:
     def decode(self, slots: list[int], positions_B: torch.Tensor) -> DecodeView:
         return DecodeView(self, slots, positions_B)
 
-    def static_decode(self, positions_N: torch.Tensor, context_len: int) -> StaticDecodeView:
-        return StaticDecodeView(self, positions_N, context_len)
+    def static_decode(self, positions_R: torch.Tensor, context_len: int) -> StaticDecodeView:
+        return StaticDecodeView(self, positions_R, context_len)
 
 
 class PrefillView:
@@ -123,20 +125,21 @@ class DecodeView:
 
 
 class StaticDecodeView:
-    """`DecodeView` with shapes that depend only on `context_len`, for torch.compile: one
-    row per engine slot, row n writes position `positions_N[n]` of slot n and attends
-    over positions 0..positions_N[n] of the first `context_len`."""
+    """`DecodeView` with shapes that depend only on the number of rows R and `context_len`,
+    for torch.compile: row r is engine slot r, writes position `positions_R[r]` and attends
+    over positions 0..positions_R[r] of the first `context_len`."""
 
-    def __init__(self, cache: StaticKVCache, positions_N: torch.Tensor, context_len: int):
-        self.cache, self.positions_N, self.context_len = cache, positions_N, context_len
-        self.rows_N = torch.arange(positions_N.shape[0], device=positions_N.device)
-        keys_L = torch.arange(context_len, device=positions_N.device)
-        self.mask_N11L = (keys_L[None, :] <= positions_N[:, None])[:, None, None, :]
+    def __init__(self, cache: StaticKVCache, positions_R: torch.Tensor, context_len: int):
+        self.cache, self.positions_R, self.context_len = cache, positions_R, context_len
+        self.n_rows = positions_R.shape[0]
+        self.rows_R = torch.arange(self.n_rows, device=positions_R.device)
+        keys_L = torch.arange(context_len, device=positions_R.device)
+        self.mask_R11L = (keys_L[None, :] <= positions_R[:, None])[:, None, None, :]
 
-    def attend(self, layer_slot: int, q_NHTD: torch.Tensor, k_NHTD: torch.Tensor, v_NHTD: torch.Tensor) -> torch.Tensor:
+    def attend(self, layer_slot: int, q_RHTD: torch.Tensor, k_RHTD: torch.Tensor, v_RHTD: torch.Tensor) -> torch.Tensor:
         keys_NHLD, values_NHLD = self.cache.keys[layer_slot], self.cache.values[layer_slot]
-        keys_NHLD[self.rows_N, :, self.positions_N] = k_NHTD[:, :, 0]
-        values_NHLD[self.rows_N, :, self.positions_N] = v_NHTD[:, :, 0]
-        context_keys = keys_NHLD[:, :, : self.context_len]
-        context_values = values_NHLD[:, :, : self.context_len]
-        return F.scaled_dot_product_attention(q_NHTD, context_keys, context_values, attn_mask=self.mask_N11L)
+        keys_NHLD[self.rows_R, :, self.positions_R] = k_RHTD[:, :, 0]
+        values_NHLD[self.rows_R, :, self.positions_R] = v_RHTD[:, :, 0]
+        context_keys = keys_NHLD[: self.n_rows, :, : self.context_len]
+        context_values = values_NHLD[: self.n_rows, :, : self.context_len]
+        return F.scaled_dot_product_attention(q_RHTD, context_keys, context_values, attn_mask=self.mask_R11L)

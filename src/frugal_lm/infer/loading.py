@@ -9,11 +9,14 @@ DIR may be (ARCHITECTURE.md, "Model directories"):
 EMA weights are used when present (`prefer_ema=False` for the raw weights): the averaged
 weights are the better model. Only safetensors and YAML/JSON are read, never pickle.
 
-Weights are stored fp32; `dtype` casts the built model (`--dtype`: `auto` is bf16 on a GPU,
-half the memory and traffic of fp32 for the weights and the KV cache, and fp32 on CPU,
-where fp32 gives the exact tokens of the training forward). The RoPE frequencies stay fp32
-in any dtype: positions times a bf16 frequency would be off by whole radians at long
-contexts.
+Weights are stored fp32; `--dtype` chooses how the built model computes (`Precision`):
+- `fp32`: the exact tokens of the training forward; `auto` on CPU.
+- `bf16`: half the memory and traffic of fp32 for the weights and the KV cache; `auto` on
+  a GPU.
+- `int8`: the Linear weights int8 with a scale per output channel (`quantize.py`), the rest
+  bf16: a quarter of fp32's weight bytes, which bound decoding on a CPU.
+The RoPE frequencies stay fp32 in any dtype: positions times a bf16 frequency would be off
+by whole radians at long contexts.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import torch
 from frugal_lm.config import ModelConfig
 from frugal_lm.data.tokenizer import TextTokenizer, load_tokenizer
 from frugal_lm.errors import FrugalError
+from frugal_lm.infer.quantize import has_int8_weights, quantize_linears_int8
 from frugal_lm.interop import is_hf_model_directory, read_hf_model
 from frugal_lm.model import LanguageModel, build_model
 from frugal_lm.model.layers import RotaryEmbedding
@@ -42,7 +46,14 @@ class LoadedModel:
 
     @property
     def device(self) -> torch.device:
-        return self.model.lm_head.weight.device
+        return self.model.embed_tokens.weight.device
+
+    @property
+    def precision(self) -> str:
+        """fp32, bf16 or int8: how the model computes (`--dtype`)."""
+        if has_int8_weights(self.model):
+            return "int8"
+        return {torch.float32: "fp32", torch.bfloat16: "bf16"}.get(self.model.embed_tokens.weight.dtype, "other")
 
 
 def model_directory(directory: Path) -> Path:
@@ -73,26 +84,48 @@ def checkpoint_folder(directory: Path) -> Path:
     return checkpoint_of(model_directory(directory))
 
 
-INFERENCE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+@dataclass(frozen=True)
+class Precision:
+    """How an inference model computes: `compute_dtype` for activations, norms, attention and
+    the KV cache, and either the same dtype for the Linear weights or int8 ones."""
+
+    name: str
+    compute_dtype: torch.dtype
+    int8_weights: bool = False
 
 
-def inference_dtype(name: str, device: torch.device) -> torch.dtype:
-    """`auto`, `fp32` or `bf16` (every inference command's `--dtype`) -> a dtype."""
+PRECISIONS = {
+    "fp32": Precision("fp32", torch.float32),
+    "bf16": Precision("bf16", torch.bfloat16),
+    "int8": Precision("int8", torch.bfloat16, int8_weights=True),
+}
+
+
+def inference_precision(name: str, device: torch.device) -> Precision:
+    """Every inference command's `--dtype` (auto, fp32, bf16 or int8) on `device`."""
     if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    if name not in INFERENCE_DTYPES:
-        raise FrugalError(f"--dtype must be auto, {' or '.join(INFERENCE_DTYPES)}; got {name!r}")
-    return INFERENCE_DTYPES[name]
+        name = "bf16" if device.type == "cuda" else "fp32"
+    if name not in PRECISIONS:
+        raise FrugalError(f"--dtype must be auto, {', '.join(PRECISIONS)}; got {name!r}")
+    return PRECISIONS[name]
 
 
 def load_model(
     directory: Path | str,
     device: torch.device | str = "cpu",
     prefer_ema: bool = True,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | Precision = torch.float32,
 ) -> LoadedModel:
-    """Build the model stored in `directory` (in `dtype`, eval mode) with its tokenizer."""
-    directory = Path(directory)
+    """Build the model stored in `directory` (in `dtype`, or as a `Precision` says; eval
+    mode) with its tokenizer."""
+    precision = dtype if isinstance(dtype, Precision) else Precision(str(dtype), dtype)
+    loaded = _load(Path(directory), device, prefer_ema, precision.compute_dtype)
+    if precision.int8_weights:
+        quantize_linears_int8(loaded.model)
+    return loaded
+
+
+def _load(directory: Path, device: torch.device | str, prefer_ema: bool, dtype: torch.dtype) -> LoadedModel:
     if directory.is_dir() and is_hf_model_directory(directory):
         # `frugal export hf` output, or released hrm_text weights: one file, EMA or not was chosen at export.
         hf_model = read_hf_model(directory)

@@ -286,7 +286,7 @@ async def health(request: Request) -> JSONResponse:
         "context": state.context,
         # How the model runs, so a client can tell which configuration answers it.
         "device": str(state.engine.device),
-        "dtype": str(state.engine.model.lm_head.weight.dtype).removeprefix("torch."),
+        "dtype": state.engine.precision,
         "compiled": state.engine.compiled_step is not None,
     }
     return JSONResponse(body, status_code=200 if scheduler.alive else 503)
