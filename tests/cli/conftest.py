@@ -13,7 +13,7 @@ def engine_constructions(monkeypatch):
 
     def recording_init(self, loaded, *args, **kwargs):
         seen.append((loaded.precision, kwargs.get("compile", False)))
-        original(self, loaded, *args, **{**kwargs, "compile": False})
+        original(self, loaded, *args, **{**kwargs, "compile": False, "cuda_graphs": None})
 
     monkeypatch.setattr(engine_module.Engine, "__init__", recording_init)
     return seen

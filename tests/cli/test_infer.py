@@ -191,3 +191,9 @@ def test_eval_no_ema_scores_the_raw_weights(tiny_run, tmp_path):
             == 0
         )
         assert json.loads((tmp_path / "eval" / "results.json").read_text())["config"]["weights"].endswith(weights)
+
+
+def test_cuda_graphs_without_a_gpu_is_a_one_line_error(tiny_run, capsys):
+    args = ["generate", "--model", str(tiny_run), "--prompt", "1+1=", "--device", "cpu", "--cuda-graphs"]
+    assert main(args) != 0
+    assert "CUDA graphs need a GPU" in capsys.readouterr().err

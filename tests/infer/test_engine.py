@@ -253,13 +253,18 @@ def test_compiled_decode_step_gives_the_tokens_of_full_recompute(loaded):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-@pytest.mark.parametrize("compile", [False, True], ids=["eager", "cuda-graphs"])
-def test_gpu_engine_gives_the_tokens_of_full_recompute_and_of_the_cpu_engine(tiny_run, loaded, compile):
+@pytest.mark.parametrize(
+    "compile, cuda_graphs", [(False, False), (False, True), (True, True)], ids=["eager", "cuda-graphs", "compiled"]
+)
+def test_gpu_engine_gives_the_tokens_of_full_recompute_and_of_the_cpu_engine(tiny_run, loaded, compile, cuda_graphs):
     on_gpu = load_model(tiny_run, device="cuda")
-    engine = Engine(on_gpu, max_batch_size=2, compile=compile)
-    requests = [GenerationRequest(prompt, sampling=greedy(10)) for prompt in PROMPTS]  # 5 prompts, 2 slots
+    engine = Engine(on_gpu, max_batch_size=4, compile=compile, cuda_graphs=cuda_graphs)
+    requests = [GenerationRequest(prompt, sampling=greedy(10)) for prompt in PROMPTS]  # 5 prompts, 4 slots
     results = engine.generate(requests)
     for prompt, result in zip(PROMPTS, results):
         expected, reason = reference_greedy(on_gpu, engine.encode_prompt(prompt), 10, engine.eoa_id)
         assert result.token_ids == expected and result.finish_reason == reason
     assert Engine(loaded, max_batch_size=2).generate(requests) == results
+    if cuda_graphs:  # a graph per batch bucket met: 4, then smaller ones as slots finish
+        captured_rows = {rows for rows, _ in engine.compiled_step.captured}
+        assert 4 in captured_rows and captured_rows <= {1, 2, 4}

@@ -97,7 +97,12 @@ def test_models_and_health(http):
     health = http.get("/health").json()
     assert health["status"] == "ok" and health["active"] == 0 and health["queued"] == 0
     assert health["context"] == 64 and health["max_batch_size"] == 4
-    assert (health["device"], health["dtype"], health["compiled"]) == ("cpu", "fp32", False)
+    assert (health["device"], health["dtype"], health["compiled"], health["cuda_graphs"]) == (
+        "cpu",
+        "fp32",
+        False,
+        False,
+    )
 
 
 def test_completion_matches_offline_generate(client, reference, loaded):

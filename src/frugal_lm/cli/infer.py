@@ -74,7 +74,7 @@ def _generate_command(args: argparse.Namespace) -> int:
     sampling = _sampling(args)
     if args.out is not None and args.out.exists() and not args.overwrite:
         raise FrugalError(f"--out {args.out} exists; pass --overwrite to replace it")
-    engine = Engine(_load(args), max_batch_size=args.batch_size, compile=args.compile)
+    engine = Engine(_load(args), max_batch_size=args.batch_size, **engine_options(args))
     requests = [GenerationRequest(prompt, conditions, sampling) for prompt, conditions in prompts]
     for request in requests:  # fail on a bad tag before any generation
         engine.encode_prompt(request.prompt, request.conditions)
@@ -140,6 +140,28 @@ def add_device_arguments(parser: argparse.ArgumentParser) -> None:
     add_weights_argument(parser)
 
 
+def add_decode_step_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--compile` and `--cuda-graphs`, shared by generate and serve."""
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile the decode step with torch.compile (and replay it from CUDA graphs on a GPU): "
+        "faster per token after a one-off compile of a minute or more at each context length "
+        "(powers of two from 128) and batch size (powers of two); worth it for many prompts",
+    )
+    parser.add_argument(
+        "--cuda-graphs",
+        action="store_true",
+        help="GPU only: replay the decode step from CUDA graphs without compiling it; seconds to "
+        "capture where compiling a large model takes minutes",
+    )
+
+
+def engine_options(args: argparse.Namespace) -> dict:
+    """The Engine's `compile` and `cuda_graphs` from `--compile` and `--cuda-graphs`."""
+    return {"compile": args.compile, "cuda_graphs": True if args.cuda_graphs else None}
+
+
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device",
@@ -203,12 +225,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     generate.add_argument(
         "--batch-size", type=int, default=8, metavar="N", help="sequences decoded together (default 8)"
     )
-    generate.add_argument(
-        "--compile",
-        action="store_true",
-        help="compile the decode step with torch.compile: faster per token after a one-off "
-        "compile of a minute or more (worth it for many prompts)",
-    )
+    add_decode_step_arguments(generate)
     generate.set_defaults(handler=_generate_command)
 
     chat = commands.add_parser(

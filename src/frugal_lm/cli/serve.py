@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from frugal_lm.cli.infer import add_device_arguments
+from frugal_lm.cli.infer import add_decode_step_arguments, add_device_arguments, engine_options
 from frugal_lm.errors import FrugalError
 
 DESCRIPTION = """\
@@ -60,7 +60,9 @@ def _serve_command(args: argparse.Namespace) -> int:
         loaded = load_model(
             args.model, device=device, prefer_ema=not args.no_ema, dtype=inference_precision(args.dtype, device)
         )
-        engine = Engine(loaded, max_batch_size=args.max_batch_size, max_seq_len=args.max_seq_len, compile=args.compile)
+        engine = Engine(
+            loaded, max_batch_size=args.max_batch_size, max_seq_len=args.max_seq_len, **engine_options(args)
+        )
         model_name = args.model_name or default_model_name(args.model)
         limits = HttpLimits(
             max_body_bytes=args.max_body_bytes,
@@ -175,13 +177,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="context per request, prompt + answer (default: the model's max_seq_len)",
     )
     add_device_arguments(serve)
-    serve.add_argument(
-        "--compile",
-        action="store_true",
-        help="compile the decode step with torch.compile (a CUDA graph on a GPU): faster per "
-        "token; the first request at each context length (powers of two from 128) waits "
-        "for its one-off compile",
-    )
+    add_decode_step_arguments(serve)
     serve.add_argument(
         "--log-level",
         default="info",

@@ -34,8 +34,9 @@ Design:
   and to compile, measured). Slots are handed out lowest first, so a lightly loaded
   server runs small buckets. Few graphs matter more than padding waste: compiling the
   unrolled recurrence is slow on a CPU (benchmarks/RESULTS.md). Off by default for that
-  reason; it pays off only over many tokens. On a GPU each bucket's step also runs as a
-  CUDA graph (one launch per step instead of hundreds of kernel launches).
+  reason; it pays off only over many tokens.
+- On a GPU each bucket's step runs as a CUDA graph (`cuda_graphs.py`: one launch per step
+  instead of a thousand), compiled or eager.
 - `int8` models (`quantize.py`) compile with inductor's max-autotune GEMM templates,
   which have a C++ kernel for int8 weights.
 """
@@ -49,6 +50,7 @@ from typing import Literal
 import torch
 
 from frugal_lm.errors import FrugalError
+from frugal_lm.infer.cuda_graphs import CudaGraphSteps
 from frugal_lm.infer.kv_cache import StaticKVCache
 from frugal_lm.infer.loading import LoadedModel
 from frugal_lm.infer.sampling import SamplingParams, request_generator, sample_token
@@ -102,8 +104,17 @@ class _Slot:
 
 class Engine:
     def __init__(
-        self, loaded: LoadedModel, max_batch_size: int = 8, max_seq_len: int | None = None, compile: bool = False
+        self,
+        loaded: LoadedModel,
+        max_batch_size: int = 8,
+        max_seq_len: int | None = None,
+        compile: bool = False,
+        cuda_graphs: bool | None = None,
     ):
+        """`compile`: the decode step through torch.compile. `cuda_graphs` (GPU only; default:
+        on a GPU when compiling): the decode step replayed from a CUDA graph per bucket,
+        compiled or not (`cuda_graphs.py`); without `compile` they take seconds to capture,
+        where compiling a large model's step takes minutes."""
         config = loaded.config
         if max_batch_size < 1:
             raise FrugalError(f"max_batch_size must be >= 1, got {max_batch_size}")
@@ -125,9 +136,17 @@ class Engine:
         self.cache = StaticKVCache(config, max_batch_size, max_seq_len, dtype, self.device)
         self.next_logits_NV = torch.zeros(max_batch_size, config.vocab_size, dtype=dtype, device=self.device)
         self.slots: list[_Slot | None] = [None] * max_batch_size
+        if cuda_graphs is None:
+            cuda_graphs = compile and self.device.type == "cuda"
+        if cuda_graphs and self.device.type != "cuda":
+            raise FrugalError("CUDA graphs need a GPU: the model is on the CPU")
+        self.compiled, self.cuda_graphs = compile, cuda_graphs
         self.compiled_step = None
+        """The static-shape decode step (`_compiled_decode`), when compiled or graphed."""
         if compile:
-            self.compiled_step = _compile_decode_step(self.cache, self.device, self.precision == "int8")
+            self.compiled_step = _compile_decode_step(self.device, self.precision == "int8")
+        if cuda_graphs:
+            self.compiled_step = CudaGraphSteps(self.compiled_step or _static_decode_step)
 
     # ---- prompts ---------------------------------------------------------------------
 
@@ -362,15 +381,11 @@ def _static_decode_step(
     return model(input_ids_R1, positions_R[:, None], None, kv_cache=view)[:, -1]
 
 
-def _compile_decode_step(cache: StaticKVCache, device: torch.device, int8_weights: bool):
+def _compile_decode_step(device: torch.device, int8_weights: bool):
     if device.type == "cuda":
-        # CUDA graphs ("reduce-overhead"): one graph replay launches the whole step's
-        # kernels, where a small model's step is otherwise launch-bound. The cache tensors
-        # are written in place by every step: marking them static keeps their addresses in
-        # the graph instead of copying them in and out (which would also skip the graph).
-        for tensor in (*cache.keys, *cache.values):
-            torch._dynamo.mark_static_address(tensor)
-        return torch.compile(_static_decode_step, dynamic=False, fullgraph=True, mode="reduce-overhead")
+        # No CUDA graphs of torch.compile's own: the engine captures one per bucket
+        # (`CudaGraphSteps`), with the KV cache at fixed addresses.
+        return torch.compile(_static_decode_step, dynamic=False, fullgraph=True)
     # cpp_wrapper: the graph's glue code in C++ too; the Python wrapper's per-kernel
     # calls cost as much as the fused kernels at these sizes (measured).
     options = {"cpp_wrapper": True}

@@ -287,7 +287,8 @@ async def health(request: Request) -> JSONResponse:
         # How the model runs, so a client can tell which configuration answers it.
         "device": str(state.engine.device),
         "dtype": state.engine.precision,
-        "compiled": state.engine.compiled_step is not None,
+        "compiled": state.engine.compiled,
+        "cuda_graphs": state.engine.cuda_graphs,
     }
     return JSONResponse(body, status_code=200 if scheduler.alive else 503)
 
