@@ -30,6 +30,7 @@ import torch
 from frugal_lm.infer.engine import Engine, GenerationRequest, SamplingParams
 from frugal_lm.infer.loading import PRECISIONS, load_model, model_directory
 from frugal_lm.runtime import cpu_has_native_bf16
+from generate_throughput import teacher_forced_agreement  # benchmarks/, beside this script
 
 
 def heldout_prompts(model_dir: Path, count: int) -> list[GenerationRequest]:
@@ -42,27 +43,13 @@ def heldout_prompts(model_dir: Path, count: int) -> list[GenerationRequest]:
     return [GenerationRequest(row["instruction"], (row.get("condition") or "direct",), sampling) for row in rows]
 
 
-def teacher_forced_agreement(engine: Engine, prompts: list[list[int]], references: list[list[int]]) -> tuple[int, int]:
-    """(positions where `engine`'s argmax is the reference token, positions), feeding each
-    reference sequence through the engine one token at a time (EOA included as the last)."""
-    agree = total = 0
-    eoa = engine.eoa_id
-    for prompt, reference in zip(prompts, references):
-        (slot,) = engine.add_many([prompt], [SamplingParams(max_new_tokens=len(reference) + 1)])
-        targets = [*reference, eoa][: engine.max_seq_len - len(prompt) + 1]
-        for position, target in enumerate(targets):
-            agree += int(torch.argmax(engine.next_logits_NV[slot]).item() == target)
-            total += 1
-            if position + 1 < len(targets):
-                engine.feed([slot], [target])
-        engine.release(slot)
-    return agree, total
-
-
 def timed_generate(engine: Engine, requests: list[GenerationRequest]) -> tuple[list[list[int]], float]:
+    """Each request's greedy tokens, EOA included where it stopped there, and the seconds taken."""
     start = time.perf_counter()
     results = engine.generate(requests)
-    return [result.token_ids for result in results], time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    eoa = [engine.eoa_id]
+    return [result.token_ids + (eoa if result.finish_reason == "stop" else []) for result in results], seconds
 
 
 def main() -> int:
@@ -104,7 +91,7 @@ def main() -> int:
             elif name not in best or elapsed < best[name][1]:
                 best[name] = (outputs, elapsed)
     reference, reference_seconds = best["fp32"]
-    tokens = sum(len(output) for output in reference)
+    tokens = sum(len(output) for output in reference)  # EOA counts: it is a decoded token too
     print(f"  fp32  {tokens / reference_seconds:8.1f} tokens/s ({tokens} tokens in {reference_seconds:.3f} s)")
     for name, engine in engines.items():
         if name == "fp32":
