@@ -145,6 +145,7 @@ class Engine:
         """The static-shape decode step (`_compiled_decode`), when compiled or graphed."""
         if compile:
             self.compiled_step = _compile_decode_step(self.device, self.precision == "int8")
+            self._allow_a_graph_per_bucket()
         if cuda_graphs:
             self.compiled_step = CudaGraphSteps(self.compiled_step or _static_decode_step)
 
@@ -263,7 +264,7 @@ class Engine:
         greedy = [index for index in running if self.slots[index].sampling.greedy]
         if greedy:
             # One argmax and one device sync for all greedy rows.
-            chosen = torch.argmax(self.next_logits_NV[greedy], dim=-1).tolist()
+            chosen = torch.argmax(self.next_logits_NV[_as_index(greedy)], dim=-1).tolist()
             tokens.update(zip(greedy, chosen))
         for index in running:
             if index not in tokens:
@@ -288,7 +289,7 @@ class Engine:
             position_ids_BT = torch.tensor(positions, device=self.device)[:, None]
             view = self.cache.decode(slot_indices, position_ids_BT[:, 0])
             logits_BV = self.model(input_ids_BT, position_ids_BT, None, kv_cache=view)[:, -1]
-        self.next_logits_NV[slot_indices] = logits_BV
+        self.next_logits_NV[_as_index(slot_indices)] = logits_BV
         for index in slot_indices:
             self.slots[index].length += 1
 
@@ -306,16 +307,14 @@ class Engine:
                 positions_R[index] = min(slot.length, self.max_seq_len - 1)
         for index, token, position in zip(slot_indices, token_ids, positions):
             token_ids_R[index], positions_R[index] = token, position
-        # Each (batch, context) bucket is its own graph: allow as many as there can be buckets.
-        with torch._dynamo.config.patch(recompile_limit=max(64, self._bucket_count())):
-            logits_RV = self.compiled_step(
-                self.model,
-                self.cache,
-                torch.tensor(token_ids_R, device=self.device)[:, None],
-                torch.tensor(positions_R, device=self.device),
-                context_len,
-            )
-        return logits_RV[slot_indices]
+        logits_RV = self.compiled_step(
+            self.model,
+            self.cache,
+            torch.tensor(token_ids_R, device=self.device)[:, None],
+            torch.tensor(positions_R, device=self.device),
+            context_len,
+        )
+        return logits_RV[_as_index(slot_indices)]
 
     def batch_bucket(self, rows: int) -> int:
         """Rows a compiled step runs for slots 0..rows-1: the next power of two, at most
@@ -328,6 +327,13 @@ class Engine:
 
     def _bucket_count(self) -> int:
         return (self.max_batch_size.bit_length() + 1) * (self.max_seq_len.bit_length() + 1)
+
+    def _allow_a_graph_per_bucket(self) -> None:
+        """Raise dynamo's recompile limit (process-wide, never lowered) to the buckets there
+        can be: each is a graph of its own. Set once here: patching it around every step
+        cost a measurable share of a small model's step."""
+        config = torch._dynamo.config
+        config.recompile_limit = max(config.recompile_limit, self._bucket_count())
 
     # ---- offline generation ------------------------------------------------------------
 
@@ -401,6 +407,11 @@ def _store_weights_input_major(model: torch.nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, torch.nn.Linear) and module.weight.is_contiguous():
             module.weight.data = module.weight.data.t().contiguous().t()
+
+
+def _as_index(slots: list[int]) -> slice | list[int]:
+    """Slots 0..n-1 in order (the usual batch) as a slice: a view instead of a gather."""
+    return slice(0, len(slots)) if slots == list(range(len(slots))) else slots
 
 
 def _next_power_of_two(n: int) -> int:
