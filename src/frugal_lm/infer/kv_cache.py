@@ -53,7 +53,7 @@ class StaticKVCache:
         # copy the whole cache at every layer (measured: it ate the gain from compiling).
         self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layer_slots)]
         self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layer_slots)]
-        self.max_seq_len = max_seq_len
+        self.max_seq_len, self.dtype = max_seq_len, dtype
 
     def prefill(self, slot: int) -> PrefillView:
         return PrefillView(self, [slot], None)
@@ -89,6 +89,12 @@ class PrefillView:
         return F.scaled_dot_product_attention(q_BHTD, k_BHTD, v_BHTD, attn_mask=self.mask_B11T)
 
 
+def _additive(visible: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A boolean attention mask as 0 / -inf added to the scores: the same attention (bit for
+    bit), and SDPA's CPU kernel takes it 20% faster per decode call (benchmarks/RESULTS.md)."""
+    return torch.zeros(visible.shape, dtype=dtype, device=visible.device).masked_fill(~visible, float("-inf"))
+
+
 def _rows(slots: list[int], device: torch.device) -> slice | torch.Tensor:
     """Engine slots as an index of the cache's first dimension: a view when adjacent
     (the usual case: slots are handed out lowest first), else a gather index."""
@@ -113,7 +119,7 @@ class DecodeView:
             self.mask_B11L = None  # every row sees the whole context: no mask needed
         else:
             keys = torch.arange(self.context_len, device=device)
-            self.mask_B11L = (keys[None, :] <= positions_B[:, None])[:, None, None, :]
+            self.mask_B11L = _additive((keys[None, :] <= positions_B[:, None])[:, None, None, :], cache.dtype)
 
     def attend(self, layer_slot: int, q_BHTD: torch.Tensor, k_BHTD: torch.Tensor, v_BHTD: torch.Tensor) -> torch.Tensor:
         keys_NHLD, values_NHLD = self.cache.keys[layer_slot], self.cache.values[layer_slot]
@@ -134,7 +140,7 @@ class StaticDecodeView:
         self.n_rows = positions_R.shape[0]
         self.rows_R = torch.arange(self.n_rows, device=positions_R.device)
         keys_L = torch.arange(context_len, device=positions_R.device)
-        self.mask_R11L = (keys_L[None, :] <= positions_R[:, None])[:, None, None, :]
+        self.mask_R11L = _additive((keys_L[None, :] <= positions_R[:, None])[:, None, None, :], cache.dtype)
 
     def attend(self, layer_slot: int, q_RHTD: torch.Tensor, k_RHTD: torch.Tensor, v_RHTD: torch.Tensor) -> torch.Tensor:
         keys_NHLD, values_NHLD = self.cache.keys[layer_slot], self.cache.values[layer_slot]
