@@ -73,7 +73,7 @@ def test_staged_output_replaces_only_its_own_earlier_output(tmp_path):
     for _ in range(2):  # the second run replaces the first's output
         with staged_output(out, "frugal test") as staging:
             _build(staging)
-    assert read_output_marker(out) == {"command": "frugal test", "entries": ["result.txt"]}
+    assert read_output_marker(out) == {"command": "frugal test", "entries": ["result.txt"], "paths": ["result.txt"]}
     with pytest.raises(FrugalError, match="written by `frugal test`, not `frugal other`"):
         with staged_output(out, "frugal other"):
             pass
@@ -84,11 +84,35 @@ def test_staged_output_replaces_only_its_own_earlier_output(tmp_path):
     assert (out / "notes.md").read_text() == "mine"
 
 
+def test_staged_output_never_deletes_a_file_a_user_left_inside_one_of_its_folders(tmp_path):
+    out = tmp_path / "out"
+
+    def build(staging):
+        (staging / "epoch_0").mkdir()
+        (staging / "epoch_0" / "order.npy").write_bytes(b"x")
+
+    with staged_output(out, "frugal test") as staging:
+        build(staging)
+    (out / "epoch_0" / "notes.md").write_text("mine")
+    with pytest.raises(FrugalError, match="holds 'epoch_0/notes.md', which `frugal test` did not write"):
+        with staged_output(out, "frugal test") as staging:
+            build(staging)
+    assert (out / "epoch_0" / "notes.md").read_text() == "mine"
+    (out / "epoch_0" / "notes.md").unlink()
+    with staged_output(out, "frugal test") as staging:  # its own output alone: replaced
+        build(staging)
+    # A marker from before paths were recorded still replaces by its top-level entries.
+    record_output(out, "frugal test", ["epoch_0"])
+    with staged_output(out, "frugal test") as staging:
+        build(staging)
+    assert read_output_marker(out)["paths"] == ["epoch_0", "epoch_0/order.npy"]
+
+
 def test_staged_output_without_replace_own_refuses_even_its_own_earlier_output(tmp_path):
     out = tmp_path / "out"
     with staged_output(out, "frugal test", replace_own=False) as staging:
         _build(staging)
-    assert read_output_marker(out) == {"command": "frugal test", "entries": ["result.txt"]}
+    assert read_output_marker(out)["entries"] == ["result.txt"]
     with pytest.raises(FrugalError, match="already exists and is not empty; `frugal test` replaces nothing"):
         with staged_output(out, "frugal test", replace_own=False) as staging:
             _build(staging, "second.txt")

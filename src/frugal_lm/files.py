@@ -10,10 +10,11 @@ empty, or hold that command's own earlier output (its marker), so a mistyped `--
 never deletes a thesis, an input, or another command's output. `staged_output` builds the
 whole directory in `DIR.partial` (marked too, so a crashed run's leftover is recognised and
 cleared) and swaps it in with one rename; it replaces an earlier output only if DIR holds
-nothing the marker does not list. A command whose output is a deliverable (`frugal export
-hf`, `frugal import hf`) passes `replace_own=False` and never replaces anything: its DIR must
-be new or empty. A `DIR.partial` that holds no marker of the command (a user's own folder of
-that name) is refused, never deleted.
+nothing the marker does not list, at any depth (the marker lists every path it wrote, so a
+note a user left inside one of the output's folders is not deleted with it). A command whose
+output is a deliverable (`frugal export hf`, `frugal import hf`) passes `replace_own=False`
+and never replaces anything: its DIR must be new or empty. A `DIR.partial` that holds no
+marker of the command (a user's own folder of that name) is refused, never deleted.
 """
 
 from __future__ import annotations
@@ -70,7 +71,18 @@ def read_output_marker(directory: Path) -> dict | None:
         for name in marker["entries"]
         if isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and os.sep not in name
     ]
+    paths = marker.get("paths")
+    marker["paths"] = [path for path in paths if isinstance(path, str)] if isinstance(paths, list) else None
     return marker
+
+
+def _tree(directory: Path) -> set[str]:
+    """Every file and folder under `directory`, as relative POSIX paths (links not followed)."""
+    paths = set()
+    for root, folders, files in os.walk(directory):
+        relative = Path(root).relative_to(directory)
+        paths.update((relative / name).as_posix() for name in (*folders, *files))
+    return paths
 
 
 def check_output_dir(out: Path, command: str, whole: bool = True, replace_own: bool = True) -> set[str]:
@@ -101,6 +113,8 @@ def check_output_dir(out: Path, command: str, whole: bool = True, replace_own: b
         )
     entries = {str(name) for name in marker["entries"]}
     foreign = sorted(names - entries - {OUTPUT_MARKER})
+    if whole and not foreign and marker["paths"] is not None:
+        foreign = sorted(_tree(out) - set(marker["paths"]) - {OUTPUT_MARKER})
     if whole and foreign:
         raise FrugalError(
             f"--out {out}: holds {foreign[0]!r}, which `{command}` did not write; "
@@ -109,9 +123,12 @@ def check_output_dir(out: Path, command: str, whole: bool = True, replace_own: b
     return entries
 
 
-def record_output(out: Path, command: str, entries: set[str] | list[str]) -> None:
-    """Write (or rewrite) the marker of `out`, listing what `command` wrote there."""
-    marker = {"command": command, "entries": sorted(set(entries))}
+def record_output(out: Path, command: str, entries: set[str] | list[str], paths: set[str] | None = None) -> None:
+    """Write (or rewrite) the marker of `out`, listing what `command` wrote there: the
+    top-level `entries` and, for an output replaced as a whole, every path under them."""
+    marker: dict = {"command": command, "entries": sorted(set(entries))}
+    if paths is not None:
+        marker["paths"] = sorted(paths)
     write_text_atomically(Path(out) / OUTPUT_MARKER, json.dumps(marker, indent=1) + "\n")
 
 
@@ -132,7 +149,12 @@ def staged_output(out: Path, command: str, replace_own: bool = True) -> Iterator
     try:
         record_output(staging, command, [])  # marked from the start: a crash leaves a recognisable folder
         yield staging
-        record_output(staging, command, {entry.name for entry in staging.iterdir()} - {OUTPUT_MARKER})
+        record_output(
+            staging,
+            command,
+            {entry.name for entry in staging.iterdir()} - {OUTPUT_MARKER},
+            _tree(staging) - {OUTPUT_MARKER},
+        )
         if out.exists():
             shutil.rmtree(out)  # checked above: empty, or only what `command` wrote
         os.replace(staging, out)
