@@ -44,8 +44,7 @@ import torch
 from frugal_lm.config import load_model_config
 from frugal_lm.data.synth import generate as synthetic_problems
 from frugal_lm.data.tokenizer import train_tokenizer
-from frugal_lm.infer.engine import Engine, SamplingParams
-from frugal_lm.infer.engine import _store_weights_input_major as store_weights_input_major
+from frugal_lm.infer.engine import Engine, SamplingParams, store_weights_input_major
 from frugal_lm.infer.kv_cache import StaticKVCache
 from frugal_lm.infer.loading import PRECISIONS, LoadedModel
 from frugal_lm.infer.quantize import quantize_linears_int8

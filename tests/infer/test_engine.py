@@ -199,14 +199,14 @@ def test_bf16_engine_keeps_a_bf16_cache_and_tracks_the_fp32_logits(tiny_run, dev
 def static_step_engine(loaded, max_batch_size):
     """An engine that runs the compiled path's static-shape step (buckets, idle rows,
     masks) without compiling it: the same Python, in seconds."""
-    from frugal_lm.infer.engine import _static_decode_step
+    from frugal_lm.infer.decode_step import static_decode_step
 
     engine = Engine(loaded, max_batch_size=max_batch_size)
     shapes = []
 
     def recording_step(model, cache, input_ids_R1, positions_R, context_len):
         shapes.append((input_ids_R1.shape[0], context_len))
-        return _static_decode_step(model, cache, input_ids_R1, positions_R, context_len)
+        return static_decode_step(model, cache, input_ids_R1, positions_R, context_len)
 
     engine.compiled_step = recording_step
     return engine, shapes

@@ -24,21 +24,9 @@ Design:
   weight in the order the BLAS kernel wants: with (out, in) storage the BLAS library takes
   a slow path at decode sizes (benchmarks/RESULTS.md, "Generation throughput", session 2).
   Same values, same parameter objects; training never sees it: the engine is inference-only.
-- `compile=True` runs each decode step through `torch.compile` (inductor), which fuses
-  the many small ops of a step (RMSNorm, RoPE, gates, cache writes, the mask) that
-  otherwise dominate CPU decoding. Compiled graphs need fixed shapes, so a step runs one
-  row per slot for the slots 0..R-1, in slot order (idle rows compute and are ignored),
-  R the highest fed slot rounded up to a power of two (a batch bucket), over an attended
-  context rounded up to a power of two (>= 128, masked): one graph per (batch, context)
-  bucket, compiled the first time it is met (dynamic shapes instead were slower per step
-  and to compile, measured). Slots are handed out lowest first, so a lightly loaded
-  server runs small buckets. Few graphs matter more than padding waste: compiling the
-  unrolled recurrence is slow on a CPU (benchmarks/RESULTS.md). Off by default for that
-  reason; it pays off only over many tokens.
-- On a GPU each bucket's step runs as a CUDA graph (`cuda_graphs.py`: one launch per step
-  instead of a thousand), compiled or eager.
-- `int8` models (`quantize.py`) compile with inductor's max-autotune GEMM templates,
-  which have a C++ kernel for int8 weights.
+- `compile=True` / `cuda_graphs=True` run the decode step at static shapes per (batch,
+  context) bucket (`decode_step.py`), through torch.compile and/or replayed from CUDA
+  graphs. Off by default: compiling pays off only over many tokens.
 """
 
 from __future__ import annotations
@@ -50,16 +38,22 @@ from typing import Literal
 import torch
 
 from frugal_lm.errors import FrugalError
-from frugal_lm.infer.cuda_graphs import CudaGraphSteps
+from frugal_lm.infer import decode_step
 from frugal_lm.infer.kv_cache import StaticKVCache
 from frugal_lm.infer.loading import LoadedModel
 from frugal_lm.infer.sampling import SamplingParams, request_generator, sample_token
 
-__all__ = ["Engine", "GenerationRequest", "GenerationResult", "InvalidTokenId", "SamplingParams", "TokenEvent"]
+__all__ = [
+    "Engine",
+    "GenerationRequest",
+    "GenerationResult",
+    "InvalidTokenId",
+    "SamplingParams",
+    "TokenEvent",
+    "store_weights_input_major",
+]
 
 FinishReason = Literal["stop", "length"]
-MIN_CONTEXT_BUCKET = 128
-"""Smallest context a compiled decode step attends over (more buckets: more compiles)."""
 
 
 class InvalidTokenId(FrugalError):
@@ -125,7 +119,7 @@ class Engine:
             )
         self.model = loaded.model.eval()
         if loaded.device.type == "cpu":
-            _store_weights_input_major(self.model)
+            store_weights_input_major(self.model)
         self.config = config
         self.precision = loaded.precision
         self.tokenizer = loaded.tokenizer
@@ -141,13 +135,14 @@ class Engine:
         if cuda_graphs and self.device.type != "cuda":
             raise FrugalError("CUDA graphs need a GPU: the model is on the CPU")
         self.compiled, self.cuda_graphs = compile, cuda_graphs
-        self.compiled_step = None
-        """The static-shape decode step (`_compiled_decode`), when compiled or graphed."""
-        if compile:
-            self.compiled_step = _compile_decode_step(self.device, self.precision == "int8")
-            self._allow_a_graph_per_bucket()
-        if cuda_graphs:
-            self.compiled_step = CudaGraphSteps(self.compiled_step or _static_decode_step)
+        self.compiled_step = decode_step.build_static_step(
+            self.device,
+            compile,
+            cuda_graphs,
+            self.precision == "int8",
+            decode_step.bucket_count(max_batch_size, max_seq_len),
+        )
+        """The static-shape decode step (`_compiled_decode`) when compiled or graphed, else None."""
 
     # ---- prompts ---------------------------------------------------------------------
 
@@ -317,23 +312,12 @@ class Engine:
         return logits_RV[_as_index(slot_indices)]
 
     def batch_bucket(self, rows: int) -> int:
-        """Rows a compiled step runs for slots 0..rows-1: the next power of two, at most
-        `max_batch_size` (few graphs; a half-empty server does not pay for every slot)."""
-        return min(_next_power_of_two(rows), self.max_batch_size)
+        """Rows a static step runs for slots 0..rows-1 (`decode_step.py`)."""
+        return decode_step.batch_bucket(rows, self.max_batch_size)
 
     def context_bucket(self, length: int) -> int:
-        """Keys a compiled step attends over for contexts up to `length` tokens."""
-        return min(max(_next_power_of_two(length), MIN_CONTEXT_BUCKET), self.max_seq_len)
-
-    def _bucket_count(self) -> int:
-        return (self.max_batch_size.bit_length() + 1) * (self.max_seq_len.bit_length() + 1)
-
-    def _allow_a_graph_per_bucket(self) -> None:
-        """Raise dynamo's recompile limit (process-wide, never lowered) to the buckets there
-        can be: each is a graph of its own. Set once here: patching it around every step
-        cost a measurable share of a small model's step."""
-        config = torch._dynamo.config
-        config.recompile_limit = max(config.recompile_limit, self._bucket_count())
+        """Keys a static step attends over for contexts up to `length` tokens."""
+        return decode_step.context_bucket(length, self.max_seq_len)
 
     # ---- offline generation ------------------------------------------------------------
 
@@ -378,32 +362,9 @@ class Engine:
         return results  # type: ignore[return-value]
 
 
-def _static_decode_step(
-    model, cache: StaticKVCache, input_ids_R1: torch.Tensor, positions_R: torch.Tensor, context_len: int
-) -> torch.Tensor:
-    """One decode forward whose shapes depend only on the rows R and `context_len`: what
-    gets compiled."""
-    view = cache.static_decode(positions_R, context_len)
-    return model(input_ids_R1, positions_R[:, None], None, kv_cache=view)[:, -1]
-
-
-def _compile_decode_step(device: torch.device, int8_weights: bool):
-    if device.type == "cuda":
-        # No CUDA graphs of torch.compile's own: the engine captures one per bucket
-        # (`CudaGraphSteps`), with the KV cache at fixed addresses.
-        return torch.compile(_static_decode_step, dynamic=False, fullgraph=True)
-    # cpp_wrapper: the graph's glue code in C++ too; the Python wrapper's per-kernel
-    # calls cost as much as the fused kernels at these sizes (measured).
-    options = {"cpp_wrapper": True}
-    if int8_weights:
-        # Inductor's C++ micro-GEMM for int8 weights (chosen by autotuning, the weights
-        # frozen as constants) is what makes them faster than fp32; ATen's kernel is not.
-        options |= {"max_autotune": True, "max_autotune_gemm_backends": "CPP,ATEN", "freezing": True}
-    return torch.compile(_static_decode_step, dynamic=False, fullgraph=True, options=options)
-
-
 @torch.no_grad()
-def _store_weights_input_major(model: torch.nn.Module) -> None:
+def store_weights_input_major(model: torch.nn.Module) -> None:
+    """Every Linear weight of `model` as the transposed view of a contiguous (in, out) tensor."""
     for module in model.modules():
         if isinstance(module, torch.nn.Linear) and module.weight.is_contiguous():
             module.weight.data = module.weight.data.t().contiguous().t()
@@ -412,10 +373,6 @@ def _store_weights_input_major(model: torch.nn.Module) -> None:
 def _as_index(slots: list[int]) -> slice | list[int]:
     """Slots 0..n-1 in order (the usual batch) as a slice: a view instead of a gather."""
     return slice(0, len(slots)) if slots == list(range(len(slots))) else slots
-
-
-def _next_power_of_two(n: int) -> int:
-    return 1 << (n - 1).bit_length()
 
 
 def _progress_bar(total: int):
