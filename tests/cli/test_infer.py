@@ -197,3 +197,14 @@ def test_cuda_graphs_without_a_gpu_is_a_one_line_error(tiny_run, capsys):
     args = ["generate", "--model", str(tiny_run), "--prompt", "1+1=", "--device", "cpu", "--cuda-graphs"]
     assert main(args) != 0
     assert "CUDA graphs need a GPU" in capsys.readouterr().err
+
+
+def test_bf16_on_a_cpu_without_bf16_instructions_is_noted(tiny_run, engine_constructions, capsys, monkeypatch):
+    import frugal_lm.infer.loading as loading
+
+    args = ["generate", "--model", str(tiny_run), "--prompt", "1+1=", "--max-new-tokens", "1", "--device", "cpu"]
+    for native in (True, False):
+        monkeypatch.setattr(loading, "cpu_has_native_bf16", lambda native=native: native)
+        assert main([*args, "--dtype", "int8"]) == 0
+        noted = "this CPU has no instructions for" in capsys.readouterr().err
+        assert noted == (not native)

@@ -119,12 +119,22 @@ def _chat_command(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace):
-    from frugal_lm.infer.loading import inference_precision, load_model
+    from frugal_lm.infer.loading import load_model
     from frugal_lm.runtime import resolve_device
 
     device = resolve_device(args.device)
+    return load_model(args.model, device=device, prefer_ema=not args.no_ema, dtype=chosen_precision(args, device))
+
+
+def chosen_precision(args: argparse.Namespace, device):
+    """`--dtype` on `device`, with a note on stderr when this CPU would emulate it."""
+    from frugal_lm.infer.loading import inference_precision, precision_note
+
     precision = inference_precision(args.dtype, device)
-    return load_model(args.model, device=device, prefer_ema=not args.no_ema, dtype=precision)
+    note = precision_note(precision, device)
+    if note:
+        print(note, file=sys.stderr)
+    return precision
 
 
 def add_device_arguments(parser: argparse.ArgumentParser) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from frugal_lm.cli.infer import add_decode_step_arguments, add_device_arguments, engine_options
+from frugal_lm.cli.infer import add_decode_step_arguments, add_device_arguments, chosen_precision, engine_options
 from frugal_lm.errors import FrugalError
 
 DESCRIPTION = """\
@@ -50,16 +50,14 @@ def _serve_command(args: argparse.Namespace) -> int:
     from frugal_lm.infer.engine import Engine
     from frugal_lm.infer.http_limits import HttpLimits
     from frugal_lm.infer.http_server import bind_socket, uvicorn_server
-    from frugal_lm.infer.loading import default_model_name, inference_precision, load_model
+    from frugal_lm.infer.loading import default_model_name, load_model
     from frugal_lm.infer.server import create_app
     from frugal_lm.runtime import resolve_device
 
     device = resolve_device(args.device)
     sock = bind_socket(args.host, args.port)  # before loading: a taken port fails fast
     try:
-        loaded = load_model(
-            args.model, device=device, prefer_ema=not args.no_ema, dtype=inference_precision(args.dtype, device)
-        )
+        loaded = load_model(args.model, device=device, prefer_ema=not args.no_ema, dtype=chosen_precision(args, device))
         engine = Engine(
             loaded, max_batch_size=args.max_batch_size, max_seq_len=args.max_seq_len, **engine_options(args)
         )

@@ -33,6 +33,7 @@ from frugal_lm.infer.quantize import has_int8_weights, quantize_linears_int8
 from frugal_lm.interop import is_hf_model_directory, read_hf_model
 from frugal_lm.model import LanguageModel, build_model
 from frugal_lm.model.layers import RotaryEmbedding
+from frugal_lm.runtime import cpu_has_native_bf16
 from frugal_lm.train.checkpoint import checkpoint_of, latest_checkpoint
 from frugal_lm.train.weights import load_weights, read_model_config, weights_file
 
@@ -108,6 +109,17 @@ def inference_precision(name: str, device: torch.device) -> Precision:
     if name not in PRECISIONS:
         raise FrugalError(f"--dtype must be auto, {', '.join(PRECISIONS)}; got {name!r}")
     return PRECISIONS[name]
+
+
+def precision_note(precision: Precision, device: torch.device) -> str | None:
+    """A line for the user when `precision` computes in bf16 on a CPU without bf16
+    instructions: it runs, emulated, slower than fp32."""
+    if device.type == "cpu" and precision.compute_dtype == torch.bfloat16 and not cpu_has_native_bf16():
+        return (
+            f"note: --dtype {precision.name} computes in bf16, which this CPU has no instructions for: "
+            "it runs emulated, slower than fp32"
+        )
+    return None
 
 
 def load_model(
