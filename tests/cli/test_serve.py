@@ -126,9 +126,14 @@ def test_compile_flag_reaches_the_engine(tiny_run, engine_constructions, monkeyp
             pass
 
     monkeypatch.setattr(http_server, "uvicorn_server", lambda *args: NoServer())
-    for flags in (["--compile"], []):
+    import frugal_lm.infer.engine as engine_module
+
+    warmed = []
+    monkeypatch.setattr(engine_module.Engine, "warm_up", lambda engine: warmed.append(engine) or 0)
+    for flags in (["--compile", "--warm-up"], []):
         assert main(["serve", "--model", str(tiny_run), "--port", "0", *flags]) == 0
     assert [compiled for _, compiled in engine_constructions] == [True, False]
+    assert len(warmed) == 1  # --warm-up asked for it once; an eager CPU engine has nothing to warm
     assert capsys.readouterr().out.count("frugal serve: stopped") == 2
 
 

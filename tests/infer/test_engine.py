@@ -226,6 +226,23 @@ def test_static_step_runs_the_smallest_batch_bucket_and_gives_the_tokens_of_full
     assert engine.batch_bucket(3) == 4 and engine.batch_bucket(5) == 4 and engine.context_bucket(5) == 64
 
 
+def test_warm_up_builds_every_bucket_once_and_changes_no_result(loaded):
+    engine, shapes = static_step_engine(loaded, max_batch_size=4)
+    assert engine.warm_up() == len(shapes) == len(set(shapes))
+    # max_seq_len 64 is below the smallest context bucket: one context bucket, batch buckets 1, 2, 4.
+    assert sorted(shapes) == [(1, 64), (2, 64), (4, 64)]
+    shapes.clear()
+    results = engine.generate([GenerationRequest(p, sampling=greedy(8)) for p in PROMPTS])
+    assert results == Engine(loaded, max_batch_size=4).generate(
+        [GenerationRequest(p, sampling=greedy(8)) for p in PROMPTS]
+    )
+    assert set(shapes) <= {(1, 64), (2, 64), (4, 64)}
+    engine.add(engine.encode_prompt(PROMPTS[0]), greedy(4))
+    with pytest.raises(RuntimeError, match="every slot free"):
+        engine.warm_up()
+    assert Engine(loaded, max_batch_size=2).warm_up() == 0  # eager: nothing to build
+
+
 def test_feeding_some_running_slots_leaves_the_others_intact(loaded):
     """A running slot that is not fed in a step keeps its cache: its row writes only the
     position its own next token overwrites."""

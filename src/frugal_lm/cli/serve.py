@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+import time
 from pathlib import Path
 
 from frugal_lm.cli.infer import add_decode_step_arguments, add_device_arguments, chosen_precision, engine_options
@@ -61,6 +63,14 @@ def _serve_command(args: argparse.Namespace) -> int:
         engine = Engine(
             loaded, max_batch_size=args.max_batch_size, max_seq_len=args.max_seq_len, **engine_options(args)
         )
+        if engine.cuda_graphs or args.warm_up:
+            started = time.monotonic()
+            built = engine.warm_up()
+            print(
+                f"built the decode step of {built} (batch, context) buckets in {time.monotonic() - started:.1f} s",
+                file=sys.stderr,
+                flush=True,
+            )
         model_name = args.model_name or default_model_name(args.model)
         limits = HttpLimits(
             max_body_bytes=args.max_body_bytes,
@@ -176,6 +186,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     add_device_arguments(serve)
     add_decode_step_arguments(serve)
+    serve.add_argument(
+        "--warm-up",
+        action="store_true",
+        help="with --compile: compile the decode step of every batch and context bucket before serving "
+        "(minutes on a CPU) instead of at the first request that needs each; done always with CUDA graphs",
+    )
     serve.add_argument(
         "--log-level",
         default="info",

@@ -319,6 +319,28 @@ class Engine:
         """Keys a static step attends over for contexts up to `length` tokens."""
         return decode_step.context_bucket(length, self.max_seq_len)
 
+    @torch.inference_mode()
+    def warm_up(self) -> int:
+        """Build the static step of every (batch, context) bucket now (capture its CUDA
+        graph, compile it), so that no request waits for one later; returns how many. Needs
+        every slot free: each run writes position 0 of the slots it covers, which a prompt
+        overwrites when it takes the slot."""
+        if self.compiled_step is None:
+            return 0
+        if any(slot is not None for slot in self.slots):
+            raise RuntimeError("warm_up needs every slot free")
+        buckets = sorted(
+            {
+                (self.batch_bucket(rows), self.context_bucket(length))
+                for rows in _powers_of_two_up_to(self.max_batch_size)
+                for length in _powers_of_two_up_to(self.max_seq_len)
+            }
+        )
+        for rows, context_len in buckets:
+            zeros_R = torch.zeros(rows, dtype=torch.long, device=self.device)
+            self.compiled_step(self.model, self.cache, zeros_R[:, None], zeros_R, context_len)
+        return len(buckets)
+
     # ---- offline generation ------------------------------------------------------------
 
     def generate(self, requests: list[GenerationRequest], progress: bool = False) -> list[GenerationResult]:
@@ -368,6 +390,11 @@ def store_weights_input_major(model: torch.nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, torch.nn.Linear) and module.weight.is_contiguous():
             module.weight.data = module.weight.data.t().contiguous().t()
+
+
+def _powers_of_two_up_to(limit: int) -> list[int]:
+    """1, 2, 4, ... below `limit`, and `limit` itself."""
+    return [1 << exponent for exponent in range(limit.bit_length()) if 1 << exponent < limit] + [limit]
 
 
 def _as_index(slots: list[int]) -> slice | list[int]:
