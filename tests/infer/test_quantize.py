@@ -44,3 +44,19 @@ def test_int8_model_quantizes_every_linear_and_tracks_fp32_logits(tiny_run):
     relative = (got - expected).norm() / expected.norm()
     assert relative < 0.05, relative
     assert not torch.equal(got, expected)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_int8_model_runs_on_a_gpu_and_tracks_its_cpu_logits(tiny_run):
+    from frugal_lm.model import AttentionLayout
+
+    on_cpu = load_model(tiny_run, dtype=PRECISIONS["int8"])
+    on_gpu = load_model(tiny_run, device="cuda", dtype=PRECISIONS["int8"])
+    assert torch.equal(on_gpu.model.lm_head.weight_int8.cpu(), on_cpu.model.lm_head.weight_int8)
+    tokens = torch.arange(3, 23)[None]
+    layout = AttentionLayout.from_lengths([[(12, 8)]], 20)
+    with torch.inference_mode():
+        expected = on_cpu.model(tokens, torch.arange(20)[None], layout).float()
+        got = on_gpu.model(tokens.cuda(), torch.arange(20, device="cuda")[None], layout.to("cuda")).float().cpu()
+    assert (got - expected).norm() / expected.norm() < 0.02
