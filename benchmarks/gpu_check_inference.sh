@@ -22,7 +22,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT
 timeout 120 python3 -m pytest -q -p no:cacheprovider -m gpu tests/infer 2>&1 | tee "$OUT/pytest_gpu_infer.log"
 timeout 60 python3 benchmarks/profile_decode.py --device cuda --batch-size 8 --engine compiled \
   2>&1 | tee "$OUT/profile_batch8_compiled.txt"
-timeout 150 python3 benchmarks/generate_throughput.py --device cuda --batch-sizes 1,8,64 --engines graphs,compiled \
-  --repeats 2 2>&1 | tee "$OUT/generate_hidden256_fp32.txt"
-timeout 180 python3 benchmarks/generate_throughput.py --device cuda --preset XL --vocab 65536 --dtype bf16 \
+timeout 170 python3 benchmarks/generate_throughput.py --device cuda --batch-sizes 1,8,64 --engines graphs,compiled \
+  --repeats 1 2>&1 | tee "$OUT/generate_hidden256_fp32.txt"
+timeout 150 python3 benchmarks/generate_throughput.py --device cuda --preset XL --vocab 65536 --dtype bf16 \
   --batch-sizes 1,8,32,64 --engines graphs --repeats 1 2>&1 | tee "$OUT/generate_XL_bf16.txt"
