@@ -209,6 +209,7 @@ def static_step_engine(loaded, max_batch_size):
         return static_decode_step(model, cache, input_ids_R1, positions_R, context_len)
 
     engine.compiled_step = recording_step
+    engine.batch_buckets = True
     return engine, shapes
 
 
@@ -224,11 +225,16 @@ def test_static_step_runs_the_smallest_batch_bucket_and_gives_the_tokens_of_full
     engine.generate([GenerationRequest(PROMPTS[0], sampling=greedy(5))])
     assert {rows for rows, _ in shapes} == {1}
     assert engine.batch_bucket(3) == 4 and engine.batch_bucket(5) == 4 and engine.context_bucket(5) == 64
+    # A compiled CPU engine runs every slot until warm_up has built the smaller buckets.
+    engine.batch_buckets = False
+    assert engine.batch_bucket(1) == 4
 
 
 def test_warm_up_builds_every_bucket_once_and_changes_no_result(loaded):
     engine, shapes = static_step_engine(loaded, max_batch_size=4)
+    engine.batch_buckets = False  # as a compiled CPU engine starts
     assert engine.warm_up() == len(shapes) == len(set(shapes))
+    assert engine.batch_buckets  # every bucket is built: lone requests run one row
     # max_seq_len 64 is below the smallest context bucket: one context bucket, batch buckets 1, 2, 4.
     assert sorted(shapes) == [(1, 64), (2, 64), (4, 64)]
     shapes.clear()

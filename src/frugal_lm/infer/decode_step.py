@@ -5,7 +5,9 @@ for the slots 0..R-1, in slot order (rows with no token this step compute and ar
 over a fixed attended context under a mask (`kv_cache.StaticDecodeView`):
 - R, the batch bucket: the highest fed slot rounded up to a power of two, at most the
   engine's slots. Slots are handed out lowest first, so a lightly loaded server runs small
-  buckets (a lone request on an 8-slot engine computes one row, not eight).
+  buckets (a lone request on an 8-slot engine computes one row, not eight). The engine
+  uses batch buckets where their graphs are cheap or already built (`Engine.batch_buckets`),
+  else every slot.
 - the context bucket: the longest context rounded up to a power of two, at least
   `MIN_CONTEXT_BUCKET`, at most the engine's context.
 One graph per (batch, context) bucket, built the first time it is met. Dynamic shapes

@@ -135,6 +135,11 @@ class Engine:
         if cuda_graphs and self.device.type != "cuda":
             raise FrugalError("CUDA graphs need a GPU: the model is on the CPU")
         self.compiled, self.cuda_graphs = compile, cuda_graphs
+        self.batch_buckets = cuda_graphs
+        """Whether a static step runs the smallest batch bucket holding the fed slots, or every
+        slot. On by default only where a bucket's graph is cheap to build (CUDA graphs: seconds);
+        a compiled CPU step takes a minute per graph, more than a few tail steps of offline
+        generation gain from it, until `warm_up` has built every bucket."""
         self.compiled_step = decode_step.build_static_step(
             self.device,
             compile,
@@ -313,6 +318,8 @@ class Engine:
 
     def batch_bucket(self, rows: int) -> int:
         """Rows a static step runs for slots 0..rows-1 (`decode_step.py`)."""
+        if not self.batch_buckets:
+            return self.max_batch_size
         return decode_step.batch_bucket(rows, self.max_batch_size)
 
     def context_bucket(self, length: int) -> int:
@@ -329,6 +336,7 @@ class Engine:
             return 0
         if any(slot is not None for slot in self.slots):
             raise RuntimeError("warm_up needs every slot free")
+        self.batch_buckets = True
         buckets = sorted(
             {
                 (self.batch_bucket(rows), self.context_bucket(length))
