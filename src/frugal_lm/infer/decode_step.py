@@ -71,6 +71,22 @@ def context_bucket(length: int, max_seq_len: int) -> int:
     return min(max(next_power_of_two(length), MIN_CONTEXT_BUCKET), max_seq_len)
 
 
+def every_bucket(max_batch_size: int, max_seq_len: int) -> list[tuple[int, int]]:
+    """Every (rows, context_len) bucket an engine with these limits can meet."""
+    return sorted(
+        {
+            (batch_bucket(rows, max_batch_size), context_bucket(length, max_seq_len))
+            for rows in _powers_of_two_up_to(max_batch_size)
+            for length in _powers_of_two_up_to(max_seq_len)
+        }
+    )
+
+
+def _powers_of_two_up_to(limit: int) -> list[int]:
+    """1, 2, 4, ... below `limit`, and `limit` itself."""
+    return [1 << exponent for exponent in range(limit.bit_length()) if 1 << exponent < limit] + [limit]
+
+
 def bucket_count(max_batch_size: int, max_seq_len: int) -> int:
     """An upper bound on the (batch, context) buckets an engine can meet."""
     return (max_batch_size.bit_length() + 1) * (max_seq_len.bit_length() + 1)

@@ -337,13 +337,7 @@ class Engine:
         if any(slot is not None for slot in self.slots):
             raise RuntimeError("warm_up needs every slot free")
         self.batch_buckets = True
-        buckets = sorted(
-            {
-                (self.batch_bucket(rows), self.context_bucket(length))
-                for rows in _powers_of_two_up_to(self.max_batch_size)
-                for length in _powers_of_two_up_to(self.max_seq_len)
-            }
-        )
+        buckets = decode_step.every_bucket(self.max_batch_size, self.max_seq_len)
         for rows, context_len in buckets:
             zeros_R = torch.zeros(rows, dtype=torch.long, device=self.device)
             self.compiled_step(self.model, self.cache, zeros_R[:, None], zeros_R, context_len)
@@ -398,11 +392,6 @@ def store_weights_input_major(model: torch.nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, torch.nn.Linear) and module.weight.is_contiguous():
             module.weight.data = module.weight.data.t().contiguous().t()
-
-
-def _powers_of_two_up_to(limit: int) -> list[int]:
-    """1, 2, 4, ... below `limit`, and `limit` itself."""
-    return [1 << exponent for exponent in range(limit.bit_length()) if 1 << exponent < limit] + [limit]
 
 
 def _as_index(slots: list[int]) -> slice | list[int]:
