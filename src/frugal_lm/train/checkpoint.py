@@ -206,9 +206,9 @@ class Checkpointer:
                     os.fsync(handle.fileno())
 
     @staticmethod
-    def load(checkpoint: Path, model: torch.nn.Module, optimizer: AdamATan2) -> TrainerState:
-        """Restore model, optimizer and RNG states in place; return the trainer state."""
-        state = TrainerState.read(checkpoint)
+    def load(checkpoint: Path, model: torch.nn.Module, optimizer: AdamATan2) -> None:
+        """Restore model, optimizer and RNG states in place (the trainer state is
+        `TrainerState.read`, which resuming checks before loading anything)."""
         model_state, optimizer_state = get_state_dict(model, optimizer)
         states = {"model": model_state, "optimizer": optimizer_state}
         folder = Path(checkpoint) / "train_state"
@@ -216,7 +216,6 @@ class Checkpointer:
         dcp.load(states, storage_reader=SafeFileSystemReader(folder), planner=SafeLoadPlanner())
         set_state_dict(model, optimizer, model_state_dict=states["model"], optim_state_dict=states["optimizer"])
         _set_rng_states(torch.load(Path(checkpoint) / "rng.pt", weights_only=True))
-        return state
 
 
 def _rng_states() -> dict[str, torch.Tensor]:

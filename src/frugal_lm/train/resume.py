@@ -131,8 +131,9 @@ def resume(
 ) -> TrainerState:
     checkpoint = checkpointer.require_latest()
     check_same_tokenizer(checkpoint / "tokenizer", dataset.directory / "tokenizer")
-    check_resumable(config, checkpoint, TrainerState.read(checkpoint), dataset)
-    state = checkpointer.load(checkpoint, model, optimizer)
+    state = TrainerState.read(checkpoint)
+    check_resumable(config, checkpoint, state, dataset)
+    checkpointer.load(checkpoint, model, optimizer)
     if distributed.is_main:
         for log in ("metrics.jsonl", "samples.jsonl"):
             truncate_metrics(checkpointer.run_dir / log, state.step)
