@@ -200,7 +200,7 @@ SPEC_HBM_BYTES_PER_S = {"H100": 3.35e12, "H200": 4.8e12}  # SXM datasheets
 
 
 def measured_hbm_bytes_per_s(device: str, n_bytes: int = 2 << 30) -> float:
-    """Best of 5 device-to-device copies of `n_bytes`: bytes read plus written per second."""
+    """Best of 6 device-to-device copies of `n_bytes`: bytes read plus written per second."""
     source = torch.empty(n_bytes, dtype=torch.uint8, device=device)
     target = torch.empty_like(source)
     best = float("inf")
@@ -213,14 +213,19 @@ def measured_hbm_bytes_per_s(device: str, n_bytes: int = 2 << 30) -> float:
     return 2 * n_bytes / best
 
 
-def bytes_per_decode_step(model, config, ours_element_bytes: float, mean_context: float) -> float:
+BYTES_PER_ELEMENT = {"fp32": (4, 4), "bf16": (2, 2), "int8": (1, 2)}
+"""(Linear weight, KV cache) bytes per element at each --dtype."""
+
+
+def bytes_per_decode_step(model, config, dtype: str, mean_context: float) -> float:
     """What one batch-1 decode step must read: every Linear weight of every stack pass
     (the HRM reads a stack's weights at each of its passes), the head, and every layer
     slot's cached keys and values at the mean context."""
+    weight_bytes, kv_bytes = BYTES_PER_ELEMENT[dtype]
     weights = sum(linear.weight.numel() for linear in linears_of_one_forward(model, config))
     layer_slots = config.stack_passes * config.layers_per_stack
     kv = layer_slots * 2 * config.n_heads * config.head_dim * mean_context
-    return (weights + kv) * ours_element_bytes
+    return weights * weight_bytes + kv * kv_bytes
 
 
 def teacher_forced_agreement(engine: Engine, prompts: list[list[int]], references: list[list[int]]) -> tuple[int, int]:
@@ -387,8 +392,7 @@ def main() -> int:
                 agree, total = teacher_forced_agreement(engines[label], prompts[:8], theirs[:8])
                 line += f"; teacher-forced greedy agreement {agree}/{total} ({100 * agree / total:.2f}%)"
             if hbm is not None and batch_size == 1:
-                element_bytes = {"fp32": 4, "bf16": 2, "int8": 1}[args.dtype]
-                step_bytes = bytes_per_decode_step(model, config, element_bytes, args.prompt_len + args.new_tokens / 2)
+                step_bytes = bytes_per_decode_step(model, config, args.dtype, args.prompt_len + args.new_tokens / 2)
                 line += (
                     f"; HBM roofline {hbm / step_bytes:.0f} tokens/s ({step_bytes / 1e9:.2f} GB per token): "
                     f"{100 * ours_rate * step_bytes / hbm:.0f}% of it, prefill included"
