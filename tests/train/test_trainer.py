@@ -1,6 +1,7 @@
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -99,6 +100,33 @@ def test_refuses_to_overwrite_a_run_and_resumes_only_with_a_checkpoint(tmp_path,
         train_run(data, tmp_path / "empty", "steps=2", "resume=true")
     with pytest.raises(FrugalError, match="not a mixed training set"):
         train_run(tmp_path, tmp_path / "x", "steps=2")
+
+
+def test_a_fresh_run_never_writes_into_a_folder_it_did_not_make(tmp_path, write_mixed_set, train_run):
+    data = write_mixed_set(tmp_path / "mix")
+    thesis = tmp_path / "thesis"
+    thesis.mkdir()
+    (thesis / "config.yaml").write_text("mine")
+    with pytest.raises(FrugalError, match="not empty and was written by something else"):
+        train_run(data, thesis, "steps=2")
+    assert [p.name for p in thesis.iterdir()] == ["config.yaml"] and (thesis / "config.yaml").read_text() == "mine"
+    # A run killed before its first checkpoint left only its own files: the same out= runs again.
+    killed = tmp_path / "killed"
+    train_run(data, killed, "steps=2")
+    for checkpoint in list_checkpoints(killed):
+        shutil.rmtree(checkpoint)
+    assert train_run(data, killed, "steps=2").steps == 2
+
+
+def test_only_the_checkpoints_own_partial_folders_are_cleared(tmp_path, write_mixed_set, train_run):
+    data = write_mixed_set(tmp_path / "mix")
+    train_run(data, tmp_path / "run", "steps=2", "checkpoint_every=1")
+    checkpoints = tmp_path / "run" / "checkpoints"
+    (checkpoints / "step_00000009.partial").mkdir()  # a killed save's leftover
+    (checkpoints / "notes.partial").mkdir()  # not a name a save writes
+    train_run(data, tmp_path / "run", "steps=3", "resume=true")
+    assert not (checkpoints / "step_00000009.partial").exists()
+    assert (checkpoints / "notes.partial").is_dir()
 
 
 def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_checkpoint(

@@ -35,7 +35,7 @@ from frugal_lm.data.tokenize import tokenize_sources
 from frugal_lm.data.tokenizer import DEFAULT_CONDITION_TOKENS, DEFAULT_SPECIAL_TOKENS, train_tokenizer
 from frugal_lm.evals.results import TaskResult, write_results
 from frugal_lm.evals.synthetic import majority_baselines, read_heldout
-from frugal_lm.train.trainer import TrainResult, train
+from frugal_lm.train.trainer import TrainResult, claim_run_dir, train
 
 # 256 byte tokens + the special and condition tokens: no merges, one token per character.
 CHARACTER_VOCAB_SIZE = 256 + len(DEFAULT_SPECIAL_TOKENS) + len(DEFAULT_CONDITION_TOKENS)
@@ -138,7 +138,7 @@ class _BannerToLog:
 def train_quietly(config: RunConfig) -> TrainResult:
     """`frugal_lm.train.trainer.train` with its banner in RUN_DIR/train.log."""
     assert config.out is not None
-    Path(config.out).mkdir(parents=True, exist_ok=True)
+    claim_run_dir(Path(config.out))  # before train.log goes in: the folder is a run's
     with open(Path(config.out) / "train.log", "a") as log, contextlib.redirect_stderr(_BannerToLog(sys.stderr, log)):
         return train(config)
 

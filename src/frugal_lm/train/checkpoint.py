@@ -154,8 +154,9 @@ class Checkpointer:
     def remove_partial(self) -> None:
         """A killed run's half-written checkpoint is never complete: clear it."""
         if _is_main() and self.folder.is_dir():
-            for partial in self.folder.glob("*.partial"):
-                shutil.rmtree(partial, ignore_errors=True)
+            for partial in self.folder.glob("step_*.partial"):
+                if STEP_DIR.match(partial.name.removesuffix(".partial")):  # only names `save` writes
+                    shutil.rmtree(partial, ignore_errors=True)
 
     def save(self, model: torch.nn.Module, optimizer: AdamATan2, state: TrainerState, config: RunConfig) -> Path:
         final = self.folder / f"step_{state.step:08d}"

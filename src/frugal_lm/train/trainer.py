@@ -26,6 +26,7 @@ from frugal_lm.config import ARCHITECTURE_KEYS, ModelConfig, RunConfig, validate
 from frugal_lm.data.loader import MixedDataset, PackedLoader
 from frugal_lm.data.tokenizer import encodes_alike
 from frugal_lm.errors import FrugalError
+from frugal_lm.files import check_output_dir, record_output
 from frugal_lm.model import build_model
 from frugal_lm.plan.budget import DataProfile, TrainingPlan, plan_run, read_data_profile
 from frugal_lm.plan.devices import Device, device_running_here
@@ -44,6 +45,30 @@ from frugal_lm.train.weights import load_weights, read_model_config
 __all__ = ["TrainResult", "steps_within", "train"]
 
 UNBOUNDED_EPOCHS = 1 << 30
+
+
+TRAIN_COMMAND = "frugal train"
+RUN_ENTRIES = (
+    "config.yaml",
+    "checkpoints",
+    "metrics.jsonl",
+    "samples.jsonl",
+    "plan_vs_actual.json",
+    "train.log",  # the demo's, where it sends the run's progress
+    "report",
+    "tensorboard",
+    "wandb",
+)
+"""What a run may write at the top of its directory (its output marker lists them)."""
+
+
+def claim_run_dir(run_dir: Path) -> None:
+    """Refuse a fresh run's out= when it holds anything a run did not write (one line, nothing
+    changed); else create it and mark it as a run's. A run killed before its first
+    checkpoint left its own folder, which stays reusable."""
+    check_output_dir(run_dir, TRAIN_COMMAND, whole=False)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record_output(run_dir, TRAIN_COMMAND, RUN_ENTRIES)
 
 
 @dataclass
@@ -108,8 +133,10 @@ def train(config: RunConfig) -> TrainResult:
     if config.data is None or config.out is None:
         raise FrugalError("frugal train needs data=DIR (a mixed training set) and out=RUN_DIR")
     run_dir = Path(config.out)
-    if not config.resume and latest_checkpoint(run_dir) is not None:
-        raise FrugalError(f"{run_dir} already holds a run; pass resume=true to continue it, or choose another out=")
+    if not config.resume:
+        if latest_checkpoint(run_dir) is not None:
+            raise FrugalError(f"{run_dir} already holds a run; pass resume=true to continue it, or choose another out=")
+        check_output_dir(run_dir, TRAIN_COMMAND, whole=False)  # every rank, before any writes (`claim_run_dir`)
     check_available(config.loggers)
     device = resolve_device(config.device)
     distributed = init_distributed(device.type)
@@ -215,7 +242,10 @@ def _train(config: RunConfig, run_dir: Path, device: torch.device, distributed: 
         progress = resume(config, checkpointer, model, optimizer, dataset, distributed)
     checkpointer.remove_partial()
     if distributed.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        if config.resume:  # a run's own folder (it holds the checkpoint): marked, older runs too
+            record_output(run_dir, TRAIN_COMMAND, RUN_ENTRIES)
+        else:
+            claim_run_dir(run_dir)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
         print(_describe(config, distributed, device, sum(p.numel() for p in model.parameters())), file=sys.stderr)
     data_profile = read_data_profile(Path(config.data))
