@@ -294,8 +294,8 @@ def build_models(args):
     return model, config, tokenizer, hf_model, ours
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The random model and prompt lengths `build_models` reads (shared with profile_decode.py)."""
     parser.add_argument("--preset", help="a model preset (e.g. XL) instead of --hidden/--heads/--layers-per-stack")
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--heads", type=int, default=4)
@@ -303,6 +303,11 @@ def main() -> int:
     parser.add_argument("--vocab", type=int, default=8192)
     parser.add_argument("--prompt-len", type=int, default=32)
     parser.add_argument("--new-tokens", type=int, default=64)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_model_arguments(parser)
     parser.add_argument("--prompts", type=int, help="prompts per batch size (default: max(8, batch size))")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--batch-sizes", default="1,8")

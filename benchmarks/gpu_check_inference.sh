@@ -10,14 +10,7 @@
 # Where pydantic and friends are missing (the device machine), carry wheels in .whl/
 # (see the device tool's README); they are installed into /tmp/site first.
 set -uo pipefail
-OUT=${OUT:-gpu_out}
-mkdir -p "$OUT"
-if [ -d .whl ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
-fi
-export PYTHONUNBUFFERED=1 PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH}
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+source benchmarks/gpu_env.sh  # $OUT, carried wheels, PYTHONPATH
 
 timeout 120 python3 -m pytest -q -p no:cacheprovider -m gpu tests/infer 2>&1 | tee "$OUT/pytest_gpu_infer.log"
 timeout 60 python3 benchmarks/profile_decode.py --device cuda --batch-size 8 --engine compiled \

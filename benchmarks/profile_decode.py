@@ -19,18 +19,17 @@ from torch.profiler import ProfilerActivity, profile
 
 from frugal_lm.infer.engine import Engine, SamplingParams
 from frugal_lm.infer.loading import LoadedModel
-from generate_throughput import ENGINES, build_models, make_prompts  # benchmarks/, beside this script
+from generate_throughput import (
+    ENGINES,
+    add_model_arguments,
+    build_models,
+    make_prompts,
+)  # benchmarks/, beside this script
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset")
-    parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--layers-per-stack", type=int, default=2)
-    parser.add_argument("--vocab", type=int, default=8192)
-    parser.add_argument("--prompt-len", type=int, default=32)
-    parser.add_argument("--new-tokens", type=int, default=64)
+    add_model_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--engine", choices=tuple(ENGINES), default="compiled")

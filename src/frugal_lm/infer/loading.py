@@ -130,7 +130,7 @@ def load_model(
 ) -> LoadedModel:
     """Build the model stored in `directory` (in `dtype`, or as a `Precision` says; eval
     mode) with its tokenizer."""
-    precision = dtype if isinstance(dtype, Precision) else Precision(str(dtype), dtype)
+    precision = dtype if isinstance(dtype, Precision) else Precision(str(dtype).removeprefix("torch."), dtype)
     loaded = _load(Path(directory), device, prefer_ema, precision.compute_dtype)
     if precision.int8_weights:
         quantize_linears_int8(loaded.model)
