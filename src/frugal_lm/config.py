@@ -40,6 +40,67 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
 
+class MoeConfig(StrictModel):
+    """Mixture-of-experts FFN (`model.moe`); `experts: 0` is the dense SwiGLU, bit-identical to a
+    config without this section. Names follow transformers' MoE configs (Qwen3-MoE, DeepSeek-V3)."""
+
+    experts: int = 0
+    """Routed experts per MoE layer; 0 = dense."""
+    top_k: int = 2
+    """Routed experts each token goes through."""
+    intermediate_size: int | None = None
+    """Each expert's SwiGLU width (transformers' `moe_intermediate_size`); None: the dense width."""
+    shared_experts: int = 0
+    """Always-on experts of the same width (DeepSeek's `n_shared_experts`), summed as one SwiGLU."""
+    first_dense_layers: int = 0
+    """The first blocks of each stack keep a dense FFN (DeepSeek's `first_k_dense_replace`)."""
+    score: Literal["softmax", "sigmoid"] = "softmax"
+    """Router scores: softmax over experts (Qwen3-MoE, Mixtral) or per-expert sigmoid (DeepSeek-V3)."""
+    norm_topk: bool = True
+    """Renormalise the chosen top-k weights to sum to 1."""
+    route_scale: float = 1.0
+    """Routed output scale (DeepSeek's `routed_scaling_factor`)."""
+    bias_update_rate: float = 0.0
+    """Auxiliary-loss-free balancing (DeepSeek-V3): a per-expert bias added to the scores for
+    selection only, moved by this much per step toward equal load; 0 = off."""
+    aux_loss_coef: float = 0.0
+    """Weight of the load-balancing auxiliary loss (Switch / GShard form); 0 = off."""
+    z_loss_coef: float = 0.0
+    """Weight of the router z-loss (ST-MoE): mean squared logsumexp of the router logits; 0 = off."""
+    capacity_factor: float | None = None
+    """None: dropless. Otherwise each expert takes at most capacity_factor * tokens * top_k / experts
+    tokens per layer call; the rest are dropped (counted in the metrics) and pass by on the residual."""
+
+    @model_validator(mode="after")
+    def _check_experts(self) -> MoeConfig:
+        if self.experts == 0:
+            return self
+        if self.experts == 1:
+            raise ValueError("moe.experts must be 0 (dense) or >= 2: one expert is the dense FFN with a router")
+        if self.experts < 0:
+            raise ValueError(f"moe.experts must be >= 0, got {self.experts}")
+        if not 1 <= self.top_k <= self.experts:
+            raise ValueError(f"moe.top_k must be within 1..moe.experts ({self.experts}), got {self.top_k}")
+        if self.intermediate_size is not None and self.intermediate_size < 1:
+            raise ValueError(f"moe.intermediate_size must be >= 1, got {self.intermediate_size}")
+        for name in ("shared_experts", "first_dense_layers"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"moe.{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("bias_update_rate", "aux_loss_coef", "z_loss_coef"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"moe.{name} must be a finite number >= 0, got {value}")
+        if not (math.isfinite(self.route_scale) and self.route_scale > 0):
+            raise ValueError(f"moe.route_scale must be a finite number > 0, got {self.route_scale}")
+        if self.capacity_factor is not None and not (math.isfinite(self.capacity_factor) and self.capacity_factor > 0):
+            raise ValueError(f"moe.capacity_factor must be > 0 or null (dropless), got {self.capacity_factor}")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.experts > 0
+
+
 class ModelConfig(StrictModel):
     """Architecture of one network. Derived sizes are properties, never stored twice."""
 
@@ -49,6 +110,10 @@ class ModelConfig(StrictModel):
     n_layers: int
     """Blocks in the whole model; the HRM splits them into an H and an L stack of half each."""
     n_heads: int
+    n_kv_heads: int | None = None
+    """Key/value heads (grouped-query attention); None: one per query head, as `hrm_text`."""
+    attention_gate: bool = True
+    """The sigmoid output gate of HRM-Text's attention; off for models without one (Grok-1)."""
     expansion: float = 4.0
     """SwiGLU width: intermediate = round_up(round(expansion * hidden * 2/3), 256)."""
     h_cycles: int = 2
@@ -67,6 +132,7 @@ class ModelConfig(StrictModel):
     embedding output is scaled by 1 / init_std so that tokens enter at unit scale."""
     max_seq_len: int = 2048
     attention_backend: AttentionBackendName = "auto"
+    moe: MoeConfig = MoeConfig()
 
     @model_validator(mode="after")
     def _check_shapes(self) -> ModelConfig:
@@ -87,6 +153,7 @@ class ModelConfig(StrictModel):
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.hidden_size % self.n_heads:
             raise ValueError(f"hidden_size ({self.hidden_size}) must be a multiple of n_heads ({self.n_heads})")
+        self._check_attention_and_experts()
         if self.head_dim % 2:
             raise ValueError(f"head_dim (hidden_size / n_heads = {self.head_dim}) must be even for RoPE")
         if self.net == "hrm" and self.n_layers % 2:
@@ -105,6 +172,15 @@ class ModelConfig(StrictModel):
             raise ValueError("bp_warmup_fraction must be within [0, 1]")
         return self
 
+    def _check_attention_and_experts(self) -> None:
+        if self.n_kv_heads is not None and (self.n_kv_heads < 1 or self.n_heads % self.n_kv_heads):
+            raise ValueError(f"n_kv_heads ({self.n_kv_heads}) must be >= 1 and divide n_heads ({self.n_heads})")
+        if self.moe.enabled and self.moe.first_dense_layers > self.layers_per_stack:
+            raise ValueError(
+                f"moe.first_dense_layers ({self.moe.first_dense_layers}) is more than the blocks per stack "
+                f"({self.layers_per_stack})"
+            )
+
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.n_heads
@@ -112,6 +188,19 @@ class ModelConfig(StrictModel):
     @property
     def intermediate_size(self) -> int:
         return round_up(round(self.expansion * self.hidden_size * 2 / 3), 256)
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_heads if self.n_kv_heads is not None else self.n_heads
+
+    @property
+    def expert_intermediate_size(self) -> int:
+        """Each routed (and shared) expert's SwiGLU width."""
+        return self.moe.intermediate_size if self.moe.intermediate_size is not None else self.intermediate_size
+
+    def is_moe_layer(self, block_index: int) -> bool:
+        """Whether block `block_index` of a stack has experts (the first `first_dense_layers` do not)."""
+        return self.moe.enabled and block_index >= self.moe.first_dense_layers
 
     @property
     def layers_per_stack(self) -> int:
@@ -165,6 +254,8 @@ class RunConfig(StrictModel):
     """Compile each block with torch.compile. `auto`: on CUDA, and on a CPU with a C++ compiler
     for runs of 1,000 steps or more, which earn back its seconds of compiling (runtime.compiles)."""
     activation_checkpointing: bool = False
+    expert_parallel: int = 1
+    """Ranks over which each MoE layer's experts are sharded (torchrun); tokens travel by all-to-all."""
     """Recompute each block's activations in the backward pass: less memory, ~1/3 more compute."""
     time_limit_s: float | None = None
     """Wall seconds for the training loop. The total step count (`steps` is the first guess)
@@ -224,7 +315,7 @@ class RunConfig(StrictModel):
     def _check_training(self) -> RunConfig:
         self._check_length()
         self._check_optimizer()
-        for name in ("batch_tokens", "keep_checkpoints", "log_every", "val_batches"):
+        for name in ("batch_tokens", "keep_checkpoints", "log_every", "val_batches", "expert_parallel"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         if self.val_every is not None and self.val_every < 1 or self.val_samples < 0:
