@@ -23,10 +23,25 @@ def build_model(config: ModelConfig, device: torch.device | str | None = None) -
 
 def count_parameters(config: ModelConfig) -> int:
     """Trainable parameters, from the config alone (equals sum(p.numel()) of the model)."""
+    return parameter_counts(config)[0]
+
+
+def parameter_counts(config: ModelConfig) -> tuple[int, int]:
+    """(total, active) trainable parameters from the config alone: `active` are those one
+    token goes through (a mixture of experts routes it through `top_k` of its experts)."""
     C, V = config.hidden_size, config.vocab_size
-    attention = 5 * C * config.n_heads * config.head_dim  # q, k, v, gate, o; no biases
+    width, kv_width = config.n_heads * config.head_dim, config.kv_heads * config.head_dim
+    attention = C * (2 * width + 2 * kv_width + width * config.attention_gate)  # q, o, k, v, gate; no biases
     mlp = 3 * C * config.intermediate_size  # gate, up, down
-    return 2 * V * C + config.n_layers * (attention + mlp)  # untied embedding + head
+    stacks = config.n_layers // config.layers_per_stack
+    moe_layers = stacks * sum(config.is_moe_layer(index) for index in range(config.layers_per_stack))
+    dense = 2 * V * C + config.n_layers * attention + (config.n_layers - moe_layers) * mlp  # untied embedding + head
+    moe = config.moe
+    expert = 3 * C * config.expert_intermediate_size
+    router = moe.experts * C
+    total = dense + moe_layers * (router + (moe.experts + moe.shared_experts) * expert)
+    active = dense + moe_layers * (router + (moe.top_k + moe.shared_experts) * expert)
+    return total, active
 
 
 __all__ = [
@@ -41,6 +56,7 @@ __all__ = [
     "build_model",
     "count_parameters",
     "language_model_loss",
+    "parameter_counts",
     "prefix_lm_attention",
     "select_backend",
 ]
