@@ -224,7 +224,7 @@ def bytes_per_decode_step(model, config, dtype: str, mean_context: float) -> flo
     weight_bytes, kv_bytes = BYTES_PER_ELEMENT[dtype]
     weights = sum(linear.weight.numel() for linear in linears_of_one_forward(model, config))
     layer_slots = config.stack_passes * config.layers_per_stack
-    kv = layer_slots * 2 * config.n_heads * config.head_dim * mean_context
+    kv = layer_slots * 2 * config.kv_heads * config.head_dim * mean_context
     return weights * weight_bytes + kv * kv_bytes
 
 

@@ -11,9 +11,10 @@ from frugal_lm.model import AttentionLayout, build_model
 VOCAB, CONTEXT = 64, 24
 
 
-def tiny_model(net):
+def tiny_model(net, **overrides):
     torch.manual_seed(0)
-    config = load_model_config("tiny", net, vocab_size=VOCAB, hidden_size=32, n_heads=2, max_seq_len=CONTEXT)
+    overrides = {"n_heads": 2, **overrides}
+    config = load_model_config("tiny", net, vocab_size=VOCAB, hidden_size=32, max_seq_len=CONTEXT, **overrides)
     return build_model(config).eval(), config
 
 
@@ -141,3 +142,33 @@ def test_batched_prefill_of_padded_prompts_matches_full_recompute(net):
     for row, prompt in enumerate(prompts):
         torch.testing.assert_close(logits[row], full_logits(model, prompt, len(prompt)), rtol=0, atol=1e-5)
     decode_matches_recompute(model, cache, slots, sequences, lengths, logits, steps=4)
+
+
+@pytest.mark.parametrize("net", ["hrm", "transformer"])
+@torch.inference_mode()
+def test_grouped_query_cache_holds_key_value_heads_and_decodes_as_recompute(net):
+    """n_kv_heads=1 of 4 query heads, no attention gate: the cache stores one head per layer
+    slot (a quarter of multi-head's memory), and padded batched prefill, decoding and the
+    static (compiled engine's) view all give the logits of recomputing from scratch."""
+    model, config = tiny_model(net, n_heads=4, n_kv_heads=1, attention_gate=False)
+    cache = StaticKVCache(config, n_slots=3, max_seq_len=CONTEXT, dtype=torch.float32, device="cpu")
+    assert all(tensor.shape == (3, 1, CONTEXT, config.head_dim) for tensor in cache.keys + cache.values)
+    generator = torch.Generator().manual_seed(4)
+    slots, lengths = [2, 0], [5, 3]
+    prompts = [torch.randint(1, VOCAB, (n,), generator=generator).tolist() for n in lengths]
+    T = max(lengths)
+    input_ids = torch.tensor([p + [0] * (T - len(p)) for p in prompts])
+    positions = torch.arange(T)[None].expand(2, T)
+    lengths_B = torch.tensor(lengths)
+    last = positions == (lengths_B - 1)[:, None]
+    logits = model(input_ids, positions, None, logits_at_BT=last, kv_cache=cache.prefill_batch(slots, lengths_B))
+    sequences = [list(p) for p in prompts]
+    decode_matches_recompute(model, cache, slots, sequences, lengths, logits, steps=4)
+    # One step through the static view (every slot a row; slot 1 idle at position 0).
+    positions_N = torch.tensor([len(sequences[1]), 0, len(sequences[0])])
+    next_tokens = [int(full_logits(model, sequence, n).argmax()) for sequence, n in zip(sequences, lengths)]
+    input_N1 = torch.tensor([[next_tokens[1]], [0], [next_tokens[0]]])
+    step_logits = model(input_N1, positions_N[:, None], None, kv_cache=cache.static_decode(positions_N, 16))[:, -1]
+    for row, (sequence, n, token) in zip((2, 0), zip(sequences, lengths, next_tokens)):
+        expected = full_logits(model, [*sequence, token], n)
+        torch.testing.assert_close(step_logits[row], expected, rtol=0, atol=1e-5)

@@ -95,7 +95,9 @@ def test_backends_match_per_example_reference(backend, seed):
 
 
 def reference_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, causal=False):
-    """FlashAttention's varlen semantics, causal masks aligned bottom-right."""
+    """FlashAttention's varlen semantics, causal masks aligned bottom-right; with fewer key/value
+    heads than query heads, query head h reads key/value head h // (H / G)."""
+    k, v = (x.repeat_interleave(q.shape[1] // x.shape[1], dim=1) for x in (k, v))
     out = torch.zeros_like(q)
     for i in range(len(cu_seqlens_q) - 1):
         qs, qe = int(cu_seqlens_q[i]), int(cu_seqlens_q[i + 1])
@@ -130,6 +132,33 @@ def test_fa3_varlen_decomposition_matches_reference(seed, monkeypatch):
     out = prefix_lm_attention(q, k, v, layout, "fa3")
     expected = per_example_reference(q, k, v, rows)
     real = real_token_mask(layout).expand_as(out)
+    torch.testing.assert_close(out[real], expected[real], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["sdpa", "flex", "fa3"])
+@pytest.mark.parametrize("kv_heads", [1, 2])
+def test_grouped_query_attention_in_every_backend(backend, kv_heads, monkeypatch):
+    """Keys and values with G < H heads: each backend equals the reference over key/value heads
+    repeated to H (query head h reads key/value head h // (H / G)). FA3 is the stand-in."""
+    import sys
+    import types
+
+    monkeypatch.setitem(
+        sys.modules, "flash_attn_interface", types.SimpleNamespace(flash_attn_varlen_func=reference_varlen)
+    )
+    rng = random.Random(kv_heads)
+    torch.manual_seed(kv_heads)
+    row_len, heads, dim = 40, 4, 8
+    rows = random_rows(rng, 3, row_len)
+    layout = AttentionLayout.from_lengths(rows, row_len)
+    q = torch.randn(3, heads, row_len, dim)
+    k, v = (torch.randn(3, kv_heads, row_len, dim) for _ in range(2))
+    with torch.no_grad():
+        out = prefix_lm_attention(q, k, v, layout, backend)
+    repeated = [x.repeat_interleave(heads // kv_heads, dim=1) for x in (k, v)]
+    expected = per_example_reference(q, *repeated, rows)
+    real = real_token_mask(layout).expand_as(out)
+    assert out.shape == q.shape
     torch.testing.assert_close(out[real], expected[real], atol=1e-5, rtol=1e-5)
 
 
@@ -173,7 +202,8 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 @needs_cuda
 @pytest.mark.parametrize("backend", ["sdpa", "flex", "fa3"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_backends_on_gpu_match_the_reference_forward_and_backward(backend, dtype):
+@pytest.mark.parametrize("kv_heads", [4, 2], ids=["mha", "gqa"])
+def test_backends_on_gpu_match_the_reference_forward_and_backward(backend, dtype, kv_heads):
     """The real kernels (no stand-ins): outputs and input gradients against the
     per-example reference computed in fp32 on CPU."""
     if backend == "fa3" and not attention.fa3_available():
@@ -185,7 +215,8 @@ def test_backends_on_gpu_match_the_reference_forward_and_backward(backend, dtype
     row_len, heads, dim = 256, 4, 64
     rows = random_rows(rng, 3, row_len)
     layout = AttentionLayout.from_lengths(rows, row_len)
-    q, k, v = (torch.randn(3, heads, row_len, dim) for _ in range(3))
+    q = torch.randn(3, heads, row_len, dim)
+    k, v = (torch.randn(3, kv_heads, row_len, dim) for _ in range(2))
     grad_out = torch.randn_like(q)
     real = real_token_mask(layout).expand_as(q)
 
@@ -198,7 +229,12 @@ def test_backends_on_gpu_match_the_reference_forward_and_backward(backend, dtype
 
     assert select_backend(backend, torch.device("cuda"), needs_grad=True) == backend
     ours = run(prefix_lm_attention, "cuda", dtype, layout.to("cuda"), backend)
-    expected = run(lambda q, k, v: per_example_reference(q, k, v, rows), "cpu", torch.float32)
+    group = heads // kv_heads
+    expected = run(
+        lambda q, k, v: per_example_reference(q, k.repeat_interleave(group, 1), v.repeat_interleave(group, 1), rows),
+        "cpu",
+        torch.float32,
+    )
     tolerance = 1e-4 if dtype == torch.float32 else 3e-2
     torch.testing.assert_close(ours[0][real], expected[0][real], atol=tolerance, rtol=tolerance)
     for got, want in zip(ours[1:], expected[1:]):

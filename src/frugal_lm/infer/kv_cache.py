@@ -30,8 +30,12 @@ Views implement the model's `AttentionCache` protocol for one forward call:
   position (its own next token overwrites it), else 0 (a free slot's prompt overwrites
   it at prefill, a finished slot is never read again).
 
-Shape legend: S layer slots, N engine slots, R the first R engine slots, H heads, L max_seq_len, D head dim,
-B sequences in this call, T tokens per sequence in this call.
+Grouped-query attention: the cache stores the model's key/value heads (G = `n_kv_heads`), not
+its query heads, so a model with n_heads / n_kv_heads query heads per key/value head needs
+that many times less cache memory and reads that many times fewer bytes per decode step.
+
+Shape legend: S layer slots, N engine slots, R the first R engine slots, H query heads, G key/value
+heads, L max_seq_len, D head dim, B sequences in this call, T tokens per sequence in this call.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from frugal_lm.config import ModelConfig
+from frugal_lm.model.attention import grouped_query
 
 
 class StaticKVCache:
@@ -47,7 +52,7 @@ class StaticKVCache:
         self, config: ModelConfig, n_slots: int, max_seq_len: int, dtype: torch.dtype, device: torch.device | str
     ):
         layer_slots = config.stack_passes * config.layers_per_stack
-        shape = (n_slots, config.n_heads, max_seq_len, config.head_dim)
+        shape = (n_slots, config.kv_heads, max_seq_len, config.head_dim)
         # A separate tensor per layer slot, not views of one: a compiled step then writes
         # each in place; writing through a view of one big tensor makes the compiled graph
         # copy the whole cache at every layer (measured: it ate the gain from compiling).
@@ -82,11 +87,13 @@ class PrefillView:
             keys_T = torch.arange(int(lengths_B.max()), device=lengths_B.device)
             self.mask_B11T = (keys_T[None, :] < lengths_B[:, None])[:, None, None, :]
 
-    def attend(self, layer_slot: int, q_BHTD: torch.Tensor, k_BHTD: torch.Tensor, v_BHTD: torch.Tensor) -> torch.Tensor:
-        T = k_BHTD.shape[2]
-        self.cache.keys[layer_slot][self.rows, :, :T] = k_BHTD
-        self.cache.values[layer_slot][self.rows, :, :T] = v_BHTD
-        return F.scaled_dot_product_attention(q_BHTD, k_BHTD, v_BHTD, attn_mask=self.mask_B11T)
+    def attend(self, layer_slot: int, q_BHTD: torch.Tensor, k_BGTD: torch.Tensor, v_BGTD: torch.Tensor) -> torch.Tensor:
+        T = k_BGTD.shape[2]
+        self.cache.keys[layer_slot][self.rows, :, :T] = k_BGTD
+        self.cache.values[layer_slot][self.rows, :, :T] = v_BGTD
+        return F.scaled_dot_product_attention(
+            q_BHTD, k_BGTD, v_BGTD, attn_mask=self.mask_B11T, **grouped_query(q_BHTD, k_BGTD)
+        )
 
 
 def _additive(visible: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -121,13 +128,15 @@ class DecodeView:
             keys = torch.arange(self.context_len, device=device)
             self.mask_B11L = _additive((keys[None, :] <= positions_B[:, None])[:, None, None, :], cache.dtype)
 
-    def attend(self, layer_slot: int, q_BHTD: torch.Tensor, k_BHTD: torch.Tensor, v_BHTD: torch.Tensor) -> torch.Tensor:
-        keys_NHLD, values_NHLD = self.cache.keys[layer_slot], self.cache.values[layer_slot]
-        keys_NHLD[self.slot_index_B, :, self.positions_B] = k_BHTD[:, :, 0]
-        values_NHLD[self.slot_index_B, :, self.positions_B] = v_BHTD[:, :, 0]
-        context_keys = keys_NHLD[self.rows, :, : self.context_len]
-        context_values = values_NHLD[self.rows, :, : self.context_len]
-        return F.scaled_dot_product_attention(q_BHTD, context_keys, context_values, attn_mask=self.mask_B11L)
+    def attend(self, layer_slot: int, q_BHTD: torch.Tensor, k_BGTD: torch.Tensor, v_BGTD: torch.Tensor) -> torch.Tensor:
+        keys_NGLD, values_NGLD = self.cache.keys[layer_slot], self.cache.values[layer_slot]
+        keys_NGLD[self.slot_index_B, :, self.positions_B] = k_BGTD[:, :, 0]
+        values_NGLD[self.slot_index_B, :, self.positions_B] = v_BGTD[:, :, 0]
+        context_keys = keys_NGLD[self.rows, :, : self.context_len]
+        context_values = values_NGLD[self.rows, :, : self.context_len]
+        return F.scaled_dot_product_attention(
+            q_BHTD, context_keys, context_values, attn_mask=self.mask_B11L, **grouped_query(q_BHTD, k_BGTD)
+        )
 
 
 class StaticDecodeView:
@@ -142,10 +151,12 @@ class StaticDecodeView:
         keys_L = torch.arange(context_len, device=positions_R.device)
         self.mask_R11L = _additive((keys_L[None, :] <= positions_R[:, None])[:, None, None, :], cache.dtype)
 
-    def attend(self, layer_slot: int, q_RHTD: torch.Tensor, k_RHTD: torch.Tensor, v_RHTD: torch.Tensor) -> torch.Tensor:
-        keys_NHLD, values_NHLD = self.cache.keys[layer_slot], self.cache.values[layer_slot]
-        keys_NHLD[self.rows_R, :, self.positions_R] = k_RHTD[:, :, 0]
-        values_NHLD[self.rows_R, :, self.positions_R] = v_RHTD[:, :, 0]
-        context_keys = keys_NHLD[: self.n_rows, :, : self.context_len]
-        context_values = values_NHLD[: self.n_rows, :, : self.context_len]
-        return F.scaled_dot_product_attention(q_RHTD, context_keys, context_values, attn_mask=self.mask_R11L)
+    def attend(self, layer_slot: int, q_RHTD: torch.Tensor, k_RGTD: torch.Tensor, v_RGTD: torch.Tensor) -> torch.Tensor:
+        keys_NGLD, values_NGLD = self.cache.keys[layer_slot], self.cache.values[layer_slot]
+        keys_NGLD[self.rows_R, :, self.positions_R] = k_RGTD[:, :, 0]
+        values_NGLD[self.rows_R, :, self.positions_R] = v_RGTD[:, :, 0]
+        context_keys = keys_NGLD[: self.n_rows, :, : self.context_len]
+        context_values = values_NGLD[: self.n_rows, :, : self.context_len]
+        return F.scaled_dot_product_attention(
+            q_RHTD, context_keys, context_values, attn_mask=self.mask_R11L, **grouped_query(q_RHTD, k_RGTD)
+        )

@@ -16,7 +16,11 @@ Backends, identical on every real token:
   (bottom-right aligned) over their whole example. Only where `flash_attn_interface`
   imports (Hopper GPUs).
 
-Shape legend: B rows, T tokens per row, H heads, D head dim, N segments in the batch.
+Grouped-query attention: keys and values may have fewer heads (G) than the queries (H, a
+multiple of G). `sdpa` and `flex` take them as they are (`enable_gqa`, no copy); FA3's varlen
+kernel accepts G < H natively. With G == H nothing changes (no `enable_gqa` flag is passed).
+
+Shape legend: B rows, T tokens per row, H query heads, G key/value heads, D head dim, N segments in the batch.
 """
 
 from __future__ import annotations
@@ -201,12 +205,18 @@ def _compiled_flex_attention():
     return torch.compile(flex_attention, dynamic=False)
 
 
+def grouped_query(q_BHTD: torch.Tensor, k_BGTD: torch.Tensor) -> dict[str, bool]:
+    """`enable_gqa=True` for SDPA and FlexAttention when keys have fewer heads than queries;
+    nothing otherwise, so multi-head attention calls the kernels exactly as before."""
+    return {"enable_gqa": True} if k_BGTD.shape[1] != q_BHTD.shape[1] else {}
+
+
 def _flex(q, k, v, layout: AttentionLayout) -> torch.Tensor:
     if q.device.type == "cuda":
-        return _compiled_flex_attention()(q, k, v, block_mask=layout.block_mask)
+        return _compiled_flex_attention()(q, k, v, block_mask=layout.block_mask, **grouped_query(q, k))
     from torch.nn.attention.flex_attention import flex_attention
 
-    return flex_attention(q, k, v, block_mask=layout.block_mask)
+    return flex_attention(q, k, v, block_mask=layout.block_mask, **grouped_query(q, k))
 
 
 def _fa3(q, k, v, layout: AttentionLayout) -> torch.Tensor:
@@ -214,8 +224,9 @@ def _fa3(q, k, v, layout: AttentionLayout) -> torch.Tensor:
 
     B, H, T, D = q.shape
     varlen = layout.varlen
-    # (B, H, T, D) -> (B*T, H, D): the token stream FlashAttention's varlen API expects.
-    q_flat, k_flat, v_flat = (x.transpose(1, 2).reshape(B * T, H, D) for x in (q, k, v))
+    # (B, H|G, T, D) -> (B*T, H|G, D): the token stream FlashAttention's varlen API expects
+    # (it takes G < H key/value heads as they are).
+    q_flat, k_flat, v_flat = (x.transpose(1, 2).reshape(B * T, x.shape[1], D) for x in (q, k, v))
     out_flat = torch.empty_like(q_flat)
     index = varlen.prefix_index
     out_flat[index] = _first(
@@ -254,13 +265,15 @@ def _first(result):
 
 
 def prefix_lm_attention(
-    q_BHTD: torch.Tensor, k_BHTD: torch.Tensor, v_BHTD: torch.Tensor, layout: AttentionLayout, backend: str
+    q_BHTD: torch.Tensor, k_BGTD: torch.Tensor, v_BGTD: torch.Tensor, layout: AttentionLayout, backend: str
 ) -> torch.Tensor:
     """Attention under the packed PrefixLM mask; `backend` already resolved by `select_backend`."""
     if backend == "sdpa":
-        return F.scaled_dot_product_attention(q_BHTD, k_BHTD, v_BHTD, attn_mask=layout.dense_mask_B1TT)
+        return F.scaled_dot_product_attention(
+            q_BHTD, k_BGTD, v_BGTD, attn_mask=layout.dense_mask_B1TT, **grouped_query(q_BHTD, k_BGTD)
+        )
     if backend == "flex":
-        return _flex(q_BHTD, k_BHTD, v_BHTD, layout)
+        return _flex(q_BHTD, k_BGTD, v_BGTD, layout)
     if backend == "fa3":
-        return _fa3(q_BHTD, k_BHTD, v_BHTD, layout)
+        return _fa3(q_BHTD, k_BGTD, v_BGTD, layout)
     raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")

@@ -2,8 +2,11 @@
 
 Block (pre-norm, no biases): x + GatedAttention(rms(x)), then x + SwiGLU(rms(x)).
 - RMSNorm has no parameters (eps 1e-6), as in HRM-Text.
-- Attention is multi-head (no GQA) with RoPE and a sigmoid output gate per channel,
-  computed from the block input: out = o_proj(sigmoid(gate_proj(x)) * attention(x)).
+- Attention has RoPE and a sigmoid output gate per channel, computed from the block input:
+  out = o_proj(sigmoid(gate_proj(x)) * attention(x)). Two options depart from `hrm_text`
+  (export refuses them): `n_kv_heads` < `n_heads` is grouped-query attention (each key/value
+  head serves n_heads / n_kv_heads query heads; caches store only the key/value heads) and
+  `attention_gate: false` drops gate_proj (out = o_proj(attention(x)), as Grok-1).
 - A stack ends with one more RMSNorm ("MagicNorm"), so every recurrent state a stack
   hands on has unit RMS, whatever the depth of the recurrence.
 Parameter names follow transformers' `hrm_text` so weights map one to one.
@@ -15,7 +18,7 @@ The model only says *which* slot a layer is (`first_slot + block index`; recurre
 give each stack pass its own slots); how keys are stored, masked and batched is the
 engine's business. With `cache=None` the code path is exactly the training one.
 
-Shape legend: B rows, T tokens, C hidden size, H heads, D head dim.
+Shape legend: B rows, T tokens, C hidden size, H heads (G key/value heads), D head dim.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from frugal_lm.model.attention import AttentionLayout, prefix_lm_attention
 
 class AttentionCache(Protocol):
     def attend(self, layer_slot: int, q_BHTD: torch.Tensor, k_BHTD: torch.Tensor, v_BHTD: torch.Tensor) -> torch.Tensor:
-        """Store k, v for `layer_slot` and return attention (B, H, T, D) over the cache."""
+        """Store k, v (B, G, T, D) for `layer_slot` and return attention (B, H, T, D) over the cache."""
 
 
 def rms_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
@@ -65,12 +68,13 @@ def apply_rotary(x_BHTD: torch.Tensor, cos_BTD: torch.Tensor, sin_BTD: torch.Ten
 class GatedAttention(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.n_heads, self.head_dim = config.n_heads, config.head_dim
-        width = config.n_heads * config.head_dim
+        self.n_heads, self.n_kv_heads, self.head_dim = config.n_heads, config.kv_heads, config.head_dim
+        width, kv_width = config.n_heads * config.head_dim, config.kv_heads * config.head_dim
         self.q_proj = nn.Linear(config.hidden_size, width, bias=False)
-        self.k_proj = nn.Linear(config.hidden_size, width, bias=False)
-        self.v_proj = nn.Linear(config.hidden_size, width, bias=False)
-        self.gate_proj = nn.Linear(config.hidden_size, width, bias=False)
+        self.k_proj = nn.Linear(config.hidden_size, kv_width, bias=False)
+        self.v_proj = nn.Linear(config.hidden_size, kv_width, bias=False)
+        # Registered in this order (q, k, v, gate, o) so that the seeded init stays the same.
+        self.gate_proj = nn.Linear(config.hidden_size, width, bias=False) if config.attention_gate else None
         self.o_proj = nn.Linear(width, config.hidden_size, bias=False)
 
     def forward(
@@ -84,18 +88,21 @@ class GatedAttention(nn.Module):
     ) -> torch.Tensor:
         B, T, _ = x_BTC.shape
 
-        def heads(projection: nn.Linear) -> torch.Tensor:
-            return projection(x_BTC).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+        def heads(projection: nn.Linear, n_heads: int) -> torch.Tensor:
+            return projection(x_BTC).view(B, T, n_heads, self.head_dim).transpose(1, 2)
 
         cos, sin = rotary
-        q_BHTD = apply_rotary(heads(self.q_proj), cos, sin)
-        k_BHTD = apply_rotary(heads(self.k_proj), cos, sin)
+        q_BHTD = apply_rotary(heads(self.q_proj, self.n_heads), cos, sin)
+        k_BGTD = apply_rotary(heads(self.k_proj, self.n_kv_heads), cos, sin)
+        v_BGTD = heads(self.v_proj, self.n_kv_heads)
         if cache is None:
-            attended_BHTD = prefix_lm_attention(q_BHTD, k_BHTD, heads(self.v_proj), layout, backend)
+            attended_BHTD = prefix_lm_attention(q_BHTD, k_BGTD, v_BGTD, layout, backend)
         else:
-            attended_BHTD = cache.attend(layer_slot, q_BHTD, k_BHTD, heads(self.v_proj))
+            attended_BHTD = cache.attend(layer_slot, q_BHTD, k_BGTD, v_BGTD)
         attended_BTC = attended_BHTD.transpose(1, 2).reshape(B, T, -1)
-        return self.o_proj(torch.sigmoid(self.gate_proj(x_BTC)) * attended_BTC)
+        if self.gate_proj is not None:
+            attended_BTC = torch.sigmoid(self.gate_proj(x_BTC)) * attended_BTC
+        return self.o_proj(attended_BTC)
 
 
 class SwiGLU(nn.Module):
