@@ -119,3 +119,17 @@ def test_refuses_what_our_model_cannot_compute(key, value, message):
 def test_refuses_to_export_other_nets():
     with pytest.raises(FrugalError, match="net=universal: the transformers hrm_text format holds only HRM"):
         to_hf_config(ModelConfig(net="universal", hidden_size=32, n_layers=2, n_heads=2), SPECIAL_IDS)
+
+
+@pytest.mark.parametrize(
+    "departure, message",
+    [
+        ({"n_kv_heads": 1}, "n_kv_heads=1: the transformers hrm_text format has one key/value head per query head"),
+        ({"attention_gate": False}, "attention_gate=false: the transformers hrm_text format always applies"),
+    ],
+)
+def test_refuses_to_export_grouped_query_or_ungated_attention(departure, message):
+    with pytest.raises(FrugalError, match=message):
+        to_hf_config(ModelConfig(hidden_size=32, n_layers=2, n_heads=2, **departure), SPECIAL_IDS)
+    # The same config with n_kv_heads = n_heads is plain multi-head attention: exported.
+    assert to_hf_config(ModelConfig(hidden_size=32, n_layers=2, n_heads=2, n_kv_heads=2), SPECIAL_IDS)

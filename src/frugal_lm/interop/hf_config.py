@@ -10,7 +10,8 @@ Design choices:
   per-stack layers x H_cycles x (L_cycles + 1) that HrmTextConfig itself serialises, one KV
   slot per stack pass), cycles, `embedding_scale` (our 1 / init_std, the exact float our
   model multiplies by), `rms_norm_eps`, RoPE theta, `prefix_lm`, untied head, no biases.
-- Refuse, never approximate. Export: only `net=hrm` exists in the format. Import: what our
+- Refuse, never approximate. Export: only `net=hrm` exists in the format, with multi-head
+  attention (no `n_kv_heads` below `n_heads`) and the attention gate. Import: what our
   block cannot compute (biases, another activation, scaled RoPE, a causal-only model, a
   head_dim other than hidden / heads, an SwiGLU width our `expansion` cannot reproduce)
   raises a `FrugalError` naming the file and the key.
@@ -134,6 +135,16 @@ def to_hf_config(config: ModelConfig, special_ids: dict[str, int]) -> dict[str, 
         raise FrugalError(
             f"net={config.net}: the transformers hrm_text format holds only HRM models (net=hrm); "
             f"there is no transformers equivalent to export this net to"
+        )
+    if config.kv_heads != config.n_heads:
+        raise FrugalError(
+            f"n_kv_heads={config.n_kv_heads}: the transformers hrm_text format has one key/value head per "
+            f"query head ({config.n_heads}); a grouped-query model cannot be exported to it"
+        )
+    if not config.attention_gate:
+        raise FrugalError(
+            "attention_gate=false: the transformers hrm_text format always applies the sigmoid output gate; "
+            "a model without it cannot be exported to it"
         )
     per_stack = config.layers_per_stack
     return {
