@@ -120,6 +120,9 @@ class TrainerState(BaseModel):
     loss: float | None = None
     data_fingerprint: str | None = None
     """Identifies the mixed set trained on (`resume.data_fingerprint`); None in older checkpoints."""
+    world_size: int | None = None
+    """Ranks the run trained on (`batch_tokens` is per rank, so resuming compares the global
+    batch, batch_tokens x world_size); None in older checkpoints."""
 
     @classmethod
     def read(cls, checkpoint: Path) -> TrainerState:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch.distributed.tensor import DTensor
 
 from frugal_lm.model.layers import Block
 
@@ -45,8 +46,9 @@ def init_distributed(device_type: str) -> Distributed:
     return Distributed(dist.get_rank(), dist.get_world_size(), local_rank)
 
 
-def shard_model(model: torch.nn.Module, bf16: bool) -> torch.nn.Module:
-    """FSDP2: one `fully_shard` per block, then the root."""
+def shard_model(model: torch.nn.Module, bf16: bool, ignored: set[torch.nn.Parameter] | None = None) -> torch.nn.Module:
+    """FSDP2: one `fully_shard` per block, then the root. `ignored` parameters (experts
+    sharded by expert parallelism, train/expert_parallel.py) are left to their owner."""
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     policy = (
@@ -54,9 +56,28 @@ def shard_model(model: torch.nn.Module, bf16: bool) -> torch.nn.Module:
     )
     for module in model.modules():
         if isinstance(module, Block):
-            fully_shard(module, mp_policy=policy, reshard_after_forward=False)
-    fully_shard(model, mp_policy=policy)
+            fully_shard(module, mp_policy=policy, reshard_after_forward=False, ignored_params=ignored)
+    fully_shard(model, mp_policy=policy, ignored_params=ignored)
     return model
+
+
+@torch.no_grad()
+def clip_grad_norm(parameters: list[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
+    """`torch.nn.utils.clip_grad_norm_` (the very call when every gradient lives on one mesh
+    or none), also for gradients sharded over several meshes (FSDP's and the experts'), whose
+    norms torch cannot stack: each mesh's norm is completed over its ranks, then combined."""
+    grads = [param.grad for param in parameters if param.grad is not None]
+    mesh_of = [id(grad.device_mesh) if isinstance(grad, DTensor) else None for grad in grads]
+    if len(set(mesh_of)) <= 1:
+        return torch.nn.utils.clip_grad_norm_(parameters, max_norm)
+    norms = []
+    for mesh in dict.fromkeys(mesh_of):
+        norm = torch.nn.utils.get_total_norm([grad for grad, key in zip(grads, mesh_of) if key == mesh])
+        norms.append(norm.full_tensor() if isinstance(norm, DTensor) else norm)
+    total = torch.linalg.vector_norm(torch.stack(norms))
+    scale = (max_norm / (total + 1e-6)).clamp(max=1.0)  # clip_grad_norm_'s coefficient
+    torch._foreach_mul_([grad.to_local() if isinstance(grad, DTensor) else grad for grad in grads], scale)
+    return total
 
 
 def shutdown(distributed: Distributed) -> None:

@@ -5,6 +5,8 @@ complete checkpoint and drops the metrics lines logged after it. Other data (ano
 tokenizer, another mixed set) or other settings that shape the run would apply the saved
 loader position and optimizer state to a different run, so they are refused, naming what
 differs; only how long the run goes and how it is run may change (`RESUMABLE_CHANGES`).
+The number of ranks may change too (Distributed Checkpoint reshards, experts included),
+provided the global batch, `batch_tokens` x ranks, stays the same.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ RESUMABLE_CHANGES = frozenset(
         "precision",
         "compile",
         "activation_checkpointing",
+        "expert_parallel",
         "loggers",
         "log_every",
         "checkpoint_every",
@@ -97,11 +100,29 @@ def data_fingerprint(dataset: MixedDataset) -> str:
     return digest.hexdigest()
 
 
-def check_resumable(config: RunConfig, checkpoint: Path, saved_state: TrainerState, dataset: MixedDataset) -> None:
+def check_same_global_batch(config: RunConfig, saved: RunConfig, saved_state: TrainerState, world_size: int) -> None:
+    """`batch_tokens` is per rank: a run may resume on another number of ranks (its
+    checkpoint reshards) when batch_tokens x ranks, the global batch, stays the same."""
+    saved_ranks = saved_state.world_size or world_size  # older checkpoints: assume the same ranks
+    if config.batch_tokens * world_size != saved.batch_tokens * saved_ranks:
+        raise FrugalError(
+            f"resume=true with another global batch: batch_tokens={config.batch_tokens} on {world_size} rank(s) "
+            f"is {config.batch_tokens * world_size} tokens a step (the run has batch_tokens={saved.batch_tokens} "
+            f"on {saved_ranks} rank(s), {saved.batch_tokens * saved_ranks}); keep batch_tokens x ranks the same, "
+            f"or start a new run (another out=, init_from= to fine-tune)"
+        )
+
+
+def check_resumable(
+    config: RunConfig, checkpoint: Path, saved_state: TrainerState, dataset: MixedDataset, world_size: int = 1
+) -> None:
     """Resuming with other data or other run-shaping settings would apply the saved loader
     position and optimizer state to a different run: refuse, naming what differs."""
     saved = read_run_config(checkpoint)
     now, then = config.model_dump(mode="json"), saved.model_dump(mode="json")
+    if saved_state.world_size not in (None, world_size):  # resharded: the global batch must match
+        check_same_global_batch(config, saved, saved_state, world_size)
+        now["batch_tokens"] = then["batch_tokens"]
     differing = [key for key in now if key not in RESUMABLE_CHANGES and key != "model" and now[key] != then[key]]
     differing += [
         f"model.{key}" for key in now["model"] if key != "attention_backend" and now["model"][key] != then["model"][key]
@@ -132,7 +153,7 @@ def resume(
     checkpoint = checkpointer.require_latest()
     check_same_tokenizer(checkpoint / "tokenizer", dataset.directory / "tokenizer")
     state = TrainerState.read(checkpoint)
-    check_resumable(config, checkpoint, state, dataset)
+    check_resumable(config, checkpoint, state, dataset, distributed.world_size)
     checkpointer.load(checkpoint, model, optimizer)
     if distributed.is_main:
         for log in ("metrics.jsonl", "samples.jsonl"):

@@ -28,7 +28,7 @@ from torch.func import functional_call
 from frugal_lm.data.batch import PackedBatch
 from frugal_lm.model import language_model_loss
 from frugal_lm.model.layers import Block, Stack
-from frugal_lm.train.distributed import Distributed
+from frugal_lm.train.distributed import Distributed, clip_grad_norm
 from frugal_lm.train.optimizer import AdamATan2
 
 
@@ -92,8 +92,12 @@ class TrainStep:
         distributed: Distributed,
         bf16: bool,
         grad_clip: float | None,
+        finish_gradients: Callable[[], None] | None = None,
     ):
+        """`finish_gradients` completes, after the backward pass, gradients that it left
+        partial (expert parallelism's experts: `ExpertParallel.reduce_gradients`)."""
         self.model, self.optimizer, self.distributed = model, optimizer, distributed
+        self.finish_gradients = finish_gradients
         # Under FSDP2 the sharding policy already gathers bf16 weights (distributed.shard_model).
         self.cast_weights = bf16 and distributed.world_size == 1
         self.grad_clip = grad_clip
@@ -128,7 +132,9 @@ class TrainStep:
         world_size = self.distributed.world_size
         # Exactly output.loss with one rank; N ranks' gradients sum to the single-process one.
         (output.loss * (output.label_tokens / stats.label_tokens.clamp(min=1) * world_size)).backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip) if self.grad_clip else None
+        if self.finish_gradients is not None:
+            self.finish_gradients()
+        grad_norm = clip_grad_norm(list(self.model.parameters()), self.grad_clip) if self.grad_clip else None
         applied = math.isfinite(stats.loss)
         if applied:
             self.optimizer.step()
