@@ -1,4 +1,4 @@
-"""`frugal data ...`: synth, validate, tokenizer, tokenize, mix."""
+"""`frugal data ...`: synth, validate, tokenizer, tokenize, mix (curate: cli/data_curate.py)."""
 
 from __future__ import annotations
 
@@ -186,6 +186,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     mix.add_argument("--seed", type=int, default=0)
     mix.set_defaults(handler=_data_mix_command)
 
+    from frugal_lm.cli.data_curate import register_curate
     from frugal_lm.cli.evals import register_decontaminate  # its handler lives with the evals commands
+
+    register_curate(data, OUT_HELP)
 
     register_decontaminate(data)
