@@ -1,5 +1,6 @@
 """Text the data tests make themselves: varied instruction -> response rows, and near copies of them."""
 
+import itertools
 import random
 
 import pytest
@@ -20,10 +21,10 @@ def varied_rows(count: int, seed: int = 0) -> list[dict]:
     40-110 words a pair, as in Alpaca-style data."""
     rng = random.Random(seed)
     vocabulary = _vocabulary(rng)
-    weights = [1.0 / (rank + 1) for rank in range(len(vocabulary))]
+    cumulative = list(itertools.accumulate(1.0 / (rank + 1) for rank in range(len(vocabulary))))
 
     def sentence() -> str:
-        words = rng.choices(vocabulary, weights, k=rng.randint(7, 14))
+        words = rng.choices(vocabulary, cum_weights=cumulative, k=rng.randint(7, 14))
         return " ".join(words).capitalize() + rng.choice([".", ".", "?", "!"])
 
     return [
