@@ -65,9 +65,9 @@ def test_parquet_rows_stream(tmp_path):
 def test_unreadable_inputs(tmp_path):
     with pytest.raises(FrugalError, match="no such file"):
         list(read_rows(tmp_path / "missing.jsonl"))
-    (tmp_path / "x.csv").write_text("a,b\n")
-    with pytest.raises(FrugalError, match="unsupported file type .csv"):
-        list(read_rows(tmp_path / "x.csv"))
+    (tmp_path / "x.txt").write_text("a,b\n")
+    with pytest.raises(FrugalError, match="unsupported file type .txt"):
+        list(read_rows(tmp_path / "x.txt"))
     good_line = json.dumps(GOOD).encode() + b"\n"
     (tmp_path / "bad.jsonl").write_bytes(good_line + b'{"instruction": "\xff"}\n' + good_line)
     results = list(read_rows(tmp_path / "bad.jsonl"))
@@ -91,7 +91,7 @@ def test_an_unreadable_input_is_a_one_line_error_naming_it(tmp_path, capsys, mon
     def denied(file, *args, **kwargs):  # as chmod 000 does for anyone but root (tests may run as root)
         raise PermissionError(13, "Permission denied", str(file))
 
-    monkeypatch.setattr("frugal_lm.data.records.open", denied, raising=False)
+    monkeypatch.setattr("frugal_lm.data.files_in.open", denied, raising=False)
     assert main(["data", "validate", str(path)]) == 2
     captured = capsys.readouterr()
     assert captured.err == f"frugal data: error: {path}: Permission denied\n" and "Traceback" not in captured.out

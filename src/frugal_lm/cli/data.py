@@ -14,6 +14,46 @@ OUT_HELP = (
 )
 
 
+def add_reader_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--format`, `--map`, `--turns`, `--condition`: how a data command reads its sources
+    (`data.readers.ReadOptions`); `reader_options(args)` turns them into the options."""
+    from frugal_lm.data.formats import FORMATS
+
+    group = parser.add_argument_group("reading sources")
+    group.add_argument(
+        "--format",
+        choices=FORMATS,
+        help="the row format of every source (default: detected per file from its fields and printed)",
+    )
+    group.add_argument(
+        "--map",
+        metavar="instruction=FIELD,response=FIELD[,condition=FIELD,category=FIELD]",
+        help="read other flat columns as the record's fields",
+    )
+    group.add_argument(
+        "--turns",
+        choices=["all", "first", "last"],
+        default="all",
+        help="which assistant turns of a conversation become examples (default all)",
+    )
+    group.add_argument(
+        "--condition", metavar="TAGS", help="comma-separated condition tags added to every row (e.g. cot or noisy)"
+    )
+
+
+def reader_options(args: argparse.Namespace, require_response: bool = True):
+    """The `ReadOptions` of `add_reader_arguments`' flags; a bad value is a one-line error."""
+    from frugal_lm.data.readers import ReadOptions, parse_field_map
+
+    return ReadOptions(
+        format=args.format,
+        field_map=parse_field_map(args.map) if args.map is not None else None,
+        turns=args.turns,
+        condition=args.condition,
+        require_response=require_response,
+    )
+
+
 def _data_synth_command(args: argparse.Namespace) -> int:
     from frugal_lm.data.synth import parse_families, write_synthetic
 
@@ -30,32 +70,42 @@ def _data_synth_command(args: argparse.Namespace) -> int:
 
 
 def _data_validate_command(args: argparse.Namespace) -> int:
-    from frugal_lm.data.records import validate_files
+    from frugal_lm.data.readers import SourceCounts, SourceReader
 
-    good, problems = validate_files(args.files)
-    for line in problems:
-        print(line)
-    print(f"{good:,} good rows, {len(problems):,} bad rows", file=sys.stderr)
-    return 1 if problems else 0
+    options = reader_options(args)
+    total = SourceCounts()
+    for path in args.files:
+        reader, counts = SourceReader(path, options), SourceCounts()
+        for result in reader:
+            counts.add(result)
+            total.add(result)
+            if result.record is None and not result.skipped:
+                print(f"{result.where}: {result.reason}")
+        print(f"{path}: format {reader.format or 'unknown'}, {counts.summary()}", file=sys.stderr)
+    if len(args.files) > 1:
+        print(f"all files: {total.summary()}", file=sys.stderr)
+    return 1 if total.bad else 0
 
 
 def _data_tokenizer_command(args: argparse.Namespace) -> int:
-    from frugal_lm.data.records import read_rows
+    from frugal_lm.data.readers import SourceCounts, SourceReader
     from frugal_lm.data.tokenizer import COMMAND, save_tokenizer_dir, train_tokenizer
     from frugal_lm.files import check_output_dir
 
+    options = reader_options(args)
     check_output_dir(args.out, COMMAND)  # before training, not after: refuse a foreign --out at once
-    skipped = 0
+    counts = SourceCounts()
+    formats = []
 
     def texts():
-        nonlocal skipped
         for source in args.sources:
-            for result in read_rows(source):
-                if result.record is None:
-                    skipped += 1
-                    continue
-                yield result.record.instruction
-                yield result.record.response
+            reader = SourceReader(source, options)
+            for result in reader:
+                counts.add(result)
+                if result.record is not None:
+                    yield result.record.instruction
+                    yield result.record.response
+            formats.append(f"{source} ({reader.format or 'format unknown'})")
 
     tokenizer = train_tokenizer(texts(), args.vocab_size)
     save_tokenizer_dir(tokenizer, args.out)
@@ -67,9 +117,12 @@ def _data_tokenizer_command(args: argparse.Namespace) -> int:
         if tokenizer.vocab_size < args.vocab_size
         else ""
     )
+    skipped = sum(counts.skipped.values())
     print(
-        f"trained a {tokenizer.vocab_size:,}-token byte-level BPE into {args.out}{saturated}"
-        + (f"; {skipped:,} bad rows ignored (see `frugal data validate`)" if skipped else "")
+        f"trained a {tokenizer.vocab_size:,}-token byte-level BPE into {args.out}{saturated} from "
+        + ", ".join(formats)
+        + (f"; {counts.bad:,} bad rows ignored (see `frugal data validate`)" if counts.bad else "")
+        + (f"; {skipped:,} conversation turns skipped" if skipped else "")
     )
     return 0
 
@@ -77,13 +130,20 @@ def _data_tokenizer_command(args: argparse.Namespace) -> int:
 def _data_tokenize_command(args: argparse.Namespace) -> int:
     from frugal_lm.data.tokenize import tokenize_sources
 
-    for result in tokenize_sources(args.tokenizer, args.out, args.sources, args.on_error):
+    for result in tokenize_sources(args.tokenizer, args.out, args.sources, args.on_error, reader_options(args)):
         state = "unchanged" if result.skipped_unchanged else "tokenized"
+        skipped = sum(result.skipped.values())
         print(
-            f"{result.source}: {state}, {result.rows:,} rows, {result.tokens:,} tokens, "
-            f"{result.rejected:,} rejected, {result.duplicates:,} duplicates -> {result.output}"
+            f"{result.source}: {state}, format {result.source_format or 'unknown'}, {result.rows:,} rows, "
+            f"{result.tokens:,} tokens, {result.rejected:,} rejected, {result.duplicates:,} duplicates"
+            + (f", {skipped:,} turns skipped ({_by_category(result.skipped)})" if skipped else "")
+            + f" -> {result.output}"
         )
     return 0
+
+
+def _by_category(counts: dict[str, int]) -> str:
+    return ", ".join(f"{category} {count:,}" for category, count in sorted(counts.items()))
 
 
 def _data_mix_command(args: argparse.Namespace) -> int:
@@ -125,11 +185,13 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     validate = data.add_parser(
         "validate",
-        help="check JSONL/Parquet records; exit 1 if any row is bad",
-        description="Print FILE:LINE: reason for every bad row (not JSON, missing or empty "
-        "field, non-string, unknown condition tag, over the length cap).",
+        help="check data files in any supported format; exit 1 if any row is bad",
+        description="Print FILE:LINE: reason for every bad row (not JSON, unknown row shape, a file "
+        "mixing formats, missing or empty field, non-string, unknown condition tag, over the length "
+        "cap), and per file on stderr the format it was read as and its counts.",
     )
     validate.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    add_reader_arguments(validate)
     validate.set_defaults(handler=_data_validate_command)
 
     tokenizer = data.add_parser(
@@ -141,6 +203,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     tokenizer.add_argument("--vocab-size", type=int, required=True)
     tokenizer.add_argument("--out", type=Path, required=True, help=OUT_HELP)
     tokenizer.add_argument("sources", nargs="+", type=Path, metavar="SOURCE")
+    add_reader_arguments(tokenizer)
     tokenizer.set_defaults(handler=_data_tokenizer_command)
 
     tokenize = data.add_parser(
@@ -167,6 +230,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "rejected.jsonl with their reason",
     )
     tokenize.add_argument("sources", nargs="+", type=Path, metavar="SOURCE")
+    add_reader_arguments(tokenize)
     tokenize.set_defaults(handler=_data_tokenize_command)
 
     mix = data.add_parser(

@@ -47,9 +47,15 @@ class SourceMeta(Metadata):
     mtime_ns: int | None = None
     tokenizer: str | None = None
     """Fingerprint of the tokenizer files (`tokenize.tokenizer_fingerprint`)."""
+    reader: dict[str, Any] | None = None
+    """The reader options the source was read with (`readers.ReadOptions.stamp`)."""
+    source_format: str | None = None
+    """The row format the source was read as (`formats.FORMATS`, or `mapped`)."""
     rows: int = Field(ge=0)
     rejected: int = 0
     duplicates: int = 0
+    skipped: dict[str, int] = {}
+    """Conversation turns skipped, by category (`conversations.SKIP_CATEGORIES`)."""
     tokens: int = Field(ge=0)
     token_dtype: str | None = None
     vocab_size: int = Field(ge=1)

@@ -1,21 +1,23 @@
-"""Instruction -> response records from JSONL or Parquet, streamed and validated row by row.
+"""Instruction -> response records, streamed and validated row by row.
 
 A record is `{"instruction": str, "response": str, "condition": str}`; `condition` is a
 comma-separated list of known tags and defaults to `direct`. Extra fields (such as a
 `category`) pass through. Every bad row gets a reason tied to its place in the file
 (`file:line` for JSONL, `file:row N` for Parquet, 1-based), so nothing is dropped silently.
+
+`read_rows` reads files of records as they are; `readers.read_examples` reads the other row
+formats people have (chats, Alpaca, ...) into the same `Record`s.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from frugal_lm.data.files_in import iter_rows
 from frugal_lm.errors import FrugalError
-from frugal_lm.files import os_errors_as_user_errors
 
 KNOWN_CONDITIONS = ("direct", "cot", "noisy", "synth")
 DEFAULT_MAX_CHARS = 1_000_000
@@ -34,35 +36,46 @@ class Record:
     response: str
     conditions: tuple[str, ...]
     category: str | None = None
+    source_format: str | None = field(default=None, compare=False)
+    """The row format it was read from (`formats.FORMATS`, or `mapped`); None when made in code."""
 
 
 @dataclass(frozen=True)
 class RowResult:
-    """One row: a record, or the reason it was rejected; `where` is `file:line`."""
+    """One row: a record, or the reason it was rejected; `where` is `file:line`. A skipped
+    conversation turn (`readers`) has `skipped` set and is not an error: its reason starts with
+    a word of `conversations.SKIP_CATEGORIES`."""
 
     where: str
     record: Record | None
     reason: str | None
     raw: Any = None
+    skipped: bool = False
 
 
 def validate_row(
-    row: Any, known_conditions: tuple[str, ...] = KNOWN_CONDITIONS, max_chars: int = DEFAULT_MAX_CHARS
+    row: Any,
+    known_conditions: tuple[str, ...] = KNOWN_CONDITIONS,
+    max_chars: int = DEFAULT_MAX_CHARS,
+    *,
+    names: dict[str, str] | None = None,
+    require_response: bool = True,
+    source_format: str | None = None,
 ) -> Record | str:
-    """The record, or a one-line reason it is bad."""
+    """The record, or a one-line reason it is bad. `names` gives the source's name of a field
+    for the reasons (Alpaca's `output` for `response`); without `require_response`, a missing
+    or empty response is the empty string (a prompt-only row)."""
     if not isinstance(row, dict):
         return f"expected an object with instruction and response, got {type(row).__name__}"
-    for field in ("instruction", "response"):
-        if field not in row or row[field] is None:
-            return f"missing field {field!r}"
-        if not isinstance(row[field], str):
-            return f"field {field!r} must be a string, got {type(row[field]).__name__}"
-        if not row[field].strip():
-            return f"field {field!r} is empty"
-        if len(row[field]) > max_chars:
-            return f"field {field!r} has {len(row[field]):,} characters, over the cap of {max_chars:,}"
-        if (problem := _not_unicode(row[field])) is not None:
-            return f"field {field!r} {problem}"
+    if not require_response and (row.get("response") is None or row.get("response") == ""):
+        row = {**row, "response": ""}
+        texts: tuple[str, ...] = ("instruction",)
+    else:
+        texts = ("instruction", "response")
+    for text_field in texts:
+        if (problem := _text_problem(row.get(text_field), max_chars)) is not None:
+            name = (names or {}).get(text_field, text_field)
+            return f"missing field {name!r}" if problem == "missing" else f"field {name!r} {problem}"
     condition = row.get("condition", "direct")
     if condition is None:
         condition = "direct"
@@ -75,7 +88,22 @@ def validate_row(
     category = row.get("category")
     if isinstance(category, str) and (problem := _not_unicode(category)) is not None:
         return f"field 'category' {problem}"
-    return Record(row["instruction"], row["response"], tags, category if isinstance(category, str) else None)
+    return Record(
+        row["instruction"], row["response"], tags, category if isinstance(category, str) else None, source_format
+    )
+
+
+def _text_problem(value: Any, max_chars: int) -> str | None:
+    """Why a text field's value is unusable ("missing", or the rest of a sentence), or None."""
+    if value is None:
+        return "missing"
+    if not isinstance(value, str):
+        return f"must be a string, got {type(value).__name__}"
+    if not value.strip():
+        return "is empty"
+    if len(value) > max_chars:
+        return f"has {len(value):,} characters, over the cap of {max_chars:,}"
+    return _not_unicode(value)
 
 
 def _not_unicode(text: str) -> str | None:
@@ -88,60 +116,15 @@ def _not_unicode(text: str) -> str | None:
     return None
 
 
-def _jsonl_rows(path: Path) -> Iterator[tuple[str, Any, str | None]]:
-    # Bytes, decoded line by line: a text-mode reader decodes whole chunks, so a bad byte
-    # would be reported on an earlier line and end the file; here it costs only its own row.
-    with os_errors_as_user_errors(path), open(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                # utf-8-sig on line 1: editors on Windows start a file with a byte-order mark.
-                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
-            except UnicodeDecodeError as error:
-                yield f"{path}:{number}", None, f"not valid UTF-8 (byte {error.start + 1})"
-                continue
-            if not line.strip():
-                continue
-            try:
-                yield f"{path}:{number}", json.loads(line), None
-            except json.JSONDecodeError as error:
-                yield f"{path}:{number}", None, f"not valid JSON ({error.msg} at column {error.colno})"
-
-
-def _parquet_rows(path: Path, batch_rows: int = 8192) -> Iterator[tuple[str, Any, str | None]]:
-    try:
-        import pyarrow.parquet as parquet
-    except ImportError:
-        raise FrugalError(f"{path}: reading Parquet needs pyarrow (pip install pyarrow)") from None
-    try:
-        table = parquet.ParquetFile(path)
-    except Exception as error:  # pyarrow raises several types for a bad file
-        raise FrugalError(f"{path}: not a readable Parquet file ({error})") from None
-    number = 0
-    for batch in table.iter_batches(batch_size=batch_rows):
-        for row in batch.to_pylist():
-            number += 1
-            yield f"{path}:row {number}", row, None
-
-
 def read_rows(
     path: Path | str, known_conditions: tuple[str, ...] = KNOWN_CONDITIONS, max_chars: int = DEFAULT_MAX_CHARS
 ) -> Iterator[RowResult]:
-    """Stream every row of a `.jsonl` or `.parquet` file with its verdict."""
-    path = Path(path)
-    if not path.is_file():
-        raise FrugalError(f"{path}: no such file")
-    suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".json"):
-        rows = _jsonl_rows(path)
-    elif suffix == ".parquet":
-        rows = _parquet_rows(path)
-    else:
-        raise FrugalError(f"{path}: unsupported file type {suffix or '(none)'}; use .jsonl or .parquet")
-    for where, row, parse_error in rows:
+    """Stream every row of a records source (any type `files_in` reads) with its verdict."""
+    for where, row, parse_error in iter_rows(Path(path)):
         if parse_error is not None:
             yield RowResult(where, None, parse_error)
             continue
-        verdict = validate_row(row, known_conditions, max_chars)
+        verdict = validate_row(row, known_conditions, max_chars, source_format="records")
         if isinstance(verdict, str):
             yield RowResult(where, None, verdict, row)
         else:

@@ -1,4 +1,8 @@
-"""`frugal data tokenize`: records -> per-source token arrays, incremental and streaming.
+"""`frugal data tokenize`: data sources -> per-source token arrays, incremental and streaming.
+
+Sources are read by `readers.read_examples` (any supported file type and row format, a folder
+of shards); the format each was read as, and conversation turns skipped by category, are
+recorded in meta.json.
 
 Each source file gets its own directory `OUT/<file stem>-<8 hex of its path>/` with
 `tokens.npy` (uint16 when every id fits, else uint32), `inst_start`, `inst_len`,
@@ -21,7 +25,7 @@ and sha256).
   `"skip"` writes each bad row with its reason to `rejected.jsonl` beside the outputs.
 - Exact duplicates of (instruction, response) within a source are dropped and counted;
   the first occurrence is kept.
-- Incremental: a source whose size, mtime and tokenizer are unchanged, and whose outputs
+- Incremental: a source whose size, mtime, tokenizer and reader options are unchanged, and whose outputs
   still have the sizes and SHA-256 recorded in meta.json, is skipped (a truncated or
   damaged output is rebuilt, never trusted); outputs of sources no longer given are removed.
 - OUT is marked as this command's (`frugal_lm.files`): a non-empty OUT it did not write is
@@ -38,8 +42,9 @@ import os
 import queue
 import shutil
 import threading
+from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Generic, TypeVar
 
@@ -48,8 +53,10 @@ from tqdm import tqdm
 
 from frugal_lm.data.arrays import raw_to_npy
 from frugal_lm.data.dedup import DuplicateFilter, row_key
+from frugal_lm.data.files_in import source_stamp
 from frugal_lm.data.metadata import FileRecord, SourceMeta, read_source_meta, write_source_meta
-from frugal_lm.data.records import BadRowError, Record, read_rows
+from frugal_lm.data.readers import ReadOptions, SourceReader, skip_category
+from frugal_lm.data.records import BadRowError, Record
 from frugal_lm.data.tokenizer import TextTokenizer, load_tokenizer
 from frugal_lm.errors import FrugalError
 from frugal_lm.files import check_output_dir, os_errors_as_user_errors, record_output, write_atomically
@@ -75,6 +82,9 @@ class SourceResult:
     rejected: int
     duplicates: int
     tokens: int
+    source_format: str | None = None
+    skipped: dict[str, int] = field(default_factory=dict)
+    """Conversation turns skipped, by category (`conversations.SKIP_CATEGORIES`)."""
 
 
 def output_dir_for(out: Path, source: Path) -> Path:
@@ -94,13 +104,14 @@ def smallest_token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= 65536 else np.dtype(np.uint32)
 
 
-def _source_stamp(source: Path, fingerprint: str) -> dict:
-    stat = source.stat()
+def _source_stamp(source: Path, fingerprint: str, options: ReadOptions) -> dict:
+    size, mtime_ns = source_stamp(source)  # a folder: all its shards
     return {
         "source": str(source.resolve()),
-        "size": stat.st_size,
-        "mtime_ns": stat.st_mtime_ns,
+        "size": size,
+        "mtime_ns": mtime_ns,
         "tokenizer": fingerprint,
+        "reader": options.stamp(),
     }
 
 
@@ -157,9 +168,13 @@ class _ReadCounts:
     read: int = 0
     rejected: int = 0
     duplicates: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    source_format: str | None = None
 
 
-def _unique_batches(source: Path, on_error: str, rejects: IO[str], counts: _ReadCounts) -> Iterator[list[Record]]:
+def _unique_batches(
+    source: Path, on_error: str, rejects: IO[str], counts: _ReadCounts, options: ReadOptions
+) -> Iterator[list[Record]]:
     """Batches of valid, first-seen records; bad rows raise (fail) or go to `rejects` (skip)."""
     seen = DuplicateFilter()
     batch: list[Record] = []
@@ -176,9 +191,14 @@ def _unique_batches(source: Path, on_error: str, rejects: IO[str], counts: _Read
         keys.clear()
         return kept
 
-    for result in read_rows(source):
+    reader = SourceReader(source, options)
+    for result in reader:
         counts.read += 1
+        counts.source_format = reader.format
         record = result.record
+        if result.skipped:  # a conversation turn that cannot be rendered as served: counted, not an error
+            counts.skipped[skip_category(result)] += 1
+            continue
         if record is None:
             if on_error == "fail":
                 raise BadRowError(f"{result.where}: {result.reason} (use --on-error skip to quarantine bad rows)")
@@ -244,7 +264,9 @@ def output_damage(folder: Path, meta: SourceMeta, checksums: bool = True) -> str
     return None
 
 
-def _tokenize_one(source: Path, final: Path, tokenizer: TextTokenizer, stamp: dict, on_error: str) -> SourceResult:
+def _tokenize_one(
+    source: Path, final: Path, tokenizer: TextTokenizer, stamp: dict, on_error: str, options: ReadOptions
+) -> SourceResult:
     scratch = final.parent / SCRATCH / final.name
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
@@ -255,7 +277,7 @@ def _tokenize_one(source: Path, final: Path, tokenizer: TextTokenizer, stamp: di
         try:
             with (
                 open(scratch / "rejected.jsonl", "w") as rejects,
-                _Background(_unique_batches(source, on_error, rejects, counts)) as batches,
+                _Background(_unique_batches(source, on_error, rejects, counts, options)) as batches,
                 tqdm(desc=f"tokenize {source.name}", unit="row", leave=False) as progress,
             ):
                 for batch in batches:
@@ -293,6 +315,8 @@ def _tokenize_one(source: Path, final: Path, tokenizer: TextTokenizer, stamp: di
                 rows=rows,
                 rejected=counts.rejected,
                 duplicates=counts.duplicates,
+                skipped=dict(counts.skipped),
+                source_format=counts.source_format,
                 tokens=position,
                 token_dtype=dtype.name,
                 vocab_size=tokenizer.vocab_size,
@@ -302,7 +326,17 @@ def _tokenize_one(source: Path, final: Path, tokenizer: TextTokenizer, stamp: di
         if final.exists():
             shutil.rmtree(final)
         os.replace(scratch, final)
-        return SourceResult(source, final, False, rows, counts.rejected, counts.duplicates, position)
+        return SourceResult(
+            source,
+            final,
+            False,
+            rows,
+            counts.rejected,
+            counts.duplicates,
+            position,
+            counts.source_format,
+            dict(counts.skipped),
+        )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -333,15 +367,20 @@ def _copy_tokenizer(tokenizer_dir: Path, destination: Path) -> None:
             (destination / name).unlink(missing_ok=True)  # an earlier tokenizer's, which no longer applies
 
 
-def tokenize_sources(tokenizer_dir: Path, out: Path, sources: list[Path], on_error: str = "fail") -> list[SourceResult]:
+def tokenize_sources(
+    tokenizer_dir: Path,
+    out: Path,
+    sources: list[Path],
+    on_error: str = "fail",
+    options: ReadOptions = ReadOptions(),
+) -> list[SourceResult]:
     if on_error not in ("fail", "skip"):
         raise FrugalError(f"--on-error must be fail or skip, got {on_error!r}")
     out = Path(out)
     tokenizer = load_tokenizer(tokenizer_dir)
     fingerprint = tokenizer_fingerprint(Path(tokenizer_dir))
     for source in sources:
-        if not source.is_file():
-            raise FrugalError(f"{source}: no such file")
+        source_stamp(source)  # a one-line error for a missing source or an unsupported file type
     written = check_output_dir(out, COMMAND, whole=False)  # refuses an OUT it did not write
     wanted = {output_dir_for(out, source): source for source in sources}
     ours = {SCRATCH, "tokenizer", *(final.name for final in wanted)}
@@ -361,14 +400,24 @@ def tokenize_sources(tokenizer_dir: Path, out: Path, sources: list[Path], on_err
         results = []
         try:
             for final, source in wanted.items():
-                stamp = _source_stamp(source, fingerprint)
+                stamp = _source_stamp(source, fingerprint, options)
                 meta = _unchanged(final, stamp)
                 if meta is not None:
                     results.append(
-                        SourceResult(source, final, True, meta.rows, meta.rejected, meta.duplicates, meta.tokens)
+                        SourceResult(
+                            source,
+                            final,
+                            True,
+                            meta.rows,
+                            meta.rejected,
+                            meta.duplicates,
+                            meta.tokens,
+                            meta.source_format,
+                            dict(meta.skipped),
+                        )
                     )
                     continue
-                results.append(_tokenize_one(source, final, tokenizer, stamp, on_error))
+                results.append(_tokenize_one(source, final, tokenizer, stamp, on_error, options))
         finally:
             shutil.rmtree(out / SCRATCH, ignore_errors=True)
     return results

@@ -7,9 +7,10 @@ Design choices:
   tools, ...) are accepted only at their neutral value, so a client that does not rely on them
   works unchanged and one that does is told so.
 - frugal-lm models are trained on instruction -> response pairs, not on a chat template, so
-  `chat_instruction` documents and implements the one rule turning a message list into an
-  instruction (see its docstring). The condition tag (`direct`, `cot`, ...) travels in an
-  extra field `condition`, comma-separated as in the data format, default `direct`.
+  `chat_instruction` turns a message list into an instruction by the one rule that training
+  data goes through too (`data.chat_template.render_chat`). The condition tag (`direct`,
+  `cot`, ...) travels in an extra field `condition`, comma-separated as in the data format,
+  default `direct`.
 - Text fields are `Text`: valid Unicode only. JSON may carry a lone surrogate ("\\udfff"),
   which no tokenizer (and no UTF-8 encoder) accepts; refused here it is a 400 naming the field,
   not a 500 from deep inside tokenization.
@@ -22,6 +23,8 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_serializer
+
+from frugal_lm.data.chat_template import render_chat
 
 MAX_STOP_STRINGS = 16
 # Below the context (which the server checks); this bound only keeps a typo like 1e12 out.
@@ -230,24 +233,12 @@ def condition_tags(condition: str) -> tuple[str, ...]:
     return tuple(tag.strip() for tag in condition.split(",") if tag.strip())
 
 
-ROLE_LABELS = {"user": "User", "assistant": "Assistant"}
-
-
 def chat_instruction(messages: list[ChatMessage]) -> str:
-    """The instruction a chat becomes (the model was trained on single instructions):
-
-    - a lone user message is the instruction verbatim, exactly as in training data;
-    - otherwise system/developer messages come first, verbatim, then every user/assistant
-      turn as `User: text` / `Assistant: text` (the last one is the user's new question),
-      all separated by blank lines.
-    """
-    if len(messages) == 1:
-        return messages[0].text
-    preamble = [m.text for m in messages if m.role in ("system", "developer")]
-    turns = [f"{ROLE_LABELS[m.role]}: {m.text}" for m in messages if m.role in ROLE_LABELS]
-    if len(turns) == 1:  # system prompt + one question: no labels needed
-        turns = [messages[-1].text]
-    return "\n\n".join([*preamble, *turns])
+    """The instruction a chat becomes (the model was trained on single instructions), by
+    `data.chat_template.render_chat`, the function training data goes through too: a lone user
+    message verbatim; otherwise system/developer messages first, then `User: text` /
+    `Assistant: text` turns, separated by blank lines."""
+    return render_chat([(message.role, message.text) for message in messages])
 
 
 # ---- responses -------------------------------------------------------------------------------
