@@ -10,6 +10,11 @@ from pathlib import Path
 
 from frugal_lm.errors import FrugalError
 
+# The library's defaults, repeated so that building the parser imports neither numpy nor the
+# data modules (tests/cli/test_data_curate.py checks they agree).
+FILTER_NAMES = ("short-response", "echo", "refusal", "repetition", "mojibake")
+NEAR_DEDUP_THRESHOLD, NEAR_DEDUP_PERMS, MAX_REPETITION = 0.8, 128, 0.3
+
 
 def _reader(args: argparse.Namespace):
     from frugal_lm.data.records import read_rows
@@ -77,9 +82,6 @@ def _data_curate_command(args: argparse.Namespace) -> int:
 
 def register_curate(data: argparse._SubParsersAction, out_help: str) -> None:
     """Add `curate` to the `frugal data` group."""
-    from frugal_lm.data.near_dedup import DEFAULT_NUM_PERM, DEFAULT_THRESHOLD
-    from frugal_lm.data.quality_filters import DEFAULT_FILTERS, DEFAULT_MAX_REPETITION
-
     curate = data.add_parser(
         "curate",
         help="filter, deduplicate and decontaminate record files, accounting for every row",
@@ -102,14 +104,14 @@ def register_curate(data: argparse._SubParsersAction, out_help: str) -> None:
     dedup.add_argument(
         "--near-dedup-threshold",
         type=float,
-        default=DEFAULT_THRESHOLD,
-        help=f"Jaccard similarity of the word 5-grams of normalised text (default {DEFAULT_THRESHOLD})",
+        default=NEAR_DEDUP_THRESHOLD,
+        help=f"Jaccard similarity of the word 5-grams of normalised text (default {NEAR_DEDUP_THRESHOLD})",
     )
     dedup.add_argument(
         "--near-dedup-perms",
         type=int,
-        default=DEFAULT_NUM_PERM,
-        help=f"MinHash permutations (default {DEFAULT_NUM_PERM})",
+        default=NEAR_DEDUP_PERMS,
+        help=f"MinHash permutations (default {NEAR_DEDUP_PERMS})",
     )
     filters = curate.add_argument_group("quality filters")
     filters.add_argument("--no-filters", action="store_true", help="turn off every default quality filter")
@@ -118,13 +120,13 @@ def register_curate(data: argparse._SubParsersAction, out_help: str) -> None:
         action="append",
         default=[],
         metavar="NAME[,NAME]",
-        help=f"turn off these filters: {', '.join(DEFAULT_FILTERS)}",
+        help=f"turn off these filters: {', '.join(FILTER_NAMES)}",
     )
     filters.add_argument(
         "--max-repetition",
         type=float,
-        default=DEFAULT_MAX_REPETITION,
-        help=f"largest share of repeated word 4-grams in a response (default {DEFAULT_MAX_REPETITION})",
+        default=MAX_REPETITION,
+        help=f"largest share of repeated word 4-grams in a response (default {MAX_REPETITION})",
     )
     filters.add_argument("--max-tokens", type=int, help="remove rows longer than this many tokens (with --tokenizer)")
     filters.add_argument("--tokenizer", type=Path, metavar="DIR", help="tokenizer directory counting --max-tokens")

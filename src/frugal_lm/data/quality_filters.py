@@ -21,7 +21,6 @@ Every filter has a name (the `step` of its removals in `removed.jsonl`, and the 
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -62,7 +61,9 @@ _CP1252_SPECIALS = (
     "\u2018\u2019\u201c\u201d\u2022\u2013\u2014\u02dc\u2122\u0161\u203a\u0153\u017e\u0178"
 )
 _MOJIBAKE = re.compile(f"[\u00c2\u00c3\u00c5\u00c4\u00d0\u00d1][\u0080-\u00bf{_CP1252_SPECIALS}]|\u00e2\u20ac")
-_ALLOWED_CONTROLS = {"\t", "\n", "\r"}
+# Control characters (Unicode category Cc: C0, DEL, C1) other than tab, newline and carriage return.
+_CONTROL = "\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f"
+_BROKEN_TEXT = re.compile(f"[{_CONTROL}\ufffd]|{_MOJIBAKE.pattern}")
 
 
 def short_response(record: Record) -> str | None:
@@ -109,13 +110,14 @@ def make_repetition(max_share: float) -> Callable[[Record], str | None]:
 
 def mojibake(record: Record) -> str | None:
     for field, text in (("instruction", record.instruction), ("response", record.response)):
-        if "\ufffd" in text:
+        if (match := _BROKEN_TEXT.search(text)) is None:
+            continue
+        found = match.group()
+        if found == "\ufffd":
             return f"{field} holds U+FFFD, the replacement character of a failed decoding"
-        control = next((c for c in text if c not in _ALLOWED_CONTROLS and unicodedata.category(c) == "Cc"), None)
-        if control is not None:
-            return f"{field} holds the control character U+{ord(control):04X}"
-        if (match := _MOJIBAKE.search(text)) is not None:
-            return f"{field} holds mojibake {match.group()!r} (UTF-8 read as Latin-1)"
+        if len(found) == 1:
+            return f"{field} holds the control character U+{ord(found):04X}"
+        return f"{field} holds mojibake {found!r} (UTF-8 read as Latin-1)"
     return None
 
 
