@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from frugal_lm.errors import FrugalError
-from frugal_lm.evals.extract import gsm8k_final_answer, last_boxed
+from frugal_lm.data.answers import gsm8k_final_answer, last_boxed
 
 
 @dataclass(frozen=True)

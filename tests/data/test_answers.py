@@ -1,6 +1,6 @@
 import pytest
 
-from frugal_lm.evals.extract import extract_number, gsm8k_final_answer, last_boxed, math_verify_match, numbers_match
+from frugal_lm.data.answers import extract_number, gsm8k_final_answer, last_boxed, math_verify_match, numbers_match
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,7 @@
-"""Answer extraction and checking for generation tasks.
+"""Final answers: extracting and comparing them (pure text, no model).
+
+Used by the evaluation tasks (`evals/tasks.py`) and by `frugal data generate --verify
+final-answer` (`data/teacher/verify.py`); it lives in the data layer so both can import it.
 
 Design choices:
 - GSM8K-style numeric answers: the number after the last `####` when the output has one (the
