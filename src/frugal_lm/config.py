@@ -65,11 +65,19 @@ class MoeConfig(StrictModel):
     selection only, moved by this much per step toward equal load; 0 = off."""
     aux_loss_coef: float = 0.0
     """Weight of the load-balancing auxiliary loss (Switch / GShard form); 0 = off."""
+    aux_loss_scope: Literal["batch", "sequence"] = "batch"
+    """Balance over the whole batch (Switch) or within each packed example (DeepSeek-V3's
+    sequence-wise loss), averaged over the examples."""
     z_loss_coef: float = 0.0
     """Weight of the router z-loss (ST-MoE): mean squared logsumexp of the router logits; 0 = off."""
     capacity_factor: float | None = None
     """None: dropless. Otherwise each expert takes at most capacity_factor * tokens * top_k / experts
-    tokens per layer call; the rest are dropped (counted in the metrics) and pass by on the residual."""
+    tokens per layer call; the rest are dropped (counted in the metrics) and pass by on the residual.
+    Training only: inference is dropless, so a token's output never depends on its batch."""
+    implementation: Literal["auto", "grouped", "loop"] = "auto"
+    """How the experts compute: one grouped matmul over the tokens sorted by expert, or a loop
+    over experts (portable, reads the token counts on the host); equal results. auto: grouped
+    where `torch._grouped_mm` runs (CPU with 16-byte-aligned sizes, CUDA bf16 on sm80+)."""
 
     @model_validator(mode="after")
     def _check_experts(self) -> MoeConfig:

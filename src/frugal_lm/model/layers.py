@@ -7,6 +7,9 @@ Block (pre-norm, no biases): x + GatedAttention(rms(x)), then x + SwiGLU(rms(x))
   (export refuses them): `n_kv_heads` < `n_heads` is grouped-query attention (each key/value
   head serves n_heads / n_kv_heads query heads; caches store only the key/value heads) and
   `attention_gate: false` drops gate_proj (out = o_proj(attention(x)), as Grok-1).
+- The FFN is a SwiGLU, or with `model.moe` a mixture of experts (`moe.py`) in every block
+  but the first `moe.first_dense_layers` of each stack; recurrent nets share it across
+  passes like every weight, and each pass routes afresh.
 - A stack ends with one more RMSNorm ("MagicNorm"), so every recurrent state a stack
   hands on has unit RMS, whatever the depth of the recurrence.
 Parameter names follow transformers' `hrm_text` so weights map one to one.
@@ -32,6 +35,7 @@ from torch.utils.checkpoint import checkpoint
 
 from frugal_lm.config import ModelConfig
 from frugal_lm.model.attention import AttentionLayout, prefix_lm_attention
+from frugal_lm.model.moe import MixtureOfExperts
 
 
 class AttentionCache(Protocol):
@@ -106,22 +110,31 @@ class GatedAttention(nn.Module):
 
 
 class SwiGLU(nn.Module):
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, intermediate_size: int | None = None):
         super().__init__()
-        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
-        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+        width = config.intermediate_size if intermediate_size is None else intermediate_size
+        self.gate_proj = nn.Linear(config.hidden_size, width, bias=False)
+        self.up_proj = nn.Linear(config.hidden_size, width, bias=False)
+        self.down_proj = nn.Linear(width, config.hidden_size, bias=False)
 
     def forward(self, x_BTC: torch.Tensor) -> torch.Tensor:
         return self.down_proj(F.silu(self.gate_proj(x_BTC)) * self.up_proj(x_BTC))
 
 
+def feed_forward(config: ModelConfig, block_index: int) -> nn.Module:
+    """Block `block_index`'s FFN: the dense SwiGLU, or a mixture of experts (`model.moe`)."""
+    if not config.is_moe_layer(block_index):
+        return SwiGLU(config)
+    width = config.expert_intermediate_size * config.moe.shared_experts
+    return MixtureOfExperts(config, SwiGLU(config, width) if width else None)
+
+
 class Block(nn.Module):
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, index: int = 0):
         super().__init__()
         self.eps = config.norm_eps
         self.self_attn = GatedAttention(config)
-        self.mlp = SwiGLU(config)
+        self.mlp = feed_forward(config, index)
 
     def forward(
         self,
@@ -133,7 +146,17 @@ class Block(nn.Module):
         layer_slot: int = 0,
     ) -> torch.Tensor:
         x_BTC = x_BTC + self.self_attn(rms_norm(x_BTC, self.eps), rotary, layout, backend, cache, layer_slot)
-        return x_BTC + self.mlp(rms_norm(x_BTC, self.eps))
+        if isinstance(self.mlp, SwiGLU):
+            return x_BTC + self.mlp(rms_norm(x_BTC, self.eps))
+        # Padding never reaches an expert: the experts see the packed batch's example ids.
+        segments_BT = layout.segment_ids_BT if layout is not None and cache is None else None
+        return x_BTC + self.mlp(rms_norm(x_BTC, self.eps), segments_BT)
+
+    def report_routing(self) -> None:
+        """Hand an MoE FFN's routing statistics of the last call to its recorder, if any (eager
+        code, outside a compiled block)."""
+        if isinstance(self.mlp, MixtureOfExperts):
+            self.mlp.report()
 
 
 class Stack(nn.Module):
@@ -142,7 +165,7 @@ class Stack(nn.Module):
     def __init__(self, config: ModelConfig, n_blocks: int):
         super().__init__()
         self.eps = config.norm_eps
-        self.layers = nn.ModuleList(Block(config) for _ in range(n_blocks))
+        self.layers = nn.ModuleList(Block(config, index) for index in range(n_blocks))
         self.checkpoint_blocks = False
         """Recompute each block's activations in the backward pass (activation checkpointing)."""
 
@@ -161,4 +184,5 @@ class Stack(nn.Module):
                 x_BTC = checkpoint(block, x_BTC, rotary, layout, backend, use_reentrant=False)
             else:
                 x_BTC = block(x_BTC, rotary, layout, backend, cache, first_slot + index)
+            block.report_routing()
         return rms_norm(x_BTC, self.eps)

@@ -15,8 +15,9 @@ numbers the passes, so pass p's block j uses cache slot p * layers_per_stack + j
 layout of transformers' `hrm_text`, for every net without the nets knowing about caches.
 
 Init: LeCun truncated normal (std 1/sqrt(fan_in), cut at 2 std, std-corrected) for every
-matrix; the embedding uses `init_std` and is scaled by 1/init_std, so tokens enter at
-unit scale while the embedding's parameters stay small for the optimizer.
+matrix (an MoE's stacked experts per expert matrix); the embedding uses `init_std` and is
+scaled by 1/init_std, so tokens enter at unit scale while the embedding's parameters stay
+small for the optimizer.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from frugal_lm.config import ModelConfig
 from frugal_lm.model.attention import AttentionLayout, select_backend
 from frugal_lm.model.head import head_loss
 from frugal_lm.model.layers import AttentionCache, RotaryEmbedding, Stack
+from frugal_lm.model.moe import MixtureOfExperts
 
 # Std of a standard normal truncated to [-2, 2]; dividing by it makes the truncated std exact.
 _TRUNCATED_STD = 0.87962566103423978
@@ -83,6 +85,8 @@ class LanguageModel(nn.Module, abc.ABC):
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 trunc_normal_(module.weight, 1.0 / math.sqrt(module.in_features))
+            elif isinstance(module, MixtureOfExperts):  # its router and stacked experts, per fan-in too
+                module.reset_parameters(trunc_normal_)
         self.rotary.inv_freq.copy_(RotaryEmbedding(self.config.head_dim, self.config.rope_theta).inv_freq)
 
     @abc.abstractmethod
