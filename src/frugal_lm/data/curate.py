@@ -1,14 +1,16 @@
 """`frugal data curate`: read sources, drop what should not be trained on, and account for every row.
 
 Each row read goes through the steps in order and ends in exactly one of two files:
-    read -> bad rows -> quality filters -> decontamination -> exact duplicates -> near-duplicates
+    read -> bad rows / skipped turns -> quality filters -> decontamination -> exact duplicates -> near-duplicates
 - `records.jsonl`: the kept rows, canonical: {"instruction", "response", "condition",
   "category"?, "source", "where", "contamination"?}; `where` is the row's place in its file
   (`file:line`, `file:row N`, ... `turn K`), `contamination` the benchmarks a flagged row
   overlaps (`--decontaminate flag`).
 - `removed.jsonl`: {"where", "source", "step", "reason", "duplicate_of"?, "row"}: the step
-  that removed it, a one-line reason, for a near-duplicate the `where` of the kept row it
-  duplicates, and the row as read (null when the line could not be parsed at all).
+  that removed it (`bad-row`, `skipped` for a conversation turn the reader cannot use, a
+  filter's name, `contaminated`, `exact-duplicate`, `near-duplicate`), a one-line reason,
+  for a near-duplicate the `where` of the kept row it duplicates, and the row as read (null
+  when the line could not be parsed at all).
 Plus report.json / report.md (curate_report.py) and lengths.png.
 
 The first occurrence is kept: duplicates are checked against rows kept earlier, in the order
@@ -97,6 +99,7 @@ class _Pipeline:
         if settings.near_dedup:
             self.near = NearDuplicateFilter(settings.near_dedup_threshold, settings.near_dedup_perms)
         self.kept_wheres = WhereLog()
+        self.skipped_any = False
         self.before, self.after = LengthHistogram(), LengthHistogram()
 
     def dedup_text(self, record: Record) -> str:
@@ -108,6 +111,7 @@ class _Pipeline:
         if step == "bad-row":
             counts.count_bad(reason)
         else:
+            self.skipped_any |= step == "skipped"
             counts.count_removed(step)
         entry = {"where": result.where, "source": source, "step": step, "reason": reason, **extra, "row": result.raw}
         self.removed.write(_json_line(entry))
@@ -115,7 +119,9 @@ class _Pipeline:
     def screen(self, counts: SourceCounts, source: str, result: RowResult) -> list[str] | None | bool:
         """False when the row was removed; else the benchmarks it is flagged for (or None)."""
         if result.record is None:
-            self.remove(counts, source, result, "bad-row", result.reason or "not a record")
+            # A conversation turn the reader skips (tool calls, images) is not an error, but is accounted for.
+            step = "skipped" if getattr(result, "skipped", False) else "bad-row"
+            self.remove(counts, source, result, step, result.reason or "not a record")
             return False
         record = result.record
         self.before.add(len(f"{record.instruction} {record.response}".split()))
@@ -142,6 +148,7 @@ class _Pipeline:
                 self.dedup_and_keep(counts, name, batch)
                 batch = []
         self.dedup_and_keep(counts, name, batch)
+        counts.format = getattr(rows, "format", None)  # what a format-detecting reader read the source as
         return counts
 
     def dedup_and_keep(self, counts: SourceCounts, source: str, batch: list) -> None:
@@ -179,7 +186,8 @@ class _Pipeline:
         counts.kept += 1
 
     def steps(self) -> list[str]:
-        steps = [quality.name for quality in self.filters]
+        steps = ["skipped"] if self.skipped_any else []
+        steps += [quality.name for quality in self.filters]
         steps += ["contaminated"] if self.contamination is not None and self.settings.decontaminate == "remove" else []
         steps += ["exact-duplicate"] if self.exact is not None else []
         return steps + (["near-duplicate"] if self.near is not None else [])
@@ -233,4 +241,8 @@ def curate(
 
 def _merged(earlier: SourceCounts | None, counts: SourceCounts) -> SourceCounts:
     """One source given twice is read twice (its second copy is all duplicates): one entry."""
-    return counts if earlier is None else total_of({"a": earlier, "b": counts})
+    if earlier is None:
+        return counts
+    merged = total_of({"earlier": earlier, "again": counts})
+    merged.format = counts.format
+    return merged

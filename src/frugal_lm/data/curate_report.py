@@ -21,6 +21,8 @@ LENGTH_BINS = np.unique(np.geomspace(1, 1_000_000, 61).round()).astype(np.int64)
 
 
 class SourceCounts(BaseModel):
+    format: str | None = None
+    """The row format the source was read as, when the reader detects one."""
     read: int = 0
     bad_rows: int = 0
     bad_reasons: dict[str, int] = Field(default_factory=dict)
@@ -89,6 +91,7 @@ def report_markdown(report: CurateReport) -> str:
         "|---|---:|---:|" + "---:|" * len(steps) + "---:|---:|",
     ]
     for name, counts in [*report.sources.items(), ("**total**", report.total)]:
+        name = f"{name} ({counts.format})" if counts.format else name
         cells = " | ".join(f"{counts.removed.get(step, 0):,}" for step in steps)
         lines.append(
             f"| {name} | {counts.read:,} | {counts.bad_rows:,} | {cells} | {counts.kept:,} | {counts.flagged:,} |"
