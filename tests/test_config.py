@@ -23,6 +23,22 @@ def test_model_keys_given_are_the_users_not_the_presets(tmp_path):
     assert resolve_run_config(None, ["lr=1e-3"]).model_keys_given == frozenset()
 
 
+def test_a_preset_names_its_net_and_an_explicit_net_wins():
+    config = resolve_run_config(None, ["preset=grok1"])
+    assert config.model.net == "transformer" and config.model.moe.experts == 8
+    assert "net" not in config.model_keys_given
+    hrm = resolve_run_config(None, ["preset=grok1", "net=hrm"])
+    assert hrm.model.net == "hrm" and hrm.model.stack_passes == 8 and hrm.model.n_kv_heads == 8
+    assert load_model_config("grok1").net == "transformer" and load_model_config("XL").net == "hrm"
+    assert load_model_config("grok1", "universal").net == "universal"
+
+
+def test_nested_overrides_merge_into_the_presets_section():
+    config = resolve_run_config(None, ["preset=grok1", "model.moe.top_k=1"])
+    assert (config.model.moe.experts, config.model.moe.top_k, config.model.moe.intermediate_size) == (8, 1, 32768)
+    assert load_model_config("grok1", moe={"top_k": 1}).moe.experts == 8
+
+
 def test_derived_sizes():
     config = load_model_config("XL")
     assert (config.head_dim, config.layers_per_stack, config.stack_passes) == (128, 16, 8)
@@ -42,7 +58,7 @@ def test_derived_sizes():
             ["model.attention_backend=xformers"],
             "bad value for 'model.attention_backend'.*'auto', 'sdpa', 'flex' or 'fa3'",
         ),
-        (["preset=XS"], "unknown preset 'XS'; allowed: B, L, XL, XXL, tiny"),
+        (["preset=XS"], "unknown preset 'XS'; allowed: B, L, XL, XXL, grok1, grok1-1t, tiny"),
         (["net=rnn"], "unknown net 'rnn'; allowed: hrm, transformer, universal"),
         (["model.n_heads=3"], "invalid model: hidden_size \\(128\\) must be a multiple of n_heads \\(3\\)"),
         (["model.n_layers=3"], "n_layers must be even"),

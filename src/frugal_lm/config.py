@@ -6,7 +6,9 @@ A run is described by one `RunConfig`. It is resolved in layers, later ones winn
 2. the recipe file given with `--config FILE.yaml` (any subset of `RunConfig`),
 3. command-line overrides `key=value` (`lr=3e-4`, `model.hidden_size=256`).
 
-`preset` and `net` may come from the file or the command line; they pick layer 1. Every
+`preset` and `net` may come from the file or the command line; they pick layer 1. A preset
+may name its net (`net: transformer` in grok1.yaml): that net is used when none is given, and
+a net given explicitly wins (its YAML is layered over the preset's). Every
 key is checked: an unknown or ill-typed key raises `FrugalError` naming the key and what
 is allowed, so a typo never silently trains the wrong model.
 """
@@ -394,17 +396,17 @@ def _read_yaml(path: Path | Any, what: str) -> dict[str, Any]:
     return data
 
 
-def _preset_layer(preset: str, net: str) -> dict[str, Any]:
+def _preset_layer(preset: str, net: str | None = None) -> dict[str, Any]:
+    """The preset's keys under its net's; `net=None`: the net the preset names, else hrm."""
     folder = resources.files("frugal_lm") / "presets"
     if preset not in preset_names():
         raise FrugalError(f"unknown preset {preset!r}; allowed: {', '.join(preset_names())}")
+    model = _read_yaml(folder / "models" / f"{preset}.yaml", "preset")
+    net = net or model.get("net") or ModelConfig.model_fields["net"].default
     nets = sorted(p.name.removesuffix(".yaml") for p in (folder / "nets").iterdir())
     if net not in nets:
         raise FrugalError(f"unknown net {net!r}; allowed: {', '.join(nets)}")
-    return {
-        **_read_yaml(folder / "models" / f"{preset}.yaml", "preset"),
-        **_read_yaml(folder / "nets" / f"{net}.yaml", "net"),
-    }
+    return {**model, **_read_yaml(folder / "nets" / f"{net}.yaml", "net")}
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -472,9 +474,11 @@ def validate(model: type[BaseModel], data: dict[str, Any], source: str) -> Any:
         raise FrugalError(format_validation_error(error, model, source)) from None
 
 
-def load_model_config(preset: str, net: str = "hrm", **overrides: Any) -> ModelConfig:
-    """A preset's `ModelConfig`, e.g. `load_model_config("XL", vocab_size=65536)`."""
-    return validate(ModelConfig, {**_preset_layer(preset, net), **overrides}, f"preset {preset}")
+def load_model_config(preset: str, net: str | None = None, **overrides: Any) -> ModelConfig:
+    """A preset's `ModelConfig`, e.g. `load_model_config("XL", vocab_size=65536)`; `net=None`
+    is the preset's own net (hrm unless it names one). Nested overrides (`moe={"top_k": 1}`)
+    merge into the preset's section."""
+    return validate(ModelConfig, _merge(_preset_layer(preset, net), overrides), f"preset {preset}")
 
 
 def recipe_names() -> list[str]:
@@ -507,11 +511,12 @@ def resolve_run_config(config_file: Path | str | None = None, overrides: list[st
     model_layer = chosen.get("model") if isinstance(chosen.get("model"), dict) else {}
     preset = chosen.get("preset", RunConfig.model_fields["preset"].default)
     net_given = "net" in chosen or "net" in model_layer
-    net = chosen.pop("net", model_layer.get("net", ModelConfig.model_fields["net"].default))  # `net=` is model.net
-    if not isinstance(preset, str) or not isinstance(net, str):
+    net = chosen.pop("net", model_layer.get("net"))  # `net=` is model.net; none given: the preset's
+    if not isinstance(preset, str) or not (net is None or isinstance(net, str)):
         raise FrugalError("preset and net must be names, e.g. preset=tiny net=hrm")
-    layered = _merge({"model": _preset_layer(preset, net)}, chosen)
-    layered["model"]["net"] = net
+    preset_layer = _preset_layer(preset, net)
+    layered = _merge({"model": preset_layer}, chosen)
+    layered["model"]["net"] = preset_layer["net"]
     source = " + ".join(filter(None, [str(config_file) if config_file else "", "command line" if overrides else ""]))
     config = validate(RunConfig, layered, source or "defaults")
     config._model_keys_given = frozenset([*model_layer, *(["net"] if net_given else [])])

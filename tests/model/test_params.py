@@ -19,7 +19,14 @@ def test_xl_is_the_1b_model():
 
 
 def test_presets_are_listed():
-    assert preset_names() == sorted(["tiny", "B", "L", "XL", "XXL"])
+    assert preset_names() == sorted(["tiny", "B", "L", "XL", "XXL", "grok1", "grok1-1t"])
+
+
+@pytest.mark.parametrize("preset", ["grok1", "grok1-1t"])
+def test_moe_presets_count_equals_the_built_module(preset):
+    config = load_model_config(preset)
+    model = build_model(config, device="meta")
+    assert count_parameters(config) == sum(p.numel() for p in model.parameters())
 
 
 def test_meta_model_materialises_with_the_same_init_distribution():

@@ -56,48 +56,55 @@ def test_plan_from_data_dir(tmp_path, capsys):
     assert main(["plan", "--data", str(tmp_path / "nope")]) == 2
 
 
-def test_moe_question_from_the_command_line(capsys):
-    """'1T parameters, 384 experts, top-8: what do 15T tokens cost?' is budget.py's arithmetic."""
-    from frugal_lm.plan.budget import dense_training_dollars, moe_parameters
-    from frugal_lm.plan.devices import DEVICES
+def test_grok1_preset_plans_its_published_size_as_a_transformer(capsys):
+    assert main(["plan", "--preset", "grok1", "--gpus", "1024", "--tokens", "1e12", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["net"] == "transformer"
+    assert plan["parameters"] == pytest.approx(314e9, rel=0.01)
+    assert 80e9 < plan["active_parameters"] < 90e9  # 2 of 8 experts per token
+    assert plan["all_to_all"]["bytes"] == 0  # expert_parallel=1: nothing travels
 
-    assert (
-        main(
-            [
-                "plan",
-                "--parameters",
-                "1e12",
-                "--experts",
-                "384",
-                "--top-k",
-                "8",
-                "--shared-experts",
-                "1",
-                "--expert-fraction",
-                "0.96",
-                "--tokens",
-                "15e12",
-                "--gpu",
-                "h100",
-                "--gpus",
-                "1024",
-                "--mfu",
-                "0.4",
-                "--json",
-            ]
-        )
-        == 0
-    )
-    answer = json.loads(capsys.readouterr().out)
-    moe = moe_parameters(1e12, 0.96, 384, 8, shared_experts=1)
-    assert answer["active_parameters"] == moe.active
-    assert answer["dollars"] == dense_training_dollars(moe.active, 15e12, DEVICES["h100"], 0.4, 2.0)
-    assert main(["plan", "--parameters", "1e12", "--experts", "384", "--top-k", "8", "--tokens", "15e12"]) == 0
-    assert "top-8" in capsys.readouterr().out
-    assert main(["plan", "--experts", "384", "--parameters", "1e12"]) == 2
-    assert "--experts needs --top-k and --parameters" in capsys.readouterr().err
-    assert main(["plan", "--experts", "8", "--top-k", "9", "--parameters", "1e9"]) == 2
-    assert "need 1 <= top_k <= experts" in capsys.readouterr().err
+
+def test_what_a_budget_buys_one_model(capsys):
+    """`--budget-usd` with `--preset`: the tokens the money buys, with the whole plan."""
+    command = ["plan", "--preset", "grok1", "--budget-usd", "2e6", "--gpus", "1024", "--expert-parallel", "8"]
+    assert main([*command, "--activation-checkpointing"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("$2,000,000 buys ") and "per active parameter" in out
+    assert "all-to-all" in out and "NVLink" in out and "will not fit" not in out
+    assert main([*command, "--activation-checkpointing", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["dollars"] == pytest.approx(2e6, rel=1e-6) and plan["budget_usd"] == 2e6
+    # With --hours, the budget rents as many GPUs as it can for that long.
+    assert main(["plan", "--preset", "grok1", "--budget-usd", "2e6", "--hours", "1000", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["gpus"] == 1000
+
+
+def test_model_overrides_turn_any_preset_into_a_mixture(capsys):
+    assert main(["plan", "--preset", "XL", "--json", "model.moe.experts=8", "model.moe.top_k=2"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["active_parameters"] < plan["parameters"] / 2
+    # A nested override keeps the rest of the preset's section.
+    assert main(["plan", "--preset", "grok1", "--json", "model.moe.top_k=1", "model.n_kv_heads=48"]) == 0
+    one = json.loads(capsys.readouterr().out)
+    assert one["parameters"] > 316e9 and one["active_parameters"] < 80e9
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["batch_tokens=4"], "frugal plan takes model keys only"),
+        (["model.net=hrm"], "give the net as --net"),
+        (["model.moe.top_k=9", "--preset", "grok1"], "moe.top_k must be within 1..moe.experts"),
+        (["--preset", "grok1", "--expert-parallel", "3"], "expert_parallel=3 must divide model.moe.experts"),
+        (["--preset", "grok1", "--budget-usd", "1e6", "--tokens", "1e9"], "the budget sets the tokens"),
+        (["--hours", "3"], "--hours goes with --budget-usd"),
+    ],
+)
+def test_moe_plan_errors_are_one_line(capsys, arguments, message):
+    assert main(["plan", *arguments]) == 2
+    error = capsys.readouterr().err.strip()
+    assert message in error and len(error.splitlines()) == 1
 
 
 def test_small_runs_show_minutes_or_seconds_not_zero_hours(capsys):

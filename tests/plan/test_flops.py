@@ -78,3 +78,64 @@ def test_attention_flops_match_dense_math_kernel(bp_steps):
     counts = {str(op): flops for op, flops in counter.get_flop_counts()["Global"].items()}
     dense = flop_breakdown(config, bp_steps, profile=LengthProfile(pairs_per_token=float(ROW_LEN)))
     assert dense.attention * batch.input_ids.numel() == pytest.approx(counts["aten.bmm"], rel=1e-9)
+
+
+FULL_ROWS = [
+    [Example([1, 2, 3], [4, 5, 6, 7, 8, 9, 10, 11]), Example([9, 10], [11, 12, 13, 14, 15])],
+    [Example([1, 2, 3, 4, 5, 6], list(range(7, 18)))],
+]
+"""Rows without padding: padding never reaches an expert, so the counter sees only real tokens there."""
+
+
+@pytest.mark.parametrize(
+    "net, overrides",
+    [
+        ("hrm", {"n_kv_heads": 2}),
+        ("transformer", {"n_kv_heads": 1, "attention_gate": False}),
+        ("transformer", {"moe": {"experts": 4, "top_k": 2, "intermediate_size": 64, "implementation": "loop"}}),
+        (
+            "hrm",
+            {
+                "n_kv_heads": 2,
+                "moe": {
+                    "experts": 4,
+                    "top_k": 1,
+                    "intermediate_size": 64,
+                    "shared_experts": 1,
+                    "first_dense_layers": 1,
+                    "implementation": "loop",
+                },
+            },
+        ),
+    ],
+    ids=["gqa", "gqa-no-gate", "moe", "hrm-moe-shared-first-dense"],
+)
+def test_gqa_gate_and_expert_flops_match_flop_counter(net, overrides):
+    """The per-expert loop runs one mm per expert over its tokens, which the counter sees: the
+    router, top_k routed and shared experts, dense first blocks and GQA projections all agree."""
+    torch.manual_seed(0)
+    config = load_model_config(
+        "tiny", net=net, vocab_size=384, hidden_size=64, n_heads=4, attention_backend="sdpa", **overrides
+    )
+    model = build_model(config)
+    batch = pack_rows(FULL_ROWS, ROW_LEN)
+    assert bool((batch.segment_ids >= 0).all())
+    with FlopCounterMode(display=False) as counter:
+        language_model_loss(model, batch, bp_steps=3).loss.backward()
+    counts = {str(op): flops for op, flops in counter.get_flop_counts()["Global"].items()}
+    rows, labelled = batch.input_ids.numel(), int((batch.labels != -100).sum())
+    predicted = flop_breakdown(config, 3, label_fraction=labelled / rows)
+    assert predicted.matmul * rows == pytest.approx(counts["aten.mm"], rel=1e-9)
+
+
+def test_moe_forward_flops_per_pass_by_hand():
+    """Per token and block: 2 x (attention + router + (top_k + shared) x expert), dense blocks
+    2 x (attention + SwiGLU)."""
+    from frugal_lm.plan.flops import matmul_flops_per_pass
+
+    moe = {"experts": 8, "top_k": 2, "intermediate_size": 96, "shared_experts": 1, "first_dense_layers": 1}
+    config = load_model_config("tiny", "transformer", hidden_size=64, n_heads=4, n_kv_heads=2, moe=moe)
+    attention = 64 * (64 + 64 + 32 + 32 + 64)  # q, o, k, v (2 heads of 16), gate
+    dense = attention + 3 * 64 * config.intermediate_size
+    moe_block = attention + 8 * 64 + (2 + 1) * 3 * 64 * 96
+    assert matmul_flops_per_pass(config) == 2 * (dense + 3 * moe_block)

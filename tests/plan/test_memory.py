@@ -64,3 +64,39 @@ def test_fsdp_divides_model_state_and_bp_steps_scale_activations():
     assert sixteen.model_state == pytest.approx(one.model_state / 16)
     two, five = estimate_memory(config, 8192, bp_steps=2), estimate_memory(config, 8192, bp_steps=5)
     assert 2.0 < five.activations / two.activations < 2.5
+
+
+MOE = {"experts": 8, "top_k": 2, "intermediate_size": 256}
+
+
+def test_expert_parallel_gathers_only_the_local_experts_and_leaves_state_sharded_over_all_gpus():
+    config = load_model_config("tiny", "transformer", vocab_size=512, moe=MOE)
+    C = 128
+    attention, expert, root = 5 * C * C, 3 * C * 256, 2 * 512 * C
+    one = estimate_memory(config, 1024, gpus=8, expert_parallel=1)
+    eight = estimate_memory(config, 1024, gpus=8, expert_parallel=8)
+    assert one.gathered_weights == (2 * (attention + 8 * C + 8 * expert) + root) * 2
+    assert eight.gathered_weights == (2 * (attention + 8 * C + 1 * expert) + root) * 2
+    assert eight.model_state == one.model_state == 20 * (root + 4 * (attention + 8 * C + 8 * expert)) / 8
+
+
+def test_moe_and_gqa_activation_values_by_hand():
+    from frugal_lm.plan.memory import activation_values_per_token_per_block
+
+    config = load_model_config("tiny", "transformer", n_kv_heads=1, attention_gate=False, moe=MOE)
+    C, kv_width, heads = 128, 32, 4
+    attention = 10 * C + 3 * kv_width + 2 + heads  # no gate: no sigmoid and gated product
+    assert activation_values_per_token_per_block(config) == attention + 4 * config.intermediate_size
+    routed = 2 * (4 * 256 + 2 * C)  # per copy: the expert's SwiGLU values, dispatched input and output
+    assert activation_values_per_token_per_block(config, moe_block=True) == attention + routed + 2 * 8
+
+
+def test_activation_checkpointing_keeps_block_inputs_and_one_block():
+    from frugal_lm.plan.memory import activation_values_per_token_per_block
+
+    config = load_model_config("tiny", "transformer", vocab_size=512, moe=MOE)
+    kept = estimate_memory(config, 1024, gpus=1, sharded=False, compute_bytes=4)
+    checkpointed = estimate_memory(config, 1024, gpus=1, sharded=False, compute_bytes=4, activation_checkpointing=True)
+    block = activation_values_per_token_per_block(config, moe_block=True)
+    assert checkpointed.activations == 1024 * ((4 + 1) * 128 + 2 * 128 + block) * 4
+    assert checkpointed.activations < kept.activations / 2

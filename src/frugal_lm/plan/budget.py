@@ -1,5 +1,7 @@
 """Time, dollars and memory of a training run, forward ("what does this cost") and
-reverse ("what can I train for $X in T hours"), plus MoE parameter arithmetic.
+reverse ("what can I train for $X in T hours", "how many tokens does $X buy this model").
+A mixture of experts is planned from its config like any model: its FLOPs count the active
+parameters, its memory the expert-parallel sharding, and its all-to-all traffic is reported.
 
 Cost = processed tokens x `training_flops_per_token` / (gpus x peak x MFU). The MFU is
 the one free number: it is calibrated on the HRM-Text paper's two published runs (see
@@ -17,11 +19,12 @@ import numpy as np
 
 from frugal_lm.config import ModelConfig, load_model_config
 from frugal_lm.errors import FrugalError
-from frugal_lm.model import count_parameters
+from frugal_lm.plan.all_to_all import AllToAll, all_to_all_per_step
 from frugal_lm.plan.defaults import DEFAULT_BATCH_TOKENS, DEFAULT_LABEL_FRACTION, DEFAULT_MEAN_EXAMPLE_LEN, DEFAULT_MFU
 from frugal_lm.plan.devices import Device
 from frugal_lm.plan.flops import LengthProfile, dense_transformer_flops_per_token, flop_breakdown, mean_bp_steps
 from frugal_lm.plan.memory import MemoryEstimate, estimate_memory
+from frugal_lm.plan.parameters import ParameterBreakdown
 
 SECONDS_PER_HOUR = 3600.0
 
@@ -105,6 +108,13 @@ class TrainingPlan:
     dollars: float
     memory: MemoryEstimate
     device_memory_bytes: float
+    active_parameters: int
+    """Parameters one token runs through (= parameters for a dense model)."""
+    expert_parallel: int = 1
+    all_to_all: AllToAll | None = None
+    """Expert-parallel traffic per device per step; None for a dense model."""
+    step_seconds: float = 0.0
+    """One step's compute time at the plan's MFU (batch tokens per device x FLOPs per token)."""
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -114,8 +124,23 @@ class TrainingPlan:
     def to_dict(self) -> dict:
         data = asdict(self)
         data["memory"] = {**asdict(self.memory), "total": self.memory.total}
+        if self.all_to_all is not None:
+            data["all_to_all"]["bytes"] = self.all_to_all.bytes
         data["fits"] = self.fits
         return data
+
+
+def _check_expert_parallel(config: ModelConfig, gpus: int, expert_parallel: int) -> None:
+    if expert_parallel < 1:
+        raise FrugalError(f"expert_parallel must be >= 1, got {expert_parallel}")
+    if expert_parallel == 1:
+        return
+    if not config.moe.enabled:
+        raise FrugalError(f"expert_parallel={expert_parallel} needs a model with experts (model.moe.experts)")
+    if config.moe.experts % expert_parallel:
+        raise FrugalError(f"expert_parallel={expert_parallel} must divide model.moe.experts ({config.moe.experts})")
+    if gpus % expert_parallel:
+        raise FrugalError(f"expert_parallel={expert_parallel} must divide the number of GPUs ({gpus})")
 
 
 def plan_run(
@@ -129,8 +154,11 @@ def plan_run(
     label_fraction: float = DEFAULT_LABEL_FRACTION,
     lengths: LengthProfile | None = None,
     batch_tokens: int = DEFAULT_BATCH_TOKENS,
+    expert_parallel: int = 1,
+    activation_checkpointing: bool = False,
 ) -> TrainingPlan:
-    """Cost of training `config` on `processed_tokens` with `gpus` x `device`."""
+    """Cost of training `config` on `processed_tokens` with `gpus` x `device`, the routed
+    experts of a mixture split over `expert_parallel` of them."""
     if processed_tokens <= 0:
         raise FrugalError("tokens must be > 0")
     if gpus < 1:
@@ -141,48 +169,112 @@ def plan_run(
         raise FrugalError(f"mfu must be within (0, 1], got {mfu}")
     if price_per_gpu_hour < 0:
         raise FrugalError("price must be >= 0")
+    _check_expert_parallel(config, gpus, expert_parallel)
     lengths = lengths or default_lengths(config)
     steps = max(1, int(processed_tokens // (gpus * batch_tokens)))
     bp_steps = mean_bp_steps(config, min(steps, 100_000))
     per_token = flop_breakdown(config, bp_steps, label_fraction, lengths).total
-    total = per_token * processed_tokens
-    parameters = count_parameters(config)
+    parameters = ParameterBreakdown.of(config)
     tokens_per_second = gpus * device.peak_flops * mfu / per_token
     wall_hours = processed_tokens / tokens_per_second / SECONDS_PER_HOUR
+    compute_bytes = 4 if device.name == "cpu" else 2
     memory = estimate_memory(
         config,
         batch_tokens,
         gpus,
         round(max(bp_steps, config.bp_steps_end)),
         label_fraction,
-        compute_bytes=4 if device.name == "cpu" else 2,
+        compute_bytes=compute_bytes,
         sharded=gpus > 1,
+        expert_parallel=expert_parallel,
+        activation_checkpointing=activation_checkpointing,
     )
+    traffic = None
+    if config.moe.enabled:
+        traffic = all_to_all_per_step(config, batch_tokens, expert_parallel, device, bp_steps, compute_bytes)
     plan = TrainingPlan(
-        preset,
-        config.net,
-        parameters,
-        gpus,
-        device.name,
-        processed_tokens,
-        bp_steps,
-        per_token,
-        total,
-        dense_transformer_flops_per_token(parameters) * processed_tokens,
-        mfu,
-        tokens_per_second,
-        wall_hours * gpus,
-        wall_hours,
-        price_per_gpu_hour,
-        wall_hours * gpus * price_per_gpu_hour,
-        memory,
-        device.memory_bytes,
+        preset=preset,
+        net=config.net,
+        parameters=parameters.total,
+        gpus=gpus,
+        device=device.name,
+        processed_tokens=processed_tokens,
+        mean_bp_steps=bp_steps,
+        flops_per_token=per_token,
+        total_flops=per_token * processed_tokens,
+        dense_6nd_flops=dense_transformer_flops_per_token(parameters.active) * processed_tokens,
+        mfu=mfu,
+        tokens_per_second=tokens_per_second,
+        gpu_hours=wall_hours * gpus,
+        wall_hours=wall_hours,
+        price_per_gpu_hour=price_per_gpu_hour,
+        dollars=wall_hours * gpus * price_per_gpu_hour,
+        memory=memory,
+        device_memory_bytes=device.memory_bytes,
+        active_parameters=parameters.active,
+        expert_parallel=expert_parallel,
+        all_to_all=traffic,
+        step_seconds=batch_tokens * per_token / (device.peak_flops * mfu),
     )
+    _add_warnings(plan, device, config)
+    return plan
+
+
+def _add_warnings(plan: TrainingPlan, device: Device, config: ModelConfig) -> None:
     if not plan.fits:
+        hint = "use more GPUs (FSDP shards the model state) or fewer batch tokens per device"
+        if config.moe.enabled and plan.expert_parallel < config.moe.experts and plan.gpus > 1:
+            hint += "; expert_parallel gathers fewer experts per block"
         plan.warnings.append(
-            f"will not fit: ~{memory.total / 1e9:.1f} GB per device > {device.memory_bytes / 1e9:.0f} GB on "
-            f"{device.name}; use more GPUs (FSDP shards the model state) or fewer batch tokens per device"
+            f"will not fit: ~{plan.memory.total / 1e9:.1f} GB per device > {device.memory_bytes / 1e9:.0f} GB on "
+            f"{device.name}; {hint}"
         )
+    traffic = plan.all_to_all
+    if traffic is not None and traffic.seconds > 0.5 * plan.step_seconds:
+        plan.warnings.append(
+            f"the all-to-all ({traffic.seconds:.2g} s per step) is more than half a step's compute "
+            f"({plan.step_seconds:.2g} s): keep expert_parallel within a node or raise the batch tokens"
+        )
+
+
+def budget_run(
+    config: ModelConfig,
+    preset: str,
+    budget_usd: float,
+    gpus: int,
+    device: Device,
+    mfu: float = DEFAULT_MFU,
+    price_per_gpu_hour: float = 2.0,
+    label_fraction: float = DEFAULT_LABEL_FRACTION,
+    lengths: LengthProfile | None = None,
+    batch_tokens: int = DEFAULT_BATCH_TOKENS,
+    expert_parallel: int = 1,
+    activation_checkpointing: bool = False,
+) -> TrainingPlan:
+    """The plan that spends `budget_usd` training `config` on `gpus` x `device`: as many
+    tokens as the money buys (cost is linear in tokens but for the HRM's bp_steps warmup,
+    whose average moves with the step count: two refinements settle it)."""
+    if budget_usd <= 0 or price_per_gpu_hour <= 0:
+        raise FrugalError("--budget-usd and --price must be > 0")
+    per_token = flop_breakdown(config, config.bp_steps_end, label_fraction, lengths or default_lengths(config)).total
+    tokens = budget_usd / price_per_gpu_hour * SECONDS_PER_HOUR * device.peak_flops * mfu / per_token
+    plan = None
+    for _ in range(3):
+        plan = plan_run(
+            config,
+            preset,
+            tokens,
+            gpus,
+            device,
+            mfu,
+            price_per_gpu_hour,
+            label_fraction,
+            lengths,
+            batch_tokens,
+            expert_parallel,
+            activation_checkpointing,
+        )
+        tokens *= budget_usd / plan.dollars
     return plan
 
 
@@ -196,6 +288,7 @@ class Affordable:
     processed_tokens: float
     tokens_per_parameter: float
     dollars: float
+    bp_steps: int
 
 
 def affordable_runs(
@@ -207,8 +300,10 @@ def affordable_runs(
     price_per_gpu_hour: float = 2.0,
     presets: tuple[str, ...] = ("B", "L", "XL", "XXL"),
     label_fraction: float = DEFAULT_LABEL_FRACTION,
+    overrides: dict | None = None,
 ) -> list[Affordable]:
-    """For each preset: GPUs the budget rents for `hours`, and tokens they process."""
+    """For each preset (with the model `overrides`): GPUs the budget rents for `hours`, and
+    tokens they process."""
     if budget_usd <= 0 or hours <= 0 or price_per_gpu_hour <= 0:
         raise FrugalError("--budget-usd, --hours and --price must be > 0")
     gpus = int(budget_usd // (price_per_gpu_hour * hours))
@@ -218,43 +313,19 @@ def affordable_runs(
         )
     answers = []
     for preset in presets:
-        config = load_model_config(preset, net)
+        config = load_model_config(preset, net, **(overrides or {}))
         per_token = flop_breakdown(config, config.bp_steps_end, label_fraction, default_lengths(config)).total
         tokens = gpus * device.peak_flops * mfu * hours * SECONDS_PER_HOUR / per_token
-        parameters = count_parameters(config)
+        parameters = ParameterBreakdown.of(config).total
         answers.append(
-            Affordable(preset, parameters, gpus, tokens, tokens / parameters, gpus * hours * price_per_gpu_hour)
+            Affordable(
+                preset,
+                parameters,
+                gpus,
+                tokens,
+                tokens / parameters,
+                gpus * hours * price_per_gpu_hour,
+                min(config.bp_steps_end, config.stack_passes),
+            )
         )
     return answers
-
-
-@dataclass(frozen=True)
-class MoeParameters:
-    total: float
-    active: float
-
-
-def moe_parameters(
-    total: float, expert_fraction: float, experts: int, top_k: int, shared_experts: int = 0
-) -> MoeParameters:
-    """Active parameters per token of a mixture of experts.
-
-    `expert_fraction` of the `total` sits in `experts` routed experts (equal size), of which
-    `top_k` run per token; `shared_experts` more of the same size always run. The rest
-    (attention, embeddings, router) is dense and always active. Compute scales with the
-    active parameters, which is why "1T parameters" can be cheap."""
-    if not 0.0 <= expert_fraction <= 1.0:
-        raise FrugalError("expert_fraction must be within [0, 1]")
-    if not 1 <= top_k <= experts:
-        raise FrugalError(f"need 1 <= top_k <= experts, got top_k={top_k}, experts={experts}")
-    per_expert = total * expert_fraction / (experts + shared_experts)
-    active = total * (1 - expert_fraction) + per_expert * (top_k + shared_experts)
-    return MoeParameters(total, active)
-
-
-def dense_training_dollars(
-    active_parameters: float, processed_tokens: float, device: Device, mfu: float = 0.4, price_per_gpu_hour: float = 2.0
-) -> float:
-    """6 N_active D at the given MFU and price: the floor for checking a claimed MoE cost."""
-    seconds = 6.0 * active_parameters * processed_tokens / (device.peak_flops * mfu)
-    return seconds / SECONDS_PER_HOUR * price_per_gpu_hour

@@ -6,8 +6,13 @@ same parameters, while truncated backprop differentiates only the last `bp_steps
 and the LM head runs only on labelled (response) tokens. 6ND is wrong in both directions.
 
 Counted (FLOPs = 2 x multiply-adds, per token):
-- per stack pass, per block: q, k, v, sigmoid-gate and o projections (5 C x H*D) and the
-  SwiGLU gate, up and down (3 C x I), forward 2 x that;
+- per stack pass, per block: the q, k, v, sigmoid-gate and o projections (k and v of the
+  n_kv_heads key/value heads; no gate with `attention_gate: false`) and the FFN: the dense
+  SwiGLU (3 C x I), or in a mixture-of-experts block the router (E x C), the `top_k` routed
+  experts and the shared ones (3 C x W each); forward 2 x that, i.e. 2 x the pass's active
+  parameters (`parameters.ParameterBreakdown.active_per_pass`). A token's top-k experts are
+  the same FLOPs whichever experts they are; dropped tokens (a capacity factor) are not
+  subtracted;
 - attention scores and values: 4 x H*D per attended (query, key) pair per block and pass,
   under the PrefixLM mask (see `attended_pairs`), i.e. what a mask-aware kernel (flex,
   FA3) does; a dense-mask kernel does T x T per row instead;
@@ -25,6 +30,7 @@ from dataclasses import dataclass
 
 from frugal_lm.config import ModelConfig
 from frugal_lm.model.lm import bp_steps_at
+from frugal_lm.plan.parameters import ParameterBreakdown
 
 BACKWARD_FACTOR = 2.0
 """Backward matmuls per forward matmul: one for the input gradient, one for the weights."""
@@ -69,13 +75,12 @@ class LengthProfile:
 
 def matmul_flops_per_pass(config: ModelConfig) -> int:
     """Forward matmul FLOPs per token for one stack pass (all its blocks)."""
-    width = config.n_heads * config.head_dim
-    per_block = 2 * (5 * config.hidden_size * width + 3 * config.hidden_size * config.intermediate_size)
-    return per_block * config.layers_per_stack
+    return 2 * ParameterBreakdown.of(config).active_per_pass
 
 
 def attention_flops_per_pass(config: ModelConfig, profile: LengthProfile) -> float:
-    """Forward score (QK^T) and value (PV) FLOPs per token for one stack pass."""
+    """Forward score (QK^T) and value (PV) FLOPs per token for one stack pass (every query
+    head scores every key it sees: grouped-query attention saves memory, not these FLOPs)."""
     return 4.0 * config.n_heads * config.head_dim * profile.pairs_per_token * config.layers_per_stack
 
 
@@ -161,5 +166,6 @@ def reference_flops_per_token(config: ModelConfig, bp_steps: float) -> float:
 
 
 def dense_transformer_flops_per_token(parameters: int) -> float:
-    """The usual 6N: what a dense Transformer of `parameters` spends per token, for comparison."""
+    """The usual 6N: what a dense Transformer of `parameters` spends per token, for comparison
+    (for a mixture of experts, N is the active parameters)."""
     return 6.0 * parameters

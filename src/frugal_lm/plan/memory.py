@@ -4,13 +4,24 @@ Assumptions (stated in `frugal plan --help` too):
 - model state in fp32, sharded by FSDP over every GPU: master weights 4 B, gradients 4 B,
   AdamATan2's two moments 8 B and the EMA copy 4 B = 20 bytes per parameter / gpus;
 - FSDP gathers one block's weights at a time in the compute dtype, with one block
-  prefetched, plus the root unit (embedding and LM head) while it runs;
+  prefetched, plus the root unit (embedding and LM head) while it runs. With expert
+  parallelism over `expert_parallel` ranks each rank holds and gathers only its
+  E / expert_parallel routed experts of an MoE block; the experts' state is sharded over
+  the expert-parallel ranks and, as torchtitan does, by FSDP over the ranks that hold the
+  same experts, so model state stays 20 B x parameters / gpus;
 - activations only for the `bp_steps` passes inside the gradient window (the others run
   under no_grad and keep only the recurrent states). Counting the tensors autograd saves
   in our block: per token 15 C + 4 I values (norm inputs and outputs, q/k before and after
   RoPE, v, attention output and its reshaped copy, sigmoid gate, gated product; SwiGLU
   gate, SiLU, up, product) plus per-token scalars (2 RMS factors, H log-sum-exps);
-  MagicNorm adds C per pass;
+  MagicNorm adds C per pass. Grouped-query attention shrinks the k and v terms to
+  G x D each, `attention_gate: false` drops the gate's 2 C. An MoE block keeps, instead of
+  the SwiGLU's 4 I, per routed copy of a token (top_k of them) its dispatched input and
+  expert output (2 C) and the expert's 4 W, the shared experts' 4 S x W, and the router's
+  scores and probabilities (2 E); balanced routing hands each rank top_k copies per token
+  it sends, so the count is the same with expert parallelism. With activation
+  checkpointing a block keeps only its input (C per token) and the backward pass
+  recomputes one block at a time: its full count once, on top;
 - LM head on labelled tokens: the gathered hidden state (C), logits and their fp32 copy,
   and the fp32 log-softmax cross-entropy keeps, i.e. C + 2 V values in fp32 + V in the
   compute dtype per labelled token.
@@ -23,7 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from frugal_lm.config import ModelConfig
-from frugal_lm.model import count_parameters
+from frugal_lm.plan.parameters import ParameterBreakdown
 
 MODEL_STATE_BYTES_PER_PARAMETER = 20
 """fp32 weights + fp32 grads + two fp32 AdamATan2 moments + fp32 EMA."""
@@ -42,14 +53,39 @@ class MemoryEstimate:
         return self.model_state + self.gathered_weights + self.activations + self.lm_head + self.overhead
 
 
-def block_parameters(config: ModelConfig) -> int:
-    width = config.n_heads * config.head_dim
-    return 5 * config.hidden_size * width + 3 * config.hidden_size * config.intermediate_size
+def gathered_block_parameters(config: ModelConfig, expert_parallel: int = 1) -> int:
+    """The largest block one rank gathers: a dense one, or an MoE block with this rank's
+    E / expert_parallel routed experts."""
+    parameters = ParameterBreakdown.of(config)
+    largest = parameters.dense_block if parameters.dense_blocks_per_stack else 0
+    if parameters.moe_blocks_per_stack:
+        largest = max(largest, parameters.moe_block(parameters.experts // expert_parallel))
+    return largest
 
 
-def activation_values_per_token_per_block(config: ModelConfig) -> int:
+def _attention_values(config: ModelConfig) -> int:
+    C, kv_width = config.hidden_size, config.kv_heads * config.head_dim
+    return 10 * C + 3 * kv_width + 2 * C * config.attention_gate + 2 + config.n_heads
+
+
+def _ffn_values(config: ModelConfig, moe_block: bool) -> int:
+    if not moe_block:
+        return 4 * config.intermediate_size
+    moe, C, W = config.moe, config.hidden_size, config.expert_intermediate_size
+    return moe.top_k * (4 * W + 2 * C) + 4 * moe.shared_experts * W + 2 * moe.experts
+
+
+def activation_values_per_token_per_block(config: ModelConfig, moe_block: bool = False) -> int:
     """Values autograd keeps per token for one block (see the module docstring)."""
-    return 15 * config.hidden_size + 4 * config.intermediate_size + 2 + config.n_heads
+    return _attention_values(config) + _ffn_values(config, moe_block)
+
+
+def activation_values_per_token_per_pass(config: ModelConfig) -> int:
+    """Values one stack pass keeps per token: its blocks and the MagicNorm."""
+    parameters = ParameterBreakdown.of(config)
+    dense = parameters.dense_blocks_per_stack * activation_values_per_token_per_block(config)
+    moe = parameters.moe_blocks_per_stack * activation_values_per_token_per_block(config, moe_block=True)
+    return dense + moe + config.hidden_size
 
 
 def estimate_memory(
@@ -61,19 +97,31 @@ def estimate_memory(
     compute_bytes: int = 2,
     overhead_fraction: float = 0.1,
     sharded: bool = True,
+    expert_parallel: int = 1,
+    activation_checkpointing: bool = False,
 ) -> MemoryEstimate:
     """Peak bytes on one device for one micro-batch of `tokens_per_device` tokens.
 
     `compute_bytes`: 2 when training computes in bf16, 4 in fp32. `sharded=False` is a
-    single process without FSDP (nothing gathered, nothing divided)."""
-    parameters = count_parameters(config)
+    single process without FSDP (nothing gathered, nothing divided). `expert_parallel`:
+    ranks each MoE layer's routed experts are split over. `activation_checkpointing`: each
+    block keeps only its input and one block's activations are recomputed at a time."""
+    parameters = ParameterBreakdown.of(config)
     shards = gpus if sharded else 1
-    model_state = MODEL_STATE_BYTES_PER_PARAMETER * parameters / shards
-    root = 2 * config.vocab_size * config.hidden_size
-    gathered = (2 * block_parameters(config) + root) * compute_bytes if sharded and gpus > 1 else 0.0
+    model_state = MODEL_STATE_BYTES_PER_PARAMETER * parameters.total / shards
+    root = parameters.embedding + parameters.lm_head
+    gathering = sharded and gpus > 1
+    gathered = (2 * gathered_block_parameters(config, expert_parallel) + root) * compute_bytes if gathering else 0.0
     passes = config.stack_passes if bp_steps is None else min(bp_steps, config.stack_passes)
-    per_pass = config.layers_per_stack * activation_values_per_token_per_block(config) + config.hidden_size
+    per_pass = activation_values_per_token_per_pass(config)
     states = 2 * config.hidden_size  # recurrent states alive across no_grad passes
+    if activation_checkpointing:
+        largest_block = max(
+            activation_values_per_token_per_block(config, moe_block=config.is_moe_layer(index))
+            for index in range(config.layers_per_stack)
+        )
+        per_pass = (config.layers_per_stack + 1) * config.hidden_size
+        states += largest_block
     activations = tokens_per_device * (passes * per_pass + states) * compute_bytes
     labelled = tokens_per_device * label_fraction
     lm_head = labelled * ((config.hidden_size + 2 * config.vocab_size) * 4 + config.vocab_size * compute_bytes)

@@ -32,12 +32,24 @@ assumptions:
   devices dense bf16 peak FLOP/s (no sparsity); cpu: measured with a short matmul benchmark in
           the precision `frugal train` uses there (bf16 on CPUs with native bf16 at hidden >= 512).
   vocab   the preset's, or the mix's (metadata.json) with --data, as `frugal train` builds it.
-  compare 'dense 6ND' is what a plain Transformer of the same parameters would spend."""
+  compare 'dense 6ND' is what a plain Transformer of the same parameters would spend (of the
+          active parameters, for a mixture of experts).
+  MoE     a model with experts (a preset such as grok1, or model.moe.* overrides) counts its
+          active parameters: router, top_k routed and the shared experts per token. Memory:
+          --expert-parallel N ranks split each layer's routed experts (a rank gathers only its
+          own), state sharded over every GPU. all-to-all: dispatch + combine of top_k copies
+          of each token per MoE layer call, forward every pass and backward the bp_steps passes,
+          (N-1)/N of it off the device, at the device table's NVLink/PCIe rate within a node of
+          8 and InfiniBand/Ethernet between nodes; reported, not added to the wall time.
+  budget  --budget-usd with --hours: what each dense preset gets; with --preset: the tokens the
+          money buys that model on --gpus (or as many GPUs as --hours allows)."""
 
 
 def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", default="XL", help="model size preset (default XL)")
-    parser.add_argument("--net", default="hrm", choices=["hrm", "transformer", "universal"])
+    parser.add_argument("--preset", help="model preset (default XL)")
+    parser.add_argument(
+        "--net", choices=["hrm", "transformer", "universal"], help="net (default: the preset's own, else hrm)"
+    )
     parser.add_argument("--gpus", type=int, default=16, help="devices (default 16)")
     parser.add_argument("--gpu", default="h100", help=f"device: {', '.join([*DEVICES, 'cpu'])} (default h100)")
     source = parser.add_mutually_exclusive_group()
@@ -54,29 +66,30 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_BATCH_TOKENS,
         help=f"tokens per device per micro-batch (default {DEFAULT_BATCH_TOKENS})",
     )
-    parser.add_argument("--budget-usd", type=float, help="reverse question: what can I train for this much ...")
-    parser.add_argument("--hours", type=float, help="... in this many hours (with --budget-usd)")
-    parser.add_argument("--json", action="store_true", help="print JSON for scripts")
-    moe = parser.add_argument_group(
-        "mixture of experts (checks an 'N parameters for $X' claim: 6 x active "
-        "parameters x tokens; --tokens, --gpu, --gpus, --mfu, --price apply)"
-    )
-    moe.add_argument("--experts", type=int, metavar="E", help="routed experts (turns on the MoE question)")
-    moe.add_argument("--top-k", type=int, metavar="K", help="routed experts each token runs (with --experts)")
-    moe.add_argument("--parameters", type=float, metavar="N", help="total parameters, e.g. 1e12 (with --experts)")
-    moe.add_argument(
-        "--shared-experts",
-        type=int,
-        default=0,
-        metavar="S",
-        help="experts every token runs besides the routed ones (default 0)",
-    )
-    moe.add_argument(
-        "--expert-fraction",
+    parser.add_argument(
+        "--budget-usd",
         type=float,
-        default=0.95,
-        metavar="F",
-        help="share of the parameters in the experts (default 0.95; large MoE LLMs: 0.9-0.97)",
+        help="reverse question: what this much buys (with --hours: every preset; with --preset: that model)",
+    )
+    parser.add_argument("--hours", type=float, help="... in this many hours (with --budget-usd)")
+    parser.add_argument(
+        "--expert-parallel",
+        type=int,
+        default=1,
+        metavar="N",
+        help="ranks each MoE layer's routed experts are split over (default 1)",
+    )
+    parser.add_argument(
+        "--activation-checkpointing",
+        action="store_true",
+        help="memory as with activation_checkpointing=true (blocks keep only their inputs)",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="model.KEY=VALUE",
+        help="model keys over the preset, as `frugal train` takes them (model.moe.experts=8 model.n_kv_heads=4)",
     )
 
 
@@ -87,48 +100,6 @@ def duration(hours: float) -> str:
     if hours < 1:
         return f"{hours * 60:.1f} min"
     return f"{hours:,.1f} h ({hours / 24:.1f} days)"
-
-
-def _moe_plan(args: argparse.Namespace, device) -> int:
-    """The MoE question: what `--tokens` cost a model of `--parameters` with E experts, top-K."""
-    from frugal_lm.plan.budget import dense_training_dollars, moe_parameters
-
-    if args.top_k is None or args.parameters is None:
-        raise FrugalError("--experts needs --top-k and --parameters (e.g. --parameters 1e12 --experts 384 --top-k 8)")
-    tokens = (args.tokens if args.tokens is not None else 60e9) * (args.epochs or 1)
-    moe = moe_parameters(args.parameters, args.expert_fraction, args.experts, args.top_k, args.shared_experts)
-    dollars = dense_training_dollars(moe.active, tokens, device, args.mfu, args.price)
-    gpu_hours = dollars / args.price
-    result = {
-        "parameters": moe.total,
-        "active_parameters": moe.active,
-        "processed_tokens": tokens,
-        "flops": 6.0 * moe.active * tokens,
-        "gpu_hours": gpu_hours,
-        "wall_hours": gpu_hours / args.gpus,
-        "dollars": dollars,
-    }
-    if args.json:
-        print(json.dumps(result, indent=2))
-        return 0
-    shared = f" + {args.shared_experts} shared" if args.shared_experts else ""
-    rows = [
-        (
-            "model",
-            f"{_human(moe.total)} parameters, {args.experts} experts{shared}, top-{args.top_k}, "
-            f"{args.expert_fraction:.0%} in experts",
-        ),
-        ("active", f"{_human(moe.active)} parameters per token"),
-        ("tokens", f"{_human(tokens)} processed"),
-        ("total FLOPs", f"{result['flops']:.3g}  (6 x active x tokens: a floor, no attention or recurrence)"),
-        ("hardware", f"{args.gpus} x {device.description} at {args.mfu:.0%} MFU"),
-        ("wall time", duration(result["wall_hours"])),
-        ("GPU-hours", f"{gpu_hours:,.0f}"),
-        ("cost", f"${dollars:,.0f} at ${args.price:g}/GPU-hour"),
-    ]
-    for name, value in rows:
-        print(f"{name:>14}  {value}")
-    return 0
 
 
 def _human(value: float, unit: str = "") -> str:
@@ -148,19 +119,34 @@ def mix_vocab_size(directory: Path) -> int | None:
     return read_mix_metadata(directory).vocab_size
 
 
-def _budget_plan(args: argparse.Namespace, device) -> int:
-    """`--budget-usd` and `--hours`: what each preset gets for the money."""
-    from frugal_lm.config import load_model_config
+def model_overrides(items: list[str]) -> dict:
+    """`model.KEY=VALUE` arguments as a nested dict of model keys (`frugal train`'s spelling)."""
+    from frugal_lm.config import parse_overrides
+
+    tree = parse_overrides(items)
+    for key, value in tree.items():
+        if key != "model" or not isinstance(value, dict):
+            raise FrugalError(
+                f"{key}=...: frugal plan takes model keys only, as model.KEY=VALUE (e.g. model.moe.experts=8)"
+            )
+    model = tree.get("model", {})
+    if "net" in model:
+        raise FrugalError("model.net=...: give the net as --net")
+    return model
+
+
+def _budget_table(args: argparse.Namespace, device, overrides: dict) -> int:
+    """`--budget-usd` and `--hours` without `--preset`: what each dense preset gets for the money."""
     from frugal_lm.plan.budget import affordable_runs
 
-    answers = affordable_runs(args.budget_usd, args.hours, device, args.net, args.mfu, args.price)
+    net = args.net or "hrm"
+    answers = affordable_runs(args.budget_usd, args.hours, device, net, args.mfu, args.price, overrides=overrides)
     if args.json:
         print(json.dumps([asdict(answer) for answer in answers], indent=2))
         return 0
     print(
         f"${args.budget_usd:,.0f} for {args.hours:g} h at ${args.price:g}/GPU-hour rents "
-        f"{answers[0].gpus} x {device.name}; at {args.mfu:.0%} MFU ({args.net}, bp_steps "
-        f"{load_model_config('B', args.net).bp_steps_end}):"
+        f"{answers[0].gpus} x {device.name}; at {args.mfu:.0%} MFU ({net}, bp_steps {answers[0].bp_steps}):"
     )
     print(f"  {'preset':<7}{'params':>10}{'tokens':>12}{'tokens/param':>14}")
     for a in answers:
@@ -170,63 +156,134 @@ def _budget_plan(args: argparse.Namespace, device) -> int:
     return 0
 
 
+def _measured_cpu(config):
+    """This CPU, measured in the precision `frugal train` would compute in here, so the plan's
+    peak (and MFU) is the one the run reports."""
+    import torch
+
+    from frugal_lm.plan.devices import device_running_here
+    from frugal_lm.runtime import uses_bf16
+
+    return device_running_here("cpu", bf16=uses_bf16("auto", torch.device("cpu"), config.hidden_size))
+
+
+def _tokens_and_data(args: argparse.Namespace, config):
+    """(config, tokens per epoch, epochs, label fraction, lengths) from --data or --tokens."""
+    from frugal_lm.plan.budget import read_data_profile
+
+    if args.data is None:
+        return config, args.tokens if args.tokens is not None else 60e9, args.epochs or 1, DEFAULT_LABEL_FRACTION, None
+    if (vocab := mix_vocab_size(args.data)) is not None:
+        config = config.model_copy(update={"vocab_size": vocab})
+    profile = read_data_profile(args.data)
+    return config, profile.tokens_per_epoch, args.epochs or profile.epochs, profile.label_fraction, profile.lengths
+
+
 def run_plan(args: argparse.Namespace) -> int:
     """Answer `frugal plan` (heavy imports here, so building the parser stays fast)."""
     from frugal_lm.config import load_model_config
-    from frugal_lm.plan.budget import plan_run, read_data_profile
+    from frugal_lm.plan.budget import budget_run, plan_run
 
     device = get_device(args.gpu)
-    if args.experts is not None:
-        return _moe_plan(args, device)
-    if (args.budget_usd is None) != (args.hours is None):
-        raise FrugalError("--budget-usd and --hours go together")
-    if args.budget_usd is not None:
-        return _budget_plan(args, device)
-    config = load_model_config(args.preset, args.net)
+    overrides = model_overrides(args.overrides)
+    if args.hours is not None and args.budget_usd is None:
+        raise FrugalError("--hours goes with --budget-usd")
+    if args.budget_usd is not None and args.preset is None:
+        if args.hours is None:
+            raise FrugalError("--budget-usd and --hours go together (or name a model with --preset)")
+        return _budget_table(args, device, overrides)
+    preset = args.preset or "XL"
+    config = load_model_config(preset, args.net, **overrides)
     if device.name == "cpu":
-        # Measured in the precision `frugal train` would compute in on this CPU, so the
-        # plan's peak (and MFU) is the one the run reports.
-        import torch
-
-        from frugal_lm.plan.devices import device_running_here
-        from frugal_lm.runtime import uses_bf16
-
-        device = device_running_here("cpu", bf16=uses_bf16("auto", torch.device("cpu"), config.hidden_size))
-    label_fraction, lengths = DEFAULT_LABEL_FRACTION, None
-    if args.data is not None:
-        if (vocab := mix_vocab_size(args.data)) is not None:
-            config = config.model_copy(update={"vocab_size": vocab})
-        profile = read_data_profile(args.data)
-        tokens, epochs = profile.tokens_per_epoch, args.epochs or profile.epochs
-        label_fraction, lengths = profile.label_fraction, profile.lengths
-    else:
-        tokens, epochs = args.tokens if args.tokens is not None else 60e9, args.epochs or 1
+        device = _measured_cpu(config)
+    config, tokens, epochs, label_fraction, lengths = _tokens_and_data(args, config)
     if epochs < 1:
         raise FrugalError("--epochs must be >= 1")
-    plan = plan_run(
-        config,
-        args.preset,
-        tokens * epochs,
-        args.gpus,
-        device,
-        args.mfu,
-        args.price,
-        label_fraction,
-        lengths,
-        args.batch_tokens,
-    )
+    shape = {
+        "mfu": args.mfu,
+        "price_per_gpu_hour": args.price,
+        "label_fraction": label_fraction,
+        "lengths": lengths,
+        "batch_tokens": args.batch_tokens,
+        "expert_parallel": args.expert_parallel,
+        "activation_checkpointing": args.activation_checkpointing,
+    }
+    if args.budget_usd is None:
+        plan = plan_run(config, preset, tokens * epochs, args.gpus, device, **shape)
+    else:
+        plan = budget_run(config, preset, args.budget_usd, _budget_gpus(args, device), device, **shape)
     if args.json:
-        print(json.dumps(plan.to_dict(), indent=2))
+        print(json.dumps({**plan.to_dict(), **({"budget_usd": args.budget_usd} if args.budget_usd else {})}, indent=2))
         return 0
+    if args.budget_usd is not None:
+        print(_budget_headline(plan, args.budget_usd))
+    _print_plan(plan, config, device, epochs if args.budget_usd is None else None)
+    return 0
+
+
+def _budget_gpus(args: argparse.Namespace, device) -> int:
+    """--gpus, or with --hours as many GPUs as the budget rents for that long."""
+    if args.tokens is not None or args.epochs is not None:
+        raise FrugalError("--tokens and --epochs do not go with --budget-usd: the budget sets the tokens")
+    if args.hours is None:
+        return args.gpus
+    gpus = int(args.budget_usd // (args.price * args.hours))
+    if gpus < 1:
+        raise FrugalError(f"${args.budget_usd:,.0f} does not rent one {device.name} for {args.hours:g} h")
+    return gpus
+
+
+def _budget_headline(plan, budget_usd: float) -> str:
+    per_active = ""
+    if plan.active_parameters != plan.parameters:
+        per_active = f", {plan.processed_tokens / plan.active_parameters:.1f} per active parameter"
+    return (
+        f"${budget_usd:,.0f} buys {_human(plan.processed_tokens)} tokens of {plan.preset} "
+        f"({plan.processed_tokens / plan.parameters:.1f} per parameter{per_active}) on {plan.gpus} x {plan.device} "
+        f"in {duration(plan.wall_hours)}:"
+    )
+
+
+def _model_row(plan, config) -> str:
+    text = f"{plan.preset} {plan.net}, {plan.parameters:,} parameters"
+    moe = config.moe
+    if not moe.enabled:
+        return text
+    shared = f" + {moe.shared_experts} shared" if moe.shared_experts else ""
+    return (
+        f"{text}, {plan.active_parameters:,} active ({moe.experts} experts{shared}, top-{moe.top_k}, "
+        f"expert parallel {plan.expert_parallel})"
+    )
+
+
+def _all_to_all_row(plan, device) -> str:
+    traffic = plan.all_to_all
+    if traffic.bytes == 0:
+        return "none (expert_parallel=1: every rank holds every expert)"
+    where = f"{_human(traffic.intra_node_bytes, 'B')} within a node, {_human(traffic.inter_node_bytes, 'B')} between"
+    if traffic.seconds != traffic.seconds:  # NaN: no link rate for this device
+        return f"{_human(traffic.bytes, 'B')} per device per step ({where}); link rates unknown for {device.name}"
+    return (
+        f"{_human(traffic.bytes, 'B')} per device per step ({where}), {traffic.seconds:.2g} s over "
+        f"{device.interconnect} = {traffic.seconds / plan.step_seconds:.1%} of a step's compute "
+        f"({plan.step_seconds:.2g} s)"
+    )
+
+
+def _print_plan(plan, config, device, epochs: int | None) -> None:
     memory = plan.memory
+    processed = f"{_human(plan.processed_tokens)} processed"
+    if epochs is not None:
+        processed += f" ({epochs} epoch{'s' * (epochs > 1)})"
+    compare = "dense 6ND" if not config.moe.enabled else "6 x active parameters x tokens"
     rows = [
-        ("model", f"{args.preset} {args.net}, {plan.parameters:,} parameters"),
+        ("model", _model_row(plan, config)),
         ("hardware", f"{plan.gpus} x {device.description}, peak {_human(device.peak_flops, 'FLOP/s')} each"),
-        ("tokens", f"{_human(plan.processed_tokens)} processed ({epochs} epoch{'s' * (epochs > 1)})"),
+        ("tokens", processed),
         ("FLOPs/token", f"{_human(plan.flops_per_token)} (mean bp_steps {plan.mean_bp_steps:.2f})"),
         (
             "total FLOPs",
-            f"{plan.total_flops:.3g}  (dense 6ND: {plan.dense_6nd_flops:.3g}, "
+            f"{plan.total_flops:.3g}  ({compare}: {plan.dense_6nd_flops:.3g}, "
             f"x{plan.total_flops / plan.dense_6nd_flops:.2f})",
         ),
         ("throughput", f"{_human(plan.tokens_per_second, 'tokens/s')} at {plan.mfu:.0%} MFU"),
@@ -240,8 +297,9 @@ def run_plan(args: argparse.Namespace) -> int:
             f"LM head {memory.lm_head / 1e9:.1f}, gathered {memory.gathered_weights / 1e9:.1f})",
         ),
     ]
+    if plan.all_to_all is not None:
+        rows.append(("all-to-all", _all_to_all_row(plan, device)))
     for name, value in rows:
         print(f"{name:>14}  {value}")
     for warning in plan.warnings:
         print(f"warning: {warning}")
-    return 0
