@@ -28,7 +28,9 @@ assumptions:
   memory  per device: fp32 master weights, fp32 grads, AdamATan2 two moments and EMA
           (20 B/param) sharded by FSDP over --gpus; one block (+ prefetch) and the
           embedding/head gathered in bf16; activations of the bp_steps=5 passes with gradients
-          for --batch-tokens tokens, LM-head logits in fp32; +10% for allocator and buffers.
+          for --batch-tokens tokens (--activation-checkpointing: block inputs and one block; its
+          recompute, ~1/3 more compute, is not model FLOPs: lower --mfu to match), LM-head logits
+          in fp32; +10% for allocator and buffers.
   devices dense bf16 peak FLOP/s (no sparsity); cpu: measured with a short matmul benchmark in
           the precision `frugal train` uses there (bf16 on CPUs with native bf16 at hidden >= 512).
   vocab   the preset's, or the mix's (metadata.json) with --data, as `frugal train` builds it.
