@@ -48,6 +48,7 @@ ROLES = {
     "function_call": "tool-call",  # ShareGPT: the assistant calling a tool
 }
 TOOL_ROLES = ("tool", "tool-call")
+ASSISTANT_ROLES = ("assistant", "tool-call")
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,8 @@ def parse_conversation(row: dict, style: str) -> list[Message] | str:
     """The messages of a `messages` (OpenAI) or `sharegpt` row, or why they are unusable."""
     key = "messages" if style == MESSAGES else "conversations"
     raw = row.get(key)
+    if raw is None:
+        return f"missing field {key!r}"
     if not isinstance(raw, list) or not raw:
         return f"field {key!r} must be a non-empty list of messages, got {type(raw).__name__}"
     messages = []
@@ -119,12 +122,19 @@ def _content_text(content: Any) -> tuple[str | None, str | None]:
     return "".join(texts), non_text
 
 
-def conversation_turns(messages: list[Message], turns: str = "all", first_target: int = 0) -> Iterator[Turn] | str:
+def conversation_turns(
+    messages: list[Message], turns: str = "all", first_target: int = 0, open_ended: bool = False
+) -> Iterator[Turn] | str:
     """A Turn for every assistant message from index `first_target` on (earlier ones are context
-    only, as in a conversational prompt/completion row), or why the conversation is bad."""
-    if messages[-1].role not in ("assistant", "tool-call"):
+    only, as in a conversational prompt/completion row), or why the conversation is bad. With
+    `open_ended` (prompt-only reading, `ReadOptions.require_response=False`), a conversation that
+    ends before an answer gives one more turn, the prompt to answer, whose response is ""."""
+    ends_open = messages[-1].role not in ASSISTANT_ROLES
+    if ends_open and not open_ended:
         return f"conversation does not end with an assistant turn (its last message is from {messages[-1].role})"
-    targets = [i for i, m in enumerate(messages) if i >= first_target and m.role in ("assistant", "tool-call")]
+    targets = [i for i, m in enumerate(messages) if i >= first_target and m.role in ASSISTANT_ROLES]
+    if ends_open:
+        targets.append(len(messages))  # the answer still to be written
     return _turns(messages, targets, turns)
 
 
@@ -134,28 +144,29 @@ def _turns(messages: list[Message], targets: list[int], turns: str) -> Iterator[
         if not chosen:
             yield Turn(number, None, f"turns: not selected by --turns {turns}", skipped=True)
             continue
-        skip = _skip_reason(messages[: index + 1])
+        prefix, answer = messages[:index], messages[index] if index < len(messages) else None
+        skip = _skip_reason(prefix, answer)
         if skip is not None:
             yield Turn(number, None, skip, skipped=True)
             continue
-        prefix, answer = messages[:index], messages[index]
-        fields = {"instruction": render_chat([(m.role, m.text) for m in prefix]), "response": answer.text}
-        if ends_with_final_answer(answer.text):
+        response = answer.text if answer is not None else ""
+        fields = {"instruction": render_chat([(m.role, m.text) for m in prefix]), "response": response}
+        if ends_with_final_answer(response):
             fields["condition"] = "cot"
         yield Turn(number, fields)
 
 
-def _skip_reason(messages: list[Message]) -> str | None:
-    """Why the last message (an assistant turn) cannot be an example, or None."""
-    turn, prefix = messages[-1], messages[:-1]
-    if turn.calls_tool:
+def _skip_reason(prefix: list[Message], answer: Message | None) -> str | None:
+    """Why the assistant turn `answer` (None: one still to be written) after `prefix` cannot be an
+    example, or None."""
+    if answer is not None and answer.calls_tool:
         return "tool: the assistant turn calls a tool"
     if any(m.role in TOOL_ROLES or m.calls_tool for m in prefix):
         return "tool: the conversation before it holds a tool call or result"
-    non_text = next((m.non_text for m in messages if m.non_text), None)
+    non_text = next((m.non_text for m in [*prefix, *([answer] if answer else [])] if m.non_text), None)
     if non_text is not None:
         return f"non-text: a {non_text!r} content part"
-    if turn.weight == 0:
+    if answer is not None and answer.weight == 0:
         return "weight: marked weight 0 (not to be learned)"
     if not any(m.role == "user" for m in prefix):
         return "no-prompt: no user message before it"

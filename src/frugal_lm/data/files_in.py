@@ -2,11 +2,12 @@
 
 `iter_rows(path)` yields `(where, row, parse_error)` for every row of a source, streamed:
 
-- JSON Lines (`.jsonl`, `.ndjson`, or `.json` not starting with `[`): `file:LINE`, read as bytes
-  and decoded line by line, so a bad byte or a broken line costs only its own row;
-- a JSON array (`.json` starting with `[`, as Alpaca publishes it): `file:row N`, streamed element
-  by element with ijson, so memory holds one row, whatever the file size; a syntax error ends the
-  file with a one-line error (nothing after it can be trusted to be a row boundary);
+- JSON Lines (`.jsonl`, `.ndjson`, `.json`): `file:LINE`, read as bytes and decoded line by
+  line, so a bad byte or a broken line costs only its own row;
+- a JSON array (any of those suffixes, when the file starts with `[`, as Alpaca publishes it):
+  `file:row N`, streamed element by element with ijson, so memory holds one row whatever the file
+  size; a syntax error ends the file with a one-line error (nothing after it can be trusted to be
+  a row boundary);
 - CSV / TSV (`.csv`, `.tsv`, with a header row; every value is text): `file:LINE` of the row's
   first line;
 - Parquet (`.parquet`) and Arrow IPC (`.arrow`, `.feather`, stream or file format):
@@ -72,9 +73,10 @@ def source_files(path: Path) -> list[Path]:
         raise FrugalError(f"{path}: no such file or folder")
     if (path / "dataset_dict.json").is_file():
         splits = sorted(child.name for child in path.iterdir() if (child / "state.json").is_file())
+        example = "train" if "train" in splits or not splits else splits[0]
         raise FrugalError(
             f"{path}: a DatasetDict with splits {', '.join(splits) or '(none)'}; give one split's folder, "
-            f"e.g. {path / (splits[0] if splits else 'train')}"
+            f"e.g. {path / example}"
         )
     if (path / "state.json").is_file():
         return _saved_dataset_files(path)
@@ -140,7 +142,7 @@ def _file_rows(path: Path) -> Iterator[Row]:
         with _opened(path, compression) as handle:
             if kind in (".csv", ".tsv"):
                 yield from _csv_rows(path, handle, "\t" if kind == ".tsv" else ",")
-            elif kind == ".json" and _starts_with(handle, b"["):
+            elif _starts_with(handle, b"["):
                 yield from _json_array_rows(path, handle)
             else:
                 yield from _jsonl_rows(path, handle)

@@ -28,13 +28,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from frugal_lm.data.conversations import SKIP_CATEGORIES, conversation_turns, parse_conversation
+from frugal_lm.data.conversations import SKIP_CATEGORIES, Message, conversation_turns, parse_conversation
 from frugal_lm.data.files_in import iter_rows
 from frugal_lm.data.formats import (
     CONVERSATION_FORMATS,
     FLAT_FORMATS,
     FORMATS,
     MAPPED,
+    MESSAGES,
     PROMPT_COMPLETION,
     RECORD_FIELDS,
     RECORDS,
@@ -179,20 +180,12 @@ class SourceReader:
         return self._result(where, fields, names, row, row_format)
 
     def _conversation(self, where: str, row: dict, row_format: str) -> Iterator[RowResult]:
-        first_target = 0
-        if row_format == PROMPT_COMPLETION:  # conversational prompt/completion: lists of messages
-            prompt, completion = row.get("prompt"), row.get("completion")
-            if not isinstance(completion, list):
-                yield RowResult(where, None, "a conversational 'prompt' needs a list of messages in 'completion'", row)
-                return
-            first_target = len(prompt)
-            messages = parse_conversation({"messages": [*prompt, *completion]}, "messages")
-        else:
-            messages = parse_conversation(row, row_format)
-        if isinstance(messages, str):
-            yield RowResult(where, None, messages, row)
-            return
-        turns = conversation_turns(messages, self.options.turns, first_target)
+        messages, first_target = self._messages(row, row_format)
+        turns = (
+            messages
+            if isinstance(messages, str)
+            else conversation_turns(messages, self.options.turns, first_target, not self.options.require_response)
+        )
         if isinstance(turns, str):
             yield RowResult(where, None, turns, row)
             return
@@ -203,6 +196,19 @@ class SourceReader:
                 continue
             fields = {**turn.fields, **{k: row[k] for k in ("condition", "category") if row.get(k) is not None}}
             yield self._result(turn_where, fields, {"response": "content"}, row, row_format)
+
+    def _messages(self, row: dict, row_format: str) -> tuple[list[Message] | str, int]:
+        """(the conversation's messages or why it has none, the index of the first one to learn)."""
+        if row_format != PROMPT_COMPLETION:
+            return parse_conversation(row, row_format), 0
+        # TRL's conversational prompt/completion: the prompt's messages are context only.
+        prompt, completion = row["prompt"], row.get("completion")
+        if completion is None and not self.options.require_response:
+            completion = []
+        if not isinstance(completion, list):
+            what = "missing" if completion is None else f"a {type(completion).__name__}"
+            return f"field 'completion' must be a list of messages when 'prompt' is one, got {what}", 0
+        return parse_conversation({"messages": [*prompt, *completion]}, MESSAGES), len(prompt)
 
     def _result(self, where: str, fields: Any, names: dict | None, row: Any, row_format: str) -> RowResult:
         if self.extra_tags and isinstance(fields, dict):

@@ -53,7 +53,7 @@ from tqdm import tqdm
 
 from frugal_lm.data.arrays import raw_to_npy
 from frugal_lm.data.dedup import DuplicateFilter, row_key
-from frugal_lm.data.files_in import source_stamp
+from frugal_lm.data.files_in import COMPRESSIONS, source_stamp
 from frugal_lm.data.metadata import FileRecord, SourceMeta, read_source_meta, write_source_meta
 from frugal_lm.data.readers import ReadOptions, SourceReader, skip_category
 from frugal_lm.data.records import BadRowError, Record
@@ -89,7 +89,8 @@ class SourceResult:
 
 def output_dir_for(out: Path, source: Path) -> Path:
     digest = hashlib.sha256(str(source.resolve()).encode()).hexdigest()[:8]
-    return out / f"{source.stem}-{digest}"
+    name = source.name.removesuffix(source.suffix) if source.suffix.lower() in COMPRESSIONS else source.name
+    return out / f"{Path(name).stem}-{digest}"
 
 
 def tokenizer_fingerprint(tokenizer_dir: Path) -> str:
