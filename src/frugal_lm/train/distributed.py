@@ -3,7 +3,8 @@
 Under `torchrun` (RANK / WORLD_SIZE / LOCAL_RANK in the environment) we join a process
 group: NCCL on GPUs, gloo on CPU (how the tests cover multi-process training). FSDP2
 shards every block (`fully_shard` per block, then the root for embedding, head and the
-fixed initial states), with bf16 compute and fp32 reductions on GPU.
+fixed initial states), with bf16 compute and fp32 reductions on GPU, except the weights
+that expert parallelism shards itself (train/expert_parallel.py).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Training a run: one code path for one CPU, one GPU, or `torchrun` with FSDP2.
+"""Training a run: one code path for one CPU, one GPU, or `torchrun` with FSDP2 (and expert
+parallelism for a mixture of experts, `expert_parallel=N`: train/expert_parallel.py).
 
 `train` runs named phases: build the model and optimizer (`_build`: initialised from `seed`
 or `init_from`, compiled, checkpointed and sharded as the config says), restore a
@@ -34,6 +35,7 @@ from frugal_lm.plan.report import duration
 from frugal_lm.runtime import check_can_compile, compiles, resolve_device, uses_bf16
 from frugal_lm.train.checkpoint import Checkpointer, TrainerState, checkpoint_of, latest_checkpoint
 from frugal_lm.train.distributed import Distributed, init_distributed, shard_model, shutdown
+from frugal_lm.train.expert_parallel import check_expert_parallel, shard_experts
 from frugal_lm.train.loggers import check_available
 from frugal_lm.train.loop import TrainingLoop, steps_within
 from frugal_lm.train.optimizer import AdamATan2
@@ -150,7 +152,8 @@ def train(config: RunConfig) -> TrainResult:
 
 def _build(config: RunConfig, device: torch.device, distributed: Distributed, bf16: bool, compiled: bool):
     """Model (initialised from `seed`, or init_from's weights) and optimizer, compiled,
-    checkpointed and sharded as the config says."""
+    checkpointed and sharded as the config says (experts over `expert_parallel` ranks, the
+    rest by FSDP2), and the expert parallelism (None without)."""
     torch.manual_seed(config.seed)
     model = build_model(config.model).to(device)
     if config.init_from is not None and not config.resume:
@@ -160,8 +163,9 @@ def _build(config: RunConfig, device: torch.device, distributed: Distributed, bf
     if compiled:
         check_can_compile(device)
         compile_blocks(model)
+    expert_parallel = shard_experts(model, config, distributed, device)
     if distributed.world_size > 1:
-        model = shard_model(model, bf16)
+        model = shard_model(model, bf16, ignored=set(expert_parallel.parameters) if expert_parallel else None)
     optimizer = AdamATan2(
         model.parameters(),
         lr=config.lr,
@@ -169,7 +173,7 @@ def _build(config: RunConfig, device: torch.device, distributed: Distributed, bf
         weight_decay=config.weight_decay,
         ema_decay=config.ema_decay,
     )
-    return model, optimizer
+    return model, optimizer, expert_parallel
 
 
 def _plan(
@@ -222,6 +226,7 @@ def _fit_warmup(config: RunConfig, total_steps: int, distributed: Distributed) -
 def _train(config: RunConfig, run_dir: Path, device: torch.device, distributed: Distributed) -> TrainResult:
     dataset = MixedDataset(config.data)
     config = config.model_copy(update={"model": _model_config_for(config, dataset)})
+    check_expert_parallel(config, distributed.world_size)
     row_len = config.row_len or dataset.max_seq_len
     rows_per_rank = config.batch_tokens // row_len
     if rows_per_rank < 1:
@@ -234,12 +239,15 @@ def _train(config: RunConfig, run_dir: Path, device: torch.device, distributed: 
     total_steps = config.steps or sum(loader.steps_in(epoch) for epoch in range(epochs))
     config = _fit_warmup(config, total_steps, distributed)
     bf16 = uses_bf16(config.precision, device, config.model.hidden_size)
-    model, optimizer = _build(config, device, distributed, bf16, compiles(config.compile, device, total_steps))
+    model, optimizer, expert_parallel = _build(
+        config, device, distributed, bf16, compiles(config.compile, device, total_steps)
+    )
 
     checkpointer = Checkpointer(run_dir, config.keep_checkpoints, dataset.directory / "tokenizer")
     progress = TrainerState()
     if config.resume:
         progress = resume(config, checkpointer, model, optimizer, dataset, distributed)
+    progress.world_size = distributed.world_size  # checkpoints from here on record this session's ranks
     checkpointer.remove_partial()
     if distributed.is_main:
         if config.resume:  # a run's own folder (it holds the checkpoint): marked, older runs too
@@ -270,7 +278,14 @@ def _train(config: RunConfig, run_dir: Path, device: torch.device, distributed: 
         distributed,
         dataset,
         loader,
-        TrainStep(model, optimizer, distributed, bf16, config.grad_clip),
+        TrainStep(
+            model,
+            optimizer,
+            distributed,
+            bf16,
+            config.grad_clip,
+            expert_parallel.reduce_gradients if expert_parallel else None,
+        ),
         hardware,
         checkpointer,
         data_profile,
