@@ -47,7 +47,7 @@ def test_curated_rows_go_through_tokenizer_tokenize_mix_and_train_with_counts_th
     assert sorted(row["step"] for row in removed) == ["bad-row", "exact-duplicate", "near-duplicate", "refusal"]
     near = next(row for row in removed if row["step"] == "near-duplicate")
     assert near["duplicate_of"] == "mine.jsonl:1" and kept[0]["where"] == "mine.jsonl:1"
-    assert f"read {rows:,} rows: kept {len(kept):,}" in capsys.readouterr().out
+    assert f"read {rows:,} examples: kept {len(kept):,}" in capsys.readouterr().out
     commands = [
         ["data", "tokenizer", "--vocab-size", "300", "--out", "tok", "curated/records.jsonl"],
         ["data", "tokenize", "--tokenizer", "tok", "--out", "tokenized", "curated/records.jsonl"],
@@ -120,3 +120,41 @@ def test_a_foreign_out_is_refused(tmp_path, capsys, monkeypatch):
     assert main(["data", "curate", "mine.jsonl", "--out", "notes"]) == 2
     assert "was written by something else" in capsys.readouterr().err
     assert [p.name for p in (tmp_path / "notes").iterdir()] == ["todo.txt"]
+
+
+def test_curate_reads_the_formats_people_have_and_accounts_for_every_example(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    alpaca = [
+        {"instruction": "Give three tips for staying healthy.", "input": "", "output": "Eat well, sleep, and move."},
+        {"instruction": "Translate to French.", "input": "Good morning, everyone", "output": "Bonjour à tous."},
+        {"instruction": "Give three tips for staying healthy.", "input": "", "output": "Eat well, sleep, and move."},
+    ]
+    (tmp_path / "alpaca.json").write_text(json.dumps(alpaca))  # a JSON array, as Alpaca publishes it
+    sharegpt = {
+        "conversations": [
+            {"from": "human", "value": "What is the capital of France?"},
+            {"from": "gpt", "value": "Paris is the capital of France."},
+            {"from": "human", "value": "Look up its population."},
+            {"from": "function_call", "value": '{"name": "search", "arguments": {"q": "Paris"}}'},
+        ]
+    }
+    (tmp_path / "chats.jsonl").write_text(json.dumps(sharegpt) + "\n")
+    gsm8k = {"question": "Tom has 3 apples and buys 4 more. How many?", "answer": "3 + 4 = 7 apples.\n#### 7"}
+    (tmp_path / "gsm8k.jsonl").write_text(json.dumps(gsm8k) + "\n")
+    assert main(["data", "curate", "alpaca.json", "chats.jsonl", "gsm8k.jsonl", "--out", "curated"]) == 0
+    kept, removed = _lines(tmp_path / "curated/records.jsonl"), _lines(tmp_path / "curated/removed.jsonl")
+    assert [(row["where"], row["step"], row["reason"]) for row in removed] == [
+        ("alpaca.json:row 3", "exact-duplicate", "the same text as an earlier row"),
+        ("chats.jsonl:1 turn 2", "skipped", "tool: the assistant turn calls a tool"),
+    ]
+    assert "Good morning, everyone" in kept[1]["instruction"]  # Alpaca's input joins the instruction
+    assert kept[2]["response"] == "Paris is the capital of France."
+    assert kept[3]["condition"] == "cot" and kept[3]["response"].endswith("#### 7")
+    report = json.loads((tmp_path / "curated/report.json").read_text())
+    assert {name: counts["format"] for name, counts in report["sources"].items()} == {
+        "alpaca.json": "alpaca",
+        "chats.jsonl": "sharegpt",
+        "gsm8k.jsonl": "question-answer",
+    }
+    assert all(c["read"] == c["bad_rows"] + sum(c["removed"].values()) + c["kept"] for c in report["sources"].values())
+    assert report["total"]["read"] == len(kept) + len(removed) == 6

@@ -1,6 +1,7 @@
 """`frugal data curate`: the CLI of data/curate.py. It builds what the pipeline is handed: the
-reader, the quality filters (loading a tokenizer or lingua when asked) and the benchmark
-check (from evals: the data layer never imports it)."""
+reader (the `--format`, `--map`, `--turns`, `--condition` of the other data commands), the
+quality filters (loading a tokenizer or lingua when asked) and the benchmark check (from
+evals: the data layer never imports it)."""
 
 from __future__ import annotations
 
@@ -17,9 +18,12 @@ NEAR_DEDUP_THRESHOLD, NEAR_DEDUP_PERMS, MAX_REPETITION = 0.8, 128, 0.3
 
 
 def _reader(args: argparse.Namespace):
-    from frugal_lm.data.records import read_rows
+    """path -> a `SourceReader`: its examples, and (after reading) the format it detected."""
+    from frugal_lm.cli.data import reader_options
+    from frugal_lm.data.readers import SourceReader
 
-    return read_rows
+    options = reader_options(args)
+    return lambda path: SourceReader(path, options)
 
 
 def _filters(args: argparse.Namespace) -> list:
@@ -64,15 +68,16 @@ def _data_curate_command(args: argparse.Namespace) -> int:
         near_dedup_perms=args.near_dedup_perms,
         decontaminate=args.decontaminate,
     )
+    read = _reader(args)
     filters = _filters(args)
     contamination, missing = _contamination(args)
     report = curate(
-        args.sources, args.out, _reader(args), settings, filters, contamination, missing, progress=sys.stderr.isatty()
+        args.sources, args.out, read, settings, filters, contamination, missing, progress=sys.stderr.isatty()
     )
     total = report.total
     removed = ", ".join(f"{count:,} {step}" for step, count in total.removed.items() if count) or "none"
     print(
-        f"read {total.read:,} rows: kept {total.kept:,}"
+        f"read {total.read:,} examples: kept {total.kept:,}"
         + (f" ({total.flagged:,} flagged as contaminated)" if total.flagged else "")
         + f", {total.bad_rows:,} bad, removed {removed} -> {args.out}/records.jsonl "
         f"(removed rows with their reasons in removed.jsonl, counts in report.md)"
@@ -92,6 +97,9 @@ def register_curate(data: argparse._SubParsersAction, out_help: str) -> None:
     )
     curate.add_argument("sources", nargs="+", type=Path, metavar="SOURCE")
     curate.add_argument("--out", type=Path, required=True, help=out_help)
+    from frugal_lm.cli.data import add_reader_arguments
+
+    add_reader_arguments(curate)
     dedup = curate.add_argument_group("deduplication")
     dedup.add_argument("--no-exact-dedup", action="store_true", help="keep exact duplicates")
     dedup.add_argument("--no-near-dedup", action="store_true", help="keep near-duplicates")
