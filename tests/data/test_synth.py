@@ -7,6 +7,7 @@ import pytest
 
 from frugal_lm.data.synth import (
     ANSWER_MARKER,
+    DEFAULT_FAMILIES,
     FAMILIES,
     Problem,
     as_problem,
@@ -19,7 +20,7 @@ from frugal_lm.data.synth import (
 from frugal_lm.errors import FrugalError
 
 
-@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize("family", DEFAULT_FAMILIES)  # the depth families: test_synth_depth.py
 def test_every_family_answers_correctly(family):
     rng = random.Random(0)
     for _ in range(50):

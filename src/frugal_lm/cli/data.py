@@ -56,12 +56,12 @@ def reader_options(args: argparse.Namespace, require_response: bool = True):
 
 def _data_synth_command(args: argparse.Namespace) -> int:
     from frugal_lm.data.synth import parse_families, write_synthetic
+    from frugal_lm.data.synth_depth import parse_difficulty
 
     if args.rows < 1 or args.heldout_rows < 1:
         raise FrugalError("--rows and --heldout-rows must be >= 1")
-    paths = write_synthetic(
-        args.out, parse_families(args.tasks), args.rows, args.heldout_rows, args.seed, args.answer_format
-    )
+    families, difficulty = parse_families(args.tasks), parse_difficulty(args.difficulty)
+    paths = write_synthetic(args.out, families, args.rows, args.heldout_rows, args.seed, args.answer_format, difficulty)
     print(
         f"wrote {args.rows:,} train rows to {paths['train']} and {args.heldout_rows:,} held-out rows to "
         f"{paths['heldout']}"
@@ -168,8 +168,15 @@ def register(commands: argparse._SubParsersAction) -> None:
     synth.add_argument("--out", type=Path, required=True, help=OUT_HELP)
     synth.add_argument(
         "--tasks",
-        help="comma-separated families (default all): addition, multiplication, "
-        "sorting, reversal, expression, counting",
+        help="comma-separated families (default: the demo's six): addition, multiplication, "
+        "sorting, reversal, expression, counting; and the depth families modexpr, chain",
+    )
+    synth.add_argument(
+        "--difficulty",
+        metavar="FAMILY.KNOB=VALUE,...",
+        help="knobs of the depth families (others keep their defaults): modexpr.ops (most operations, "
+        "default 8), modexpr.min_ops (1), modexpr.shape (random or chain), modexpr.modulus (a prime "
+        "<= 36, default 7); chain.hops (4), chain.min_hops (1), chain.distractors (other chains, 2)",
     )
     synth.add_argument("--rows", type=int, default=10000, help="train rows (default 10000)")
     synth.add_argument("--heldout-rows", type=int, default=600, help="held-out rows (default 600)")

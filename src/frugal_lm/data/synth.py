@@ -8,6 +8,11 @@ the `cot` condition. Families whose answer is its own best solution (sorting, re
 whitespace; under `cot` a missing marker is wrong. Difficulty knobs live on each family and
 are the same in both formats.
 
+The depth families `modexpr` and `chain` (`frugal_lm.data.synth_depth`: why they are answered
+directly, what their knobs mean) are registered here beside the others but are not in
+`DEFAULT_FAMILIES`, the demo's six; their knobs are set per run with `difficulty=`
+(`synth_depth.parse_difficulty` reads the CLI's `--difficulty modexpr.ops=24,chain.hops=6`).
+
 Why worked solutions: answered directly, multi-digit carries and partial products must be
 computed in one forward pass, which a small model does not learn in a CPU budget; written
 out least-significant digit first with the carry in each step, every token needs only
@@ -30,6 +35,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import BaseModel
+
+from frugal_lm.data.synth_depth import KNOBS, ChainKnobs, ModexprKnobs, chain, modexpr
 from frugal_lm.errors import FrugalError
 from frugal_lm.files import os_errors_as_user_errors, staged_output
 
@@ -231,14 +239,30 @@ def _counting(rng: random.Random, min_len: int = 5, max_len: int = 12) -> Soluti
     return Solution(f"How many times does '{target}' appear in {word}?", (running,), str(word.count(target)))
 
 
-FAMILIES: dict[str, Callable[[random.Random], Solution]] = {
+def _modexpr(rng: random.Random, knobs: ModexprKnobs | None = None) -> Solution:
+    instruction, answer = modexpr(rng, knobs)
+    return Solution(instruction, (), answer)  # answered directly in both formats: see synth_depth
+
+
+def _chain(rng: random.Random, knobs: ChainKnobs | None = None) -> Solution:
+    instruction, answer = chain(rng, knobs)
+    return Solution(instruction, (), answer)
+
+
+FAMILIES: dict[str, Callable[..., Solution]] = {
     "addition": _addition,
     "multiplication": _multiplication,
     "sorting": _sorting,
     "reversal": _reversal,
     "expression": _expression,
     "counting": _counting,
+    "modexpr": _modexpr,
+    "chain": _chain,
 }
+"""Every family: `FAMILIES[name](rng)` draws one problem; a family in `synth_depth.KNOBS` also
+takes its knobs, `FAMILIES[name](rng, knobs)`."""
+DEFAULT_FAMILIES = ("addition", "multiplication", "sorting", "reversal", "expression", "counting")
+"""What `--tasks` means when not given: the demo's families."""
 
 
 def is_heldout(instruction: str) -> bool:
@@ -260,15 +284,36 @@ def check(problem: Problem, output: str) -> bool:
 
 
 def parse_families(names: str | None) -> list[str]:
-    chosen = list(FAMILIES) if not names else [n.strip() for n in names.split(",") if n.strip()]
+    chosen = list(DEFAULT_FAMILIES) if not names else [n.strip() for n in names.split(",") if n.strip()]
     unknown = [n for n in chosen if n not in FAMILIES]
     if unknown or not chosen:
         raise FrugalError(f"unknown task family {unknown[0] if unknown else names!r}; allowed: {', '.join(FAMILIES)}")
     return chosen
 
 
-def generate(families: list[str], rows: int, seed: int, heldout: bool, answer_format: str = "cot") -> Iterator[Problem]:
-    """`rows` distinct problems per split, cycling through the families, deterministic by seed."""
+def check_difficulty(families: list[str], difficulty: dict[str, BaseModel]) -> None:
+    """Knobs only for families being generated, each of its family's knob model."""
+    for family, knobs in difficulty.items():
+        if family not in families:
+            raise FrugalError(f"difficulty given for {family!r}, which is not among the tasks ({', '.join(families)})")
+        if not isinstance(knobs, KNOBS.get(family, ())):
+            expected = KNOBS[family].__name__ if family in KNOBS else "none: it has no knobs"
+            raise FrugalError(f"difficulty of {family!r} must be a {expected}, not {type(knobs).__name__}")
+
+
+def generate(
+    families: list[str],
+    rows: int,
+    seed: int,
+    heldout: bool,
+    answer_format: str = "cot",
+    difficulty: dict[str, BaseModel] | None = None,
+) -> Iterator[Problem]:
+    """`rows` distinct problems per split, cycling through the families, deterministic by seed;
+    `difficulty` maps a family to its knobs (e.g. {"modexpr": ModexprKnobs(ops=24)}), the
+    others keep their defaults."""
+    difficulty = difficulty or {}
+    check_difficulty(families, difficulty)
     rng = random.Random(f"{seed}:{'heldout' if heldout else 'train'}")
     seen: set[str] = set()
     attempts = 0
@@ -280,7 +325,7 @@ def generate(families: list[str], rows: int, seed: int, heldout: bool, answer_fo
                 f"from {', '.join(families)}; ask for fewer rows"
             )
         family = families[len(seen) % len(families)]
-        solution = FAMILIES[family](rng)
+        solution = FAMILIES[family](rng, difficulty[family]) if family in difficulty else FAMILIES[family](rng)
         if solution.instruction in seen or is_heldout(solution.instruction) != heldout:
             continue
         seen.add(solution.instruction)
@@ -288,16 +333,23 @@ def generate(families: list[str], rows: int, seed: int, heldout: bool, answer_fo
 
 
 def write_synthetic(
-    out: Path, families: list[str], rows: int, heldout_rows: int, seed: int, answer_format: str = "cot"
+    out: Path,
+    families: list[str],
+    rows: int,
+    heldout_rows: int,
+    seed: int,
+    answer_format: str = "cot",
+    difficulty: dict[str, BaseModel] | None = None,
 ) -> dict[str, Path]:
     """Write `train.jsonl` and `heldout.jsonl` under `out` (new, empty or an earlier synth's
     output: never a folder of the user's own data, see `frugal_lm.files.staged_output`)."""
     if answer_format not in FORMATS:
         raise FrugalError(f"unknown answer format {answer_format!r}; allowed: {', '.join(FORMATS)}")
+    check_difficulty(families, difficulty or {})  # before anything is written
     out = Path(out)
     with os_errors_as_user_errors(out), staged_output(out, COMMAND) as staging:
         for split, count in (("train", rows), ("heldout", heldout_rows)):
             with open(staging / f"{split}.jsonl", "w") as handle:
-                for problem in generate(families, count, seed, split == "heldout", answer_format):
+                for problem in generate(families, count, seed, split == "heldout", answer_format, difficulty):
                     handle.write(json.dumps(problem.record()) + "\n")
     return {split: out / f"{split}.jsonl" for split in ("train", "heldout")}

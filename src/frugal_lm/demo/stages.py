@@ -30,7 +30,7 @@ from random import Random
 from frugal_lm.config import RunConfig
 from frugal_lm.data.mix import mix
 from frugal_lm.data.records import read_rows
-from frugal_lm.data.synth import FAMILIES, write_synthetic
+from frugal_lm.data.synth import DEFAULT_FAMILIES, FAMILIES, write_synthetic
 from frugal_lm.data.tokenize import tokenize_sources
 from frugal_lm.data.tokenizer import DEFAULT_CONDITION_TOKENS, DEFAULT_SPECIAL_TOKENS, train_tokenizer
 from frugal_lm.evals.results import TaskResult, write_results
@@ -46,7 +46,7 @@ EVAL_BATCH_SIZE = 64
 class DataSettings:
     """Arguments of the data commands for the demo (`frugal data synth|tokenizer|mix`)."""
 
-    families: tuple[str, ...] = tuple(FAMILIES)
+    families: tuple[str, ...] = DEFAULT_FAMILIES
     answer_format: str = "cot"
     """`cot`: worked solutions for the arithmetic families and counting; `direct`: answers alone."""
     train_rows: int = 50000
