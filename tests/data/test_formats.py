@@ -37,7 +37,7 @@ def test_unknown_shape_names_the_fields_and_the_formats_it_could_be():
     assert "messages" not in reason and "--map instruction=FIELD,response=FIELD" in reason
     # Nothing in common with any format: every format is listed.
     assert all(name in unknown_shape({"text": "a"}) for name in FORMATS)
-    assert unknown_shape([1]) == "expected an object (a row of fields), got list"
+    assert unknown_shape([1]) == "expected an object with instruction and response, got list"
 
 
 def test_alpaca_input_and_dolly_context_join_the_instruction_after_a_blank_line():

@@ -93,7 +93,7 @@ def detect_format(row: Any) -> str | None:
 def unknown_shape(row: Any) -> str:
     """Why a row fits no format: the fields it has and the formats it could be."""
     if not isinstance(row, dict):
-        return f"expected an object (a row of fields), got {type(row).__name__}"
+        return f"expected an object with instruction and response, got {type(row).__name__}"
     keys = list(row)
     near = [name for name, fields in FORMAT_FIELDS.items() if set(fields) & set(keys)]
     candidates = near or list(FORMATS)
