@@ -16,8 +16,8 @@ Design choices:
   families measure (TRM's direct-prediction baseline scored 0% where recursion scored 87%).
 - Every number and variable is one character, so that under the demo's character-level
   tokenizer operands, variables and the answer are single tokens (Mano's are too) and
-  contexts stay short: about 35 characters for `modexpr` and 65 for `chain` at the default
-  difficulty. Values from 10 up are written a, b, c, ... (`SYMBOLS`), so any prime modulus
+  contexts stay short: at the default difficulty an instruction is 18-63 characters (35 for
+  `modexpr` and 40 for `chain` on average). Values from 10 up are written a, b, c, ... (`SYMBOLS`), so any prime modulus
   up to 36 fits; variables are the 52 ASCII letters.
 - The default modulus is 7 rather than Mano's 23: the operation tables a model must learn grow
   with the square of the modulus (147 entries at 7, 1,587 at 23), and the point of the family
