@@ -129,15 +129,3 @@ def read_rows(
             yield RowResult(where, None, verdict, row)
         else:
             yield RowResult(where, verdict, None, row)
-
-
-def validate_files(paths: list[Path]) -> tuple[int, list[str]]:
-    """(good rows, `where: reason` lines for bad rows) over all files."""
-    good, problems = 0, []
-    for path in paths:
-        for result in read_rows(path):
-            if result.reason is None:
-                good += 1
-            else:
-                problems.append(f"{result.where}: {result.reason}")
-    return good, problems
