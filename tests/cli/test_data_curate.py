@@ -158,3 +158,12 @@ def test_curate_reads_the_formats_people_have_and_accounts_for_every_example(tmp
     }
     assert all(c["read"] == c["bad_rows"] + sum(c["removed"].values()) + c["kept"] for c in report["sources"].values())
     assert report["total"]["read"] == len(kept) + len(removed) == 6
+
+
+def test_a_source_inside_out_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _source(tmp_path)
+    assert main(["data", "curate", "mine.jsonl", "--out", "curated"]) == 0
+    assert main(["data", "curate", "curated/records.jsonl", "--out", "curated"]) == 2
+    assert "curated/records.jsonl is inside --out curated" in capsys.readouterr().err
+    assert (tmp_path / "curated/records.jsonl").is_file()

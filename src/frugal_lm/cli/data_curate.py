@@ -60,6 +60,10 @@ def _data_curate_command(args: argparse.Namespace) -> int:
     missing_sources = [source for source in args.sources if not source.exists()]
     if missing_sources:
         raise FrugalError(f"{missing_sources[0]}: no such file")
+    out = args.out.resolve()
+    inside = [source for source in args.sources if out == source.resolve() or out in source.resolve().parents]
+    if inside:  # the output replaces --out whole: it would delete its own input
+        raise FrugalError(f"{inside[0]} is inside --out {args.out}, which curate replaces; choose another --out")
     settings = CurateSettings(
         exact_dedup=not args.no_exact_dedup,
         near_dedup=not args.no_near_dedup,
