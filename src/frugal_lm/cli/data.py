@@ -258,8 +258,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     mix.set_defaults(handler=_data_mix_command)
 
     from frugal_lm.cli.data_curate import register_curate
+    from frugal_lm.cli.data_generate import register_generate
     from frugal_lm.cli.evals import register_decontaminate  # its handler lives with the evals commands
 
     register_curate(data, OUT_HELP)
+    register_generate(data)
 
     register_decontaminate(data)
