@@ -91,7 +91,14 @@ def _json_line(entry: dict) -> str:
 
 
 class _Pipeline:
-    def __init__(self, settings, filters, contamination, records: IO[str], removed: IO[str]) -> None:
+    def __init__(
+        self,
+        settings: CurateSettings,
+        filters: list[QualityFilter],
+        contamination: Contamination | None,
+        records: IO[str],
+        removed: IO[str],
+    ) -> None:
         self.settings, self.filters, self.contamination = settings, filters, contamination
         self.records, self.removed = records, removed
         self.exact = DuplicateFilter() if settings.exact_dedup else None
@@ -116,33 +123,33 @@ class _Pipeline:
         entry = {"where": result.where, "source": source, "step": step, "reason": reason, **extra, "row": result.raw}
         self.removed.write(_json_line(entry))
 
-    def screen(self, counts: SourceCounts, source: str, result: RowResult) -> list[str] | None | bool:
-        """False when the row was removed; else the benchmarks it is flagged for (or None)."""
+    def screen(self, counts: SourceCounts, source: str, result: RowResult) -> tuple[bool, list[str] | None]:
+        """(whether the row goes on to deduplication, the benchmarks it is flagged for)."""
         if result.record is None:
             # A conversation turn the reader skips (tool calls, images) is not an error, but is accounted for.
             step = "skipped" if getattr(result, "skipped", False) else "bad-row"
             self.remove(counts, source, result, step, result.reason or "not a record")
-            return False
+            return False, None
         record = result.record
         self.before.add(len(f"{record.instruction} {record.response}".split()))
         for quality in self.filters:
             if (reason := quality.check(record)) is not None:
                 self.remove(counts, source, result, quality.name, reason)
-                return False
+                return False, None
         if self.contamination is None:
-            return None
+            return True, None
         hits = sorted(set(self.contamination(f"{record.instruction}\n{record.response}")))
         if hits and self.settings.decontaminate == "remove":
             self.remove(counts, source, result, "contaminated", f"shares an n-gram with {', '.join(hits)}")
-            return False
-        return hits or None
+            return False, None
+        return True, hits or None
 
     def run_source(self, source: Path, rows: Iterator[RowResult], progress: bool) -> SourceCounts:
         counts, name, batch = SourceCounts(), str(source), []
         for result in tqdm(rows, desc=source.name, unit=" rows", disable=not progress, leave=False):
             counts.read += 1
-            flagged = self.screen(counts, name, result)
-            if flagged is not False:
+            goes_on, flagged = self.screen(counts, name, result)
+            if goes_on:
                 batch.append((result, flagged))
             if len(batch) >= BATCH_ROWS:
                 self.dedup_and_keep(counts, name, batch)
