@@ -159,3 +159,12 @@ def test_where_log_gives_back_each_where():
     for where in ["a.jsonl:1", "b.parquet:row 2", "c.jsonl:3 turn 2", "dé.jsonl:4"]:
         log.append(where)
     assert [log[n] for n in range(4)] == ["a.jsonl:1", "b.parquet:row 2", "c.jsonl:3 turn 2", "dé.jsonl:4"]
+
+
+def test_a_row_with_a_lone_surrogate_is_removed_with_its_text_escaped(tmp_path):
+    source = tmp_path / "odd.jsonl"
+    source.write_text('{"instruction": "bad \\udfff here", "response": "two words"}\n')
+    report = _curate(tmp_path, [source])
+    (removed,) = _read_jsonl(tmp_path / "out/removed.jsonl")
+    assert removed["step"] == "bad-row" and "lone surrogate" in removed["reason"]
+    assert removed["row"]["instruction"] == "bad \udfff here" and report.total.bad_rows == 1
