@@ -86,7 +86,7 @@ def test_budget_run_spends_the_budget_on_tokens():
     plan = budget_run(config, "grok1", 2e6, 1024, H100, expert_parallel=8, activation_checkpointing=True)
     assert plan.dollars == pytest.approx(2e6, rel=1e-6)
     assert plan.wall_hours == pytest.approx(2e6 / 2.0 / 1024)
-    assert plan.fits and plan.all_to_all.bytes > 0
+    assert plan.all_to_all.bytes > 0
     # HRM: the bp_steps warmup's average depends on the step count; the refinements settle it.
     hrm = budget_run(load_model_config("tiny", vocab_size=512), "tiny", 50.0, 1, H100, batch_tokens=1024)
     assert hrm.dollars == pytest.approx(50.0, rel=1e-3)

@@ -69,15 +69,23 @@ def test_fsdp_divides_model_state_and_bp_steps_scale_activations():
 MOE = {"experts": 8, "top_k": 2, "intermediate_size": 256}
 
 
-def test_expert_parallel_gathers_only_the_local_experts_and_leaves_state_sharded_over_all_gpus():
+def test_fsdp_keeps_every_block_gathered_and_expert_parallel_keeps_its_experts_whole():
+    """As train/ shards: FSDP gathers each block once per step and keeps it (reshard_after_forward
+    False), so every FSDP parameter is resident once in bf16; under expert_parallel=N a rank's
+    E/N experts per layer are its own, whole, not FSDP's."""
     config = load_model_config("tiny", "transformer", vocab_size=512, moe=MOE)
     C = 128
     attention, expert, root = 5 * C * C, 3 * C * 256, 2 * 512 * C
+    experts = 4 * 8 * expert  # 4 MoE blocks of 8 experts
+    total = root + 4 * (attention + 8 * C) + experts
     one = estimate_memory(config, 1024, gpus=8, expert_parallel=1)
-    eight = estimate_memory(config, 1024, gpus=8, expert_parallel=8)
-    assert one.gathered_weights == (2 * (attention + 8 * C + 8 * expert) + root) * 2
-    assert eight.gathered_weights == (2 * (attention + 8 * C + 1 * expert) + root) * 2
-    assert eight.model_state == one.model_state == 20 * (root + 4 * (attention + 8 * C + 8 * expert)) / 8
+    assert (one.model_state, one.gathered_weights) == (20 * total / 8, 2 * total)
+    four = estimate_memory(config, 1024, gpus=8, expert_parallel=4)
+    assert four.model_state == 20 * ((total - experts) / 8 + experts / 4)
+    assert four.gathered_weights == 2 * (total - experts)
+    # One process: a bf16 run holds its weights' bf16 copy, an fp32 run nothing more.
+    assert estimate_memory(config, 1024, gpus=1, sharded=False, compute_bytes=2).gathered_weights == 2 * total
+    assert estimate_memory(config, 1024, gpus=1, sharded=False, compute_bytes=4).gathered_weights == 0
 
 
 def test_moe_and_gqa_activation_values_by_hand():

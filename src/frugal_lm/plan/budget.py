@@ -223,8 +223,11 @@ def plan_run(
 def _add_warnings(plan: TrainingPlan, device: Device, config: ModelConfig) -> None:
     if not plan.fits:
         hint = "use more GPUs (FSDP shards the model state) or fewer batch tokens per device"
-        if config.moe.enabled and plan.expert_parallel < config.moe.experts and plan.gpus > 1:
-            hint += "; expert_parallel gathers fewer experts per block"
+        if config.moe.enabled and plan.gpus > 1:
+            hint = (
+                "more GPUs shard only what FSDP holds: every block gathered at once, and with "
+                "expert_parallel each rank's E/expert_parallel experts whole (train/expert_parallel.py)"
+            )
         plan.warnings.append(
             f"will not fit: ~{plan.memory.total / 1e9:.1f} GB per device > {device.memory_bytes / 1e9:.0f} GB on "
             f"{device.name}; {hint}"

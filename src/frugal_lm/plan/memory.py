@@ -1,14 +1,16 @@
 """Memory per device for training, so the planner can warn before a run cannot fit.
 
 Assumptions (stated in `frugal plan --help` too):
-- model state in fp32, sharded by FSDP over every GPU: master weights 4 B, gradients 4 B,
-  AdamATan2's two moments 8 B and the EMA copy 4 B = 20 bytes per parameter / gpus;
-- FSDP gathers one block's weights at a time in the compute dtype, with one block
-  prefetched, plus the root unit (embedding and LM head) while it runs. With expert
-  parallelism over `expert_parallel` ranks each rank holds and gathers only its
-  E / expert_parallel routed experts of an MoE block; the experts' state is sharded over
-  the expert-parallel ranks and, as torchtitan does, by FSDP over the ranks that hold the
-  same experts, so model state stays 20 B x parameters / gpus;
+- model state in fp32: master weights 4 B, gradients 4 B, AdamATan2's two moments 8 B and
+  the EMA copy 4 B = 20 bytes per parameter, sharded by FSDP over every GPU, except the
+  routed experts under expert parallelism (`train/expert_parallel.py`): a rank keeps its
+  E / expert_parallel experts of every MoE layer whole, the same on each of the
+  gpus / expert_parallel replicas, so their state is 20 B x routed parameters / expert_parallel;
+- weights in the compute dtype: FSDP gathers each block once per step and keeps it until the
+  backward pass (`reshard_after_forward=False` in `train/distributed.py`: the recurrent
+  passes reuse every block), so each FSDP-sharded parameter is resident once more, gathered
+  (bf16 runs gather bf16; a single bf16 process holds the same copy, its weights cast once
+  per step). Expert-parallel experts are not gathered;
 - activations only for the `bp_steps` passes inside the gradient window (the others run
   under no_grad and keep only the recurrent states). Counting the tensors autograd saves
   in our block: per token 15 C + 4 I values (norm inputs and outputs, q/k before and after
@@ -51,16 +53,6 @@ class MemoryEstimate:
     @property
     def total(self) -> float:
         return self.model_state + self.gathered_weights + self.activations + self.lm_head + self.overhead
-
-
-def gathered_block_parameters(config: ModelConfig, expert_parallel: int = 1) -> int:
-    """The largest block one rank gathers: a dense one, or an MoE block with this rank's
-    E / expert_parallel routed experts."""
-    parameters = ParameterBreakdown.of(config)
-    largest = parameters.dense_block if parameters.dense_blocks_per_stack else 0
-    if parameters.moe_blocks_per_stack:
-        largest = max(largest, parameters.moe_block(parameters.experts // expert_parallel))
-    return largest
 
 
 def _attention_values(config: ModelConfig) -> int:
@@ -107,11 +99,12 @@ def estimate_memory(
     ranks each MoE layer's routed experts are split over. `activation_checkpointing`: each
     block keeps only its input and one block's activations are recomputed at a time."""
     parameters = ParameterBreakdown.of(config)
-    shards = gpus if sharded else 1
-    model_state = MODEL_STATE_BYTES_PER_PARAMETER * parameters.total / shards
-    root = parameters.embedding + parameters.lm_head
+    # Expert parallelism's experts are its own (not FSDP's): E / expert_parallel per rank, whole.
+    own_experts = parameters.routed_experts if expert_parallel > 1 else 0
+    fsdp = parameters.total - own_experts
+    model_state = MODEL_STATE_BYTES_PER_PARAMETER * (fsdp / (gpus if sharded else 1) + own_experts / expert_parallel)
     gathering = sharded and gpus > 1
-    gathered = (2 * gathered_block_parameters(config, expert_parallel) + root) * compute_bytes if gathering else 0.0
+    gathered = fsdp * compute_bytes if gathering or compute_bytes < 4 else 0.0
     passes = config.stack_passes if bp_steps is None else min(bp_steps, config.stack_passes)
     per_pass = activation_values_per_token_per_pass(config)
     states = 2 * config.hidden_size  # recurrent states alive across no_grad passes

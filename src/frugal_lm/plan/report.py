@@ -26,8 +26,8 @@ assumptions:
           (L: 8 H100 x 50 h = $800, XL: 16 H100 x 46 h = $1,472, ~60B processed tokens each,
           vocabulary 65,536 as in our presets, context 2,048).
   memory  per device: fp32 master weights, fp32 grads, AdamATan2 two moments and EMA
-          (20 B/param) sharded by FSDP over --gpus; one block (+ prefetch) and the
-          embedding/head gathered in bf16; activations of the bp_steps=5 passes with gradients
+          (20 B/param) sharded by FSDP over --gpus; every block gathered in bf16 once per step
+          and kept to the backward pass (train/distributed.py); activations of the bp_steps=5 passes with gradients
           for --batch-tokens tokens (--activation-checkpointing: block inputs and one block; its
           recompute, ~1/3 more compute, is not model FLOPs: lower --mfu to match), LM-head logits
           in fp32; +10% for allocator and buffers.
@@ -38,8 +38,8 @@ assumptions:
           active parameters, for a mixture of experts).
   MoE     a model with experts (a preset such as grok1, or model.moe.* overrides) counts its
           active parameters: router, top_k routed and the shared experts per token. Memory:
-          --expert-parallel N ranks split each layer's routed experts (a rank gathers only its
-          own), state sharded over every GPU. all-to-all: dispatch + combine of top_k copies
+          --expert-parallel N ranks split each layer's routed experts, a rank keeping its E/N
+          whole (state and weights, not FSDP-sharded). all-to-all: dispatch + combine of top_k copies
           of each token per MoE layer call, forward every pass and backward the bp_steps passes,
           (N-1)/N of it off the device, at the device table's NVLink/PCIe rate within a node of
           8 and InfiniBand/Ethernet between nodes; reported, not added to the wall time.
