@@ -116,12 +116,14 @@ def register_curate(data: argparse._SubParsersAction, out_help: str) -> None:
     dedup.add_argument(
         "--near-dedup-threshold",
         type=float,
+        metavar="J",
         default=NEAR_DEDUP_THRESHOLD,
         help=f"Jaccard similarity of the word 5-grams of normalised text (default {NEAR_DEDUP_THRESHOLD})",
     )
     dedup.add_argument(
         "--near-dedup-perms",
         type=int,
+        metavar="N",
         default=NEAR_DEDUP_PERMS,
         help=f"MinHash permutations (default {NEAR_DEDUP_PERMS})",
     )
@@ -137,10 +139,11 @@ def register_curate(data: argparse._SubParsersAction, out_help: str) -> None:
     filters.add_argument(
         "--max-repetition",
         type=float,
+        metavar="SHARE",
         default=MAX_REPETITION,
         help=f"largest share of repeated word 4-grams in a response (default {MAX_REPETITION})",
     )
-    filters.add_argument("--max-tokens", type=int, help="remove rows longer than this many tokens (with --tokenizer)")
+    filters.add_argument("--max-tokens", type=int, metavar="N", help="remove rows longer than this many tokens (with --tokenizer)")
     filters.add_argument("--tokenizer", type=Path, metavar="DIR", help="tokenizer directory counting --max-tokens")
     filters.add_argument(
         "--language", metavar="CODE", help="keep only rows in this language, ISO 639-1 (needs frugal-lm[language])"
@@ -149,7 +152,7 @@ def register_curate(data: argparse._SubParsersAction, out_help: str) -> None:
     contamination.add_argument(
         "--benchmarks", type=Path, metavar="DIR", help="benchmark test sets in the `frugal eval --data-dir` layout"
     )
-    contamination.add_argument("--ngram", type=int, default=13, help="n-gram length in words (default 13)")
+    contamination.add_argument("--ngram", type=int, default=13, metavar="N", help="n-gram length in words (default 13)")
     contamination.add_argument(
         "--decontaminate",
         choices=["remove", "flag"],
