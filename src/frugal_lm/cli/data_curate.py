@@ -143,7 +143,9 @@ def register_curate(data: argparse._SubParsersAction, out_help: str) -> None:
         default=MAX_REPETITION,
         help=f"largest share of repeated word 4-grams in a response (default {MAX_REPETITION})",
     )
-    filters.add_argument("--max-tokens", type=int, metavar="N", help="remove rows longer than this many tokens (with --tokenizer)")
+    filters.add_argument(
+        "--max-tokens", type=int, metavar="N", help="remove rows longer than this many tokens (with --tokenizer)"
+    )
     filters.add_argument("--tokenizer", type=Path, metavar="DIR", help="tokenizer directory counting --max-tokens")
     filters.add_argument(
         "--language", metavar="CODE", help="keep only rows in this language, ISO 639-1 (needs frugal-lm[language])"
