@@ -94,10 +94,10 @@ def register_curate(data: argparse._SubParsersAction, out_help: str) -> None:
     curate = data.add_parser(
         "curate",
         help="filter, deduplicate and decontaminate record files, accounting for every row",
-        description="Steps in order: bad rows, quality filters, decontamination (with --benchmarks), exact "
-        "duplicates, near-duplicates (MinHash LSH), keeping the first occurrence. Writes OUT/records.jsonl "
-        "(kept rows, each with its source and where), OUT/removed.jsonl (every other row, with its step and "
-        "reason), OUT/report.json, report.md and lengths.png.",
+        description="Steps in order: bad rows and skipped conversation turns, quality filters, decontamination "
+        "(with --benchmarks), exact duplicates, near-duplicates (MinHash LSH), keeping the first occurrence. "
+        "Writes OUT/records.jsonl (kept rows, each with its source and where), OUT/removed.jsonl (every other "
+        "row, with its step and reason), OUT/report.json, report.md and lengths.png.",
     )
     curate.add_argument("sources", nargs="+", type=Path, metavar="SOURCE")
     curate.add_argument("--out", type=Path, required=True, help=out_help)
