@@ -74,11 +74,9 @@ class ParameterBreakdown:
     def dense_block(self) -> int:
         return self.attention + self.dense_ffn
 
-    def moe_block(self, local_experts: int | None = None) -> int:
-        """An MoE block's parameters; `local_experts`: only that many routed experts (one
-        expert-parallel rank's share)."""
-        routed = self.experts if local_experts is None else local_experts
-        return self.attention + self.router + (routed + self.shared_experts) * self.expert
+    @property
+    def moe_block(self) -> int:
+        return self.attention + self.router + (self.experts + self.shared_experts) * self.expert
 
     @property
     def active_moe_block(self) -> int:
@@ -87,7 +85,7 @@ class ParameterBreakdown:
     @property
     def stack(self) -> int:
         """One stack's parameters."""
-        return self.dense_blocks_per_stack * self.dense_block + self.moe_blocks_per_stack * self.moe_block()
+        return self.dense_blocks_per_stack * self.dense_block + self.moe_blocks_per_stack * self.moe_block
 
     @property
     def active_per_pass(self) -> int:
