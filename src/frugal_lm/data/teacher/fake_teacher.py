@@ -107,7 +107,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
         if self.headers.get("Authorization"):
             self.teacher.authorizations.add(self.headers["Authorization"])
-        if not self.path.endswith("/chat/completions"):
+        if self.path != "/v1/chat/completions":
             return self._send(404, {"error": {"message": f"no route {self.path}"}})
         prompt = body["messages"][-1]["content"]
         fate = self.teacher.fate(prompt)
