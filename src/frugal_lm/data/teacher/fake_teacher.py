@@ -57,9 +57,8 @@ class FakeTeacher:
         self.served: Counter = Counter()  # fate ("ok" or a fault) -> requests
         self.authorizations: set[str] = set()
         self._lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.server = _Server(("127.0.0.1", 0), _Handler)
         self.server.teacher = self  # type: ignore[attr-defined]  # what the handler reads
-        self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     @property
@@ -93,8 +92,14 @@ class FakeTeacher:
             self.served[fate] += 1
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024  # a burst of N connections must not overflow the listen backlog (a 1 s SYN retry)
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as real servers
+    disable_nagle_algorithm = True  # headers and body are two writes: Nagle plus delayed ACKs would add 40 ms
 
     @property
     def teacher(self) -> FakeTeacher:
