@@ -264,9 +264,9 @@ class RunConfig(StrictModel):
     """Compile each block with torch.compile. `auto`: on CUDA, and on a CPU with a C++ compiler
     for runs of 1,000 steps or more, which earn back its seconds of compiling (runtime.compiles)."""
     activation_checkpointing: bool = False
+    """Recompute each block's activations in the backward pass: less memory, ~1/3 more compute."""
     expert_parallel: int = 1
     """Ranks over which each MoE layer's experts are sharded (torchrun); tokens travel by all-to-all."""
-    """Recompute each block's activations in the backward pass: less memory, ~1/3 more compute."""
     time_limit_s: float | None = None
     """Wall seconds for the training loop. The total step count (`steps` is the first guess)
     is re-fitted after every step to what the mean step time so far leaves room for, so the
