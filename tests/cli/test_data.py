@@ -84,3 +84,39 @@ def test_tokenize_stops_at_or_quarantines_an_unanswered_conversation(tmp_path, c
     [folder] = [p for p in out.iterdir() if p.name.startswith("chats-")]
     [rejected] = map(json.loads, (folder / "rejected.jsonl").read_text().splitlines())
     assert rejected["where"] == f"{chats}:2" and rejected["row"] == _chat("q", "a", "r")
+
+
+def test_a_tokenized_chat_turn_is_what_serve_encodes_for_its_prefix(tmp_path):
+    """Training and serving render a chat the same way, down to the token ids: the instruction
+    tokens `frugal data tokenize` stores for each assistant turn are the prompt tokens the server
+    builds for a chat request holding the conversation before that turn."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from frugal_lm.data.tokenizer import load_tokenizer
+    from frugal_lm.infer.engine import Engine
+    from frugal_lm.infer.openai_schema import ChatCompletionRequest
+
+    chat = [
+        {"role": "system", "content": "Answer in one word."},
+        {"role": "user", "content": "Colour of the sky?"},
+        {"role": "assistant", "content": "Blue."},
+        {"role": "user", "content": [{"type": "text", "text": "And of "}, {"type": "text", "text": "grass?"}]},
+        {"role": "assistant", "content": "Green."},
+    ]
+    chats = tmp_path / "chats.jsonl"
+    chats.write_text(json.dumps({"messages": chat}) + "\n")
+    tok, out = tmp_path / "tok", tmp_path / "out"
+    assert main(["data", "tokenizer", "--vocab-size", "300", "--out", str(tok), str(chats)]) == 0
+    assert main(["data", "tokenize", "--tokenizer", str(tok), "--out", str(out), str(chats)]) == 0
+    [folder] = [p for p in out.iterdir() if p.name.startswith("chats-")]
+    tokens = np.load(folder / "tokens.npy")
+    starts, lengths = np.load(folder / "inst_start.npy"), np.load(folder / "inst_len.npy")
+    stored = [tokens[start : start + length].tolist() for start, length in zip(starts, lengths)]
+    engine = SimpleNamespace(tokenizer=load_tokenizer(tok))  # encode_prompt needs only the tokenizer
+    served = [
+        Engine.encode_prompt(engine, ChatCompletionRequest(model="m", messages=chat[:end]).instruction, ("direct",))
+        for end in (2, 4)
+    ]
+    assert stored == served
