@@ -123,7 +123,7 @@ def test_map_reads_other_columns(tmp_path):
     first, second = reader
     assert reader.format == "mapped"
     assert (first.record.instruction, first.record.conditions, first.record.category) == ("2+2?", ("cot",), "math")
-    assert second.reason == "missing field 'a'"
+    assert second.reason == "missing mapped column 'a' (--map response=a); the row has 'q', 'answer'"
 
 
 @pytest.mark.parametrize(

@@ -169,6 +169,8 @@ class SourceReader:
         return detected
 
     def _flat(self, where: str, row: Any, row_format: str) -> RowResult:
+        if row_format == MAPPED and isinstance(row, dict) and (missing := self._missing_mapped(row)) is not None:
+            return RowResult(where, None, missing, row)
         if row_format == RECORDS or not isinstance(row, dict):
             fields, names = row, None
         else:
@@ -178,6 +180,16 @@ class SourceReader:
                 return RowResult(where, None, mapped, row)
             fields, names = mapped
         return self._result(where, fields, names, row, row_format)
+
+    def _missing_mapped(self, row: dict) -> str | None:
+        """Why a row lacks a column that --map requires, naming the fields it has, or None."""
+        required = ("instruction", "response") if self.options.require_response else ("instruction",)
+        for key in required:
+            column = (self.options.field_map or {})[key]
+            if column not in row:
+                fields = ", ".join(repr(name) for name in list(row)[:12])
+                return f"missing mapped column {column!r} (--map {key}={column}); the row has {fields or 'no fields'}"
+        return None
 
     def _conversation(self, where: str, row: dict, row_format: str) -> Iterator[RowResult]:
         messages, first_target = self._messages(row, row_format)
