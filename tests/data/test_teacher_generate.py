@@ -192,3 +192,20 @@ def test_bad_input_rows_are_counted_not_asked(tmp_path):
             settings(teacher, [source], tmp_path / "out", read_options=ReadOptions(require_response=False)), None
         )
     assert (report.kept, report.bad_input_rows, report.units) == (1, 2, 1)
+
+
+def test_an_input_given_twice_is_refused(tmp_path):
+    source = write_rows(tmp_path / "in.jsonl", [{"instruction": "q"}])
+    with FakeTeacher() as teacher, pytest.raises(FrugalError, match="is given twice"):
+        generate(settings(teacher, [source, source], tmp_path / "out"), None)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_run_killed_before_its_first_write_starts_afresh(tmp_path):
+    source = write_rows(tmp_path / "in.jsonl", [{"instruction": "q"}])
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".frugal_output.json").write_text('{"command": "frugal data generate", "entries": ["run.json"]}')
+    with FakeTeacher() as teacher:
+        report = generate(settings(teacher, [source], out), None)
+    assert report.kept == 1 and (out / "run.json").exists()

@@ -31,6 +31,7 @@ from frugal_lm.data.teacher.client import Exchange, RetryPolicy, TeacherClient
 from frugal_lm.data.teacher.limits import RateLimiter, estimate_tokens
 from frugal_lm.data.teacher.report import GenerateReport, Tally, earlier_retries, write_report
 from frugal_lm.data.teacher.verify import known_answer, rejection
+from frugal_lm.errors import FrugalError
 
 REPORT_EVERY_S = 2.0
 
@@ -118,6 +119,10 @@ def _row_units(source: str, result: RowResult, settings: GenerateSettings, templ
 
 def generate(settings: GenerateSettings, api_key: str | None) -> GenerateReport:
     """Run (or resume) a generation into `settings.out`; the final report (also in report.json)."""
+    given = [str(path) for path in settings.inputs]
+    if len(set(given)) < len(given):
+        twice = next(name for name in given if given.count(name) > 1)
+        raise FrugalError(f"INPUT {twice} is given twice: its rows would be one unit of work each, asked once")
     template = prompts.PromptTemplate(settings.template) if settings.template else None
     spec = run_spec(settings, template)
     resuming = store.check_output(settings.out, spec, settings.resume)

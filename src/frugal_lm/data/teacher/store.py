@@ -107,6 +107,8 @@ def check_output(out: Path, spec: RunSpec, resume: bool) -> bool:
     """Check OUT (new, empty, or with --resume this run's own) before anything is written; True when
     there is an earlier run to resume."""
     entries = check_output_dir(out, COMMAND, whole=not resume)
+    if entries and not any((out / name).exists() for name in (RUN, *OUTCOME_FILES)):
+        return False  # a run killed before its first write: nothing there to keep or compare
     if entries and not resume:
         raise FrugalError(
             f"--out {out}: holds an earlier `{COMMAND}` run; add --resume to continue it, "
