@@ -96,9 +96,8 @@ def main() -> None:
     server.start()
     try:
         base_url = ready.get(timeout=60)
-        print(
-            f"python {platform.python_version()}, {multiprocessing.cpu_count()} CPUs; server delay {args.delay * 1e3:g} ms"
-        )
+        machine = f"python {platform.python_version()}, {multiprocessing.cpu_count()} CPUs"
+        print(f"{machine}; server delay {args.delay * 1e3:g} ms")
         for concurrency in (int(n) for n in args.concurrency.split(",")):
             ideal = concurrency / args.delay
             requests = args.requests_per_n * concurrency

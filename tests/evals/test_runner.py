@@ -3,9 +3,9 @@ import json
 import pytest
 
 from frugal_lm.cli import main
+from frugal_lm.data.answers import extract_number
 from frugal_lm.data.synth import write_synthetic
 from frugal_lm.errors import FrugalError
-from frugal_lm.data.answers import extract_number
 from frugal_lm.evals.runner import EvalRunner, EvalSettings, parse_conditions, parse_tasks
 from frugal_lm.evals.synthetic import score_synthetic
 from frugal_lm.infer.loading import load_model

@@ -36,8 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from frugal_lm.errors import FrugalError
 from frugal_lm.data.answers import gsm8k_final_answer, last_boxed
+from frugal_lm.errors import FrugalError
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from frugal_lm.data.answers import extract_number, math_verify_match, numbers_match
 from frugal_lm.evals.datasets import AnswerItem, ChoiceItem, Item
 from frugal_lm.evals.drop_metric import best_em_f1
-from frugal_lm.data.answers import extract_number, math_verify_match, numbers_match
 
 
 @dataclass(frozen=True)
