@@ -162,3 +162,19 @@ def test_help_names_the_options():
     options = "--base-url --concurrency --resume --verify --max-dollars --template --parse --samples --api-key-env"
     for option in [*options.split(), "--requests-per-minute", "--tokens-per-minute", "--retry-failed"]:
         assert option in result.stdout
+
+
+def test_generated_records_are_a_source_curate_reads_and_deduplicates(tmp_path, capsys):
+    first, second = write_questions(tmp_path / "a.jsonl", 4), write_questions(tmp_path / "b.jsonl", 4)
+    answer = "Cats sleep for most of the day, mostly because hunting takes a great deal of energy."
+    with FakeTeacher(answer=lambda prompt: answer) as teacher:
+        arguments = ["data", "generate", "--base-url", teacher.base_url, "--model", "m", str(first), str(second)]
+        assert main([*arguments, "--out", str(tmp_path / "teacher")]) == 0
+    assert len(lines_of(tmp_path / "teacher" / "records.jsonl")) == 8
+    curate = ["data", "curate", str(tmp_path / "teacher" / "records.jsonl"), "--out", str(tmp_path / "cur")]
+    assert main([*curate, "--no-near-dedup"]) == 0  # one answer to every question: near-duplicates otherwise
+    kept = lines_of(tmp_path / "cur" / "records.jsonl")
+    removed = lines_of(tmp_path / "cur" / "removed.jsonl")
+    assert sorted(record["instruction"] for record in kept) == [f"question {index}" for index in range(4)]
+    assert all(record["condition"] == "direct,synth" for record in kept)
+    assert [line["step"] for line in removed] == ["exact-duplicate"] * 4
