@@ -52,3 +52,13 @@ def test_math_verify_equivalence():
     assert math_verify_match("\\frac{3}{4}", "thus \\boxed{\\frac{6}{8}}")[1]
     assert not math_verify_match("2", "so $x = \\boxed{-2}$")[1]
     assert not math_verify_match("2", "I do not know")[1]
+
+
+def test_as_number_accepts_one_number_with_its_formatting_only():
+    from decimal import Decimal
+
+    from frugal_lm.data.answers import as_number
+
+    assert as_number("$1,234.50 dollars") == Decimal("1234.50") and as_number("-7.") == Decimal("-7")
+    for not_one_number in ["1/2", "x = 3", "2 + 3", "\\frac{1}{2}", "(4)", "no digits"]:
+        assert as_number(not_one_number) is None

@@ -64,6 +64,16 @@ def parse_number(text: str) -> Decimal | None:
         return None
 
 
+def as_number(text: str) -> Decimal | None:
+    """`text` as an exact decimal when it is one number (with currency, separators or a unit word:
+    "$1,234.50 dollars"), else None ("1/2", "x = 3", "2 + 3" are not)."""
+    value = parse_number(text)
+    if value is None:
+        return None
+    rest = _NUMBER.sub("", text, count=1)
+    return None if re.search(r"[\d/^*+=\\{}()]", rest) else value
+
+
 def extract_number(output: str) -> str | None:
     """The model's numeric answer as a canonical string ("1234.5", "-7"), or None."""
     if "####" in output:
