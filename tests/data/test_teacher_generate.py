@@ -209,3 +209,11 @@ def test_a_run_killed_before_its_first_write_starts_afresh(tmp_path):
     with FakeTeacher() as teacher:
         report = generate(settings(teacher, [source], out), None)
     assert report.kept == 1 and (out / "run.json").exists()
+
+
+def test_the_progress_bar_shows_dollars_and_tokens(tmp_path, capsys):
+    source = write_rows(tmp_path / "in.jsonl", [{"instruction": f"question {index}"} for index in range(3)])
+    with FakeTeacher() as teacher:
+        generate(settings(teacher, [source], tmp_path / "out", price_out=1e6, concurrency=1, progress=True), None)
+    bar = capsys.readouterr().err
+    assert "3/3" in bar and "$9.0000" in bar and "6 in / 9 out" in bar and "kept 3" in bar
