@@ -66,6 +66,7 @@ def test_checkpoint_entries_are_loaded_without_executing_code(tmp_path):
         ("lr=1e-2", "lr=0.01 (the run has 0.003)"),
         ("batch_tokens=32", "batch_tokens=32 (the run has 64)"),
         ("model.hidden_size=64", "model.hidden_size=64 (the run has 32)"),
+        ("model.moe.experts=4", "model.moe.experts=4 (the run has 0)"),  # experts on a dense run
     ],
 )
 def test_resume_refuses_settings_that_shape_the_run(
@@ -102,3 +103,16 @@ def test_a_torn_last_metrics_line_is_dropped_on_resume(tmp_path, write_mixed_set
     metrics.write_text(metrics.read_text() + '{"step": 3, "lo')  # killed mid-write
     train_run(data, tmp_path / "run", "steps=3", "resume=true")
     assert [json.loads(line)["step"] for line in metrics.read_text().splitlines()] == [1, 2, 3]
+
+
+def test_resume_may_change_how_experts_compute_but_not_their_routing(
+    tmp_path, write_mixed_set, capsys, train_run, run_args
+):
+    data = write_mixed_set(tmp_path / "mix", n_examples=60)
+    moe = ["model.moe.experts=4", "model.moe.intermediate_size=32"]
+    train_run(data, tmp_path / "run", "steps=2", *moe)
+    train_run(data, tmp_path / "run", "steps=3", "resume=true", *moe, "model.moe.implementation=loop")
+    capsys.readouterr()
+    args = run_args(data, tmp_path / "run", "steps=4", "resume=true", *moe, "model.moe.top_k=1")
+    assert main(["train", *args]) == 2
+    assert "model.moe.top_k=1 (the run has 2)" in _one_error_line(capsys)

@@ -29,16 +29,30 @@ def frugal_command(*args):
     return [sys.executable, "-m", "frugal_lm", *args]
 
 
-def test_kill_and_resume_reproduces_the_uninterrupted_losses_bitwise(tmp_path, write_mixed_set, train_run, run_args):
+# A mixture of experts whose selection bias moves every step: exact resume needs it checkpointed.
+MOE = [
+    "model.moe.experts=4",
+    "model.moe.intermediate_size=32",
+    "model.moe.score=sigmoid",
+    "model.moe.bias_update_rate=0.01",
+    "model.moe.aux_loss_coef=0.01",
+    "model.moe.z_loss_coef=0.001",
+]
+
+
+@pytest.mark.parametrize("model", [[], MOE], ids=["dense", "moe"])
+def test_kill_and_resume_reproduces_the_uninterrupted_losses_bitwise(
+    tmp_path, write_mixed_set, train_run, run_args, model
+):
     data = write_mixed_set(tmp_path / "mix", n_examples=400, n_epochs=2)
     steps, half = 24, 8
-    straight = train_run(data, tmp_path / "straight", f"steps={steps}")
+    straight = train_run(data, tmp_path / "straight", f"steps={steps}", *model)
     assert straight.steps == steps
 
     killed_dir = tmp_path / "killed"
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     process = subprocess.Popen(
-        frugal_command("train", *run_args(data, killed_dir, f"steps={steps}", f"checkpoint_every={half}")),
+        frugal_command("train", *run_args(data, killed_dir, f"steps={steps}", f"checkpoint_every={half}", *model)),
         env=environment,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -54,7 +68,7 @@ def test_kill_and_resume_reproduces_the_uninterrupted_losses_bitwise(tmp_path, w
     logged_before_kill = len(losses(killed_dir))
     assert half <= logged_before_kill < steps  # killed mid-run, after the checkpoint
 
-    resumed = train_run(data, killed_dir, f"steps={steps}", "resume=true")
+    resumed = train_run(data, killed_dir, f"steps={steps}", "resume=true", *model)
     assert resumed.steps == steps
     assert losses(killed_dir) == losses(tmp_path / "straight")  # bitwise: same floats
 

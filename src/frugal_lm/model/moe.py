@@ -231,6 +231,9 @@ class MixtureOfExperts(nn.Module):
         self.layer_id = 0
         self.routing: tuple[torch.Tensor, ...] | None = None
         """The last call's statistics while a recorder is attached, until `report`."""
+        self.dispatcher: Callable[[Experts, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+        """Runs the experts instead of calling them here (expert parallelism sets one:
+        `dispatcher(experts, x_SC, tokens_per_expert_E)`, the arguments of `Experts.forward`)."""
 
     def reset_parameters(self, init: Callable[[torch.Tensor, float], object]) -> None:
         """Per-fan-in init of the router and the stacked experts (shared experts are Linears)."""
@@ -261,7 +264,10 @@ class MixtureOfExperts(nn.Module):
         experts_S = experts_NK.reshape(-1)
         order_S = torch.argsort(experts_S, stable=True)
         counts_E = _counts(experts_S, self.num_experts + 1)[:-1]  # the sentinel's are last
-        out_SC = self.experts(x_NC[order_S // K], counts_E)
+        x_SC = x_NC[order_S // K]
+        out_SC = (
+            self.experts(x_SC, counts_E) if self.dispatcher is None else self.dispatcher(self.experts, x_SC, counts_E)
+        )
         weighted_SC = out_SC.float() * weights_NK.reshape(-1)[order_S, None]
         unsorted_S = torch.empty_like(order_S).scatter_(0, order_S, torch.arange(N * K, device=order_S.device))
         return weighted_SC[unsorted_S].view(N, K, -1).sum(1)

@@ -29,6 +29,7 @@ from frugal_lm.plan.flops import training_flops_per_token
 from frugal_lm.train.checkpoint import Checkpointer, TrainerState, latest_checkpoint
 from frugal_lm.train.distributed import Distributed
 from frugal_lm.train.loggers import MetricsLogger
+from frugal_lm.train.moe_balance import CollapseWatch, RoutingStats
 from frugal_lm.train.resume import data_fingerprint
 from frugal_lm.train.schedules import learning_rate
 from frugal_lm.train.step import StepResult, TrainStep
@@ -74,6 +75,7 @@ class TrainingLoop:
         self.data_profile = data_profile
         self.data_fingerprint = data_fingerprint(dataset)  # saved with every checkpoint; read once
         self.last_loss, self.flops_done = math.nan, 0.0
+        self.collapse_watch = CollapseWatch(config.model.moe) if config.model.moe.enabled else None
         self.clock_origin: tuple[float, int] | None = None
 
     @property
@@ -191,6 +193,11 @@ class TrainingLoop:
         progress.train_seconds = self.prior_seconds + float(result.stats.clock_s) / self.distributed.world_size
         total_steps = bar.total = self._fit_to_clock(result, progress.step, total_steps)
         record = self._record(result, progress, lr, bp_steps)
+        if result.routing is not None:
+            record.update(self._routing_metrics(result.routing, progress.step))
+            warning = self.collapse_watch.observe(result.routing)
+            if warning and self.distributed.is_main:
+                bar.write(warning, file=sys.stderr)
         if self._validation_due(progress.step, total_steps):
             record.update(self._validate(progress.step, device, bar))
         return total_steps, record
@@ -230,6 +237,16 @@ class TrainingLoop:
             "mfu": self.flops_done / max(elapsed, 1e-9) / (self.hardware.peak_flops * world_size),
             "dollars": progress.train_seconds / 3600 * world_size * self.config.price_per_device_hour,
         }
+
+    def _routing_metrics(self, routing: RoutingStats, step: int) -> dict:
+        """A mixture of experts' balance per step; the load per layer and expert (L x E
+        fractions) every `log_every` steps and at the first, for `frugal report`."""
+        metrics = {"moe_aux_loss": routing.aux_loss, "moe_z_loss": routing.z_loss, "moe_load_max": routing.load_max}
+        if self.config.model.moe.capacity_factor is not None:
+            metrics["moe_dropped_tokens"] = routing.dropped_tokens
+        if step % self.config.log_every == 0 or step == 1:
+            metrics["moe_load"] = routing.load_fractions()
+        return metrics
 
     def _checkpoint_due(self, progress: TrainerState, total_steps: int) -> bool:
         every = self.config.checkpoint_every

@@ -124,9 +124,8 @@ def check_resumable(
         check_same_global_batch(config, saved, saved_state, world_size)
         now["batch_tokens"] = then["batch_tokens"]
     differing = [key for key in now if key not in RESUMABLE_CHANGES and key != "model" and now[key] != then[key]]
-    differing += [
-        f"model.{key}" for key in now["model"] if key != "attention_backend" and now["model"][key] != then["model"][key]
-    ]
+    model_now, model_then = _leaves(now["model"]), _leaves(then["model"])
+    differing += [f"model.{key}" for key, value in model_now.items() if model_then.get(key) != value]
     if differing:
         shown = ", ".join(f"{key}={_value_at(now, key)} (the run has {_value_at(then, key)})" for key in differing)
         raise FrugalError(
@@ -139,6 +138,22 @@ def check_resumable(
             f"data={dataset.directory} is not the mixed set this run was trained on (its "
             f"metadata.json differs); resume with that data, or start a new run"
         )
+
+
+# Model keys about how the forward pass runs, not what it computes: free to change on resume.
+_RUNTIME_MODEL_KEYS = frozenset({"attention_backend", "moe.implementation"})
+
+
+def _leaves(model: dict) -> dict:
+    """The model section's keys, nested sections' dotted (`moe.experts`), runtime choices left out;
+    so a resumed dense run given `model.moe.experts=8` is told that key, not the whole section."""
+    leaves = {}
+    for key, value in model.items():
+        for name, leaf in value.items() if isinstance(value, dict) else [(None, value)]:
+            dotted = key if name is None else f"{key}.{name}"
+            if dotted not in _RUNTIME_MODEL_KEYS:
+                leaves[dotted] = leaf
+    return leaves
 
 
 def _value_at(tree: dict, dotted: str):

@@ -13,6 +13,10 @@ where compiling the whole model would unroll passes x layers into one graph.
 
 The step's counts (loss, label tokens, accuracy, tokens, clock) are summed across ranks in
 one all-reduce, as named `StepStats`.
+
+A mixture of experts (train/moe_balance.py) adds its balance losses to the loss, logs its
+routing (`StepResult.routing`) and, after the optimizer step, moves its experts' selection
+bias. Its routers stay fp32 under bf16: their logits pick the experts.
 """
 
 from __future__ import annotations
@@ -28,7 +32,9 @@ from torch.func import functional_call
 from frugal_lm.data.batch import PackedBatch
 from frugal_lm.model import language_model_loss
 from frugal_lm.model.layers import Block, Stack
+from frugal_lm.model.moe import Router, attach_recorder
 from frugal_lm.train.distributed import Distributed, clip_grad_norm
+from frugal_lm.train.moe_balance import RoutingStats, balance_loss, routing_stats, update_expert_bias
 from frugal_lm.train.optimizer import AdamATan2
 
 
@@ -68,6 +74,7 @@ class StepResult:
     stats: StepStats  # all-reduced
     grad_norm: float | None  # before clipping; None without grad_clip
     applied: bool  # False when the loss was not finite: no update was made
+    routing: RoutingStats | None = None  # a mixture of experts' routing (all-reduced)
 
 
 def compile_blocks(model: torch.nn.Module) -> None:
@@ -101,11 +108,17 @@ class TrainStep:
         # Under FSDP2 the sharding policy already gathers bf16 weights (distributed.shard_model).
         self.cast_weights = bf16 and distributed.world_size == 1
         self.grad_clip = grad_clip
+        self.moe = model.config.moe
+        self.recorder = attach_recorder(model)
+        self.fp32_weights = {f"{name}.weight" for name, module in model.named_modules() if isinstance(module, Router)}
 
     def forward_model(self) -> Callable:
         if not self.cast_weights:
             return self.model
-        weights = {name: param.to(torch.bfloat16) for name, param in self.model.named_parameters()}
+        weights = {
+            name: param if name in self.fp32_weights else param.to(torch.bfloat16)
+            for name, param in self.model.named_parameters()
+        }
         return lambda *args, **kwargs: functional_call(self.model, weights, args, kwargs)
 
     def __call__(
@@ -117,7 +130,10 @@ class TrainStep:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         n_tokens = batch.n_tokens if n_tokens is None else n_tokens
+        if self.recorder is not None:
+            self.recorder.take()  # anything left by a validation pass
         output = language_model_loss(self.forward_model(), batch, bp_steps)
+        records = self.recorder.take() if self.recorder is not None else []
         device = output.loss_sum.device
         stats = StepStats(
             output.loss_sum,
@@ -131,15 +147,23 @@ class TrainStep:
         ).all_reduced(self.distributed)
         world_size = self.distributed.world_size
         # Exactly output.loss with one rank; N ranks' gradients sum to the single-process one.
-        (output.loss * (output.label_tokens / stats.label_tokens.clamp(min=1) * world_size)).backward()
+        loss = output.loss * (output.label_tokens / stats.label_tokens.clamp(min=1) * world_size)
+        balance = balance_loss(records, self.moe)
+        (loss if balance is None else loss + balance).backward()
+        routing = None
+        if self.recorder is not None:
+            self.recorder.take()  # what recomputed (activation-checkpointed) blocks left
+            routing = routing_stats(records, self.recorder, self.distributed)
         if self.finish_gradients is not None:
             self.finish_gradients()
         grad_norm = clip_grad_norm(list(self.model.parameters()), self.grad_clip) if self.grad_clip else None
         applied = math.isfinite(stats.loss)
         if applied:
             self.optimizer.step()
+            if routing is not None and self.moe.bias_update_rate:
+                update_expert_bias(self.recorder, routing.load_LE, self.moe.bias_update_rate)
         self.optimizer.zero_grad(set_to_none=True)
-        return StepResult(stats, None if grad_norm is None else _as_float(grad_norm), applied)
+        return StepResult(stats, None if grad_norm is None else _as_float(grad_norm), applied, routing)
 
 
 def _as_float(norm: torch.Tensor) -> float:
