@@ -12,6 +12,12 @@ from frugal_lm.cli import main
 def test_config_command_prints_parameter_count(capsys):
     assert main(["config", "preset=XL", "model.vocab_size=65536"]) == 0
     assert "# parameters: 1,182,793,728" in capsys.readouterr().out
+    overrides = ["model.vocab_size=256", "model.moe.experts=8", "model.moe.top_k=2", "model.moe.intermediate_size=256"]
+    assert main(["config", "preset=tiny", *overrides]) == 0
+    # tiny: 4 blocks of hidden 128; each expert 3 x 128 x 256, router 8 x 128; 6 of 8 experts idle per token.
+    dense = 2 * 256 * 128 + 4 * 5 * 128 * 128
+    total, active = dense + 4 * (8 * 128 + 8 * 3 * 128 * 256), dense + 4 * (8 * 128 + 2 * 3 * 128 * 256)
+    assert f"# parameters: {total:,} ({active:,} active per token)" in capsys.readouterr().out
 
 
 def test_user_mistake_is_one_line_and_nonzero(capsys):

@@ -56,3 +56,18 @@ def test_smoothing_follows_the_trend_and_damps_the_noise():
     averaged = smoothed(noisy)
     assert averaged[0] == noisy[0]  # bias-corrected: no pull towards zero at the start
     assert all(abs(a - (10 - 0.01 * step)) < 0.3 for step, a in enumerate(averaged) if step > 50)
+
+
+def test_report_draws_the_expert_load_of_an_moe_run(tmp_path):
+    write_metrics(tmp_path / "run")
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    lines = [json.loads(line) for line in metrics.read_text().splitlines()]
+    for line in lines:
+        line.update(moe_aux_loss=1.1, moe_z_loss=0.5, moe_load_max=1.5)
+        if line["step"] % 5 == 0:  # 2 layers x 4 experts, logged every 5 steps
+            line["moe_load"] = [[0.25, 0.25, 0.25, 0.25], [0.5, 0.3, 0.2, 0.0]]
+    metrics.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    report = write_report(tmp_path / "run")
+    names = {p.name for p in report.plot_paths}
+    assert {"moe_load.png", "moe_load_max.png"} <= names
+    assert "| MoE busiest expert / mean (last step) | 1.50 |" in report.summary_path.read_text()

@@ -28,14 +28,15 @@ RECIPE_HELP, TRAIN_KEYS = _recipe_help(), _train_keys()
 
 def _config_command(args: argparse.Namespace) -> int:
     from frugal_lm.config import resolve_run_config
-    from frugal_lm.model import count_parameters
+    from frugal_lm.model import parameter_counts
     from frugal_lm.plan.report import mix_vocab_size
 
     config = resolve_run_config(args.config, args.overrides)
     if config.data is not None and (vocab := mix_vocab_size(Path(config.data))) is not None:
         config.model = config.model.model_copy(update={"vocab_size": vocab})  # as `frugal train` builds it
     print(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), end="")
-    print(f"# parameters: {count_parameters(config.model):,}")
+    total, active = parameter_counts(config.model)
+    print(f"# parameters: {total:,}" + (f" ({active:,} active per token)" if active != total else ""))
     return 0
 
 

@@ -18,6 +18,7 @@ PLOTS = {
     "exact": ("exact_accuracy", "exact-sequence accuracy"),
     "lr": ("lr", "learning rate"),
     "throughput": ("tokens_per_second", "tokens / second"),
+    "moe_load_max": ("moe_load_max", "MoE: busiest expert's load over the mean (1 = balanced)"),
 }
 
 
@@ -61,6 +62,40 @@ def read_metrics(run_dir: Path) -> list[dict]:
     return records
 
 
+def plot_expert_load(records: list[dict], path: Path, plt) -> Path | None:
+    """A heatmap of each MoE layer's load per expert over the run (`moe_load`: L x E fractions,
+    logged every `log_every` steps), as a multiple of the fair share: 1 is balanced, 0 idle."""
+    logged = [(r["step"], r["moe_load"]) for r in records if r.get("moe_load")]
+    if not logged:
+        return None
+    steps = [step for step, _ in logged]
+    layers, experts = len(logged[0][1]), len(logged[0][1][0])
+    # Rows: layer-major (layer 0's experts first); columns: the logged steps.
+    rows = [
+        [load[layer][expert] * experts for _, load in logged] for layer in range(layers) for expert in range(experts)
+    ]
+    figure, axis = plt.subplots(figsize=(8, min(12, 2 + 0.12 * len(rows))))
+    image = axis.imshow(
+        rows,
+        aspect="auto",
+        interpolation="nearest",
+        cmap="magma",
+        vmin=0,
+        vmax=max(2.0, max(map(max, rows))),
+        extent=(steps[0], steps[-1], len(rows), 0),
+    )
+    for layer in range(1, layers):
+        axis.axhline(layer * experts, color="white", linewidth=0.6)
+    axis.set_yticks([(layer + 0.5) * experts for layer in range(layers)], [f"layer {layer}" for layer in range(layers)])
+    axis.set_xlabel("step")
+    axis.set_title("MoE load per expert (rows) and layer, x fair share")
+    figure.colorbar(image, ax=axis, label="tokens / fair share")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
 def write_report(run_dir: Path) -> Report:
     import matplotlib
 
@@ -100,6 +135,9 @@ def write_report(run_dir: Path) -> Report:
         figure.savefig(path, dpi=110)
         plt.close(figure)
         plot_paths.append(path)
+    load_path = plot_expert_load(records, out / "moe_load.png", plt)
+    if load_path is not None:
+        plot_paths.append(load_path)
 
     last = records[-1]
     best = min(records, key=lambda r: r["loss"])
@@ -115,6 +153,8 @@ def write_report(run_dir: Path) -> Report:
         ("tokens / second (last session)", f"{last.get('tokens_per_second', float('nan')):,.0f}"),
         ("dollars (last session)", f"{last.get('dollars', 0.0):.2f}"),
     ]
+    if "moe_load_max" in last:
+        rows.append(("MoE busiest expert / mean (last step)", f"{last['moe_load_max']:.2f}"))
     lines = [f"# Training report: {run_dir}", "", "| metric | value |", "|---|---|"]
     lines += [f"| {name} | {value} |" for name, value in rows]
     comparison_path = run_dir / "plan_vs_actual.json"
