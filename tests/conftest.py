@@ -47,7 +47,7 @@ def write_mixed_set():
 TINY_MODEL = ["model.hidden_size=32", "model.n_heads=2", "model.n_layers=2", "model.max_seq_len=64"]
 
 
-def _train_tiny_run(root, net="hrm", steps=3):
+def _train_tiny_run(root, net="hrm", steps=3, overrides=()):
     """synth -> tokenizer -> tokenize -> mix -> a few training steps of a tiny net; the run dir."""
     from frugal_lm.config import resolve_run_config
     from frugal_lm.data.mix import mix
@@ -78,6 +78,7 @@ def _train_tiny_run(root, net="hrm", steps=3):
             "precision=fp32",
             "lr=3e-3",
             *TINY_MODEL,
+            *overrides,
         ],
     )
     train(config)
@@ -88,6 +89,13 @@ def _train_tiny_run(root, net="hrm", steps=3):
 def tiny_run(tmp_path_factory):
     """A trained tiny HRM run directory (tokenizer, checkpoint, EMA); shared, do not modify."""
     return _train_tiny_run(tmp_path_factory.mktemp("tiny_hrm"), "hrm")
+
+
+@pytest.fixture(scope="session")
+def tiny_moe_run(tmp_path_factory):
+    """A tiny HRM with a mixture of experts (4 experts, top 2, a shared one), trained 2 steps."""
+    moe = ["model.moe.experts=4", "model.moe.top_k=2", "model.moe.intermediate_size=32", "model.moe.shared_experts=1"]
+    return _train_tiny_run(tmp_path_factory.mktemp("tiny_moe"), "hrm", steps=2, overrides=moe)
 
 
 @pytest.fixture(scope="session")

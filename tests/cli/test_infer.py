@@ -208,3 +208,30 @@ def test_bf16_on_a_cpu_without_bf16_instructions_is_noted(tiny_run, engine_const
         assert main([*args, "--dtype", "int8"]) == 0
         noted = "this CPU has no instructions for" in capsys.readouterr().err
         assert noted == (not native)
+
+
+def test_an_moe_checkpoint_generates_chats_and_evaluates(tiny_moe_run, tmp_path, monkeypatch, capsys):
+    """A tiny HRM with experts, trained 2 steps: the KV-cache engine routes every decoded token
+    as recomputing the whole sequence does, and generate, chat and eval run it."""
+    from frugal_lm.model import AttentionLayout
+
+    engine = Engine(load_model(tiny_moe_run))
+    result = expected(engine, "12+7=", max_new_tokens=8)
+    prompt_ids = engine.encode_prompt("12+7=")
+    sequence = list(prompt_ids)
+    with torch.no_grad():
+        for token in result.token_ids:
+            T, P = len(sequence), len(prompt_ids)
+            layout = AttentionLayout.from_lengths([[(P, T - P)]], T)
+            logits = engine.model(torch.tensor([sequence]), torch.arange(T)[None], layout)[0, -1]
+            assert int(logits.argmax()) == token
+            sequence.append(token)
+
+    assert main(["generate", "--model", str(tiny_moe_run), "--prompt", "12+7=", "--max-new-tokens", "8"]) == 0
+    assert json.loads(capsys.readouterr().out)["text"] == result.text
+    monkeypatch.setattr("sys.stdin", io.StringIO("12+7=\n/quit\n"))
+    assert main(["chat", "--model", str(tiny_moe_run), "--max-new-tokens", "8"]) == 0
+    assert result.text in capsys.readouterr().out
+    eval_args = ["--tasks", "synthetic", "--data-dir", str(tiny_moe_run.parent / "synth"), "--limit", "2"]
+    assert main(["eval", "--model", str(tiny_moe_run), *eval_args, "--out", str(tmp_path / "eval")]) == 0
+    assert (tmp_path / "eval" / "results.json").is_file()

@@ -172,3 +172,34 @@ def test_grouped_query_cache_holds_key_value_heads_and_decodes_as_recompute(net)
     for row, (sequence, n, token) in zip((2, 0), zip(sequences, lengths, next_tokens)):
         expected = full_logits(model, [*sequence, token], n)
         torch.testing.assert_close(step_logits[row], expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("net", ["hrm", "transformer", "universal"])
+@pytest.mark.parametrize("implementation", ["grouped", "loop"])
+@torch.inference_mode()
+def test_a_mixture_of_experts_decodes_through_the_cache_as_recompute(net, implementation):
+    """Each decoded token is routed on its own; padded batched prefill and the static view
+    give the logits of recomputing the whole sequence (inference is dropless, so a capacity
+    set for training changes nothing here)."""
+    moe = {"experts": 4, "top_k": 2, "intermediate_size": 16, "shared_experts": 1, "capacity_factor": 0.5}
+    model, config = tiny_model(net, moe={**moe, "implementation": implementation})
+    cache = StaticKVCache(config, n_slots=3, max_seq_len=CONTEXT, dtype=torch.float32, device="cpu")
+    generator = torch.Generator().manual_seed(5)
+    slots, lengths = [2, 0], [6, 3]
+    prompts = [torch.randint(1, VOCAB, (n,), generator=generator).tolist() for n in lengths]
+    T = max(lengths)
+    input_ids = torch.tensor([p + [0] * (T - len(p)) for p in prompts])
+    positions = torch.arange(T)[None].expand(2, T)
+    lengths_B = torch.tensor(lengths)
+    last = positions == (lengths_B - 1)[:, None]
+    logits = model(input_ids, positions, None, logits_at_BT=last, kv_cache=cache.prefill_batch(slots, lengths_B))
+    sequences = [list(p) for p in prompts]
+    for row, prompt in enumerate(prompts):
+        torch.testing.assert_close(logits[row], full_logits(model, prompt, len(prompt)), rtol=0, atol=1e-5)
+    decode_matches_recompute(model, cache, slots, sequences, lengths, logits, steps=4)
+    positions_N = torch.tensor([len(sequences[1]), 0, len(sequences[0])])
+    next_tokens = [int(full_logits(model, sequence, n).argmax()) for sequence, n in zip(sequences, lengths)]
+    input_N1 = torch.tensor([[next_tokens[1]], [0], [next_tokens[0]]])
+    step_logits = model(input_N1, positions_N[:, None], None, kv_cache=cache.static_decode(positions_N, 16))[:, -1]
+    for row, (sequence, n, token) in zip((2, 0), zip(sequences, lengths, next_tokens)):
+        torch.testing.assert_close(step_logits[row], full_logits(model, [*sequence, token], n), rtol=0, atol=1e-5)

@@ -618,3 +618,14 @@ def test_uvicorn_gets_the_connection_limits(loaded):
         config = uvicorn_server(app, sock, limits=SMALL).config
     assert (config.limit_concurrency, config.timeout_keep_alive, config.h11_max_incomplete_event_size) == (50, 1, 4096)
     assert config.http.__name__ == "HeadTimeoutH11Protocol"
+
+
+def test_an_moe_model_serves_what_it_generates(tiny_moe_run):
+    """A mixture-of-experts checkpoint behind the OpenAI-compatible server: decode routes each token."""
+    loaded = load_model(tiny_moe_run)
+    request = GenerationRequest(PROMPTS[0], ("direct",), SamplingParams(max_new_tokens=8))
+    offline = Engine(loaded).generate([request])[0]
+    with running_server(loaded) as (url, _, _):
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=30)
+        response = client.completions.create(model=MODEL, prompt=PROMPTS[0], max_tokens=8, temperature=0)
+    assert response.choices[0].text == offline.text

@@ -171,6 +171,14 @@ def test_export_refuses_attention_hrm_text_cannot_express_in_one_line(tiny_run, 
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
 
 
+def test_export_refuses_a_mixture_of_experts_in_one_line(tiny_run, tmp_path, capsys):
+    model_dir = _fake_run_with(tiny_run, tmp_path, moe={"experts": 4, "intermediate_size": 32})
+    assert main(["export", "hf", "--model", str(model_dir), "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "model.moe.experts=4" in error and "hrm_text" in error
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
+
+
 def test_refuses_to_overwrite_and_to_export_an_export(tiny_run, exported, tmp_path):
     assert read_output_marker(exported)["command"] == "frugal export hf"
     with pytest.raises(FrugalError, match="already exists and is not empty; `frugal export hf` replaces nothing"):

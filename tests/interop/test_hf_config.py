@@ -126,6 +126,7 @@ def test_refuses_to_export_other_nets():
     [
         ({"n_kv_heads": 1}, "n_kv_heads=1: the transformers hrm_text format has one key/value head per query head"),
         ({"attention_gate": False}, "attention_gate=false: the transformers hrm_text format always applies"),
+        ({"moe": {"experts": 4}}, "model.moe.experts=4: the transformers hrm_text format has a dense SwiGLU"),
     ],
 )
 def test_refuses_to_export_grouped_query_or_ungated_attention(departure, message):

@@ -11,7 +11,8 @@ Design choices:
   slot per stack pass), cycles, `embedding_scale` (our 1 / init_std, the exact float our
   model multiplies by), `rms_norm_eps`, RoPE theta, `prefix_lm`, untied head, no biases.
 - Refuse, never approximate. Export: only `net=hrm` exists in the format, with multi-head
-  attention (no `n_kv_heads` below `n_heads`) and the attention gate. Import: what our
+  attention (no `n_kv_heads` below `n_heads`), the attention gate and dense FFNs (no
+  `model.moe`). Import: what our
   block cannot compute (biases, another activation, scaled RoPE, a causal-only model, a
   head_dim other than hidden / heads, an SwiGLU width our `expansion` cannot reproduce)
   raises a `FrugalError` naming the file and the key.
@@ -145,6 +146,11 @@ def to_hf_config(config: ModelConfig, special_ids: dict[str, int]) -> dict[str, 
         raise FrugalError(
             "attention_gate=false: the transformers hrm_text format always applies the sigmoid output gate; "
             "a model without it cannot be exported to it"
+        )
+    if config.moe.enabled:
+        raise FrugalError(
+            f"model.moe.experts={config.moe.experts}: the transformers hrm_text format has a dense SwiGLU in "
+            f"every block; a mixture-of-experts model cannot be exported to it"
         )
     per_stack = config.layers_per_stack
     return {
