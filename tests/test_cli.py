@@ -20,6 +20,21 @@ def test_config_command_prints_parameter_count(capsys):
     assert f"# parameters: {total:,} ({active:,} active per token)" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["model.moe.experts=4", "model.moe.top_k=5"], "model.moe: moe.top_k must be within 1..moe.experts (4), got 5"),
+        (["model.moe.experts=1"], "model.moe: moe.experts must be 0 (dense) or >= 2"),
+        (["model.moe.experts=4", "model.moe.score=relu"], "model.moe.score"),
+        (["model.moe.experts=4", "model.moe.first_dense_layers=9"], "moe.first_dense_layers (9) is more than"),
+    ],
+)
+def test_bad_moe_settings_are_one_line_errors_naming_the_key(capsys, overrides, message):
+    assert main(["config", "preset=tiny", *overrides]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and message in error and "Traceback" not in error
+
+
 def test_user_mistake_is_one_line_and_nonzero(capsys):
     assert main(["config", "model.hiden_size=1"]) == 2
     error = capsys.readouterr().err
