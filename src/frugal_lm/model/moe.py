@@ -11,7 +11,7 @@ Design choices (the issue's contract; transformers 5 is the numerical reference)
 - Dispatch: the N x K (token, expert) assignments are sorted by expert and run as one grouped
   matmul (`torch._grouped_mm`), or in a loop over experts (portable; equal results). Padding
   tokens and assignments over an expert's capacity get the sentinel expert E, which sorts
-  last and lies beyond every group, so they reach no expert. The grouped path has static
+  last, past every group, and has combine weight zero, so they change nothing. The grouped path has static
   shapes and never reads a count on the host, so a compiled block neither breaks nor
   recompiles as the token counts move. Outputs are weighted and summed over k in fp32.
 - Balance statistics (tokens per expert, the auxiliary and z losses, dropped assignments)
@@ -84,7 +84,8 @@ class Experts(nn.Module):
 
     def forward(self, x_SC: torch.Tensor, tokens_per_expert_E: torch.Tensor) -> torch.Tensor:
         """x_SC sorted by expert (expert e's rows after those of experts < e); rows past the
-        last group are not computed and come back as zeros."""
+        last group reach no expert of their own and must be weighted zero by the caller (the
+        grouped path runs them through the last expert, the loop returns zeros)."""
         if self._grouped(x_SC):
             return self._grouped_mm(x_SC, tokens_per_expert_E)
         return self._loop(x_SC, tokens_per_expert_E)
@@ -102,16 +103,16 @@ class Experts(nn.Module):
         return supported
 
     def _grouped_mm(self, x_SC: torch.Tensor, tokens_per_expert_E: torch.Tensor) -> torch.Tensor:
+        # Rows past the last group (padding, dropped assignments) join the last expert's group:
+        # torch._grouped_mm would leave them uninitialised, forward and backward, and masking
+        # them costs two passes over every row. Their combine weight is zero (`_dispatch`), so
+        # they change no output and no gradient.
         offsets_E = torch.cumsum(tokens_per_expert_E, 0, dtype=torch.int32)
-        valid_S1 = (torch.arange(x_SC.shape[0], device=x_SC.device) < offsets_E[-1])[:, None]
-        # Rows past the last group come back uninitialised, forward and backward: zero them on
-        # the way in (masked_fill's backward drops their gradient) and on the way out.
-        x_SC = x_SC.masked_fill(~valid_S1, 0)
+        offsets_E = torch.cat([offsets_E[:-1], offsets_E.new_full((1,), x_SC.shape[0])])
         weights = self.gate_up_proj.to(x_SC.dtype), self.down_proj.to(x_SC.dtype)
         gate_up_SW2 = grouped_mm(x_SC, weights[0].transpose(-2, -1), offsets_E)
         gate_SW, up_SW = gate_up_SW2.chunk(2, dim=-1)
-        out_SC = grouped_mm(F.silu(gate_SW) * up_SW, weights[1].transpose(-2, -1), offsets_E)
-        return torch.where(valid_S1, out_SC, 0)
+        return grouped_mm(F.silu(gate_SW) * up_SW, weights[1].transpose(-2, -1), offsets_E)
 
     def _loop(self, x_SC: torch.Tensor, tokens_per_expert_E: torch.Tensor) -> torch.Tensor:
         outputs, start = [], 0
@@ -264,13 +265,16 @@ class MixtureOfExperts(nn.Module):
         experts_S = experts_NK.reshape(-1)
         order_S = torch.argsort(experts_S, stable=True)
         counts_E = _counts(experts_S, self.num_experts + 1)[:-1]  # the sentinel's are last
-        x_SC = x_NC[order_S // K]
+        # index_select / index_add rather than advanced indexing: their backward passes are a
+        # scatter-add and a gather, where indexing's is an accumulating index_put (slow on CPUs).
+        token_S = order_S // K
+        x_SC = x_NC.index_select(0, token_S)
         out_SC = (
             self.experts(x_SC, counts_E) if self.dispatcher is None else self.dispatcher(self.experts, x_SC, counts_E)
         )
-        weighted_SC = out_SC.float() * weights_NK.reshape(-1)[order_S, None]
-        unsorted_S = torch.empty_like(order_S).scatter_(0, order_S, torch.arange(N * K, device=order_S.device))
-        return weighted_SC[unsorted_S].view(N, K, -1).sum(1)
+        weights_S = weights_NK.reshape(-1).masked_fill(experts_S == self.num_experts, 0).index_select(0, order_S)
+        weighted_SC = out_SC.float() * weights_S[:, None]
+        return x_NC.new_zeros(N, x_NC.shape[-1], dtype=torch.float32).index_add_(0, token_S, weighted_SC)
 
     def _drop_over_capacity(self, experts_NK: torch.Tensor, real_N: torch.Tensor | None) -> torch.Tensor:
         """Assignments past an expert's capacity, in token order, go to the sentinel expert."""
