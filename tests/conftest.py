@@ -1,6 +1,9 @@
 """Shared fixtures: small data sets the tests write themselves (no downloads)."""
 
 import json
+import threading
+import time
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -102,3 +105,35 @@ def tiny_moe_run(tmp_path_factory):
 def tiny_transformer_run(tmp_path_factory):
     """The same, for net=transformer."""
     return _train_tiny_run(tmp_path_factory.mktemp("tiny_transformer"), "transformer")
+
+
+@contextmanager
+def _serving(run_dir):
+    """The `frugal serve` app (a model directory) under uvicorn on a free loopback port, in a
+    thread; yields the API root URL (`.../v1`)."""
+    from frugal_lm.infer.engine import Engine
+    from frugal_lm.infer.http_server import bind_socket, uvicorn_server
+    from frugal_lm.infer.loading import load_model
+    from frugal_lm.infer.server import create_app
+
+    app = create_app(Engine(load_model(run_dir), max_batch_size=4), "tiny")
+    sock = bind_socket("127.0.0.1", 0)
+    server = uvicorn_server(app, sock, log_level="warning")
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
+
+
+@pytest.fixture
+def serving():
+    """`with serving(run_dir) as url:` the `frugal serve` app over real HTTP on loopback."""
+    return _serving

@@ -7,10 +7,8 @@ import random
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
-from contextlib import contextmanager
 
 import pytest
 
@@ -54,32 +52,7 @@ def test_killed_at_random_points_then_resumed_every_row_exactly_once(tmp_path):
     assert (report["kept"], report["pending"], report["failed"]) == (500, 0, 0)
 
 
-@contextmanager
-def serving(run_dir):
-    """The `frugal serve` app (a tiny trained model) under uvicorn on a free loopback port, in a thread."""
-    from frugal_lm.infer.engine import Engine
-    from frugal_lm.infer.http_server import bind_socket, uvicorn_server
-    from frugal_lm.infer.loading import load_model
-    from frugal_lm.infer.server import create_app
-
-    app = create_app(Engine(load_model(run_dir), max_batch_size=4), "tiny")
-    sock = bind_socket("127.0.0.1", 0)
-    server = uvicorn_server(app, sock, log_level="warning")
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        sock.close()
-
-
-def test_generate_through_frugal_serve(tmp_path, tiny_run, capsys):
+def test_generate_through_frugal_serve(tmp_path, tiny_run, serving, capsys):
     source = tmp_path / "in.jsonl"
     source.write_text(
         "".join(json.dumps({"instruction": prompt}) + "\n" for prompt in ["12+7=", "3+4=", "reverse: ab"])
