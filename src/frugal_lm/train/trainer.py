@@ -196,6 +196,8 @@ def _plan(
         label_fraction=data_profile.label_fraction,
         lengths=data_profile.lengths,
         batch_tokens=config.batch_tokens,
+        expert_parallel=config.expert_parallel,
+        activation_checkpointing=config.activation_checkpointing,
     )
     if distributed.is_main:
         print(
