@@ -17,6 +17,7 @@ import torch.distributed as dist
 from torch.distributed.tensor import DTensor
 
 from frugal_lm.model.layers import Block
+from frugal_lm.model.moe import Router
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,11 @@ def shard_model(model: torch.nn.Module, bf16: bool, ignored: set[torch.nn.Parame
     policy = (
         MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else MixedPrecisionPolicy()
     )
+    for module in model.modules():
+        # A router's own unit keeps fp32 weights under bf16: expert choice is a top-k over its
+        # scores, which bf16-rounded weights would flip (model/moe.py: routers compute in fp32).
+        if bf16 and isinstance(module, Router):
+            fully_shard(module, mp_policy=MixedPrecisionPolicy(), ignored_params=ignored)
     for module in model.modules():
         if isinstance(module, Block):
             fully_shard(module, mp_policy=policy, reshard_after_forward=False, ignored_params=ignored)
