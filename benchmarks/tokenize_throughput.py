@@ -41,7 +41,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from frugal_lm.data.synth import FAMILIES
+from frugal_lm.data.synth import DEFAULT_FAMILIES, FAMILIES
 from frugal_lm.data.tokenize import tokenize_sources
 from frugal_lm.data.tokenizer import load_tokenizer, train_tokenizer
 
@@ -75,7 +75,7 @@ def stdlib_passages(min_chars: int = 300, max_chars: int = 3000) -> list[str]:
 def records(seed: int, prose_share: float, passages: list[str]) -> Iterator[dict]:
     """An endless stream of records; not deduplicated (synthetic tasks repeat now and then)."""
     rng = random.Random(seed)
-    families = sorted(FAMILIES)
+    families = sorted(DEFAULT_FAMILIES)  # the workload of earlier measurements
     conditions = ["direct", "cot", "direct,noisy", "synth"]
     while True:
         if rng.random() < prose_share:
@@ -88,8 +88,13 @@ def records(seed: int, prose_share: float, passages: list[str]) -> Iterator[dict
             }
         else:
             family = rng.choice(families)
-            instruction, response = FAMILIES[family](rng)
-            yield {"instruction": instruction, "response": response, "condition": "synth", "category": family}
+            solution = FAMILIES[family](rng)
+            yield {
+                "instruction": solution.instruction,
+                "response": solution.answer,
+                "condition": "synth",
+                "category": family,
+            }
 
 
 def write_records(
