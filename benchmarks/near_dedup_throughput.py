@@ -92,8 +92,10 @@ def time_exact(pairs: list[tuple[str, str]]) -> float:
     return time.perf_counter() - start
 
 
-def time_near(pairs: list[tuple[str, str]]) -> tuple[float, list[int | None], NearDuplicateFilter]:
-    start, near, verdicts = time.perf_counter(), NearDuplicateFilter(), []
+def time_near(
+    pairs: list[tuple[str, str]], verify: bool = False
+) -> tuple[float, list[int | None], NearDuplicateFilter]:
+    start, near, verdicts = time.perf_counter(), NearDuplicateFilter(verify=verify), []
     for offset in range(0, len(pairs), BATCH_ROWS):
         verdicts += near.check([f"{i}\n{r}" for i, r in pairs[offset : offset + BATCH_ROWS]])
     return time.perf_counter() - start, verdicts, near
@@ -141,14 +143,14 @@ def jaccard(first: tuple[str, str], second: tuple[str, str]) -> float:
     return len(a & b) / len(a | b)
 
 
-def real_corpus(planted_count: int, seed: int) -> None:
+def real_corpus(planted_count: int, seed: int, verify: bool) -> None:
     rows = stdlib_paragraphs()
     rng = random.Random(seed)
     stream, planted = list(rows), {}
     for original in rng.sample(range(len(rows)), min(planted_count, len(rows))):
         planted[len(stream)] = original
         stream.append(near_copy(rows[original], rng))
-    _, verdicts, near = time_near(stream)
+    _, verdicts, near = time_near(stream, verify)
     kept = [position for position, verdict in enumerate(verdicts) if verdict is None]
     caught = sum(verdicts[position] is not None for position in planted)
     removed = [position for position in range(len(rows)) if verdicts[position] is not None]
@@ -169,9 +171,10 @@ def main() -> None:
     parser.add_argument("--planted", type=float, default=0.1, help="share of rows that are near copies")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--real-corpus", action="store_true", help="plant copies in stdlib docstrings instead")
+    parser.add_argument("--verify", action="store_true", help="confirm LSH candidates on exact Jaccard")
     args = parser.parse_args()
     if args.real_corpus:
-        real_corpus(1000, args.seed)
+        real_corpus(1000, args.seed, args.verify)
         return
 
     pairs, planted = generate_pairs(args.rows, args.planted, args.seed)
@@ -179,7 +182,7 @@ def main() -> None:
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}")
     print(f"{len(pairs):,} pairs, {words:.0f} words each on average, {len(planted):,} planted near copies")
     exact_seconds = time_exact(pairs)
-    near_seconds, verdicts, near = time_near(pairs)
+    near_seconds, verdicts, near = time_near(pairs, args.verify)
     curate_seconds = time_curate(pairs)
     caught = sum(verdicts[position] is not None for position in planted)
     untouched = [position for position in range(len(pairs)) if position not in planted]

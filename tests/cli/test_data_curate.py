@@ -93,6 +93,17 @@ def test_switches_turn_steps_off(tmp_path, monkeypatch):
     assert "refusal" not in {row["step"] for row in _lines(tmp_path / "some/removed.jsonl")}
 
 
+def test_verified_near_dedup_writes_only_the_usual_outputs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _source(tmp_path)
+    assert main(["data", "curate", "mine.jsonl", "--out", "plain"]) == 0
+    assert main(["data", "curate", "mine.jsonl", "--out", "verified", "--near-dedup-verify"]) == 0
+    names = sorted(path.name for path in (tmp_path / "verified").iterdir())
+    assert names == sorted(path.name for path in (tmp_path / "plain").iterdir())  # the scratch file is gone
+    report = json.loads((tmp_path / "verified/report.json").read_text())
+    assert report["settings"]["near_dedup_verify"] is True
+
+
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [

@@ -77,3 +77,28 @@ def test_within_a_batch_the_first_occurrence_is_kept():
     text = "a long enough sentence to make several shingles of five words each"
     assert near.check([text, text.upper(), "something else entirely, and then some more words"]) == [None, 0, None]
     assert near.check([text + "!"]) == [0]
+
+
+def test_verified_removals_are_all_at_the_threshold(make_varied_rows, make_near_copy):
+    rows = make_varied_rows(2000, seed=3)
+    rng = random.Random(4)
+    stream = list(rows) + [make_near_copy(rows[i], ("word", "sentence")[i % 2], rng) for i in range(0, 2000, 10)]
+    texts = [f"{r['instruction']}\n{r['response']}" for r in stream]
+    plain, verified = NearDuplicateFilter(), NearDuplicateFilter(verify=True)
+    plain_verdicts, verified_verdicts = [], []
+    for start in range(0, len(texts), 512):
+        plain_verdicts += plain.check(texts[start : start + 512])
+        verified_verdicts += verified.check(texts[start : start + 512])
+    verified.close()
+    kept = [position for position, verdict in enumerate(verified_verdicts) if verdict is None]
+
+    def jaccard(a, b):
+        first, second = set(shingles(a)), set(shingles(b))
+        return len(first & second) / len(first | second)
+
+    removed = [position for position, verdict in enumerate(verified_verdicts) if verdict is not None]
+    assert removed, "the planted copies include some at or above the threshold"
+    assert all(jaccard(texts[p], texts[kept[verified_verdicts[p]]]) >= 0.8 for p in removed)
+    assert len(removed) < sum(verdict is not None for verdict in plain_verdicts)  # LSH alone removes more
+    # Memory: the band keys plus 8 bytes per kept row (its shingles live in an unlinked scratch file).
+    assert verified.index_bytes == verified.kept * (verified.bands * 12 + 8)

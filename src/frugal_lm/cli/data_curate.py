@@ -70,6 +70,7 @@ def _data_curate_command(args: argparse.Namespace) -> int:
         dedup_on=args.dedup_on,
         near_dedup_threshold=args.near_dedup_threshold,
         near_dedup_perms=args.near_dedup_perms,
+        near_dedup_verify=args.near_dedup_verify,
         decontaminate=args.decontaminate,
     )
     read = _reader(args)
@@ -126,6 +127,13 @@ def register_curate(data: argparse._SubParsersAction, out_help: str) -> None:
         metavar="N",
         default=NEAR_DEDUP_PERMS,
         help=f"MinHash permutations (default {NEAR_DEDUP_PERMS})",
+    )
+    dedup.add_argument(
+        "--near-dedup-verify",
+        action="store_true",
+        help="confirm each LSH candidate on the exact Jaccard similarity of the shingle sets (kept rows' "
+        "shingle hashes go to a scratch file in the output's staging folder): fewer distinct rows removed, "
+        "fewer edited copies of short rows caught",
     )
     filters = curate.add_argument_group("quality filters")
     filters.add_argument("--no-filters", action="store_true", help="turn off every default quality filter")

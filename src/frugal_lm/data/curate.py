@@ -62,6 +62,7 @@ class CurateSettings(BaseModel):
     dedup_on: Literal["pair", "instruction"] = "pair"
     near_dedup_threshold: float = DEFAULT_THRESHOLD
     near_dedup_perms: int = DEFAULT_NUM_PERM
+    near_dedup_verify: bool = False
     decontaminate: Literal["remove", "flag"] = "remove"
 
 
@@ -98,13 +99,19 @@ class _Pipeline:
         contamination: Contamination | None,
         records: IO[str],
         removed: IO[str],
+        scratch_dir: Path | None = None,
     ) -> None:
         self.settings, self.filters, self.contamination = settings, filters, contamination
         self.records, self.removed = records, removed
         self.exact = DuplicateFilter() if settings.exact_dedup else None
         self.near = None
         if settings.near_dedup:
-            self.near = NearDuplicateFilter(settings.near_dedup_threshold, settings.near_dedup_perms)
+            self.near = NearDuplicateFilter(
+                settings.near_dedup_threshold,
+                settings.near_dedup_perms,
+                scratch_dir=scratch_dir,
+                verify=settings.near_dedup_verify,
+            )
         self.kept_wheres = WhereLog()
         self.skipped_any = False
         self.before, self.after = LengthHistogram(), LengthHistogram()
@@ -217,11 +224,15 @@ def curate(
             open(staging / "records.jsonl", "w", encoding="utf-8") as records,
             open(staging / "removed.jsonl", "w", encoding="utf-8") as removed,
         ):
-            pipeline = _Pipeline(settings, list(filters), contamination, records, removed)
+            pipeline = _Pipeline(settings, list(filters), contamination, records, removed, scratch_dir=staging)
             per_source = {}
-            for source in sources:
-                counts = pipeline.run_source(Path(source), read(Path(source)), progress)
-                per_source[str(source)] = _merged(per_source.get(str(source)), counts)
+            try:
+                for source in sources:
+                    counts = pipeline.run_source(Path(source), read(Path(source)), progress)
+                    per_source[str(source)] = _merged(per_source.get(str(source)), counts)
+            finally:
+                if pipeline.near is not None:
+                    pipeline.near.close()
         near = pipeline.near
         report = CurateReport(
             settings=settings.model_dump() | {"filters": [quality.name for quality in pipeline.filters]},

@@ -25,8 +25,12 @@ with probability ~2^-64 per pair, negligible at any corpus size one machine hold
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
+from array import array
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -135,53 +139,124 @@ class SortedKeyRuns:
         self.runs.append(run)
 
 
+def shingle_hashes(shingle_set: Sequence[str]) -> np.ndarray:
+    """A text's distinct shingles as sorted 64-bit hashes (Python's string hash: stable within
+    one process, which is all verification needs)."""
+    return np.unique(np.array([hash(shingle) for shingle in shingle_set], dtype=np.int64).view(np.uint64))
+
+
+def jaccard(first: np.ndarray, second: np.ndarray) -> float:
+    """Jaccard similarity of two sorted arrays of distinct shingle hashes."""
+    shared = np.intersect1d(first, second, assume_unique=True).size
+    return shared / (first.size + second.size - shared)
+
+
+class KeptShingles:
+    """Each kept row's shingle hashes, appended to an anonymous scratch file (unlinked at
+    creation, so nothing is left behind, and inside the command's own staging directory when
+    given): candidates are verified on their exact Jaccard similarity while memory holds only
+    8 bytes per kept row, the end of its hashes in the file."""
+
+    def __init__(self, scratch_dir: Path | None = None) -> None:
+        self.file = tempfile.TemporaryFile(dir=scratch_dir, buffering=0)
+        self.ends = array("q")
+
+    def add(self, hashes: np.ndarray) -> None:
+        data = hashes.tobytes()
+        written = self.file.write(data)
+        if written != len(data):
+            raise OSError(f"near-dedup scratch file: wrote {written} of {len(data)} bytes")
+        self.ends.append((self.ends[-1] if self.ends else 0) + len(data))
+
+    def get(self, number: int) -> np.ndarray:
+        start = self.ends[number - 1] if number else 0
+        return np.frombuffer(os.pread(self.file.fileno(), self.ends[number] - start, start), dtype=np.uint64)
+
+    def close(self) -> None:
+        self.file.close()
+
+
 class NearDuplicateFilter:
     """`check(texts)` says, for each text of a batch in order, which earlier kept text it
     near-duplicates (that text's number), or None: then the text is kept and numbered
-    0, 1, 2, ... in the order kept."""
+    0, 1, 2, ... in the order kept. LSH proposes candidates. With `verify`, a candidate counts
+    only when the exact Jaccard similarity of the two shingle sets reaches the threshold: LSH
+    alone also removes pairs well below it now and then, which catches more edited copies of
+    short rows and removes more distinct ones (benchmarks/RESULTS.md, "Near-duplicate removal")."""
 
-    def __init__(self, threshold: float = DEFAULT_THRESHOLD, num_perm: int = DEFAULT_NUM_PERM, seed: int = 0):
+    def __init__(
+        self,
+        threshold: float = DEFAULT_THRESHOLD,
+        num_perm: int = DEFAULT_NUM_PERM,
+        seed: int = 0,
+        scratch_dir: Path | None = None,
+        verify: bool = False,
+    ):
         if num_perm < 1:
             raise FrugalError(f"--near-dedup-perms must be >= 1, got {num_perm}")
         self.threshold, self.num_perm, self.seed = threshold, num_perm, seed
         self.bands, self.rows_per_band = choose_bands(threshold, num_perm)
         self.band_keys = BandKeys(self.bands, self.rows_per_band, seed)
         self.index = SortedKeyRuns()
+        self.verify = verify
+        self.kept_shingles = KeptShingles(scratch_dir) if verify else None
         self.kept = 0
 
     @property
     def index_bytes(self) -> int:
-        return self.index.nbytes
+        ends = self.kept_shingles.ends if self.kept_shingles is not None else ()
+        return self.index.nbytes + 8 * len(ends)
 
-    def signatures(self, texts: Sequence[str]) -> np.ndarray:
+    def close(self) -> None:
+        if self.kept_shingles is not None:
+            self.kept_shingles.close()
+
+    def signatures(self, shingle_sets: Sequence[Sequence[str]]) -> np.ndarray:
         from rensa import RMinHash
 
-        matrix = RMinHash.digest_matrix_from_token_sets([shingles(t) for t in texts], self.num_perm, self.seed)
-        return np.array(matrix.to_rows(), dtype=np.uint32).reshape(len(texts), self.num_perm)
+        matrix = RMinHash.digest_matrix_from_token_sets(list(shingle_sets), self.num_perm, self.seed)
+        return np.array(matrix.to_rows(), dtype=np.uint32).reshape(len(shingle_sets), self.num_perm)
 
     def check(self, texts: Sequence[str]) -> list[int | None]:
         if not texts:
             return []
-        keys = self.band_keys(self.signatures(texts))
+        shingle_sets = [shingles(text) for text in texts]
+        keys = self.band_keys(self.signatures(shingle_sets))
         found = self.index.lookup(keys)
-        # The earliest kept row any band matches (a kept row's keys are unique to it).
-        earlier = np.where(found < 0, np.iinfo(np.int64).max, found).min(axis=1)
-        earlier[earlier == np.iinfo(np.int64).max] = -1
-        batch_owner: dict[int, int] = {}
+        batch_owners: dict[int, list[int]] = {}  # band key -> rows kept earlier in this batch
+        batch_hashes: dict[int, np.ndarray] = {}
         verdicts: list[int | None] = []
-        kept_rows = []
         for row, row_keys in enumerate(keys.tolist()):
-            if earlier[row] >= 0:
-                verdicts.append(int(earlier[row]))
-                continue
-            owner = next((batch_owner[key] for key in row_keys if key in batch_owner), None)
+            hashes = shingle_hashes(shingle_sets[row]) if self.verify else None
+            earlier = sorted({int(number) for number in found[row] if number >= 0})
+            owner = self._first_similar(hashes, earlier, self.kept_shingles.get if self.verify else None)
             if owner is None:
-                owner_number = self.kept + len(kept_rows)
-                batch_owner.update(dict.fromkeys(row_keys, owner_number))
-                kept_rows.append(row)
+                in_batch = sorted({number for key in row_keys for number in batch_owners.get(key, ())})
+                owner = self._first_similar(hashes, in_batch, batch_hashes.__getitem__)
+            if owner is None:
+                number = self.kept + len(batch_hashes)
+                batch_hashes[number] = hashes
+                for key in row_keys:
+                    batch_owners.setdefault(key, []).append(number)
             verdicts.append(owner)
-        if kept_rows:
-            numbers = np.arange(self.kept, self.kept + len(kept_rows), dtype=np.uint32)
-            self.index.add(keys[kept_rows].ravel(), np.repeat(numbers, self.bands))
-            self.kept += len(kept_rows)
+        self._keep(keys, verdicts, batch_hashes)
         return verdicts
+
+    def _first_similar(self, hashes: np.ndarray | None, candidates: list[int], shingles_of) -> int | None:
+        """The first candidate (the earliest kept), verified on exact similarity with `verify`."""
+        if not self.verify:
+            return candidates[0] if candidates else None
+        return next((number for number in candidates if jaccard(hashes, shingles_of(number)) >= self.threshold), None)
+
+    def _keep(self, keys: np.ndarray, verdicts: list[int | None], batch_hashes: dict[int, np.ndarray]) -> None:
+        kept_rows = [row for row, verdict in enumerate(verdicts) if verdict is None]
+        if not kept_rows:
+            return
+        numbers = np.arange(self.kept, self.kept + len(kept_rows), dtype=np.uint32)
+        # A band key that an earlier kept row already holds (a candidate that did not verify)
+        # is stored again; a lookup finds one of its holders.
+        self.index.add(keys[kept_rows].ravel(), np.repeat(numbers, self.bands))
+        if self.kept_shingles is not None:
+            for number in numbers.tolist():
+                self.kept_shingles.add(batch_hashes[number])
+        self.kept += len(kept_rows)
