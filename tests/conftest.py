@@ -108,17 +108,19 @@ def tiny_transformer_run(tmp_path_factory):
 
 
 @contextmanager
-def _serving(run_dir):
-    """The `frugal serve` app (a model directory) under uvicorn on a free loopback port, in a
-    thread; yields the API root URL (`.../v1`)."""
+def running_server(loaded, max_batch_size=4, max_queue=32, limits=None):
+    """A real uvicorn serving a fresh Engine on `loaded` at 127.0.0.1:<free port>, in a thread:
+    yields (root URL, the app's server state, the uvicorn server)."""
     from frugal_lm.infer.engine import Engine
+    from frugal_lm.infer.http_limits import HttpLimits
     from frugal_lm.infer.http_server import bind_socket, uvicorn_server
-    from frugal_lm.infer.loading import load_model
     from frugal_lm.infer.server import create_app
 
-    app = create_app(Engine(load_model(run_dir), max_batch_size=4), "tiny")
+    limits = limits or HttpLimits()
+    engine = Engine(loaded, max_batch_size=max_batch_size)
+    app = create_app(engine, "tiny", max_queue=max_queue, limits=limits)
     sock = bind_socket("127.0.0.1", 0)
-    server = uvicorn_server(app, sock, log_level="warning")
+    server = uvicorn_server(app, sock, log_level="warning", limits=limits)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -126,11 +128,19 @@ def _serving(run_dir):
         assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
         time.sleep(0.01)
     try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}", app.state.server, server
     finally:
         server.should_exit = True
         thread.join(30)
         sock.close()
+
+
+@contextmanager
+def _serving(run_dir):
+    from frugal_lm.infer.loading import load_model
+
+    with running_server(load_model(run_dir)) as (url, _, _):
+        yield f"{url}/v1"
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import json
 import socket
 import threading
 import time
-from contextlib import contextmanager
 
 import httpx
 import openai
@@ -16,33 +15,14 @@ import pytest
 
 from frugal_lm.infer.engine import Engine, GenerationRequest, SamplingParams
 from frugal_lm.infer.http_limits import HttpLimits
-from frugal_lm.infer.http_server import bind_socket, uvicorn_server
+from frugal_lm.infer.http_server import uvicorn_server
 from frugal_lm.infer.loading import load_model
 from frugal_lm.infer.server import create_app
 
+from ..conftest import running_server
+
 MODEL = "tiny"
 PROMPTS = ["12+7=", "reverse: abc", "3+4=", "reverse: hello", "99+1=", "x", "reverse: ab", "5+5="]
-
-
-@contextmanager
-def running_server(loaded, max_batch_size=4, max_queue=32, limits=HttpLimits()):
-    """A real uvicorn serving a fresh Engine on 127.0.0.1:<free port>, in a thread."""
-    engine = Engine(loaded, max_batch_size=max_batch_size)
-    app = create_app(engine, MODEL, max_queue=max_queue, limits=limits)
-    sock = bind_socket("127.0.0.1", 0)
-    server = uvicorn_server(app, sock, log_level="warning", limits=limits)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}", app.state.server, server
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        sock.close()
 
 
 @pytest.fixture(scope="module")
