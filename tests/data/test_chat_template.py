@@ -13,3 +13,7 @@ def test_serving_renders_a_chat_with_the_same_function():
 
     chat = [("system", "S"), ("user", "a"), ("assistant", "b"), ("user", "c")]
     assert chat_instruction([ChatMessage(role=r, content=t) for r, t in chat]) == render_chat(chat)
+
+
+def test_a_system_message_after_the_question_keeps_the_question():
+    assert render_chat([("user", "hi"), ("system", "be brief")]) == "be brief\n\nhi"

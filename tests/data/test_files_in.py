@@ -151,3 +151,37 @@ def test_a_folder_saved_by_the_datasets_library(tmp_path):
     assert rows_of(tmp_path / "saved") == ROWS
     datasets.Dataset.from_list(ROWS).shuffle(seed=0).save_to_disk(str(tmp_path / "shuffled"))
     assert sorted(rows_of(tmp_path / "shuffled"), key=str) == sorted(ROWS, key=str)
+
+
+def test_a_gzip_file_damaged_midway_is_one_line_naming_it(tmp_path):
+    lines = "".join(json.dumps({"instruction": f"i{n}", "response": "r"}) + "\n" for n in range(3000))
+    damaged = bytearray(gzip.compress(lines.encode()))
+    damaged[len(damaged) // 2] ^= 0xFF
+    path = tmp_path / "rows.jsonl.gz"
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(FrugalError, match="rows.jsonl.gz: not a readable gzip file"):
+        list(iter_rows(path))
+
+
+@pytest.mark.parametrize(
+    ("state", "message"),
+    [
+        ("{bad", "not valid JSON"),
+        ("[1]", "expected an object, got list"),
+        ('{"_data_files": [{"filename": "../x.arrow"}]}', "outside the folder"),
+    ],
+)
+def test_a_bad_saved_dataset_state_is_one_line(tmp_path, state, message):
+    folder = tmp_path / "saved"
+    folder.mkdir()
+    (folder / "state.json").write_text(state)
+    (folder / "dataset_info.json").write_text("{}")
+    with pytest.raises(FrugalError, match=message):
+        list(iter_rows(folder))
+
+
+def test_a_csv_field_longer_than_the_csv_modules_default_limit_is_read(tmp_path):
+    path = tmp_path / "long.csv"
+    path.write_text("instruction,response\n" + "x" * 200_000 + ",ok\n")
+    [(where, row, problem)] = list(iter_rows(path))
+    assert problem is None and len(row["instruction"]) == 200_000

@@ -202,3 +202,14 @@ def test_conversational_prompt_completion(tmp_path):
     [result] = read_examples(write_jsonl(tmp_path / "trl.jsonl", [row]))  # the prompt's answer is context only
     assert result.where.endswith(":1 turn 1") and result.record.response == "4"
     assert result.record.instruction == "User: hi\n\nAssistant: hello\n\nUser: 2+2?"
+
+
+def test_a_forced_format_on_rows_that_are_not_objects_names_each_row(tmp_path):
+    path = tmp_path / "rows.json"
+    path.write_text('[[1, 2], "x", {"prompt": "p", "completion": "c"}]')
+    results = list(read_examples(path, ReadOptions(format="prompt-completion")))
+    assert [result.reason for result in results[:2]] == [
+        "expected an object with instruction and response, got list",
+        "expected an object with instruction and response, got str",
+    ]
+    assert results[2].record is not None

@@ -28,5 +28,5 @@ def render_chat(messages: Sequence[tuple[str, str]]) -> str:
     preamble = [text for role, text in messages if role in PREAMBLE_ROLES]
     turns = [f"{ROLE_LABELS[role]}: {text}" for role, text in messages if role in ROLE_LABELS]
     if len(turns) == 1:  # system prompt + one question: no labels needed
-        turns = [messages[-1][1]]
+        turns = [next(text for role, text in messages if role in ROLE_LABELS)]
     return "\n\n".join([*preamble, *turns])

@@ -28,6 +28,7 @@ import gzip
 import io
 import json
 import re
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -106,7 +107,12 @@ def _is_data_file(path: Path) -> bool:
 
 def _saved_dataset_files(folder: Path) -> list[Path]:
     with os_errors_as_user_errors(folder / "state.json"):
-        state = json.loads((folder / "state.json").read_text())
+        try:
+            state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+        except ValueError as error:
+            raise FrugalError(f"{folder / 'state.json'}: not valid JSON ({error})") from None
+    if not isinstance(state, dict):
+        raise FrugalError(f"{folder / 'state.json'}: expected an object, got {type(state).__name__}")
     if state.get("_indices_data_files"):
         raise FrugalError(f"{folder}: saved with an indices mapping; save it again after `dataset.flatten_indices()`")
     names = [entry.get("filename") for entry in state.get("_data_files", []) if isinstance(entry, dict)]
@@ -114,6 +120,8 @@ def _saved_dataset_files(folder: Path) -> list[Path]:
         raise FrugalError(f"{folder / 'state.json'}: no '_data_files' list of Arrow files in it")
     files = [folder / name for name in names]
     for file in files:
+        if not file.resolve().is_relative_to(folder.resolve()):
+            raise FrugalError(f"{folder / 'state.json'}: lists {file.name!r} outside the folder")
         if not file.is_file():
             raise FrugalError(f"{file}: listed in {folder / 'state.json'} but missing")
     return files
@@ -164,7 +172,7 @@ def _opened(path: Path, compression: str | None) -> Iterator[IO[bytes]]:
             stream = raw
         try:
             yield io.BufferedReader(stream) if compression else stream  # type: ignore[arg-type]
-        except (gzip.BadGzipFile, EOFError) as error:
+        except (gzip.BadGzipFile, EOFError, zlib.error) as error:
             raise FrugalError(f"{path}: not a readable gzip file ({error})") from None
         except Exception as error:
             if type(error).__name__ == "ZstdError":
@@ -210,6 +218,11 @@ def _json_array_rows(path: Path, handle: IO[bytes]) -> Iterator[Row]:
         raise FrugalError(f"{path}: not valid JSON after row {number} ({error}); nothing after it was read") from None
     except UnicodeDecodeError as error:
         raise FrugalError(f"{path}: not valid UTF-8 after row {number} ({error.reason})") from None
+
+
+# The csv module refuses fields over 131,072 characters by default, below the records' own cap
+# (records.DEFAULT_MAX_CHARS), which names the row instead of ending the file.
+csv.field_size_limit(16_000_000)
 
 
 def _csv_rows(path: Path, handle: IO[bytes], delimiter: str) -> Iterator[Row]:
@@ -266,7 +279,10 @@ def _arrow_rows(path: Path) -> Iterator[Row]:
 
 def _table_rows(path: Path, batches) -> Iterator[Row]:
     number = 0
-    for batch in batches:
-        for row in batch.to_pylist():
-            number += 1
-            yield f"{path}:row {number}", row, None
+    try:
+        for batch in batches:
+            for row in batch.to_pylist():
+                number += 1
+                yield f"{path}:row {number}", row, None
+    except Exception as error:  # pyarrow raises OSError or ArrowInvalid for a damaged page
+        raise FrugalError(f"{path}: not readable after row {number} ({error}); nothing after it was read") from None

@@ -119,13 +119,15 @@ class SortedKeyRuns:
         return sum(keys.nbytes + values.nbytes for keys, values in self.runs)
 
     def lookup(self, keys: np.ndarray) -> np.ndarray:
-        """The value stored under each key (any shape), or -1 where there is none."""
+        """The smallest value stored under each key (any shape), or -1 where there is none: a
+        run holds a key's values oldest first (stable merges), so its leftmost is its smallest."""
         flat = keys.ravel()
         found = np.full(len(flat), -1, dtype=np.int64)
         for run_keys, run_values in self.runs:
             slots = np.minimum(np.searchsorted(run_keys, flat), len(run_keys) - 1)
             hit = run_keys[slots] == flat
-            found[hit] = run_values[slots[hit]]
+            values = run_values[slots[hit]].astype(np.int64)
+            found[hit] = np.where(found[hit] >= 0, np.minimum(found[hit], values), values)
         return found.reshape(keys.shape)
 
     def add(self, keys: np.ndarray, values: np.ndarray) -> None:

@@ -142,7 +142,7 @@ class SourceReader:
             if parse_error is not None:
                 yield RowResult(where, None, parse_error)
                 continue
-            row_format = self._row_format(where, row)
+            row_format = self._row_format(where, row) if isinstance(row, dict) else unknown_shape(row)
             if row_format not in FORMATS and row_format != MAPPED:
                 yield RowResult(where, None, row_format, row)
             elif row_format in CONVERSATION_FORMATS:
