@@ -4,6 +4,7 @@ verification, budget, parsing."""
 import json
 import re
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -217,3 +218,11 @@ def test_the_progress_bar_shows_dollars_and_tokens(tmp_path, capsys):
         generate(settings(teacher, [source], tmp_path / "out", price_out=1e6, concurrency=1, progress=True), None)
     bar = capsys.readouterr().err
     assert "3/3" in bar and "$9.0000" in bar and "6 in / 9 out" in bar and "kept 3" in bar
+
+
+def test_an_input_given_twice_under_two_spellings_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_rows(tmp_path / "in.jsonl", [{"instruction": "q"}])
+    with FakeTeacher() as teacher, pytest.raises(FrugalError, match="is given twice"):
+        generate(settings(teacher, [Path("in.jsonl"), tmp_path / "in.jsonl"], tmp_path / "out"), None)
+    assert not (tmp_path / "out").exists()

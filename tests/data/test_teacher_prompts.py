@@ -62,3 +62,9 @@ def test_parse_text_lines_qa_pairs_and_json():
     assert parse_reply(reply, "json") == [("Q?", "A."), ("I", "R")]
     assert "item 2 is not an object" in parse_reply('[{"question": "Q?", "answer": "A."}, {"q": 1}]', "json")
     assert parse_reply("not json", "json").startswith("--parse json: not JSON")
+
+
+def test_a_system_file_that_is_not_utf8_is_one_line(tmp_path):
+    (tmp_path / "s.txt").write_bytes(b"\xff\xfe bad")
+    with pytest.raises(FrugalError, match="not UTF-8 text"):
+        read_system(f"@{tmp_path / 's.txt'}")

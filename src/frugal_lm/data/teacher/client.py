@@ -189,7 +189,7 @@ class TeacherClient:
             response = await asyncio.wait_for(self.shards[shard].post(self.url, json=body), timeout)
         except (TimeoutError, httpx.TimeoutException):
             return _Attempt(cause="timeout", reason=f"no reply within --request-timeout {timeout:g} s", retryable=True)
-        except httpx.TransportError as error:
+        except httpx.RequestError as error:  # transport errors, and a body httpx cannot decode
             reason = f"connection failed: {type(error).__name__}" + (f": {error}" if str(error) else "")
             return _Attempt(cause="connection", reason=reason, retryable=True)
         finally:

@@ -119,9 +119,9 @@ def _row_units(source: str, result: RowResult, settings: GenerateSettings, templ
 
 def generate(settings: GenerateSettings, api_key: str | None) -> GenerateReport:
     """Run (or resume) a generation into `settings.out`; the final report (also in report.json)."""
-    given = [str(path) for path in settings.inputs]
+    given = [Path(path).resolve() for path in settings.inputs]  # `a.jsonl` and `./a.jsonl` are one file
     if len(set(given)) < len(given):
-        twice = next(name for name in given if given.count(name) > 1)
+        twice = next(path for path, resolved in zip(settings.inputs, given) if given.count(resolved) > 1)
         raise FrugalError(f"INPUT {twice} is given twice: its rows would be one unit of work each, asked once")
     template = prompts.PromptTemplate(settings.template) if settings.template else None
     spec = run_spec(settings, template)

@@ -90,6 +90,8 @@ def read_system(value: str | None) -> str | None:
         return Path(value[1:]).read_text(encoding="utf-8")
     except OSError as error:
         raise FrugalError(f"--system {value}: {error.strerror or error}") from None
+    except UnicodeDecodeError as error:
+        raise FrugalError(f"--system {value}: not UTF-8 text ({error.reason} at byte {error.start})") from None
 
 
 def messages(system: str | None, prompt: str) -> list[dict[str, str]]:
