@@ -15,6 +15,7 @@ from frugal_lm.data.synth import (
     generate,
     is_heldout,
     parse_families,
+    parse_weights,
     write_synthetic,
 )
 from frugal_lm.errors import FrugalError
@@ -87,6 +88,42 @@ def test_cli_writes_both_splits(tmp_path, capsys):
     assert "unknown task family 'nope'" in capsys.readouterr().err
 
 
+def test_weights_shape_the_train_split_and_leave_the_heldout_split_even(tmp_path):
+    families = ["addition", "sorting", "reversal"]
+    assert parse_weights("sorting=3", families) == {"sorting": 3} and parse_weights("", families) == {}
+    paths = write_synthetic(tmp_path / "w", families, 500, 60, seed=0, weights={"sorting": 3})
+    counts = {}
+    for split, path in paths.items():
+        rows = [json.loads(line)["category"] for line in path.read_text().splitlines()]
+        counts[split] = {family: rows.count(family) for family in families}
+    assert counts["train"] == {"addition": 100, "sorting": 300, "reversal": 100}
+    assert counts["heldout"] == {"addition": 20, "sorting": 20, "reversal": 20}
+    even = write_synthetic(tmp_path / "e", families, 60, 12, seed=0)
+    assert (
+        even["train"].read_bytes()
+        == write_synthetic(tmp_path / "one", families, 60, 12, seed=0, weights={})["train"].read_bytes()
+    )
+    for text, message in [
+        ("counting=2", "'counting' is not among the tasks"),
+        ("sorting=0", "'sorting=0' is not FAMILY=N"),
+        ("sorting=x", "is not FAMILY=N"),
+        ("sorting=2,sorting=3", "once per family"),
+    ]:
+        with pytest.raises(FrugalError, match=message):
+            parse_weights(text, families)
+
+
+def test_cli_weights_and_their_one_line_error(tmp_path, capsys):
+    from frugal_lm.cli import main
+
+    argv = ["data", "synth", "--out", str(tmp_path), "--tasks", "sorting,reversal", "--rows", "30"]
+    assert main([*argv, "--heldout-rows", "4", "--weights", "reversal=2"]) == 0
+    rows = [json.loads(line)["category"] for line in (tmp_path / "train.jsonl").read_text().splitlines()]
+    assert rows.count("reversal") == 20
+    assert main([*argv, "--weights", "addition=2"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
 def _steps(family, seed=0, count=200):
     rng = random.Random(seed)
     for _ in range(count):
@@ -157,7 +194,18 @@ def test_worked_counts_run_over_the_word():
         ]
 
 
-@pytest.mark.parametrize("family", ["sorting", "reversal"])
+def test_worked_sorts_list_each_tens_digit_with_its_numbers():
+    for problem, (line,) in _steps("sorting"):
+        numbers = list(map(int, problem.instruction.split(": ")[1].split()))
+        buckets = [part.split(": ") for part in line.split(" | ")]
+        assert [int(tens) for tens, _ in buckets] == list(range(10))
+        listed = [[] if text == "-" else list(map(int, text.split())) for _, text in buckets]
+        assert all(n // 10 == tens and bucket == sorted(bucket) for tens, bucket in enumerate(listed) for n in bucket)
+        assert sorted(n for bucket in listed for n in bucket) == sorted(numbers)
+        assert " ".join(str(n) for bucket in listed for n in bucket) == problem.answer
+
+
+@pytest.mark.parametrize("family", ["reversal"])
 def test_families_without_worked_steps_stay_direct(family):
     problem = as_problem(family, FAMILIES[family](random.Random(0)), "cot")
     assert problem.condition == "direct" and ANSWER_MARKER not in problem.response

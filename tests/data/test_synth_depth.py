@@ -5,7 +5,7 @@ import string
 import pytest
 
 from frugal_lm.data.synth import DEFAULT_FAMILIES, FAMILIES, as_problem, check, generate, is_heldout, write_synthetic
-from frugal_lm.data.synth_depth import ChainKnobs, ModexprKnobs, parse_difficulty
+from frugal_lm.data.synth_depth import ChainKnobs, ModexprKnobs, parse_difficulty, sequential_steps
 from frugal_lm.errors import FrugalError
 
 DEPTH = ["modexpr", "chain"]
@@ -110,6 +110,14 @@ def test_the_knob_sets_the_number_of_sequential_steps():
     assert max(shallow) <= 4 < max(deep) and sum(deep) > 2 * sum(shallow)
     assert set(chain_hops(hops=6, min_hops=6)) == {6} and set(chain_hops(hops=2, min_hops=2)) == {2}
     assert set(chain_hops(hops=5, min_hops=2)) == {2, 3, 4, 5}
+
+
+def test_sequential_steps_read_back_from_the_instruction_match_the_references():
+    for solution in draw("modexpr", ModexprKnobs(ops=12), count=200):
+        assert sequential_steps("modexpr", solution.instruction) == solve_modexpr(solution.instruction)[3]
+    for solution in draw("chain", ChainKnobs(hops=7, distractors=3), count=200):
+        assert sequential_steps("chain", solution.instruction) == solve_chain(solution.instruction)[1]
+    assert sequential_steps("addition", "What is 1 + 2?") is None
 
 
 def test_defaults_are_short_contexts():

@@ -65,6 +65,8 @@ def test_out_that_is_a_file(tmp_path, capsys):
         (["lr_typo=1"], "unknown key 'lr_typo'"),
         (["model.hidden_size=banana"], "model.hidden_size"),
         (["--tasks", "addition,juggling"], "unknown task family 'juggling'"),
+        (["--tasks", "chain", "--difficulty", "modexpr.ops=3"], "difficulty given for 'modexpr'"),
+        (["--tasks", "chain", "--difficulty", "chain.hops=0"], "chain.hops"),
     ],
 )
 def test_bad_arguments_fail_before_any_work(tmp_path, capsys, argv, message):

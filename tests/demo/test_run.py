@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from frugal_lm.cli import main
+from frugal_lm.data.synth_depth import ChainKnobs, sequential_steps
 from frugal_lm.demo import DataSettings, DemoOptions, run_demo
 from frugal_lm.demo.budget import MIN_STEPS, steps_for_budget
 from frugal_lm.train.schedules import learning_rate
@@ -186,10 +187,10 @@ def test_compare_trains_both_nets_at_equal_tokens_and_at_equal_time(
     """Same parameters; the Transformer once on the HRM's tokens, once for the HRM's training
     time. The probes are stood in for (a 3-step run's step time is noise): they only decide
     that the step times differ, so that the same-time run is trained at all."""
-    import frugal_lm.demo.run as demo_run
+    import frugal_lm.demo.arms as demo_arms
 
     monkeypatch.setattr(
-        demo_run, "measure_seconds_per_step", lambda config, scratch: {"hrm": 0.4}.get(config.model.net, 0.2)
+        demo_arms, "measure_seconds_per_step", lambda config, scratch: {"hrm": 0.4}.get(config.model.net, 0.2)
     )
     out = tmp_path / "demo"
     summary = run_demo(
@@ -217,3 +218,59 @@ def test_compare_trains_both_nets_at_equal_tokens_and_at_equal_time(
     table = capsys.readouterr().out
     assert "transformer, same time" in table and "[10/10] held-out eval transformer, same time" in table
     assert summary.export_dir is None
+
+
+def test_compare_on_depth_families_adds_a_transformer_with_the_hrms_forward_depth(
+    tmp_path, monkeypatch, steady_trainer_clock
+):
+    """With only depth families the demo trains the recurring `demo-depth` recipe, so --compare
+    adds a Transformer of as many blocks as the HRM applies per forward pass (3 + 1 passes of
+    a 1-block stack: 4), for the HRM's time; every report scores each
+    number of sequential steps on its own."""
+    import frugal_lm.demo.arms as demo_arms
+
+    probed = []
+
+    def probe(config, scratch):
+        probed.append((config.model.net, config.model.n_layers))
+        return 0.4 if config.model.net == "hrm" else 0.1 * config.model.n_layers
+
+    monkeypatch.setattr(demo_arms, "measure_seconds_per_step", probe)
+    out = tmp_path / "demo"
+    summary = run_demo(
+        DemoOptions(
+            out=out,
+            steps=3,
+            compare=True,
+            data=DataSettings(
+                families=("chain",), difficulty={"chain": ChainKnobs(hops=3)}, train_rows=60, heldout_rows=12
+            ),
+            overrides=(*TINY_MODEL, "batch_tokens=256"),
+        )
+    )
+    assert probed == [("hrm", 2), ("transformer", 2), ("transformer", 4)]
+    assert [r.label for r in summary.reports] == [
+        "hrm",
+        "transformer, same tokens",
+        "transformer, same time",
+        "transformer x4 blocks, same time",
+    ]
+    hrm, _, same_time, deep = summary.reports
+    assert deep.parameters > 1.5 * hrm.parameters
+    deep_config = yaml.safe_load((out / "run_transformer_deep" / "config.yaml").read_text())
+    hrm_config = yaml.safe_load((out / "run_hrm" / "config.yaml").read_text())
+    assert deep_config["model"]["n_layers"] == 4 and deep_config["model"]["net"] == "transformer"
+    assert (hrm_config["model"]["h_cycles"], hrm_config["model"]["l_cycles"]) == (1, 3)
+    hrm_seconds = read_jsonl(out / "run_hrm" / "metrics.jsonl")[-1]["elapsed_s"]
+    assert (
+        deep_config["time_limit_s"]
+        == hrm_seconds
+        == yaml.safe_load((out / "run_transformer_same_time" / "config.yaml").read_text())["time_limit_s"]
+    )
+    heldout = read_jsonl(out / "data" / "heldout.jsonl")
+    hops = {sequential_steps("chain", row["instruction"]) for row in heldout}
+    for report in summary.reports:
+        assert set(report.depth_exact_match) == {f"chain@{h}" for h in hops}
+    recorded = json.loads((out / "summary.json").read_text())["reports"][3]
+    assert recorded["depth_exact_match"] == deep.depth_exact_match
+    assert json.loads((out / "demo.json").read_text())["recipe"] == "demo-depth"

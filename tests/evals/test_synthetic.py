@@ -5,7 +5,13 @@ import pytest
 from frugal_lm.data.records import Record
 from frugal_lm.data.synth import write_synthetic
 from frugal_lm.errors import FrugalError
-from frugal_lm.evals.synthetic import MAX_ANSWER_TOKENS, majority_baselines, read_heldout, score_synthetic
+from frugal_lm.evals.synthetic import (
+    ANSWER_MARGIN_TOKENS,
+    MAX_ANSWER_TOKENS,
+    majority_baselines,
+    read_heldout,
+    score_synthetic,
+)
 
 
 class StandInEngine:
@@ -73,13 +79,15 @@ def test_a_worked_solution_without_the_marker_is_wrong(heldout):
 
 def test_generation_leaves_room_for_the_longest_worked_solution(tmp_path):
     """`frugal eval --tasks synthetic` must score a demo's model as the demo did: a worked
-    multiplication (~150 characters) cut short has no marker and would count as wrong."""
-    worked = write_synthetic(tmp_path / "cot", ["multiplication"], 1, 20, seed=0)["heldout"]
+    solution cut short has no marker and would count as wrong. Worked expressions run far
+    past the format's least limit (a fixed 176 once cut a third of them)."""
+    worked = write_synthetic(tmp_path / "cot", ["expression"], 1, 200, seed=0)["heldout"]
     longest = max(len(json.loads(line)["response"]) for line in worked.read_text().splitlines())
     engine = StandInEngine(lambda prompt: "")
     score_synthetic(engine, worked)
-    assert {r.sampling.max_new_tokens for r in engine.requests} == {MAX_ANSWER_TOKENS["cot"]} and longest < 176
-    direct = write_synthetic(tmp_path / "direct", ["sorting"], 1, 5, seed=0, answer_format="direct")["heldout"]
+    assert longest > MAX_ANSWER_TOKENS["cot"]
+    assert {r.sampling.max_new_tokens for r in engine.requests} == {longest + ANSWER_MARGIN_TOKENS}
+    direct = write_synthetic(tmp_path / "direct", ["reversal"], 1, 5, seed=0, answer_format="direct")["heldout"]
     engine = StandInEngine(lambda prompt: "")
     score_synthetic(engine, direct)
     assert {r.sampling.max_new_tokens for r in engine.requests} == {MAX_ANSWER_TOKENS["direct"]}

@@ -14,6 +14,17 @@ OUT_HELP = (
 )
 
 
+DIFFICULTY_HELP = (
+    "knobs of the depth families (others keep their defaults): modexpr.ops (most operations, "
+    "default 8), modexpr.min_ops (1), modexpr.shape (random or chain), modexpr.modulus (a prime "
+    "<= 36, default 7); chain.hops (4), chain.min_hops (1), chain.distractors (other chains, 2)"
+)
+WEIGHTS_HELP = (
+    "train rows drawn per cycle of the families, e.g. sorting=3 (1 for a family not named); the "
+    "held-out split stays even"
+)
+
+
 def add_reader_arguments(parser: argparse.ArgumentParser) -> None:
     """`--format`, `--map`, `--turns`, `--condition`: how a data command reads its sources
     (`data.readers.ReadOptions`); `reader_options(args)` turns them into the options."""
@@ -55,13 +66,16 @@ def reader_options(args: argparse.Namespace, require_response: bool = True):
 
 
 def _data_synth_command(args: argparse.Namespace) -> int:
-    from frugal_lm.data.synth import parse_families, write_synthetic
+    from frugal_lm.data.synth import parse_families, parse_weights, write_synthetic
     from frugal_lm.data.synth_depth import parse_difficulty
 
     if args.rows < 1 or args.heldout_rows < 1:
         raise FrugalError("--rows and --heldout-rows must be >= 1")
     families, difficulty = parse_families(args.tasks), parse_difficulty(args.difficulty)
-    paths = write_synthetic(args.out, families, args.rows, args.heldout_rows, args.seed, args.answer_format, difficulty)
+    weights = parse_weights(args.weights, families)
+    paths = write_synthetic(
+        args.out, families, args.rows, args.heldout_rows, args.seed, args.answer_format, difficulty, weights
+    )
     print(
         f"wrote {args.rows:,} train rows to {paths['train']} and {args.heldout_rows:,} held-out rows to "
         f"{paths['heldout']}"
@@ -174,10 +188,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     synth.add_argument(
         "--difficulty",
         metavar="FAMILY.KNOB=VALUE,...",
-        help="knobs of the depth families (others keep their defaults): modexpr.ops (most operations, "
-        "default 8), modexpr.min_ops (1), modexpr.shape (random or chain), modexpr.modulus (a prime "
-        "<= 36, default 7); chain.hops (4), chain.min_hops (1), chain.distractors (other chains, 2)",
+        help=DIFFICULTY_HELP,
     )
+    synth.add_argument("--weights", metavar="FAMILY=N,...", help=WEIGHTS_HELP)
     synth.add_argument("--rows", type=int, default=10000, help="train rows (default 10000)")
     synth.add_argument("--heldout-rows", type=int, default=600, help="held-out rows (default 600)")
     synth.add_argument("--seed", type=int, default=0)

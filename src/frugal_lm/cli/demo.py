@@ -5,20 +5,38 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from frugal_lm.cli.data import DIFFICULTY_HELP, WEIGHTS_HELP
+
 DESCRIPTION = """\
 Train a small reasoning model from scratch on this machine, no GPU, data or downloads needed:
 synthetic tasks (addition, multiplication, sorting, reversal, expression, counting) ->
 tokenizer -> tokenize -> mix -> train (the `demo` recipe: a tiny HRM) -> exact-match score on
 held-out problems per family -> sample answers -> export to the transformers hrm_text format.
 Training gets as many steps as fit the time budget (measured step time), so the learning-rate
-schedule ends on time. Writes everything under --out, with DIR/summary.json."""
+schedule ends on time. Writes everything under --out, with DIR/summary.json.
+
+With only depth families (--tasks modexpr,chain, answered directly, --difficulty sets their
+sequential steps) it trains the `demo-depth` recipe, an HRM that recurses, and scores each
+difficulty apart. --compare trains beside the HRM a Transformer with its parameters (for the
+same tokens and for the same time) and, when the HRM recurses, a Transformer with its forward
+depth (for the same time)."""
 
 
 def _demo_command(args: argparse.Namespace) -> int:
-    from frugal_lm.data.synth import parse_families
+    from frugal_lm.data.synth import check_difficulty, parse_families, parse_weights
+    from frugal_lm.data.synth_depth import parse_difficulty
     from frugal_lm.demo import DataSettings, DemoOptions, run_demo
 
-    data = DataSettings(families=tuple(parse_families(args.tasks)), answer_format=args.answer_format, seed=args.seed)
+    families, difficulty = parse_families(args.tasks), parse_difficulty(args.difficulty)
+    check_difficulty(families, difficulty)
+    weights = parse_weights(args.weights, families)
+    data = DataSettings(
+        families=tuple(families),
+        difficulty=difficulty,
+        weights=weights,
+        answer_format=args.answer_format,
+        seed=args.seed,
+    )
     run_demo(
         DemoOptions(
             out=args.out,
@@ -60,8 +78,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     demo.add_argument(
         "--compare",
         action="store_true",
-        help="train HRM and a Transformer with the same parameters on the same tokens and "
-        "print both scores side by side",
+        help="train the HRM and Transformers on the same data: same parameters at same tokens and "
+        "at same time, and (when the HRM recurses) the HRM's forward depth at same time; print the "
+        "scores side by side",
     )
     demo.add_argument(
         "--steps", type=int, help="train exactly this many steps instead of filling --minutes (reproducible runs)"
@@ -71,6 +90,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="comma-separated task families (default all): addition, multiplication, "
         "sorting, reversal, expression, counting",
     )
+    demo.add_argument("--difficulty", metavar="FAMILY.KNOB=VALUE,...", help=DIFFICULTY_HELP)
+    demo.add_argument("--weights", metavar="FAMILY=N,...", help=WEIGHTS_HELP + " (default sorting=3; '' for even rows)")
     demo.add_argument(
         "--seed",
         type=int,
@@ -82,7 +103,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--answer-format",
         choices=["cot", "direct"],
         default="cot",
-        help="cot (default): worked solutions for the arithmetic families and counting, scored on "
+        help="cot (default): worked solutions for every family but reversal, scored on "
         "the final answer after the marker; direct: the final answer alone",
     )
     demo.add_argument(

@@ -152,9 +152,23 @@ def _multiplication(rng: random.Random, left_digits: int = 3, right_digits: int 
     return Solution(f"What is {a} * {b}?", tuple(_long_product(a, b)), str(a * b))
 
 
+def _tens_buckets(numbers: list[int]) -> str:
+    """Every tens digit in order with the numbers that have it, each bucket sorted: 52 18 14 9
+    -> 0: 9 | 1: 14 18 | 2: - | 3: - | 4: - | 5: 52 | 6: - | ... Each bucket asks only which
+    numbers start with one digit, and orders a few by their last; the answer is the buckets
+    read in order. Answered directly, sorting was the family whose learning started at the
+    most random moment (7-98% held-out over runs of the same recipe)."""
+    buckets = [sorted(n for n in numbers if n // 10 == tens) for tens in range(10)]
+    return " | ".join(f"{tens}: {' '.join(map(str, bucket)) or '-'}" for tens, bucket in enumerate(buckets))
+
+
 def _sorting(rng: random.Random, min_count: int = 5, max_count: int = 8, max_value: int = 99) -> Solution:
     numbers = [rng.randint(0, max_value) for _ in range(rng.randint(min_count, max_count))]
-    return Solution(f"Sort in ascending order: {' '.join(map(str, numbers))}", (), " ".join(map(str, sorted(numbers))))
+    return Solution(
+        f"Sort in ascending order: {' '.join(map(str, numbers))}",
+        (_tens_buckets(numbers),),
+        " ".join(map(str, sorted(numbers))),
+    )
 
 
 def _reversal(rng: random.Random, min_len: int = 4, max_len: int = 10) -> Solution:
@@ -291,6 +305,20 @@ def parse_families(names: str | None) -> list[str]:
     return chosen
 
 
+def parse_weights(text: str | None, families: list[str]) -> dict[str, int]:
+    """`sorting=3,expression=2` -> {"sorting": 3, "expression": 2}: train rows drawn per cycle
+    of the families (1 for a family not named). Bad input is a one-line FrugalError."""
+    weights: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in (text or "").split(","))):
+        family, _, value = (part.strip() for part in item.partition("="))
+        if family not in families:
+            raise FrugalError(f"--weights: {family!r} is not among the tasks ({', '.join(families)})")
+        if not value.isdigit() or int(value) < 1 or family in weights:
+            raise FrugalError(f"--weights: {item!r} is not FAMILY=N with a whole N >= 1, once per family")
+        weights[family] = int(value)
+    return weights
+
+
 def check_difficulty(families: list[str], difficulty: dict[str, BaseModel]) -> None:
     """Knobs only for families being generated, each of its family's knob model."""
     for family, knobs in difficulty.items():
@@ -308,11 +336,14 @@ def generate(
     heldout: bool,
     answer_format: str = "cot",
     difficulty: dict[str, BaseModel] | None = None,
+    weights: dict[str, int] | None = None,
 ) -> Iterator[Problem]:
     """`rows` distinct problems per split, cycling through the families, deterministic by seed;
     `difficulty` maps a family to its knobs (e.g. {"modexpr": ModexprKnobs(ops=24)}), the
-    others keep their defaults."""
+    others keep their defaults; `weights` draws a family that many times per cycle (1 when
+    not named)."""
     difficulty = difficulty or {}
+    cycle = [family for family in families for _ in range((weights or {}).get(family, 1))]
     check_difficulty(families, difficulty)
     rng = random.Random(f"{seed}:{'heldout' if heldout else 'train'}")
     seen: set[str] = set()
@@ -324,7 +355,7 @@ def generate(
                 f"could not draw {rows} distinct {'held-out' if heldout else 'train'} problems "
                 f"from {', '.join(families)}; ask for fewer rows"
             )
-        family = families[len(seen) % len(families)]
+        family = cycle[len(seen) % len(cycle)]
         solution = FAMILIES[family](rng, difficulty[family]) if family in difficulty else FAMILIES[family](rng)
         if solution.instruction in seen or is_heldout(solution.instruction) != heldout:
             continue
@@ -340,9 +371,12 @@ def write_synthetic(
     seed: int,
     answer_format: str = "cot",
     difficulty: dict[str, BaseModel] | None = None,
+    weights: dict[str, int] | None = None,
 ) -> dict[str, Path]:
     """Write `train.jsonl` and `heldout.jsonl` under `out` (new, empty or an earlier synth's
-    output: never a folder of the user's own data, see `frugal_lm.files.staged_output`)."""
+    output: never a folder of the user's own data, see `frugal_lm.files.staged_output`).
+    `weights` shapes the train split only: the held-out split stays even, so its mean is the
+    mean of the families."""
     if answer_format not in FORMATS:
         raise FrugalError(f"unknown answer format {answer_format!r}; allowed: {', '.join(FORMATS)}")
     check_difficulty(families, difficulty or {})  # before anything is written
@@ -350,6 +384,8 @@ def write_synthetic(
     with os_errors_as_user_errors(out), staged_output(out, COMMAND) as staging:
         for split, count in (("train", rows), ("heldout", heldout_rows)):
             with open(staging / f"{split}.jsonl", "w") as handle:
-                for problem in generate(families, count, seed, split == "heldout", answer_format, difficulty):
+                heldout = split == "heldout"
+                split_weights = None if heldout else weights
+                for problem in generate(families, count, seed, heldout, answer_format, difficulty, split_weights):
                     handle.write(json.dumps(problem.record()) + "\n")
     return {split: out / f"{split}.jsonl" for split in ("train", "heldout")}

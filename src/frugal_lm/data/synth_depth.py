@@ -173,3 +173,22 @@ def parse_difficulty(text: str | None) -> dict[str, BaseModel]:
             raise FrugalError(f"--difficulty: {family}.{knob.strip()} given twice")
         values[family][knob.strip()] = value.strip()
     return {family: validate(KNOBS[family], knobs, f"--difficulty {family}") for family, knobs in values.items()}
+
+
+def sequential_steps(family: str, instruction: str) -> int | None:
+    """How many sequential steps a depth family's problem takes (a modexpr tree's depth, a
+    chain's hops), read back from its instruction, so that any held-out file can be scored
+    per difficulty; None for other families."""
+    if family == "modexpr":
+        depths: list[int] = []  # pending operators' depths so far, innermost last
+        for token in reversed(instruction.split(": ", 1)[1].split(" ")):
+            depths.append(1 + max(depths.pop(), depths.pop()) if token in OPERATORS else 0)
+        return depths[0]
+    if family == "chain":
+        text, query = instruction.rsplit(". ", 1)
+        bindings = dict(binding.split("=") for binding in text.split("; "))
+        name, hops = query.removesuffix("=?"), 0
+        while name in bindings:
+            name, hops = bindings[name], hops + 1
+        return hops
+    return None

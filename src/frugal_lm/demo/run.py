@@ -37,26 +37,19 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from frugal_lm.config import RunConfig, resolve_run_config
-from frugal_lm.data.metadata import read_mix_metadata
-from frugal_lm.demo.budget import measure_seconds_per_step, steps_for_budget
+from frugal_lm.data.synth_depth import KNOBS
+from frugal_lm.demo.arms import ArmsPlan, train_arms
 from frugal_lm.demo.stages import (
-    DataPaths,
     DataSettings,
     build_mix,
     build_tokenizer,
     data_paths,
-    family_scores,
     heldout_baselines,
-    score_heldout,
     synthesize,
     tokenize,
-    train_quietly,
 )
 from frugal_lm.demo.summary import (
     DemoSummary,
-    NetReport,
-    Sample,
     read_summary,
     render_footer,
     render_samples,
@@ -65,9 +58,10 @@ from frugal_lm.demo.summary import (
 )
 from frugal_lm.errors import FrugalError
 from frugal_lm.files import read_output_marker, record_output
-from frugal_lm.model import count_parameters
 
 RECIPE = "demo"
+DEPTH_RECIPE = "demo-depth"
+"""The recipe when every task is a depth family (`synth_depth`): an HRM that recurses."""
 COMMAND = "frugal demo"
 MARKER = "demo.json"
 DEMO_ENTRIES = (
@@ -86,12 +80,11 @@ DEMO_ENTRIES = (
     "eval_transformer",
     "run_transformer_same_time",
     "eval_transformer_same_time",
+    "run_transformer_deep",
+    "eval_transformer_deep",
     "hf",
 )
 """Everything a demo run may write in DIR (its marker lists them from the start)."""
-MIN_RESERVE_SECONDS = 20.0
-RESERVE_FRACTION = 0.06
-"""Share of the budget kept for evaluation, samples and export after training."""
 
 
 @dataclass(frozen=True)
@@ -106,6 +99,10 @@ class DemoOptions:
     data: DataSettings = field(default_factory=DataSettings)
     overrides: tuple[str, ...] = ()
     """Extra `key=value` recipe overrides (a smaller model for tests, another lr, ...)."""
+
+    @property
+    def recipe(self) -> str:
+        return DEPTH_RECIPE if all(family in KNOBS for family in self.data.families) else RECIPE
 
 
 def prepare_out_dir(out: Path, overwrite: bool) -> None:
@@ -154,71 +151,6 @@ class StageDisplay:
         print(f"      {detail} ({self.seconds[name]:.1f} s)", flush=True)
 
 
-def _run_config(
-    options: DemoOptions, net: str, data: Path, run_dir: Path, steps: int | None, time_limit_s: float | None = None
-) -> RunConfig:
-    overrides = [f"data={data}", f"out={run_dir}", f"net={net}", f"seed={options.data.seed}", *options.overrides]
-    config = resolve_run_config(RECIPE, overrides)
-    if steps is not None:
-        warmup = min(config.warmup_steps, max(1, steps // 10))
-        config = config.model_copy(
-            update={"steps": steps, "epochs": None, "warmup_steps": warmup, "time_limit_s": time_limit_s}
-        )
-    return config
-
-
-def _train_and_score(
-    config: RunConfig, heldout: Path, eval_dir: Path, display: StageDisplay, measured: float | None, label: str
-) -> NetReport:
-    net = config.model.net
-    outcome = {}
-
-    def train_stage() -> str:
-        started = time.perf_counter()
-        result = train_quietly(config)
-        outcome["train"], outcome["seconds"] = result, time.perf_counter() - started
-        return f"{result.steps:,} steps, {result.tokens:,} tokens, final loss {result.last_loss:.3f} -> {config.out}"
-
-    def eval_stage() -> str:
-        outcome["scores"] = result = score_heldout(Path(config.out), heldout, eval_dir)
-        families = family_scores(result)
-        return (
-            f"mean exact match {result.value:.1%} on {len(result.samples)} held-out problems ("
-            + ", ".join(f"{name} {value:.0%}" for name, value in families.items())
-            + f") -> {eval_dir}"
-        )
-
-    display.run(f"train {label}", train_stage)
-    display.run(f"held-out eval {label}", eval_stage)
-    scores = outcome["scores"]
-    first_per_family: dict[str, Sample] = {}
-    for record in scores.samples:
-        family = record.extra.get("family", "?")
-        if family not in first_per_family:
-            first_per_family[family] = Sample(
-                family, record.prompt, record.extracted, record.gold, bool(record.correct)
-            )
-    train_result = outcome["train"]
-    return NetReport(
-        net=net,
-        label=label,
-        run_dir=str(config.out),
-        parameters=count_parameters(config.model.model_copy(update={"vocab_size": _mixed_vocab_size(config.data)})),
-        steps=train_result.steps,
-        tokens_seen=train_result.tokens,
-        train_seconds=round(outcome["seconds"], 2),
-        seconds_per_step_measured=measured,
-        exact_match=scores.value,
-        family_exact_match=family_scores(scores),
-        heldout_problems=len(scores.samples),
-        samples=list(first_per_family.values()),
-    )
-
-
-def _mixed_vocab_size(mix_dir: Path | None) -> int:
-    return read_mix_metadata(Path(mix_dir)).vocab_size
-
-
 def _export(run_dir: Path, out: Path, net: str) -> tuple[str | None, str]:
     from frugal_lm.interop import export_hf
 
@@ -231,94 +163,8 @@ def _export(run_dir: Path, out: Path, net: str) -> tuple[str | None, str]:
     return str(result.out), f"{result.weights_source.name} -> {result.out}"
 
 
-@dataclass(frozen=True)
-class Arm:
-    """One training run of the demo: which net, for how long, under what label."""
-
-    net: str
-    label: str
-    steps: int
-    """With a time limit, only the first guess: the trainer fits the count to the clock."""
-    time_limit_s: float | None
-    run_dir: str
-    eval_dir: str
-    seconds_per_step: float | None
-
-
-def _train_arms(options: DemoOptions, paths: DataPaths, started: float, display: StageDisplay) -> list[NetReport]:
-    """Train and score each run. One net: for the budget's training seconds (or `--steps`).
-    `--compare`: the HRM, then the Transformer for the HRM's steps (same tokens) and for the
-    HRM's training time (same time); the budget is shared so that all runs end within
-    `minutes`."""
-    out, scratch = options.out, options.out / "step_time_probe"
-
-    def probe(net: str) -> float:
-        return measure_seconds_per_step(_run_config(options, net, paths.mix, scratch, 1), scratch)
-
-    def train(arm: Arm) -> NetReport:
-        config = _run_config(options, arm.net, paths.mix, out / arm.run_dir, arm.steps, arm.time_limit_s)
-        return _train_and_score(
-            config, paths.heldout_jsonl, out / arm.eval_dir, display, arm.seconds_per_step, arm.label
-        )
-
-    def first(net: str, label: str, run_dir: str, eval_dir: str, shares: list[float], measured: float) -> Arm:
-        if options.steps is not None:
-            return Arm(net, label, options.steps, None, run_dir, eval_dir, measured)
-        seconds = _training_seconds(options, started, shares)
-        guess = steps_for_budget(measured, seconds).steps
-        print(
-            f"      budget: {seconds:.0f} s of training, about {guess:,} steps at {measured:.2f} s/step "
-            f"(measured; the schedule is fitted to the clock as it runs)",
-            flush=True,
-        )
-        return Arm(net, label, guess, seconds, run_dir, eval_dir, measured)
-
-    if not options.compare:
-        display.total = 7
-        measured = probe(options.net) if options.steps is None else None
-        return [train(first(options.net, options.net, "run", "eval", [1.0], measured))]
-    hrm_step, transformer_step = probe("hrm"), probe("transformer")
-    ratio = transformer_step / hrm_step
-    display.total = 10
-    hrm = train(first("hrm", "hrm", "run_hrm", "eval_hrm", [1.0, ratio, 1.0], hrm_step))
-    same_tokens = train(
-        Arm(
-            "transformer",
-            "transformer, same tokens",
-            hrm.steps,
-            None,
-            "run_transformer",
-            "eval_transformer",
-            transformer_step,
-        )
-    )
-    # A probe cannot resolve step times a few percent apart (two probed within 5% ran 9% apart),
-    # so the same-time run is always trained, for the HRM's measured loop time.
-    same_time = train(
-        Arm(
-            "transformer",
-            "transformer, same time",
-            max(1, round(hrm.steps / ratio)),
-            _loop_seconds(out / "run_hrm"),
-            "run_transformer_same_time",
-            "eval_transformer_same_time",
-            transformer_step,
-        )
-    )
-    return [hrm, same_tokens, same_time]
-
-
-def _training_seconds(options: DemoOptions, started: float, shares: list[float]) -> float:
-    """Training seconds of the first run such that runs taking `shares` times as long, plus a
-    reserve for evaluation after each, end within the budget."""
-    reserve = max(MIN_RESERVE_SECONDS, RESERVE_FRACTION * options.minutes * 60) * len(shares)
-    return max(1.0, (options.minutes * 60 - (time.perf_counter() - started) - reserve) / sum(shares))
-
-
-def _loop_seconds(run_dir: Path) -> float:
-    """How long a finished run's training loop took (its last metrics line)."""
-    last = (run_dir / "metrics.jsonl").read_text().splitlines()[-1]
-    return float(json.loads(last)["elapsed_s"])
+def _knob_values(data: DataSettings) -> dict[str, dict]:
+    return {family: knobs.model_dump() for family, knobs in data.difficulty.items()}
 
 
 def run_demo(options: DemoOptions) -> DemoSummary:
@@ -327,8 +173,9 @@ def run_demo(options: DemoOptions) -> DemoSummary:
     if options.steps is not None and options.steps < 1:
         raise FrugalError(f"--steps must be >= 1, got {options.steps}")
     nets = ["hrm", "transformer"] if options.compare else [options.net]
-    _run_config(options, nets[0], Path("mix"), Path("run"), None)  # reject bad overrides before any work
     started = time.perf_counter()
+    plan = ArmsPlan(options.recipe, options.overrides, options.data.seed, options.minutes, options.steps, started)
+    plan.config(nets[0], Path("mix"), Path("run"), None)  # reject bad overrides before any work
     out = options.out
     prepare_out_dir(out, options.overwrite)
     (out / MARKER).write_text(
@@ -336,7 +183,8 @@ def run_demo(options: DemoOptions) -> DemoSummary:
             {
                 **asdict(options),
                 "out": str(out),
-                "data": asdict(options.data),
+                "data": {**asdict(options.data), "difficulty": _knob_values(options.data)},
+                "recipe": options.recipe,
                 "started": time.strftime("%Y-%m-%d %H:%M:%S"),
             },
             indent=1,
@@ -350,7 +198,8 @@ def run_demo(options: DemoOptions) -> DemoSummary:
     display.run("tokenize", lambda: tokenize(paths))
     display.run("mix", lambda: build_mix(paths, options.data))
 
-    reports = _train_arms(options, paths, started, display)
+    print(f"      recipe: {options.recipe} (frugal train --config {options.recipe})", flush=True)
+    reports = train_arms(plan, options.net, options.compare, paths, out, display)
     run_dirs = {report.net: Path(report.run_dir) for report in reversed(reports)}
 
     export_dir, export_note = None, "not run with --compare"

@@ -23,9 +23,11 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from random import Random
+
+from pydantic import BaseModel
 
 from frugal_lm.config import RunConfig
 from frugal_lm.data.mix import mix
@@ -47,13 +49,18 @@ class DataSettings:
     """Arguments of the data commands for the demo (`frugal data synth|tokenizer|mix`)."""
 
     families: tuple[str, ...] = DEFAULT_FAMILIES
+    difficulty: dict[str, BaseModel] = field(default_factory=dict)
+    """Knobs of the depth families (`synth_depth.parse_difficulty`); the others have none."""
+    weights: dict[str, int] = field(default_factory=dict)
+    """Train rows per cycle of the families (`synth.parse_weights`); 1 for those not named."""
     answer_format: str = "cot"
-    """`cot`: worked solutions for the arithmetic families and counting; `direct`: answers alone."""
-    train_rows: int = 50000
+    """`cot`: worked solutions for every family but reversal; `direct`: answers alone."""
+    train_rows: int = 200000
     heldout_rows: int = 600
     vocab_size: int = CHARACTER_VOCAB_SIZE
-    context: int = 192
-    """Longest example in tokens: a worked multiplication is about 170 with its instruction."""
+    context: int = 512
+    """Longest example in tokens: a worked expression runs to ~500 with its instruction. At 192
+    the mix dropped the longest third of the expressions, which the held-out set still asks."""
     mix_epochs: int = 1
     """Epochs of shuffled order written by the mix; training cycles through them as often as
     its step budget needs (`steps=` trains by steps, not epochs)."""
@@ -83,12 +90,16 @@ def synthesize(paths: DataPaths, settings: DataSettings) -> str:
         settings.heldout_rows,
         settings.seed,
         settings.answer_format,
+        settings.difficulty,
+        settings.weights,
     )
     worked = [f for f in settings.families if settings.answer_format == "cot" and FAMILIES[f](Random(0)).steps]
     answers = f"worked solutions (cot) for {', '.join(worked)}" if worked else "answers alone (direct)"
+    weights = ", ".join(f"{family} x{weight}" for family, weight in settings.weights.items())
     return (
         f"{settings.train_rows:,} train + {settings.heldout_rows:,} held-out problems, "
         f"{len(settings.families)} families ({', '.join(settings.families)}); {answers}"
+        + (f"; train rows weighted {weights}" if weights else "")
     )
 
 

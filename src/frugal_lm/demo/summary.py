@@ -46,6 +46,8 @@ class NetReport:
     exact_match: float
     family_exact_match: dict[str, float]
     heldout_problems: int
+    depth_exact_match: dict[str, float] = field(default_factory=dict)
+    """Depth families only: exact match per number of sequential steps, keyed `family@steps`."""
     samples: list[Sample] = field(default_factory=list)
 
     @property
@@ -108,6 +110,13 @@ def render_table(summary: DemoSummary) -> str:
             + [f"{baseline[family]:.1%}" if family in baseline else "-"],
         )
         for family in families
+    ]
+    rows += [
+        (
+            f"  {key.replace('@', ', ')} steps",
+            [f"{r.depth_exact_match.get(key, float('nan')):.1%}" for r in reports] + [""],
+        )
+        for key in reports[0].depth_exact_match
     ]
     mean_baseline = sum(baseline.values()) / len(baseline) if baseline else None
     rows.append(

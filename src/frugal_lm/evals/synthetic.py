@@ -40,9 +40,12 @@ from frugal_lm.errors import FrugalError
 from frugal_lm.evals.results import SampleRecord, TaskResult, mean_metric
 
 MAX_ANSWER_TOKENS = {"direct": 32, "cot": 176}
-"""Generation limit by answer format: the longest synthetic response is 23 characters answered
-directly (8 sorted two-digit numbers) and about 150 as a worked multiplication; an answer that
-runs past this is wrong whatever comes after, so generation stops there."""
+"""Least generation limit by answer format: the longest synthetic response is 23 characters
+answered directly (8 sorted two-digit numbers) and about 150 as a worked multiplication."""
+ANSWER_MARGIN_TOKENS = 16
+"""Beyond the longest gold response of the file (in characters, at least its tokens): an
+answer that runs past this is wrong whatever comes after, so generation stops there. Worked
+expressions run to ~470 characters: a fixed cap cut a third of them before their answer."""
 UNCATEGORISED = "uncategorised"
 
 
@@ -113,8 +116,11 @@ def score_synthetic(
     from frugal_lm.infer.engine import GenerationRequest, SamplingParams
 
     records = read_heldout(heldout_path, limit)
-    if max_new_tokens is None:  # room for the longest answer in the file's formats
-        max_new_tokens = max(MAX_ANSWER_TOKENS[as_problem(record).condition] for record in records)
+    if max_new_tokens is None:  # room for the longest answer in the file
+        max_new_tokens = max(
+            max(MAX_ANSWER_TOKENS[as_problem(record).condition], len(record.response) + ANSWER_MARGIN_TOKENS)
+            for record in records
+        )
     sampling = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
     requests = [GenerationRequest(record.instruction, conditions or record.conditions, sampling) for record in records]
     results = engine.generate(requests, progress=progress)
