@@ -155,4 +155,4 @@ def test_train_help_lists_every_packaged_recipe(capsys):
 
     with pytest.raises(SystemExit):
         main(["train", "--help"])
-    assert "demo, pretrain, sft" in " ".join(capsys.readouterr().out.split())
+    assert "demo, demo-depth, pretrain, sft" in " ".join(capsys.readouterr().out.split())

@@ -66,7 +66,7 @@ def test_out_that_is_a_file(tmp_path, capsys):
         (["model.hidden_size=banana"], "model.hidden_size"),
         (["--tasks", "addition,juggling"], "unknown task family 'juggling'"),
         (["--tasks", "chain", "--difficulty", "modexpr.ops=3"], "difficulty given for 'modexpr'"),
-        (["--tasks", "chain", "--difficulty", "chain.hops=0"], "chain.hops"),
+        (["--tasks", "chain", "--difficulty", "chain.hops=0"], "--difficulty chain: bad value for 'hops'"),
     ],
 )
 def test_bad_arguments_fail_before_any_work(tmp_path, capsys, argv, message):

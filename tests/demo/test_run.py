@@ -1,6 +1,7 @@
 """The demo end to end on the real pipeline, shortened: it must learn, and it must end its
 schedule on time when the step count comes from the clock."""
 
+import dataclasses
 import json
 
 import pytest
@@ -164,7 +165,7 @@ def test_overwrite_replaces_a_finished_demo_run(tmp_path):
     options = DemoOptions(
         out=out,
         steps=2,
-        data=DataSettings(families=("reversal",), train_rows=50, heldout_rows=5),
+        data=DataSettings(families=("reversal",), train_rows=50, heldout_rows=5, context=128),
         overrides=(*TINY_MODEL, "batch_tokens=256"),
     )
     run_demo(options)
@@ -181,6 +182,13 @@ def test_steps_for_budget(seconds_per_step, train_seconds, expected):
     assert steps_for_budget(seconds_per_step, train_seconds).steps == expected
 
 
+def compare_for_three_steps(out, data):
+    """Rows of 128 tokens (the tasks' examples are shorter) so that 256-token batches hold two."""
+    data = dataclasses.replace(data, context=128)
+    options = DemoOptions(out=out, steps=3, compare=True, data=data, overrides=(*TINY_MODEL, "batch_tokens=256"))
+    return run_demo(options)
+
+
 def test_compare_trains_both_nets_at_equal_tokens_and_at_equal_time(
     tmp_path, capsys, monkeypatch, steady_trainer_clock
 ):
@@ -193,15 +201,7 @@ def test_compare_trains_both_nets_at_equal_tokens_and_at_equal_time(
         demo_arms, "measure_seconds_per_step", lambda config, scratch: {"hrm": 0.4}.get(config.model.net, 0.2)
     )
     out = tmp_path / "demo"
-    summary = run_demo(
-        DemoOptions(
-            out=out,
-            steps=3,
-            compare=True,
-            data=DataSettings(families=("reversal",), train_rows=60, heldout_rows=6),
-            overrides=(*TINY_MODEL, "batch_tokens=256"),
-        )
-    )
+    summary = compare_for_three_steps(out, DataSettings(families=("reversal",), train_rows=60, heldout_rows=6))
     hrm, same_tokens, same_time = summary.reports
     assert [r.net for r in summary.reports] == ["hrm", "transformer", "transformer"]
     assert [r.label for r in summary.reports] == ["hrm", "transformer, same tokens", "transformer, same time"]
@@ -237,17 +237,8 @@ def test_compare_on_depth_families_adds_a_transformer_with_the_hrms_forward_dept
 
     monkeypatch.setattr(demo_arms, "measure_seconds_per_step", probe)
     out = tmp_path / "demo"
-    summary = run_demo(
-        DemoOptions(
-            out=out,
-            steps=3,
-            compare=True,
-            data=DataSettings(
-                families=("chain",), difficulty={"chain": ChainKnobs(hops=3)}, train_rows=60, heldout_rows=12
-            ),
-            overrides=(*TINY_MODEL, "batch_tokens=256"),
-        )
-    )
+    chains = DataSettings(families=("chain",), difficulty={"chain": ChainKnobs(hops=3)}, train_rows=60, heldout_rows=12)
+    summary = compare_for_three_steps(out, chains)
     assert probed == [("hrm", 2), ("transformer", 2), ("transformer", 4)]
     assert [r.label for r in summary.reports] == [
         "hrm",

@@ -6,7 +6,8 @@ Layout of the demo directory DIR (every stage's output is where the matching com
 would put it, so a user can pick up from any stage by hand):
 
     DIR/data/{train,heldout}.jsonl   DIR/tokenizer/   DIR/tokenized/   DIR/mix/
-    DIR/run/  (with --compare: run_hrm/, run_transformer/ and run_transformer_same_time/)
+    DIR/run/  (with --compare: run_hrm/, run_transformer/, run_transformer_same_time/ and,
+               when the HRM recurses, run_transformer_deep/)
     DIR/eval/ (eval_<run>/ likewise)   DIR/hf/
     DIR/demo.json (what was asked; marks the directory as a demo)   DIR/summary.json
 
@@ -16,11 +17,12 @@ Design choices:
   count to the clock as it runs, from a first guess measured by a probe (`budget.py`), so
   the cosine schedule ends on its last step and on time. `steps` pins the count instead
   (reproducible across machines; the tests use it).
-- `--compare` trains HRM and a Transformer with the same parameter count (a Transformer
-  with the HRM's `n_layers` blocks has exactly its parameters) on the same mixed set: once
-  for the same steps, hence the same tokens in the same order, and once for the HRM's wall
-  time. A claim that the HRM learns more per unit of compute must hold at equal time, not
-  only at equal tokens.
+- Which runs train, for how long, and how they are scored: `arms.py` (`--compare` trains the
+  HRM and Transformers of its parameters and of its forward depth, at equal tokens and at
+  equal time).
+- The recipe follows the tasks: `demo` for the six families (worked solutions, an HRM of two
+  passes), `demo-depth` when every task is a depth family (direct answers, an HRM that
+  recurses); `frugal train --config demo-depth` is the same recipe by hand.
 - `--seed` draws the problems, the mix order and the initialisation, so anyone can check a
   score is not one lucky draw.
 - Never overwrite silently: DIR must be empty or absent; a previous demo run there (marked by
