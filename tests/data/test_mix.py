@@ -9,7 +9,7 @@ import pytest
 from frugal_lm.cli import main
 from frugal_lm.data import arrays
 from frugal_lm.data.loader import LoaderState, MixedDataset, PackedLoader
-from frugal_lm.data.mix import mix
+from frugal_lm.data.mix import longest_example, mix
 from frugal_lm.data.synth import write_synthetic
 from frugal_lm.data.tokenize import tokenize_sources
 from frugal_lm.data.tokenizer import train_tokenizer
@@ -274,3 +274,14 @@ def test_rules_that_leave_no_rows_are_refused(tokenized, tmp_path, capsys):
         ["data", "mix", "--tokenized", str(tokenized / "tokenized"), "--out", str(tokenized / "m"), "--mix", str(rules)]
     )
     assert code == 2 and "of 140 rows, 140 left out by the rules' repeat or max_per_file" in capsys.readouterr().err
+
+
+def test_longest_example_is_the_context_that_keeps_every_row(tokenized):
+    source = tokenized / "tokenized"
+    longest = longest_example(source)
+    whole = mix(source, tokenized / "whole", None, 1, longest, 0)
+    assert sum(s.dropped_long + s.truncated for s in whole.sources) == 0
+    short = mix(source, tokenized / "short", None, 1, longest - 1, 0)
+    assert sum(s.dropped_long + s.truncated for s in short.sources) >= 1
+    with pytest.raises(FrugalError, match="no tokenized sources"):
+        longest_example(tokenized / "nothing")

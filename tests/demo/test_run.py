@@ -8,6 +8,8 @@ import pytest
 import yaml
 
 from frugal_lm.cli import main
+from frugal_lm.data.metadata import read_mix_metadata
+from frugal_lm.data.mix import longest_example
 from frugal_lm.data.synth_depth import ChainKnobs, sequential_steps
 from frugal_lm.demo import DataSettings, DemoOptions, run_demo
 from frugal_lm.demo.budget import MIN_STEPS, steps_for_budget
@@ -80,6 +82,9 @@ def test_short_demo_learns_reversal_far_above_chance(tmp_path, capsys):
     report = summary.reports[0]
     heldout = read_jsonl(out / "data" / "heldout.jsonl")
     assert all(4 <= len(row["response"]) <= 10 for row in heldout)  # the premise of the chance bound
+    # the mix's rows fit the longest example, rounded up to 64 tokens (no row dropped or cut)
+    longest = longest_example(out / "tokenized")
+    assert read_mix_metadata(out / "mix").max_seq_len == -(-longest // 64) * 64
     assert report.exact_match >= 0.25, report.exact_match
 
     # Every stage left its output where its own command would, and the numbers agree.

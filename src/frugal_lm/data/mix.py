@@ -206,6 +206,18 @@ def mix(
         return _mix_into(staging, out, folders, Path(tokenized), rules, epochs, context, seed)
 
 
+def longest_example(tokenized: Path) -> int:
+    """The context the longest tokenized row needs (the length rule of `_select_rows`)."""
+    folders = _source_folders(Path(tokenized)) if Path(tokenized).is_dir() else []
+    if not folders:
+        raise FrugalError(f"{tokenized}: no tokenized sources (run `frugal data tokenize` first)")
+    lengths = [_load_source(folder)[1] for folder in folders]
+    return max(
+        (int((index["inst_len"] + index["resp_len"]).max()) - 1 for index in lengths if len(index["inst_len"])),
+        default=2,
+    )
+
+
 def _mix_into(
     staging: Path,
     out: Path,

@@ -115,9 +115,10 @@ def train_arms(plan: ArmsPlan, net: str, compare: bool, paths: DataPaths, out: P
         display.total = 7
         measured = probe(net) if plan.steps is None else None
         return [train(first(net, net, "run", "eval", [1.0], measured))]
-    deep_blocks = _hrm_blocks_per_forward(plan, paths.mix)
+    hrm_model = plan.config("hrm", paths.mix, scratch, None).model
+    deep_blocks = hrm_model.layers_per_stack * hrm_model.stack_passes  # the blocks one forward pass applies
     deep = (f"model.n_layers={deep_blocks}",)
-    has_deep = deep_blocks > plan.config("transformer", paths.mix, scratch, None).model.n_layers
+    has_deep = deep_blocks > hrm_model.n_layers
     hrm_step, transformer_step = probe("hrm"), probe("transformer")
     deep_step = probe("transformer", deep) if has_deep else None
     ratio = transformer_step / hrm_step
@@ -158,11 +159,6 @@ def train_arms(plan: ArmsPlan, net: str, compare: bool, paths: DataPaths, out: P
         )
         reports.append(train(deep_arm))
     return reports
-
-
-def _hrm_blocks_per_forward(plan: ArmsPlan, mix: Path) -> int:
-    model = plan.config("hrm", mix, Path("run"), None).model
-    return model.layers_per_stack * model.stack_passes
 
 
 def training_seconds(plan: ArmsPlan, shares: list[float]) -> float:

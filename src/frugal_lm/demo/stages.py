@@ -30,7 +30,7 @@ from random import Random
 from pydantic import BaseModel
 
 from frugal_lm.config import RunConfig
-from frugal_lm.data.mix import mix
+from frugal_lm.data.mix import longest_example, mix
 from frugal_lm.data.records import read_rows
 from frugal_lm.data.synth import DEFAULT_FAMILIES, FAMILIES, write_synthetic
 from frugal_lm.data.tokenize import tokenize_sources
@@ -42,6 +42,7 @@ from frugal_lm.train.trainer import TrainResult, claim_run_dir, train
 # 256 byte tokens + the special and condition tokens: no merges, one token per character.
 CHARACTER_VOCAB_SIZE = 256 + len(DEFAULT_SPECIAL_TOKENS) + len(DEFAULT_CONDITION_TOKENS)
 EVAL_BATCH_SIZE = 64
+CONTEXT_MULTIPLE = 64
 
 
 @dataclass(frozen=True)
@@ -58,9 +59,11 @@ class DataSettings:
     train_rows: int = 200000
     heldout_rows: int = 600
     vocab_size: int = CHARACTER_VOCAB_SIZE
-    context: int = 512
-    """Longest example in tokens: a worked expression runs to ~500 with its instruction. At 192
-    the mix dropped the longest third of the expressions, which the held-out set still asks."""
+    context: int | None = None
+    """Rows of the mix in tokens; None: the longest tokenized example, rounded up to a multiple
+    of `CONTEXT_MULTIPLE` (512 for the six families, whose worked expressions run to ~500
+    tokens; ~128 for the depth families). A fixed 192 once dropped the longest third of the
+    expressions from training while the held-out set still asked them."""
     mix_epochs: int = 1
     """Epochs of shuffled order written by the mix; training cycles through them as often as
     its step budget needs (`steps=` trains by steps, not epochs)."""
@@ -122,8 +125,10 @@ def tokenize(paths: DataPaths) -> str:
 
 
 def build_mix(paths: DataPaths, settings: DataSettings) -> str:
-    result = mix(paths.tokenized, paths.mix, None, settings.mix_epochs, settings.context, settings.seed)
-    return f"{sum(result.tokens_per_epoch) // len(result.tokens_per_epoch):,} tokens per epoch -> {paths.mix}"
+    context = settings.context or -(-longest_example(paths.tokenized) // CONTEXT_MULTIPLE) * CONTEXT_MULTIPLE
+    result = mix(paths.tokenized, paths.mix, None, settings.mix_epochs, context, settings.seed)
+    tokens = sum(result.tokens_per_epoch) // len(result.tokens_per_epoch)
+    return f"context {context}, {tokens:,} tokens per epoch -> {paths.mix}"
 
 
 class _BannerToLog:
