@@ -29,7 +29,7 @@ def _demo_command(args: argparse.Namespace) -> int:
 
     families, difficulty = parse_families(args.tasks), parse_difficulty(args.difficulty)
     check_difficulty(families, difficulty)
-    weights = parse_weights(args.weights, families)
+    weights = None if args.weights is None else parse_weights(args.weights, families)
     data = DataSettings(
         families=tuple(families),
         difficulty=difficulty,
@@ -91,7 +91,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         "sorting, reversal, expression, counting",
     )
     demo.add_argument("--difficulty", metavar="FAMILY.KNOB=VALUE,...", help=DIFFICULTY_HELP)
-    demo.add_argument("--weights", metavar="FAMILY=N,...", help=WEIGHTS_HELP + " (default sorting=3; '' for even rows)")
+    demo.add_argument(
+        "--weights", metavar="FAMILY=N,...", help=WEIGHTS_HELP + " (default expression=2,sorting=2; '' for even rows)"
+    )
     demo.add_argument(
         "--seed",
         type=int,

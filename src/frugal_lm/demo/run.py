@@ -185,7 +185,11 @@ def run_demo(options: DemoOptions) -> DemoSummary:
             {
                 **asdict(options),
                 "out": str(out),
-                "data": {**asdict(options.data), "difficulty": _knob_values(options.data)},
+                "data": {
+                    **asdict(options.data),
+                    "difficulty": _knob_values(options.data),
+                    "weights": options.data.train_weights,
+                },
                 "recipe": options.recipe,
                 "started": time.strftime("%Y-%m-%d %H:%M:%S"),
             },
