@@ -188,7 +188,7 @@ def test_worked_expressions_take_one_operation_per_step():
 def test_worked_counts_run_over_the_word():
     for problem, (line,) in _steps("counting"):
         target, word = problem.instruction.split("'")[1], problem.instruction.split(" in ")[1].removesuffix("?")
-        assert line.split() == [
+        assert line.split() == ["0"] + [
             f"{letter}{target}{'=' if letter == target else '!'}{word[: i + 1].count(target)}"
             for i, letter in enumerate(word)
         ]

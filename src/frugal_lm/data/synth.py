@@ -242,11 +242,14 @@ def _expression(rng: random.Random, operators: int = 3, max_operand: int = 20) -
 def _counting(rng: random.Random, min_len: int = 5, max_len: int = 12) -> Solution:
     """The worked solution is a running count: each letter of the word, the target beside it,
     `=` if they match and `!` if not (a comparison of the two characters just written), then
-    how many times the target has appeared up to there (the previous count, plus one at `=`)."""
+    how many times the target has appeared up to there (the previous count, plus one at `=`).
+    It opens with the count before the first letter, `0`, so the first step reads a previous
+    count like every other: without it a demo seed learned to answer `!` at the first letter
+    whatever it was, 25% of counting lost (RESULTS.md, "Session 10")."""
     letters = rng.sample(string.ascii_lowercase, 4)  # a small alphabet so letters repeat
     word = "".join(rng.choice(letters) for _ in range(rng.randint(min_len, max_len)))
     target = rng.choice(letters)
-    running = " ".join(
+    running = "0 " + " ".join(
         f"{letter}{target}{'=' if letter == target else '!'}{word[: i + 1].count(target)}"
         for i, letter in enumerate(word)
     )
