@@ -113,6 +113,13 @@ def test_weights_shape_the_train_split_and_leave_the_heldout_split_even(tmp_path
             parse_weights(text, families)
 
 
+def test_write_synthetic_refuses_weights_it_would_not_use_before_writing(tmp_path):
+    for weights, message in [({"sortng": 2}, "'sortng', which is not among the tasks"), ({"sorting": 0}, ">= 1")]:
+        with pytest.raises(FrugalError, match=message):
+            write_synthetic(tmp_path / "w", ["sorting", "reversal"], 10, 2, seed=0, weights=weights)
+    assert not (tmp_path / "w").exists()
+
+
 def test_cli_weights_and_their_one_line_error(tmp_path, capsys):
     from frugal_lm.cli import main
 

@@ -152,6 +152,11 @@ def _source_folders(tokenized: Path) -> list[Path]:
     return sorted(p for p in tokenized.iterdir() if p.is_dir() and ((p / "meta.json").is_file() or p.name in listed))
 
 
+def _context_needed(inst_len: np.ndarray, resp_len: np.ndarray) -> np.ndarray:
+    """Tokens of context each row needs: the model reads all but its last token."""
+    return inst_len + resp_len - 1
+
+
 def _select_rows(
     meta: SourceMeta, index: dict[str, np.ndarray], rule: MixRule, context: int, offset: int
 ) -> tuple[dict[str, np.ndarray], SourceStats]:
@@ -160,7 +165,7 @@ def _select_rows(
     inst_len, resp_len = index["inst_len"].copy(), index["resp_len"].copy()
     stats = SourceStats(Path(meta.source).name, Path(meta.source).stem, len(inst_len))
     too_short = resp_len < rule.min_response_len
-    too_long = inst_len + resp_len - 1 > context
+    too_long = _context_needed(inst_len, resp_len) > context
     fits_by_truncation = too_long & (inst_len < context)
     if rule.long_context == "truncate":
         resp_len[fits_by_truncation & ~too_short] = context + 1 - inst_len[fits_by_truncation & ~too_short]
@@ -207,13 +212,17 @@ def mix(
 
 
 def longest_example(tokenized: Path) -> int:
-    """The context the longest tokenized row needs (the length rule of `_select_rows`)."""
+    """The context the longest tokenized row needs (the rule `_select_rows` drops rows by)."""
     folders = _source_folders(Path(tokenized)) if Path(tokenized).is_dir() else []
     if not folders:
         raise FrugalError(f"{tokenized}: no tokenized sources (run `frugal data tokenize` first)")
-    lengths = [_load_source(folder)[1] for folder in folders]
+    indexes = [_load_source(folder)[1] for folder in folders]
     return max(
-        (int((index["inst_len"] + index["resp_len"]).max()) - 1 for index in lengths if len(index["inst_len"])),
+        (
+            int(_context_needed(index["inst_len"], index["resp_len"]).max())
+            for index in indexes
+            if len(index["inst_len"])
+        ),
         default=2,
     )
 

@@ -322,6 +322,15 @@ def parse_weights(text: str | None, families: list[str]) -> dict[str, int]:
     return weights
 
 
+def check_weights(families: list[str], weights: dict[str, int]) -> None:
+    """Weights only for families being generated, each a whole number >= 1."""
+    for family, weight in weights.items():
+        if family not in families:
+            raise FrugalError(f"weight given for {family!r}, which is not among the tasks ({', '.join(families)})")
+        if not isinstance(weight, int) or weight < 1:
+            raise FrugalError(f"weight of {family!r} must be a whole number >= 1, not {weight!r}")
+
+
 def check_difficulty(families: list[str], difficulty: dict[str, BaseModel]) -> None:
     """Knobs only for families being generated, each of its family's knob model."""
     for family, knobs in difficulty.items():
@@ -345,9 +354,10 @@ def generate(
     `difficulty` maps a family to its knobs (e.g. {"modexpr": ModexprKnobs(ops=24)}), the
     others keep their defaults; `weights` draws a family that many times per cycle (1 when
     not named)."""
-    difficulty = difficulty or {}
-    cycle = [family for family in families for _ in range((weights or {}).get(family, 1))]
+    difficulty, weights = difficulty or {}, weights or {}
     check_difficulty(families, difficulty)
+    check_weights(families, weights)
+    cycle = [family for family in families for _ in range(weights.get(family, 1))]
     rng = random.Random(f"{seed}:{'heldout' if heldout else 'train'}")
     seen: set[str] = set()
     attempts = 0
@@ -383,6 +393,7 @@ def write_synthetic(
     if answer_format not in FORMATS:
         raise FrugalError(f"unknown answer format {answer_format!r}; allowed: {', '.join(FORMATS)}")
     check_difficulty(families, difficulty or {})  # before anything is written
+    check_weights(families, weights or {})
     out = Path(out)
     with os_errors_as_user_errors(out), staged_output(out, COMMAND) as staging:
         for split, count in (("train", rows), ("heldout", heldout_rows)):
